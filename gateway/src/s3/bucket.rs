@@ -1,0 +1,127 @@
+//! Bucket operations: ListBuckets, CreateBucket, HeadBucket, DeleteBucket, GetBucketLocation,
+//! and the read-only bucket settings clients probe (versioning, ACLs).
+
+use s3s::dto::*;
+use s3s::{S3Request, S3Response, S3Result};
+
+use super::{Gateway, blocking, object_path, timestamp};
+use crate::error::StoreError;
+
+/// The single owner every bucket and object has on this gateway.
+pub(crate) fn owner() -> Owner {
+    Owner { display_name: Some("nebula".into()), id: Some("nebula".into()) }
+}
+
+/// ListBuckets.
+pub(crate) async fn list_buckets(gw: &Gateway, req: S3Request<ListBucketsInput>) -> S3Result<S3Response<ListBucketsOutput>> {
+    let store = gw.store.clone();
+    let prefix = req.input.prefix.clone();
+    let buckets = blocking(move || store.list_buckets()).await?;
+    let buckets = buckets
+        .into_iter()
+        .filter(|b| prefix.as_deref().is_none_or(|p| b.name.starts_with(p)))
+        .map(|b| Bucket { name: Some(b.name), creation_date: Some(timestamp(b.created)), bucket_region: Some(gw.region.clone()) })
+        .collect();
+    Ok(S3Response::new(ListBucketsOutput { buckets: Some(buckets), owner: Some(owner()), prefix: req.input.prefix, ..Default::default() }))
+}
+
+/// CreateBucket: a folder. An owned bucket answers 200 in us-east-1 (AWS's legacy behaviour)
+/// and BucketAlreadyOwnedByYou elsewhere.
+pub(crate) async fn create_bucket(gw: &Gateway, req: S3Request<CreateBucketInput>) -> S3Result<S3Response<CreateBucketOutput>> {
+    let input = req.input;
+    let constraint = input
+        .create_bucket_configuration
+        .as_ref()
+        .and_then(|c| c.location_constraint.as_ref())
+        .map(|c| c.as_str().to_owned())
+        .filter(|c| !c.is_empty());
+    let expected = if gw.region == "us-east-1" { None } else { Some(gw.region.clone()) };
+    if constraint != expected && !(constraint.as_deref() == Some("us-east-1") && expected.is_none()) {
+        return Err(crate::error::custom_error(
+            "IllegalLocationConstraintException",
+            http::StatusCode::BAD_REQUEST,
+            format!(
+                "The {} location constraint is incompatible for the region specific endpoint this request was sent to ({}).",
+                constraint.as_deref().unwrap_or("unspecified"),
+                gw.region
+            ),
+        ));
+    }
+    let store = gw.store.clone();
+    let bucket = input.bucket.clone();
+    let created = blocking(move || store.create_bucket(&bucket)).await?;
+    if !created && gw.region != "us-east-1" {
+        return Err(StoreError::BucketAlreadyOwnedByYou.into());
+    }
+    Ok(S3Response::new(CreateBucketOutput { location: Some(format!("/{}", input.bucket)) }))
+}
+
+/// HeadBucket.
+pub(crate) async fn head_bucket(gw: &Gateway, req: S3Request<HeadBucketInput>) -> S3Result<S3Response<HeadBucketOutput>> {
+    let store = gw.store.clone();
+    let bucket = req.input.bucket;
+    blocking(move || store.bucket_fd(&bucket).map(drop)).await?;
+    Ok(S3Response::new(HeadBucketOutput { bucket_region: Some(gw.region.clone()), ..Default::default() }))
+}
+
+/// DeleteBucket: only when no object is left.
+pub(crate) async fn delete_bucket(gw: &Gateway, req: S3Request<DeleteBucketInput>) -> S3Result<S3Response<DeleteBucketOutput>> {
+    let store = gw.store.clone();
+    let bucket = req.input.bucket;
+    blocking(move || store.delete_bucket(&bucket)).await?;
+    Ok(S3Response::new(DeleteBucketOutput::default()))
+}
+
+/// GetBucketLocation: empty for us-east-1, as AWS answers.
+pub(crate) async fn get_bucket_location(
+    gw: &Gateway,
+    req: S3Request<GetBucketLocationInput>,
+) -> S3Result<S3Response<GetBucketLocationOutput>> {
+    let store = gw.store.clone();
+    let bucket = req.input.bucket;
+    blocking(move || store.bucket_fd(&bucket).map(drop)).await?;
+    let location_constraint = (gw.region != "us-east-1").then(|| BucketLocationConstraint::from(gw.region.clone()));
+    Ok(S3Response::new(GetBucketLocationOutput { location_constraint }))
+}
+
+/// GetBucketVersioning: versioning is never enabled here.
+pub(crate) async fn get_bucket_versioning(
+    gw: &Gateway,
+    req: S3Request<GetBucketVersioningInput>,
+) -> S3Result<S3Response<GetBucketVersioningOutput>> {
+    let store = gw.store.clone();
+    let bucket = req.input.bucket;
+    blocking(move || store.bucket_fd(&bucket).map(drop)).await?;
+    Ok(S3Response::new(GetBucketVersioningOutput::default()))
+}
+
+fn owner_full_control() -> Vec<Grant> {
+    let o = owner();
+    vec![Grant {
+        grantee: Some(Grantee {
+            display_name: o.display_name,
+            id: o.id,
+            type_: Type::from_static(Type::CANONICAL_USER),
+            email_address: None,
+            uri: None,
+        }),
+        permission: Some(Permission::from_static(Permission::FULL_CONTROL)),
+    }]
+}
+
+/// GetBucketAcl: the owner has full control; nothing else is granted.
+pub(crate) async fn get_bucket_acl(gw: &Gateway, req: S3Request<GetBucketAclInput>) -> S3Result<S3Response<GetBucketAclOutput>> {
+    let store = gw.store.clone();
+    let bucket = req.input.bucket;
+    blocking(move || store.bucket_fd(&bucket).map(drop)).await?;
+    Ok(S3Response::new(GetBucketAclOutput { grants: Some(owner_full_control()), owner: Some(owner()) }))
+}
+
+/// GetObjectAcl: the owner has full control.
+pub(crate) async fn get_object_acl(gw: &Gateway, req: S3Request<GetObjectAclInput>) -> S3Result<S3Response<GetObjectAclOutput>> {
+    let store = gw.store.clone();
+    let input = req.input;
+    let path = object_path(&input.key)?;
+    blocking(move || store.open_object(&input.bucket, &path).map(drop)).await?;
+    Ok(S3Response::new(GetObjectAclOutput { grants: Some(owner_full_control()), owner: Some(owner()), ..Default::default() }))
+}

@@ -1,0 +1,146 @@
+//! Conditional request headers, evaluated as S3 does (s3s parses them but leaves them to us).
+
+use std::time::SystemTime;
+
+use http::{HeaderMap, HeaderValue};
+use s3s::dto::{ETagCondition, Timestamp};
+use s3s::{S3Error, S3ErrorCode};
+
+use crate::store::meta::ObjectMeta;
+
+/// True when an `If-Match`-style condition holds for an object with this ETag.
+pub(crate) fn etag_matches(cond: &ETagCondition, etag: &str) -> bool {
+    match cond {
+        ETagCondition::Any => true,
+        ETagCondition::ETag(e) => e.value().trim_matches('"') == etag,
+    }
+}
+
+fn secs(t: SystemTime) -> i64 {
+    match t.duration_since(SystemTime::UNIX_EPOCH) {
+        Ok(d) => d.as_secs() as i64,
+        Err(_) => 0,
+    }
+}
+
+fn ts_secs(t: &Timestamp) -> i64 {
+    let odt: time::OffsetDateTime = t.clone().into();
+    odt.unix_timestamp()
+}
+
+/// The four conditional headers of a read (or a copy source).
+#[derive(Debug, Default, Clone, Copy)]
+pub(crate) struct Conditions<'a> {
+    pub if_match: Option<&'a ETagCondition>,
+    pub if_none_match: Option<&'a ETagCondition>,
+    pub if_modified_since: Option<&'a Timestamp>,
+    pub if_unmodified_since: Option<&'a Timestamp>,
+}
+
+/// What a failed condition means.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Outcome {
+    /// All conditions hold.
+    Proceed,
+    /// 304: the client's copy is current.
+    NotModified,
+    /// 412: a precondition failed.
+    PreconditionFailed,
+}
+
+impl Conditions<'_> {
+    /// Evaluates in S3's order: If-Match beats If-Unmodified-Since, If-None-Match beats
+    /// If-Modified-Since (RFC 7232 §6), all at one-second resolution like HTTP dates.
+    pub(crate) fn evaluate(&self, etag: &str, modified: SystemTime) -> Outcome {
+        let m = secs(modified);
+        if let Some(c) = self.if_match {
+            if !etag_matches(c, etag) {
+                return Outcome::PreconditionFailed;
+            }
+        } else if let Some(t) = self.if_unmodified_since
+            && m > ts_secs(t)
+        {
+            return Outcome::PreconditionFailed;
+        }
+        if let Some(c) = self.if_none_match {
+            if etag_matches(c, etag) {
+                return Outcome::NotModified;
+            }
+        } else if let Some(t) = self.if_modified_since
+            && m <= ts_secs(t)
+        {
+            return Outcome::NotModified;
+        }
+        Outcome::Proceed
+    }
+
+    /// For GET/HEAD: 304 with the validators, or 412.
+    pub(crate) fn check_read(&self, meta: &ObjectMeta, modified: SystemTime) -> Result<(), S3Error> {
+        match self.evaluate(&meta.etag, modified) {
+            Outcome::Proceed => Ok(()),
+            Outcome::PreconditionFailed => Err(S3Error::new(S3ErrorCode::PreconditionFailed)),
+            Outcome::NotModified => {
+                let mut e = S3Error::new(S3ErrorCode::NotModified);
+                let mut h = HeaderMap::new();
+                if let Ok(v) = HeaderValue::from_str(&format!("\"{}\"", meta.etag)) {
+                    h.insert(http::header::ETAG, v);
+                }
+                let lm = httpdate(modified);
+                if let Ok(v) = HeaderValue::from_str(&lm) {
+                    h.insert(http::header::LAST_MODIFIED, v);
+                }
+                e.set_headers(h);
+                Err(e)
+            }
+        }
+    }
+
+    /// For copy sources (`x-amz-copy-source-if-*`): every failure is 412.
+    pub(crate) fn check_copy_source(&self, meta: &ObjectMeta, modified: SystemTime) -> Result<(), S3Error> {
+        match self.evaluate(&meta.etag, modified) {
+            Outcome::Proceed => Ok(()),
+            _ => Err(S3Error::new(S3ErrorCode::PreconditionFailed)),
+        }
+    }
+}
+
+fn httpdate(t: SystemTime) -> String {
+    let ts = Timestamp::from(t);
+    super::format_http_date(&ts).unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use s3s::dto::ETag;
+    use std::time::Duration;
+
+    fn at(secs: u64) -> SystemTime {
+        SystemTime::UNIX_EPOCH + Duration::from_secs(secs)
+    }
+
+    #[test]
+    fn s3_precedence() {
+        let good = ETagCondition::ETag(ETag::Strong("abc".into()));
+        let bad = ETagCondition::ETag(ETag::Strong("zzz".into()));
+        let early = Timestamp::from(at(100));
+        let late = Timestamp::from(at(10_000));
+        let m = at(5_000);
+        // If-Match true wins over a failing If-Unmodified-Since.
+        let c = Conditions { if_match: Some(&good), if_unmodified_since: Some(&early), ..Default::default() };
+        assert_eq!(c.evaluate("abc", m), Outcome::Proceed);
+        let c = Conditions { if_match: Some(&bad), ..Default::default() };
+        assert_eq!(c.evaluate("abc", m), Outcome::PreconditionFailed);
+        // If-None-Match false wins over a "not modified" If-Modified-Since.
+        let c = Conditions { if_none_match: Some(&bad), if_modified_since: Some(&late), ..Default::default() };
+        assert_eq!(c.evaluate("abc", m), Outcome::Proceed);
+        let c = Conditions { if_none_match: Some(&good), ..Default::default() };
+        assert_eq!(c.evaluate("abc", m), Outcome::NotModified);
+        let c = Conditions { if_modified_since: Some(&late), ..Default::default() };
+        assert_eq!(c.evaluate("abc", m), Outcome::NotModified);
+        let c = Conditions { if_modified_since: Some(&early), ..Default::default() };
+        assert_eq!(c.evaluate("abc", m), Outcome::Proceed);
+        let c = Conditions { if_none_match: Some(&ETagCondition::Any), ..Default::default() };
+        assert_eq!(c.evaluate("abc", m), Outcome::NotModified);
+    }
+}

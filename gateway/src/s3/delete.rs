@@ -1,0 +1,68 @@
+//! DeleteObject (idempotent) and DeleteObjects (up to 1000 keys, quiet mode).
+
+use s3s::dto::*;
+use s3s::{S3Error, S3ErrorCode, S3Request, S3Response, S3Result};
+
+use super::{Gateway, blocking, object_path};
+use crate::error::StoreError;
+use crate::store::keys::parse_key;
+
+/// S3's limit on keys per DeleteObjects request.
+const MAX_DELETE_KEYS: usize = 1000;
+
+/// DeleteObject.
+pub(crate) async fn delete_object(gw: &Gateway, req: S3Request<DeleteObjectInput>) -> S3Result<S3Response<DeleteObjectOutput>> {
+    let input = req.input;
+    let path = object_path(&input.key)?;
+    let store = gw.store.clone();
+    blocking(move || store.delete_object(&input.bucket, &path)).await?;
+    Ok(S3Response::new(DeleteObjectOutput::default()))
+}
+
+/// DeleteObjects.
+pub(crate) async fn delete_objects(gw: &Gateway, req: S3Request<DeleteObjectsInput>) -> S3Result<S3Response<DeleteObjectsOutput>> {
+    let input = req.input;
+    let objects = input.delete.objects;
+    if objects.len() > MAX_DELETE_KEYS {
+        return Err(S3Error::with_message(S3ErrorCode::MalformedXML, "a DeleteObjects request may name at most 1000 keys"));
+    }
+    let quiet = input.delete.quiet.unwrap_or(false);
+    let store = gw.store.clone();
+    let bucket = input.bucket;
+    let results = blocking(move || {
+        store.bucket_fd(&bucket)?;
+        Ok(objects
+            .into_iter()
+            .map(|o| {
+                let r = parse_key(&o.key).and_then(|p| store.delete_object(&bucket, &p));
+                (o.key, r)
+            })
+            .collect::<Vec<(String, Result<(), StoreError>)>>())
+    })
+    .await?;
+    let mut deleted = Vec::new();
+    let mut errors = Vec::new();
+    for (key, r) in results {
+        match r {
+            Ok(()) => {
+                if !quiet {
+                    deleted.push(DeletedObject { key: Some(key), ..Default::default() });
+                }
+            }
+            Err(e) => {
+                let s3: S3Error = e.into();
+                errors.push(Error {
+                    key: Some(key),
+                    code: Some(s3.code().as_str().to_owned()),
+                    message: s3.message().map(str::to_owned),
+                    version_id: None,
+                });
+            }
+        }
+    }
+    Ok(S3Response::new(DeleteObjectsOutput {
+        deleted: Some(deleted),
+        errors: (!errors.is_empty()).then_some(errors),
+        ..Default::default()
+    }))
+}

@@ -1,0 +1,207 @@
+//! GetObject and HeadObject: conditionals, byte ranges, streaming bodies.
+
+use std::fs::File;
+use std::io;
+use std::os::unix::fs::FileExt;
+use std::time::SystemTime;
+
+use bytes::Bytes;
+use s3s::dto::*;
+use s3s::{S3Request, S3Response, S3Result};
+
+use super::conditional::Conditions;
+use super::put::checksum_fields;
+use super::{Gateway, blocking, etag_of, object_path, parse_http_date, timestamp};
+use crate::error::StoreError;
+use crate::store::meta::{IO_BLOCK, ObjectMeta};
+
+/// Objects up to this size are read in the same blocking call that opens them: one thread hop
+/// per small GET.
+const SMALL_OBJECT: u64 = 256 * 1024;
+
+/// Chunks read ahead of the client per large GET: bounds memory while overlapping disk and network.
+const READ_AHEAD: usize = 2;
+
+/// The owned conditional headers of a request, so they can move to the blocking pool.
+#[derive(Debug, Default, Clone)]
+pub(crate) struct OwnedConditions {
+    pub if_match: Option<ETagCondition>,
+    pub if_none_match: Option<ETagCondition>,
+    pub if_modified_since: Option<Timestamp>,
+    pub if_unmodified_since: Option<Timestamp>,
+}
+
+impl OwnedConditions {
+    pub(crate) fn borrow(&self) -> Conditions<'_> {
+        Conditions {
+            if_match: self.if_match.as_ref(),
+            if_none_match: self.if_none_match.as_ref(),
+            if_modified_since: self.if_modified_since.as_ref(),
+            if_unmodified_since: self.if_unmodified_since.as_ref(),
+        }
+    }
+}
+
+/// An object ready to be sent: metadata, the byte range and (for small ones) the bytes.
+struct Prepared {
+    meta: ObjectMeta,
+    size: u64,
+    modified: SystemTime,
+    range: Option<std::ops::Range<u64>>,
+    file: File,
+    small: Option<Bytes>,
+}
+
+fn prepare(
+    gw: &Gateway,
+    bucket: String,
+    key: &str,
+    conds: OwnedConditions,
+    range: Option<Range>,
+    part_number: Option<i32>,
+    read_small: bool,
+) -> impl std::future::Future<Output = S3Result<Prepared>> + use<> {
+    let store = gw.store.clone();
+    let path = object_path(key);
+    async move {
+        let path = path?;
+        blocking(move || {
+            let obj = store.open_object(&bucket, &path)?;
+            match conds.borrow().check_read(&obj.meta, obj.modified) {
+                Ok(()) => {}
+                Err(e) => return Ok(Err(e)),
+            }
+            if let Some(n) = part_number
+                && (n != 1 || obj.meta.parts.is_some())
+            {
+                return Ok(Err(crate::error::custom_error(
+                    "InvalidPartNumber",
+                    http::StatusCode::RANGE_NOT_SATISFIABLE,
+                    "this gateway serves partNumber=1 of single-part objects only",
+                )));
+            }
+            let range = match range {
+                None => None,
+                Some(r) if obj.size == 0 => {
+                    let _ = r;
+                    return Err(StoreError::InvalidRange);
+                }
+                Some(r) => Some(r.check(obj.size).map_err(|_| StoreError::InvalidRange)?),
+            };
+            let (start, end) = range.clone().map(|r| (r.start, r.end)).unwrap_or((0, obj.size));
+            let small = if read_small && end - start <= SMALL_OBJECT {
+                let mut buf = vec![0u8; (end - start) as usize];
+                obj.file.read_exact_at(&mut buf, start)?;
+                Some(Bytes::from(buf))
+            } else {
+                None
+            };
+            Ok(Ok(Prepared { meta: obj.meta, size: obj.size, modified: obj.modified, range, file: obj.file, small }))
+        })
+        .await?
+    }
+}
+
+/// Streams `len` bytes of `file` from `start`, read in large blocks on the blocking pool, at
+/// most [`READ_AHEAD`] blocks ahead of the client. Dropping the body stops the reader.
+pub(crate) fn file_body(file: File, start: u64, len: u64) -> StreamingBlob {
+    let (tx, rx) = tokio::sync::mpsc::channel::<io::Result<Bytes>>(READ_AHEAD);
+    tokio::task::spawn_blocking(move || {
+        let mut off = start;
+        let end = start + len;
+        while off < end {
+            let want = ((end - off) as usize).min(IO_BLOCK);
+            let mut buf = vec![0u8; want];
+            let res = file.read_exact_at(&mut buf, off).map(|()| Bytes::from(buf));
+            let failed = res.is_err();
+            if tx.blocking_send(res).is_err() || failed {
+                return;
+            }
+            off += want as u64;
+        }
+    });
+    let stream = futures::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|item| (item, rx)) });
+    StreamingBlob::wrap(stream)
+}
+
+/// GetObject.
+pub(crate) async fn get_object(gw: &Gateway, req: S3Request<GetObjectInput>) -> S3Result<S3Response<GetObjectOutput>> {
+    let input = req.input;
+    let conds = OwnedConditions {
+        if_match: input.if_match,
+        if_none_match: input.if_none_match,
+        if_modified_since: input.if_modified_since,
+        if_unmodified_since: input.if_unmodified_since,
+    };
+    let full_checksums = input.checksum_mode.as_ref().is_some_and(|m| m.as_str() == ChecksumMode::ENABLED);
+    let p = prepare(gw, input.bucket, &input.key, conds, input.range, input.part_number, true).await?;
+    let (start, len) = match &p.range {
+        Some(r) => (r.start, r.end - r.start),
+        None => (0, p.size),
+    };
+    let body = match p.small {
+        Some(bytes) => StreamingBlob::from(s3s::Body::from(bytes)),
+        None => file_body(p.file, start, len),
+    };
+    let c = if p.range.is_none() && full_checksums { checksum_fields(&p.meta.checksums) } else { Checksum::default() };
+    let meta = p.meta;
+    let output = GetObjectOutput {
+        body: Some(body),
+        content_length: Some(len as i64),
+        content_range: p.range.as_ref().map(|r| format!("bytes {}-{}/{}", r.start, r.end - 1, p.size)),
+        accept_ranges: Some("bytes".into()),
+        e_tag: Some(etag_of(&meta)),
+        last_modified: Some(timestamp(p.modified)),
+        content_type: meta.content_type.clone(),
+        content_disposition: meta.content_disposition.clone(),
+        content_encoding: meta.content_encoding.clone(),
+        content_language: meta.content_language.clone(),
+        cache_control: meta.cache_control.clone(),
+        expires: meta.expires.as_deref().and_then(parse_http_date),
+        metadata: (!meta.user.is_empty()).then(|| meta.user.clone().into_iter().collect()),
+        checksum_crc32: c.checksum_crc32,
+        checksum_crc32c: c.checksum_crc32c,
+        checksum_crc64nvme: c.checksum_crc64nvme,
+        checksum_sha1: c.checksum_sha1,
+        checksum_sha256: c.checksum_sha256,
+        ..Default::default()
+    };
+    Ok(S3Response::new(output))
+}
+
+/// HeadObject.
+pub(crate) async fn head_object(gw: &Gateway, req: S3Request<HeadObjectInput>) -> S3Result<S3Response<HeadObjectOutput>> {
+    let input = req.input;
+    let conds = OwnedConditions {
+        if_match: input.if_match,
+        if_none_match: input.if_none_match,
+        if_modified_since: input.if_modified_since,
+        if_unmodified_since: input.if_unmodified_since,
+    };
+    let full_checksums = input.checksum_mode.as_ref().is_some_and(|m| m.as_str() == ChecksumMode::ENABLED);
+    let p = prepare(gw, input.bucket, &input.key, conds, input.range, input.part_number, false).await?;
+    let len = p.range.as_ref().map(|r| r.end - r.start).unwrap_or(p.size);
+    let c = if p.range.is_none() && full_checksums { checksum_fields(&p.meta.checksums) } else { Checksum::default() };
+    let meta = p.meta;
+    let output = HeadObjectOutput {
+        content_length: Some(len as i64),
+        content_range: p.range.as_ref().map(|r| format!("bytes {}-{}/{}", r.start, r.end - 1, p.size)),
+        accept_ranges: Some("bytes".into()),
+        e_tag: Some(etag_of(&meta)),
+        last_modified: Some(timestamp(p.modified)),
+        content_type: meta.content_type.clone(),
+        content_disposition: meta.content_disposition.clone(),
+        content_encoding: meta.content_encoding.clone(),
+        content_language: meta.content_language.clone(),
+        cache_control: meta.cache_control.clone(),
+        expires: meta.expires.as_deref().and_then(parse_http_date),
+        metadata: (!meta.user.is_empty()).then(|| meta.user.clone().into_iter().collect()),
+        checksum_crc32: c.checksum_crc32,
+        checksum_crc32c: c.checksum_crc32c,
+        checksum_crc64nvme: c.checksum_crc64nvme,
+        checksum_sha1: c.checksum_sha1,
+        checksum_sha256: c.checksum_sha256,
+        ..Default::default()
+    };
+    Ok(S3Response::new(output))
+}

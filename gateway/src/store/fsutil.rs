@@ -1,0 +1,185 @@
+//! Small safe wrappers over the Linux calls the backend needs to stay inside a bucket folder
+//! (`openat2` with `RESOLVE_BENEATH`, `*at` calls on folder descriptors) and to write durably.
+
+use std::ffi::CString;
+use std::fs::File;
+use std::io;
+use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
+use std::path::Path;
+
+fn cstr(p: &Path) -> io::Result<CString> {
+    CString::new(p.as_os_str().as_bytes()).map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "NUL in path"))
+}
+
+fn check(ret: libc::c_int) -> io::Result<libc::c_int> {
+    if ret < 0 { Err(io::Error::last_os_error()) } else { Ok(ret) }
+}
+
+/// Opens a folder as a descriptor usable as the base of `*at` calls.
+pub fn open_dir(path: &Path) -> io::Result<OwnedFd> {
+    let c = cstr(path)?;
+    // SAFETY: c is a valid NUL-terminated string; the returned fd is owned below.
+    let fd = check(unsafe { libc::open(c.as_ptr(), libc::O_PATH | libc::O_DIRECTORY | libc::O_CLOEXEC) })?;
+    // SAFETY: fd was just returned by open and is not owned elsewhere.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// Opens `rel` below `base` for reading; symlinks may be followed only while they stay below
+/// `base` (`RESOLVE_BENEATH`), so no key can reach outside its bucket. Non-blocking open keeps a
+/// FIFO someone dropped into a bucket from hanging the request.
+pub fn open_beneath(base: BorrowedFd<'_>, rel: &Path) -> io::Result<File> {
+    let c = cstr(rel)?;
+    let mut how: libc::open_how = unsafe { std::mem::zeroed() };
+    how.flags = (libc::O_RDONLY | libc::O_CLOEXEC | libc::O_NONBLOCK) as u64;
+    how.resolve = libc::RESOLVE_BENEATH | libc::RESOLVE_NO_MAGICLINKS;
+    // SAFETY: arguments follow openat2(2); `how` lives across the call.
+    let ret = unsafe {
+        libc::syscall(
+            libc::SYS_openat2,
+            base.as_raw_fd(),
+            c.as_ptr(),
+            &how as *const libc::open_how,
+            std::mem::size_of::<libc::open_how>(),
+        )
+    };
+    if ret < 0 {
+        let err = io::Error::last_os_error();
+        if err.raw_os_error() == Some(libc::ENOSYS) {
+            return open_nofollow_fallback(base, rel);
+        }
+        return Err(err);
+    }
+    // SAFETY: ret is a fresh descriptor from openat2.
+    Ok(unsafe { File::from_raw_fd(ret as libc::c_int) })
+}
+
+/// For kernels before 5.6: walk the path one component at a time without following symlinks.
+fn open_nofollow_fallback(base: BorrowedFd<'_>, rel: &Path) -> io::Result<File> {
+    let dir = open_parent_nofollow(base, rel, false)?;
+    let name = rel.file_name().ok_or_else(|| io::Error::from(io::ErrorKind::InvalidInput))?;
+    let c = cstr(Path::new(name))?;
+    let fd = check(unsafe {
+        libc::openat(dir.as_raw_fd(), c.as_ptr(), libc::O_RDONLY | libc::O_CLOEXEC | libc::O_NONBLOCK | libc::O_NOFOLLOW)
+    })?;
+    Ok(unsafe { File::from_raw_fd(fd) })
+}
+
+/// Opens (and with `create`, makes) the parent folders of `rel` below `base`, one component at a
+/// time, never following a symlink. A component that is a file gives `NotADirectory`.
+pub fn open_parent_nofollow(base: BorrowedFd<'_>, rel: &Path, create: bool) -> io::Result<OwnedFd> {
+    // SAFETY: dup of a valid descriptor.
+    let mut cur = unsafe { OwnedFd::from_raw_fd(check(libc::dup(base.as_raw_fd()))?) };
+    let Some(parent) = rel.parent() else { return Ok(cur) };
+    for comp in parent.components() {
+        let c = cstr(Path::new(comp.as_os_str()))?;
+        if create {
+            // SAFETY: valid fd and C string.
+            let r = unsafe { libc::mkdirat(cur.as_raw_fd(), c.as_ptr(), 0o755) };
+            if r < 0 {
+                let e = io::Error::last_os_error();
+                if e.raw_os_error() != Some(libc::EEXIST) {
+                    return Err(e);
+                }
+            }
+        }
+        // SAFETY: valid fd and C string; result owned below.
+        let fd = unsafe {
+            libc::openat(cur.as_raw_fd(), c.as_ptr(), libc::O_PATH | libc::O_DIRECTORY | libc::O_NOFOLLOW | libc::O_CLOEXEC)
+        };
+        if fd < 0 {
+            let e = io::Error::last_os_error();
+            // ENOTDIR: the component is a file (or a symlink, which we refuse to write through).
+            if e.raw_os_error() == Some(libc::ENOTDIR) || e.raw_os_error() == Some(libc::ELOOP) {
+                return Err(io::Error::from(io::ErrorKind::NotADirectory));
+            }
+            return Err(e);
+        }
+        cur = unsafe { OwnedFd::from_raw_fd(fd) };
+    }
+    Ok(cur)
+}
+
+/// Makes `name` a folder in `dir` (no error if it is one already).
+pub fn mkdir_at(dir: BorrowedFd<'_>, name: &Path) -> io::Result<()> {
+    let c = cstr(name)?;
+    let r = unsafe { libc::mkdirat(dir.as_raw_fd(), c.as_ptr(), 0o755) };
+    if r < 0 {
+        let e = io::Error::last_os_error();
+        if e.raw_os_error() != Some(libc::EEXIST) {
+            return Err(e);
+        }
+    }
+    Ok(())
+}
+
+/// Atomically replaces `to` in `to_dir` with `from` in `from_dir`.
+pub fn rename_at(from_dir: BorrowedFd<'_>, from: &Path, to_dir: BorrowedFd<'_>, to: &Path) -> io::Result<()> {
+    let (a, b) = (cstr(from)?, cstr(to)?);
+    check(unsafe { libc::renameat(from_dir.as_raw_fd(), a.as_ptr(), to_dir.as_raw_fd(), b.as_ptr()) }).map(|_| ())
+}
+
+/// Atomically creates `to` as a new name of `from`; fails with `AlreadyExists` if `to` exists.
+/// Used for conditional creates (`If-None-Match: *`) without a check-then-act race.
+pub fn link_at(from_dir: BorrowedFd<'_>, from: &Path, to_dir: BorrowedFd<'_>, to: &Path) -> io::Result<()> {
+    let (a, b) = (cstr(from)?, cstr(to)?);
+    check(unsafe { libc::linkat(from_dir.as_raw_fd(), a.as_ptr(), to_dir.as_raw_fd(), b.as_ptr(), 0) }).map(|_| ())
+}
+
+/// Removes the file `name` in `dir`.
+pub fn unlink_at(dir: BorrowedFd<'_>, name: &Path) -> io::Result<()> {
+    let c = cstr(name)?;
+    check(unsafe { libc::unlinkat(dir.as_raw_fd(), c.as_ptr(), 0) }).map(|_| ())
+}
+
+/// Removes the empty folder `name` in `dir`.
+pub fn rmdir_at(dir: BorrowedFd<'_>, name: &Path) -> io::Result<()> {
+    let c = cstr(name)?;
+    check(unsafe { libc::unlinkat(dir.as_raw_fd(), c.as_ptr(), libc::AT_REMOVEDIR) }).map(|_| ())
+}
+
+/// Flushes a folder's entries so a completed rename survives a crash.
+pub fn fsync_dir(dir: BorrowedFd<'_>) -> io::Result<()> {
+    // O_PATH descriptors cannot be fsync'ed: reopen the folder itself for reading.
+    let dot = c".";
+    let fd = check(unsafe { libc::openat(dir.as_raw_fd(), dot.as_ptr(), libc::O_RDONLY | libc::O_DIRECTORY | libc::O_CLOEXEC) })?;
+    let f = unsafe { File::from_raw_fd(fd) };
+    f.sync_all()
+}
+
+/// Copies `len` bytes from `src` at `src_off` to the current end of `dst` in the kernel
+/// (reflinks where the filesystem can), without passing through user space.
+pub fn copy_range(src: &File, mut src_off: u64, dst: &File, mut len: u64) -> io::Result<()> {
+    use std::io::{Read, Seek, SeekFrom, Write};
+    while len > 0 {
+        let mut off = src_off as libc::loff_t;
+        let chunk = len.min(1 << 30) as usize;
+        let n = unsafe {
+            libc::copy_file_range(src.as_raw_fd(), &mut off, dst.as_raw_fd(), std::ptr::null_mut(), chunk, 0)
+        };
+        if n < 0 {
+            let e = io::Error::last_os_error();
+            if matches!(e.raw_os_error(), Some(libc::EXDEV) | Some(libc::ENOSYS) | Some(libc::EOPNOTSUPP) | Some(libc::EINVAL)) {
+                // Fall back to a buffered copy in large blocks.
+                let mut s = src;
+                s.seek(SeekFrom::Start(src_off))?;
+                let mut d = dst;
+                let mut buf = vec![0u8; super::meta::IO_BLOCK];
+                while len > 0 {
+                    let want = (len as usize).min(buf.len());
+                    s.read_exact(&mut buf[..want])?;
+                    d.write_all(&buf[..want])?;
+                    len -= want as u64;
+                }
+                return Ok(());
+            }
+            return Err(e);
+        }
+        if n == 0 {
+            return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "source file shorter than expected"));
+        }
+        src_off += n as u64;
+        len -= n as u64;
+    }
+    Ok(())
+}

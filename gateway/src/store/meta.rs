@@ -1,0 +1,203 @@
+//! Object metadata: what S3 returns besides the bytes, kept with the object.
+//!
+//! Stored as JSON in the `user.nebula` extended attribute of the object's file (set on the temp
+//! file before the rename, so bytes and metadata appear together), or in a sidecar file under
+//! the reserved folder where the filesystem has no user xattrs.
+
+use std::collections::BTreeMap;
+use std::fs::File;
+use std::io::Read;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+
+use md5::{Digest, Md5};
+use serde::{Deserialize, Serialize};
+
+/// Name of the extended attribute that holds [`ObjectMeta`].
+pub const XATTR_NAME: &str = "user.nebula";
+
+/// Files that arrived out of band and are larger than this get a derived ETag instead of a full
+/// MD5, so the first listing of a large media folder does not read every byte.
+pub const OUT_OF_BAND_MD5_LIMIT: u64 = 64 * 1024 * 1024;
+
+/// Read size for hashing and streaming files: large blocks keep syscalls and wakeups rare.
+pub const IO_BLOCK: usize = 1024 * 1024;
+
+/// Checksums supplied by the client at upload, returned on full-object GET/HEAD.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StoredChecksums {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub crc32: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub crc32c: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub crc64nvme: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sha1: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sha256: Option<String>,
+}
+
+/// S3 metadata of one object.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ObjectMeta {
+    /// ETag without quotes: hex MD5, or `hex-N` for multipart objects.
+    pub etag: String,
+    /// Size the metadata was recorded for; a mismatch means the file changed out of band.
+    pub size: u64,
+    /// Modification time (ns since epoch) the metadata was recorded for.
+    pub mtime_ns: i128,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub content_type: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub content_disposition: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub content_encoding: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub content_language: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cache_control: Option<String>,
+    /// The `Expires` header as an HTTP date.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub expires: Option<String>,
+    /// `x-amz-meta-*` pairs (names lower-case, without the prefix).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub user: BTreeMap<String, String>,
+    #[serde(default)]
+    pub checksums: StoredChecksums,
+    /// Number of parts for multipart objects.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub parts: Option<u32>,
+}
+
+/// Modification time of a file in nanoseconds since the epoch.
+pub fn mtime_ns(md: &std::fs::Metadata) -> i128 {
+    i128::from(md.mtime()) * 1_000_000_000 + i128::from(md.mtime_nsec())
+}
+
+impl ObjectMeta {
+    /// True when the metadata was recorded for the file as it is now.
+    pub fn matches(&self, md: &std::fs::Metadata) -> bool {
+        self.size == md.len() && self.mtime_ns == mtime_ns(md)
+    }
+
+    /// Metadata for a file that arrived out of band: guessed type, computed or derived ETag.
+    pub fn for_out_of_band(file: &mut File, md: &std::fs::Metadata, name: &str) -> std::io::Result<Self> {
+        let etag = if md.len() <= OUT_OF_BAND_MD5_LIMIT { md5_of_file(file)? } else { derived_etag(md) };
+        Ok(ObjectMeta {
+            etag,
+            size: md.len(),
+            mtime_ns: mtime_ns(md),
+            content_type: Some(guess_content_type(name)),
+            ..Default::default()
+        })
+    }
+}
+
+/// Content type guessed from the key's extension.
+pub fn guess_content_type(name: &str) -> String {
+    mime_guess::from_path(name).first_or_octet_stream().essence_str().to_owned()
+}
+
+/// A stable multipart-style ETag for large out-of-band files (not an MD5, which clients know
+/// from the `-1` suffix), derived from identity, size and modification time.
+fn derived_etag(md: &std::fs::Metadata) -> String {
+    let mut h = Md5::new();
+    h.update(format!("{}:{}:{}:{}", md.dev(), md.ino(), md.len(), mtime_ns(md)));
+    format!("{}-1", hex::encode(h.finalize()))
+}
+
+/// Hex MD5 of a whole file, read in large blocks.
+pub fn md5_of_file(file: &mut File) -> std::io::Result<String> {
+    use std::io::Seek;
+    file.seek(std::io::SeekFrom::Start(0))?;
+    let mut h = Md5::new();
+    let mut buf = vec![0u8; IO_BLOCK];
+    loop {
+        let n = file.read(&mut buf)?;
+        if n == 0 {
+            break;
+        }
+        h.update(&buf[..n]);
+    }
+    Ok(hex::encode(h.finalize()))
+}
+
+/// Where metadata is kept on this data folder.
+#[derive(Debug, Clone)]
+pub enum MetaStore {
+    /// In the object's own `user.nebula` xattr.
+    Xattr,
+    /// In sidecar files below this folder (`<bucket>/<key>.json`).
+    Sidecar(PathBuf),
+}
+
+impl MetaStore {
+    /// Uses xattrs when the data folder supports them, sidecars otherwise.
+    pub fn probe(data_dir: &Path, sidecar_dir: PathBuf) -> Self {
+        let probe = data_dir.join(".nebula").join("xattr-probe");
+        let ok = File::create(&probe)
+            .and_then(|f| {
+                use xattr::FileExt;
+                f.set_xattr("user.nebula.probe", b"1")?;
+                f.get_xattr("user.nebula.probe")
+            })
+            .map(|v| v.as_deref() == Some(b"1".as_slice()))
+            .unwrap_or(false);
+        let _ = std::fs::remove_file(&probe);
+        if ok { MetaStore::Xattr } else { MetaStore::Sidecar(sidecar_dir) }
+    }
+
+    fn sidecar_path(dir: &Path, bucket: &str, rel: &Path, folder: bool) -> PathBuf {
+        let mut p = dir.join(bucket).join(rel).into_os_string();
+        p.push(if folder { ".dir.json" } else { ".json" });
+        PathBuf::from(p)
+    }
+
+    /// Reads the metadata of an open object file (or folder, for markers).
+    pub fn read(&self, file: &File, bucket: &str, rel: &Path, folder: bool) -> Option<ObjectMeta> {
+        let raw = match self {
+            MetaStore::Xattr => {
+                use xattr::FileExt;
+                file.get_xattr(XATTR_NAME).ok().flatten()?
+            }
+            MetaStore::Sidecar(dir) => std::fs::read(Self::sidecar_path(dir, bucket, rel, folder)).ok()?,
+        };
+        serde_json::from_slice(&raw).ok()
+    }
+
+    /// Writes metadata for a file that is about to be renamed to `rel` (or already is there).
+    pub fn write(&self, file: &File, bucket: &str, rel: &Path, folder: bool, meta: &ObjectMeta) -> std::io::Result<()> {
+        let raw = serde_json::to_vec(meta).map_err(std::io::Error::other)?;
+        match self {
+            MetaStore::Xattr => {
+                use xattr::FileExt;
+                file.set_xattr(XATTR_NAME, &raw)
+            }
+            MetaStore::Sidecar(dir) => {
+                let path = Self::sidecar_path(dir, bucket, rel, folder);
+                if let Some(parent) = path.parent() {
+                    std::fs::create_dir_all(parent)?;
+                }
+                let tmp = path.with_extension(format!("tmp{}", uuid::Uuid::new_v4().simple()));
+                std::fs::write(&tmp, &raw)?;
+                std::fs::rename(&tmp, &path)
+            }
+        }
+    }
+
+    /// Forgets the metadata of a deleted object.
+    pub fn remove(&self, file: Option<&File>, bucket: &str, rel: &Path, folder: bool) {
+        match self {
+            MetaStore::Xattr => {
+                if let Some(f) = file {
+                    use xattr::FileExt;
+                    let _ = f.remove_xattr(XATTR_NAME);
+                }
+            }
+            MetaStore::Sidecar(dir) => {
+                let _ = std::fs::remove_file(Self::sidecar_path(dir, bucket, rel, folder));
+            }
+        }
+    }
+}

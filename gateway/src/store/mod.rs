@@ -1,0 +1,416 @@
+//! The filesystem backend: bucket = top-level folder of the data folder, key = relative path.
+//!
+//! Everything the gateway keeps for itself lives in the reserved folder `DATA/.nebula/`, which no
+//! bucket name can reach (bucket names cannot start with a dot). All calls here are blocking;
+//! the S3 layer runs them on tokio's blocking pool.
+
+pub mod fsutil;
+pub mod keys;
+pub mod meta;
+pub mod multipart;
+pub mod walk;
+
+use std::fs::File;
+use std::io;
+use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd};
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::time::SystemTime;
+
+use crate::error::{StoreError, StoreResult};
+use keys::{BUCKET_TMP_PREFIX, ObjectPath};
+use meta::{MetaStore, ObjectMeta};
+
+/// Name of the reserved folder inside the data folder.
+pub const RESERVED_DIR: &str = ".nebula";
+
+/// ETag of the empty body.
+pub const EMPTY_MD5: &str = "d41d8cd98f00b204e9800998ecf8427e";
+
+/// A bucket as ListBuckets shows it.
+#[derive(Debug, Clone)]
+pub struct BucketInfo {
+    /// Folder name.
+    pub name: String,
+    /// Creation (or, where the filesystem has no birth time, modification) time.
+    pub created: SystemTime,
+}
+
+/// An object opened for reading: the file, its metadata and its current size.
+#[derive(Debug)]
+pub struct ObjectHandle {
+    /// The open file (a folder for folder markers).
+    pub file: File,
+    /// S3 metadata, recorded or derived.
+    pub meta: ObjectMeta,
+    /// Size in bytes.
+    pub size: u64,
+    /// Last-Modified.
+    pub modified: SystemTime,
+}
+
+/// A temp file on the same filesystem as its destination; removed on drop unless committed.
+#[derive(Debug)]
+pub struct TempFile {
+    /// The open temp file.
+    pub file: File,
+    dir: OwnedFd,
+    name: PathBuf,
+    done: bool,
+}
+
+impl Drop for TempFile {
+    fn drop(&mut self) {
+        if !self.done {
+            let _ = fsutil::unlink_at(self.dir.as_fd(), &self.name);
+        }
+    }
+}
+
+/// How a commit treats an existing object.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Commit {
+    /// Replace whatever is there.
+    Replace,
+    /// Fail with PreconditionFailed if the key exists (`If-None-Match: *`).
+    CreateOnly,
+}
+
+/// The filesystem backend.
+#[derive(Debug)]
+pub struct Store {
+    root: PathBuf,
+    internal: PathBuf,
+    tmp: PathBuf,
+    root_dev: u64,
+    meta: MetaStore,
+}
+
+impl Store {
+    /// Opens (creating if needed) a data folder, probes xattr support and removes stale temp files.
+    pub fn open(root: &Path) -> io::Result<Self> {
+        std::fs::create_dir_all(root)?;
+        let root = root.canonicalize()?;
+        let internal = root.join(RESERVED_DIR);
+        std::fs::create_dir_all(&internal)?;
+        std::fs::set_permissions(&internal, std::os::unix::fs::PermissionsExt::from_mode(0o700))?;
+        let tmp = internal.join("tmp");
+        // Temp files left by a crash are never part of an object: drop them all.
+        let _ = std::fs::remove_dir_all(&tmp);
+        std::fs::create_dir_all(&tmp)?;
+        std::fs::create_dir_all(internal.join("multipart"))?;
+        let meta = MetaStore::probe(&root, internal.join("meta"));
+        let root_dev = std::fs::metadata(&root)?.dev();
+        let store = Store { root, internal, tmp, root_dev, meta };
+        store.clean_bucket_temp_dirs();
+        Ok(store)
+    }
+
+    fn clean_bucket_temp_dirs(&self) {
+        let Ok(rd) = std::fs::read_dir(&self.root) else { return };
+        for e in rd.flatten() {
+            let p = e.path().join(BUCKET_TMP_PREFIX);
+            if p.is_dir() {
+                let _ = std::fs::remove_dir_all(&p);
+            }
+        }
+    }
+
+    /// The data folder.
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// The reserved folder (`DATA/.nebula`).
+    pub fn internal_dir(&self) -> &Path {
+        &self.internal
+    }
+
+    /// Where object metadata is kept.
+    pub fn meta_store(&self) -> &MetaStore {
+        &self.meta
+    }
+
+    fn bucket_path(&self, bucket: &str) -> StoreResult<PathBuf> {
+        if bucket.starts_with('.') || bucket.contains('/') || bucket.is_empty() || !s3s::path::check_bucket_name(bucket) {
+            return Err(StoreError::InvalidBucketName(bucket.to_owned()));
+        }
+        Ok(self.root.join(bucket))
+    }
+
+    /// Opens a bucket folder as a descriptor for `*at` calls.
+    pub fn bucket_fd(&self, bucket: &str) -> StoreResult<OwnedFd> {
+        let path = self.bucket_path(bucket)?;
+        fsutil::open_dir(&path).map_err(|e| match e.kind() {
+            io::ErrorKind::NotFound | io::ErrorKind::NotADirectory => StoreError::NoSuchBucket,
+            _ => StoreError::Io(e),
+        })
+    }
+
+    /// Lists bucket folders in name order.
+    pub fn list_buckets(&self) -> StoreResult<Vec<BucketInfo>> {
+        let mut out = Vec::new();
+        for e in std::fs::read_dir(&self.root)? {
+            let e = e?;
+            let Some(name) = e.file_name().to_str().map(str::to_owned) else { continue };
+            if name.starts_with('.') || !s3s::path::check_bucket_name(&name) {
+                continue;
+            }
+            let Ok(md) = std::fs::metadata(e.path()) else { continue };
+            if !md.is_dir() {
+                continue;
+            }
+            let created = md.created().or_else(|_| md.modified()).unwrap_or(SystemTime::UNIX_EPOCH);
+            out.push(BucketInfo { name, created });
+        }
+        out.sort_by(|a, b| a.name.cmp(&b.name));
+        Ok(out)
+    }
+
+    /// Creates a bucket folder; `Ok(false)` if it existed already.
+    pub fn create_bucket(&self, bucket: &str) -> StoreResult<bool> {
+        let path = self.bucket_path(bucket)?;
+        match std::fs::create_dir(&path) {
+            Ok(()) => {
+                if let Ok(d) = fsutil::open_dir(&self.root) {
+                    let _ = fsutil::fsync_dir(d.as_fd());
+                }
+                Ok(true)
+            }
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
+                if path.is_dir() {
+                    Ok(false)
+                } else {
+                    Err(StoreError::InvalidBucketName(format!("{bucket} (a file of that name is in the data folder)")))
+                }
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Deletes an empty bucket (folders without objects count as empty).
+    pub fn delete_bucket(&self, bucket: &str) -> StoreResult<()> {
+        let path = self.bucket_path(bucket)?;
+        self.bucket_fd(bucket)?;
+        if walk::has_any_object(self, bucket, &path)? {
+            return Err(StoreError::BucketNotEmpty);
+        }
+        std::fs::remove_dir_all(&path)?;
+        if let MetaStore::Sidecar(dir) = &self.meta {
+            let _ = std::fs::remove_dir_all(dir.join(bucket));
+        }
+        Ok(())
+    }
+
+    /// Opens an object and returns it with its metadata (recorded, or derived for files that
+    /// arrived out of band or changed since).
+    pub fn open_object(&self, bucket: &str, path: &ObjectPath) -> StoreResult<ObjectHandle> {
+        let bfd = self.bucket_fd(bucket)?;
+        let mut file = fsutil::open_beneath(bfd.as_fd(), &path.rel).map_err(StoreError::from_lookup)?;
+        let md = file.metadata()?;
+        if path.is_folder_marker {
+            if !md.is_dir() {
+                return Err(StoreError::NoSuchKey);
+            }
+            let meta = self.meta.read(&file, bucket, &path.rel, true).ok_or(StoreError::NoSuchKey)?;
+            let modified = md.modified().unwrap_or(SystemTime::UNIX_EPOCH);
+            return Ok(ObjectHandle { file, meta, size: 0, modified });
+        }
+        if !md.is_file() {
+            return Err(StoreError::NoSuchKey);
+        }
+        let meta = match self.meta.read(&file, bucket, &path.rel, false) {
+            Some(m) if m.matches(&md) => m,
+            stale => {
+                let mut fresh = ObjectMeta::for_out_of_band(&mut file, &md, &path.key)?;
+                if let Some(old) = stale {
+                    // The bytes changed out of band: keep what the uploader said about them,
+                    // but not digests that no longer hold.
+                    fresh = ObjectMeta {
+                        checksums: Default::default(),
+                        parts: None,
+                        ..ObjectMeta { etag: fresh.etag, size: fresh.size, mtime_ns: fresh.mtime_ns, ..old }
+                    };
+                }
+                // Best effort: a read-only media folder simply recomputes next time.
+                let _ = self.meta.write(&file, bucket, &path.rel, false, &fresh);
+                fresh
+            }
+        };
+        let modified = md.modified().unwrap_or(SystemTime::UNIX_EPOCH);
+        Ok(ObjectHandle { file, meta, size: md.len(), modified })
+    }
+
+    /// Creates a temp file on the same filesystem as the bucket's folder.
+    pub fn create_temp(&self, bucket: &str) -> StoreResult<TempFile> {
+        let bfd = self.bucket_fd(bucket)?;
+        let bdev = file_dev(&bfd)?;
+        let dir = if bdev == self.root_dev {
+            fsutil::open_dir(&self.tmp)?
+        } else {
+            // The bucket is another filesystem (a mounted media disk): a rename from the data
+            // folder would not be atomic there, so stage beside the objects.
+            fsutil::mkdir_at(bfd.as_fd(), Path::new(BUCKET_TMP_PREFIX))?;
+            fsutil::open_parent_nofollow(bfd.as_fd(), &Path::new(BUCKET_TMP_PREFIX).join("x"), false)?
+        };
+        let name = PathBuf::from(format!("{}.tmp", uuid::Uuid::new_v4().simple()));
+        let c = std::ffi::CString::new(name.as_os_str().as_encoded_bytes()).expect("uuid has no NUL");
+        // SAFETY: valid fd and C string; result owned below.
+        let fd = unsafe {
+            libc::openat(dir.as_raw_fd(), c.as_ptr(), libc::O_RDWR | libc::O_CREAT | libc::O_EXCL | libc::O_CLOEXEC, 0o644)
+        };
+        if fd < 0 {
+            return Err(io::Error::last_os_error().into());
+        }
+        // SAFETY: fresh descriptor.
+        let file = unsafe { File::from_raw_fd(fd) };
+        Ok(TempFile { file, dir, name, done: false })
+    }
+
+    /// Makes a fully written temp file the object at `path`: fsync, metadata, atomic rename (or
+    /// link for create-only), folder fsync. Returns the metadata as recorded.
+    pub fn commit(&self, mut tmp: TempFile, bucket: &str, path: &ObjectPath, mut meta: ObjectMeta, mode: Commit) -> StoreResult<ObjectMeta> {
+        if path.is_folder_marker {
+            if tmp.file.metadata()?.len() != 0 {
+                return Err(StoreError::InvalidArgument(
+                    "keys ending in '/' are folder markers on this gateway and must be empty".into(),
+                ));
+            }
+            return self.commit_folder_marker(bucket, path, meta, mode);
+        }
+        tmp.file.sync_all()?;
+        let md = tmp.file.metadata()?;
+        meta.size = md.len();
+        meta.mtime_ns = meta::mtime_ns(&md);
+        self.meta.write(&tmp.file, bucket, &path.rel, false, &meta)?;
+        let bfd = self.bucket_fd(bucket)?;
+        let name = Path::new(path.rel.file_name().expect("validated keys have a file name"));
+        let mut attempts = 0;
+        loop {
+            attempts += 1;
+            let parent = fsutil::open_parent_nofollow(bfd.as_fd(), &path.rel, true).map_err(conflict_as_object)?;
+            let res = match mode {
+                Commit::Replace => fsutil::rename_at(tmp.dir.as_fd(), &tmp.name, parent.as_fd(), name),
+                Commit::CreateOnly => fsutil::link_at(tmp.dir.as_fd(), &tmp.name, parent.as_fd(), name),
+            };
+            match res {
+                Ok(()) => {
+                    if mode == Commit::CreateOnly {
+                        let _ = fsutil::unlink_at(tmp.dir.as_fd(), &tmp.name);
+                    }
+                    tmp.done = true;
+                    fsutil::fsync_dir(parent.as_fd())?;
+                    return Ok(meta);
+                }
+                // A concurrent delete pruned the folder between mkdir and rename: make it again.
+                Err(e) if e.kind() == io::ErrorKind::NotFound && attempts < 5 => continue,
+                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
+                    return Err(if is_dir_at(&parent, name) { StoreError::KeyConflict("folder") } else { StoreError::PreconditionFailed });
+                }
+                Err(e) if matches!(e.raw_os_error(), Some(libc::EISDIR) | Some(libc::ENOTEMPTY) | Some(libc::EEXIST)) => {
+                    return Err(StoreError::KeyConflict("folder"));
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+    }
+
+    fn commit_folder_marker(&self, bucket: &str, path: &ObjectPath, mut meta: ObjectMeta, mode: Commit) -> StoreResult<ObjectMeta> {
+        let bfd = self.bucket_fd(bucket)?;
+        let parent = fsutil::open_parent_nofollow(bfd.as_fd(), &path.rel, true).map_err(conflict_as_object)?;
+        let name = Path::new(path.rel.file_name().expect("validated keys have a file name"));
+        fsutil::mkdir_at(parent.as_fd(), name)?;
+        let dir = fsutil::open_beneath(bfd.as_fd(), &path.rel).map_err(StoreError::from_lookup)?;
+        let md = dir.metadata()?;
+        if !md.is_dir() {
+            return Err(StoreError::KeyConflict("object"));
+        }
+        if mode == Commit::CreateOnly && self.meta.read(&dir, bucket, &path.rel, true).is_some() {
+            return Err(StoreError::PreconditionFailed);
+        }
+        meta.size = 0;
+        meta.etag = EMPTY_MD5.to_owned();
+        meta.mtime_ns = meta::mtime_ns(&md);
+        self.meta.write(&dir, bucket, &path.rel, true, &meta)?;
+        fsutil::fsync_dir(parent.as_fd())?;
+        Ok(meta)
+    }
+
+    /// Deletes an object; a missing one is not an error (S3's DeleteObject is idempotent).
+    /// Folders left empty by the delete are removed, as S3 has no empty folders.
+    pub fn delete_object(&self, bucket: &str, path: &ObjectPath) -> StoreResult<()> {
+        let bfd = self.bucket_fd(bucket)?;
+        let parent = match fsutil::open_parent_nofollow(bfd.as_fd(), &path.rel, false) {
+            Ok(p) => p,
+            Err(e) if matches!(e.kind(), io::ErrorKind::NotFound | io::ErrorKind::NotADirectory) => return Ok(()),
+            Err(e) => return Err(e.into()),
+        };
+        let name = Path::new(path.rel.file_name().expect("validated keys have a file name"));
+        if path.is_folder_marker {
+            match fsutil::open_beneath(bfd.as_fd(), &path.rel) {
+                Ok(dir) if dir.metadata()?.is_dir() => {
+                    self.meta.remove(Some(&dir), bucket, &path.rel, true);
+                    let _ = fsutil::rmdir_at(parent.as_fd(), name);
+                }
+                _ => return Ok(()),
+            }
+        } else {
+            match fsutil::unlink_at(parent.as_fd(), name) {
+                Ok(()) => self.meta.remove(None, bucket, &path.rel, false),
+                Err(e) if matches!(e.kind(), io::ErrorKind::NotFound | io::ErrorKind::IsADirectory) => return Ok(()),
+                Err(e) if e.raw_os_error() == Some(libc::EISDIR) || e.raw_os_error() == Some(libc::EPERM) => return Ok(()),
+                Err(e) => return Err(e.into()),
+            }
+        }
+        fsutil::fsync_dir(parent.as_fd())?;
+        self.prune_empty_parents(bucket, &bfd, &path.rel);
+        Ok(())
+    }
+
+    fn prune_empty_parents(&self, bucket: &str, bfd: &OwnedFd, rel: &Path) {
+        let mut cur = rel.parent();
+        while let Some(dir) = cur {
+            if dir.as_os_str().is_empty() {
+                break;
+            }
+            // A folder that is itself an object (a folder marker) stays.
+            if let Ok(f) = fsutil::open_beneath(bfd.as_fd(), dir)
+                && self.meta.read(&f, bucket, dir, true).is_some()
+            {
+                break;
+            }
+            let Ok(parent) = fsutil::open_parent_nofollow(bfd.as_fd(), dir, false) else { break };
+            let Some(name) = dir.file_name() else { break };
+            if fsutil::rmdir_at(parent.as_fd(), Path::new(name)).is_err() {
+                break;
+            }
+            cur = dir.parent();
+        }
+    }
+}
+
+fn file_dev(fd: &OwnedFd) -> io::Result<u64> {
+    let mut st: libc::stat = unsafe { std::mem::zeroed() };
+    // SAFETY: valid fd, st is a properly sized out-parameter.
+    if unsafe { libc::fstat(fd.as_raw_fd(), &mut st) } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(st.st_dev)
+}
+
+fn is_dir_at(dir: &OwnedFd, name: &Path) -> bool {
+    let Ok(c) = std::ffi::CString::new(name.as_os_str().as_encoded_bytes()) else { return false };
+    let mut st: libc::stat = unsafe { std::mem::zeroed() };
+    // SAFETY: valid fd and C string; st is an out-parameter.
+    let r = unsafe { libc::fstatat(dir.as_raw_fd(), c.as_ptr(), &mut st, libc::AT_SYMLINK_NOFOLLOW) };
+    r == 0 && (st.st_mode & libc::S_IFMT) == libc::S_IFDIR
+}
+
+/// A parent component of the key is a file: the key would need it to be a folder.
+fn conflict_as_object(e: io::Error) -> StoreError {
+    if e.kind() == io::ErrorKind::NotADirectory || e.raw_os_error() == Some(libc::ENOTDIR) || e.raw_os_error() == Some(libc::EEXIST) {
+        StoreError::KeyConflict("object")
+    } else {
+        StoreError::Io(e)
+    }
+}

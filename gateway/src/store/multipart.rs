@@ -1,0 +1,1 @@
+//! Multipart upload staging under the reserved folder. (Being written.)

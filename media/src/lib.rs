@@ -1,0 +1,210 @@
+//! GStreamer media pipeline for Nebula: probing, live transcoding to fragmented MP4, and
+//! transcoding to files for background jobs.
+//!
+//! Entry point is [`MediaEngine`]. All its methods **block** (GStreamer state changes,
+//! Discoverer, whole transcodes); call them from `tokio::task::spawn_blocking` in async
+//! code. The [`TranscodeStream`] returned by [`MediaEngine::start_stream`] is a normal
+//! async `Stream` and is polled from async code directly.
+//!
+//! Pipeline details, encoder settings and the reasons behind them are in `pipeline.rs`
+//! and in `/work/shared/notes/transcode-facts.md`.
+
+mod encoder;
+mod error;
+mod file;
+mod pipeline;
+mod probe;
+mod quality;
+mod stream;
+
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+pub use encoder::{Encoder, EncoderChoice};
+pub use error::MediaError;
+pub use file::{CancelFlag, FileOutcome};
+pub use probe::MediaInfo;
+pub use quality::{Quality, output_size};
+pub use stream::{STREAM_CONTENT_TYPE, TranscodeStream};
+
+use pipeline::Settings;
+
+/// Probes and transcodes media. Cheap to clone (shared state behind an `Arc`).
+#[derive(Debug, Clone)]
+pub struct MediaEngine {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    encoder: Encoder,
+    aac: Option<&'static str>,
+    /// Pipelines currently between build and NULL (streams and file jobs).
+    active: Arc<AtomicUsize>,
+}
+
+impl MediaEngine {
+    /// Initialises GStreamer, checks the required elements and picks the H.264 encoder.
+    ///
+    /// Blocking (the first `gst::init` may scan the plugin registry for seconds). Fails with
+    /// [`MediaError::EncoderUnavailable`] if the forced encoder (or, for `Auto`, every
+    /// encoder) cannot run, and [`MediaError::MissingElement`] if a plugin is missing.
+    pub fn new(choice: EncoderChoice) -> Result<Self, MediaError> {
+        gst::init().map_err(|e| MediaError::Init(e.to_string()))?;
+        for name in pipeline::REQUIRED_ELEMENTS {
+            if gst::ElementFactory::find(name).is_none() {
+                // `make` produces the error naming the package to install.
+                pipeline::make(name)?;
+            }
+        }
+        let encoder = encoder::select(choice)?;
+        let aac = pipeline::select_aac();
+        if aac.is_none() {
+            tracing::warn!(
+                "no AAC encoder (avenc_aac or voaacenc); transcoded output will have no audio"
+            );
+        }
+        tracing::info!(
+            ?choice,
+            encoder = encoder.element_name(),
+            aac = aac.unwrap_or("none"),
+            "media engine ready"
+        );
+        Ok(MediaEngine {
+            inner: Arc::new(Inner {
+                encoder,
+                aac,
+                active: Arc::new(AtomicUsize::new(0)),
+            }),
+        })
+    }
+
+    /// The H.264 encoder in use.
+    pub fn encoder(&self) -> Encoder {
+        self.inner.encoder
+    }
+
+    /// The AAC encoder element in use (`avenc_aac` or `voaacenc`), if any.
+    pub fn audio_encoder(&self) -> Option<&'static str> {
+        self.inner.aac
+    }
+
+    /// Number of pipelines currently running (live streams and file jobs). A dropped
+    /// stream leaves this count within about 100 ms.
+    pub fn active_pipelines(&self) -> usize {
+        self.inner.active.load(Ordering::SeqCst)
+    }
+
+    /// Reads duration, size, codecs, bitrate and container of `path`.
+    ///
+    /// Blocking, bounded by a 10 s timeout. A text, corrupt or unknown file gives
+    /// [`MediaError::NotMedia`]; a missing file gives [`MediaError::Io`].
+    pub fn probe(&self, path: &Path) -> Result<MediaInfo, MediaError> {
+        check_source(path)?;
+        probe::probe(path)
+    }
+
+    /// Starts a live transcode of `src` at `quality` and returns its output stream.
+    ///
+    /// Blocking until the pipeline has prerolled (typically 0.1-0.3 s), so the output size
+    /// is known and source problems surface here: [`MediaError::NotVideo`] for files that
+    /// are not video (text, audio only), [`MediaError::Io`] for a missing file,
+    /// [`MediaError::Pipeline`] with GStreamer's message otherwise. Call it inside
+    /// `spawn_blocking`; the returned stream is then polled from async code.
+    pub fn start_stream(
+        &self,
+        src: &Path,
+        quality: Quality,
+    ) -> Result<TranscodeStream, MediaError> {
+        check_source(src)?;
+        stream::start(self.settings(quality), src, self.inner.active.clone())
+    }
+
+    /// Transcodes `src` at `quality` into an MP4 at `dest` (moov at the front, for ranged
+    /// playback later).
+    ///
+    /// Blocking for the whole transcode: run it on a blocking thread. `dest` is written
+    /// directly, so pass a temporary path and rename it once this returns `Ok`; on error or
+    /// cancel the partial file is deleted. `progress` gets 0..=100 (from the encoded
+    /// position over the source duration) at least every second, 100 only on success.
+    /// `cancel` stops the job within about 100 ms with [`MediaError::Cancelled`].
+    pub fn transcode_to_file(
+        &self,
+        src: &Path,
+        quality: Quality,
+        dest: &Path,
+        progress: impl Fn(u8),
+        cancel: &CancelFlag,
+    ) -> Result<FileOutcome, MediaError> {
+        check_source(src)?;
+        file::transcode(
+            self.settings(quality),
+            src,
+            dest,
+            &progress,
+            cancel,
+            self.inner.active.clone(),
+        )
+    }
+
+    /// The `gst-launch-1.0` arguments (without the program name) for the same pipeline and
+    /// encoder settings as [`MediaEngine::start_stream`], writing the fragmented MP4 to
+    /// `dest`. `info` is the source's [`MediaInfo`] (the output width is computed from it,
+    /// as the live pipeline does from the decoded caps). Pass them to
+    /// `std::process::Command::new("gst-launch-1.0").args(..)`.
+    pub fn gst_launch_args(
+        &self,
+        src: &Path,
+        info: &MediaInfo,
+        quality: Quality,
+        dest: &Path,
+    ) -> Vec<String> {
+        let source = pipeline::LaunchSource {
+            path: src,
+            width: info.width,
+            height: info.height,
+            fps: info.frame_rate.unwrap_or((0, 1)),
+            has_audio: info.has_audio,
+        };
+        pipeline::launch_args(self.settings(quality), &source, dest)
+    }
+
+    /// The same as [`MediaEngine::gst_launch_args`] as one shell command line
+    /// (`gst-launch-1.0 -q ...`, arguments quoted where needed).
+    pub fn gst_launch_command(
+        &self,
+        src: &Path,
+        info: &MediaInfo,
+        quality: Quality,
+        dest: &Path,
+    ) -> String {
+        let mut line = String::from("gst-launch-1.0 -q");
+        for arg in self.gst_launch_args(src, info, quality, dest) {
+            line.push(' ');
+            line.push_str(&pipeline::shell_quote(&arg));
+        }
+        line
+    }
+
+    fn settings(&self, quality: Quality) -> Settings {
+        Settings {
+            encoder: self.inner.encoder,
+            aac: self.inner.aac,
+            quality,
+        }
+    }
+}
+
+/// Fails fast with an I/O error for a missing or non-regular source, instead of a
+/// GStreamer "resource not found" after building a pipeline.
+fn check_source(path: &Path) -> Result<(), MediaError> {
+    let meta = std::fs::metadata(path)?;
+    if !meta.is_file() {
+        return Err(MediaError::Io(std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            format!("{} is not a regular file", path.display()),
+        )));
+    }
+    Ok(())
+}

@@ -1,0 +1,599 @@
+//! Building the transcode pipeline.
+//!
+//! The element chains are described once as [`ElemSpec`] lists; the same lists build the
+//! real pipeline and render the `gst-launch-1.0` equivalent, so the benchmark compares
+//! exactly the settings the gateway runs.
+//!
+//! Shape:
+//! ```text
+//! filesrc ! decodebin
+//!   (video)  ! queue ! videoconvert ! videoscale ! video/x-raw,format,width,height,par=1/1
+//!            ! <h264 encoder> ! h264parse ! queue ! mux.
+//!   (audio)  ! queue ! audioconvert ! audioresample ! audio/x-raw,channels=2
+//!            ! avenc_aac|voaacenc ! aacparse ! queue ! mux.
+//! mp4mux (fragmented for streams, faststart for files) ! appsink | filesink
+//! ```
+//! Branches are built in `pad-added` for the streams that exist: a mux pad requested for a
+//! stream that never comes (audio-less source) makes mp4mux wait forever.
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+
+use gst::prelude::*;
+
+use crate::MediaError;
+use crate::encoder::Encoder;
+use crate::quality::{Quality, output_size};
+
+/// mp4mux fragment length for streams. 1 s gives the first 64 KiB in ~0.35 s in process
+/// (transcode-facts.md, TTFB table) while keeping moof overhead low.
+const FRAGMENT_MS: u32 = 1000;
+/// AAC bitrate for every quality.
+const AUDIO_BITRATE: u32 = 128_000;
+/// Keyframe interval in seconds: players and seeks can start at most this far apart.
+const KEYFRAME_SECONDS: f64 = 2.0;
+
+/// How the muxed output leaves the pipeline.
+#[derive(Debug, Clone)]
+pub(crate) enum Output {
+    /// Fragmented MP4 (moov first, then moof/mdat) into an appsink.
+    Stream,
+    /// Regular MP4 with the moov moved to the front (`faststart`), into a file; the full
+    /// index makes ranged seeking cheap when the rendition is served later.
+    File(PathBuf),
+}
+
+/// Settings shared by everything that builds a pipeline.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Settings {
+    pub encoder: Encoder,
+    /// AAC encoder element, `None` if neither avenc_aac nor voaacenc is installed (audio is
+    /// then left out of the output).
+    pub aac: Option<&'static str>,
+    pub quality: Quality,
+}
+
+/// One element with its properties, as strings (the form gst-launch uses).
+#[derive(Debug, Clone)]
+pub(crate) struct ElemSpec {
+    factory: &'static str,
+    props: Vec<(&'static str, String)>,
+}
+
+impl ElemSpec {
+    fn new(factory: &'static str) -> Self {
+        ElemSpec {
+            factory,
+            props: Vec::new(),
+        }
+    }
+
+    fn prop(mut self, name: &'static str, value: impl ToString) -> Self {
+        self.props.push((name, value.to_string()));
+        self
+    }
+
+    fn caps(caps: String) -> Self {
+        ElemSpec::new("capsfilter").prop("caps", caps)
+    }
+
+    /// Creates the element. Unknown properties or values are errors, not panics (the VA-API
+    /// settings cannot be exercised on machines without a VA device).
+    pub(crate) fn build(&self) -> Result<gst::Element, MediaError> {
+        let element = make(self.factory)?;
+        for (name, value) in &self.props {
+            let pspec = element.find_property(name).ok_or_else(|| {
+                MediaError::Pipeline(format!("`{}` has no property `{name}`", self.factory))
+            })?;
+            let value = gst::glib::Value::deserialize_with_pspec(value, &pspec).map_err(|_| {
+                MediaError::Pipeline(format!(
+                    "`{}` property `{name}` cannot be set to `{value}`",
+                    self.factory
+                ))
+            })?;
+            element.set_property(name, value);
+        }
+        Ok(element)
+    }
+
+    /// gst-launch syntax, one argv entry per token.
+    fn launch_args(&self) -> Vec<String> {
+        if self.factory == "capsfilter" {
+            // gst-launch's short form for a capsfilter is the caps themselves.
+            return self.props.iter().map(|(_, v)| v.clone()).collect();
+        }
+        let mut args = vec![self.factory.to_string()];
+        args.extend(self.props.iter().map(|(k, v)| format!("{k}={v}")));
+        args
+    }
+}
+
+/// Creates an element by factory name, naming the package to install when it is missing.
+pub(crate) fn make(factory: &str) -> Result<gst::Element, MediaError> {
+    gst::ElementFactory::make(factory)
+        .build()
+        .map_err(|_| MediaError::MissingElement {
+            element: factory.to_string(),
+            package: package_of(factory),
+        })
+}
+
+fn package_of(factory: &str) -> &'static str {
+    match factory {
+        "filesrc" | "queue" | "capsfilter" | "fakesink" | "filesink" => "gstreamer1.0 core",
+        "decodebin" | "videoconvert" | "videoscale" | "audioconvert" | "audioresample"
+        | "appsink" => "gstreamer1.0-plugins-base",
+        "mp4mux" | "aacparse" | "qtdemux" | "matroskademux" => "gstreamer1.0-plugins-good",
+        "h264parse" | "voaacenc" | "openh264enc" => "gstreamer1.0-plugins-bad",
+        "x264enc" => "gstreamer1.0-plugins-ugly",
+        "avenc_aac" => "gstreamer1.0-libav",
+        "vaapih264enc" => "gstreamer1.0-vaapi",
+        _ => "the GStreamer plugin providing it",
+    }
+}
+
+/// Elements every pipeline needs, checked once at engine start so a broken install fails
+/// early instead of on the first request.
+pub(crate) const REQUIRED_ELEMENTS: &[&str] = &[
+    "filesrc",
+    "decodebin",
+    "queue",
+    "videoconvert",
+    "videoscale",
+    "capsfilter",
+    "h264parse",
+    "mp4mux",
+    "appsink",
+    "filesink",
+    "fakesink",
+    "audioconvert",
+    "audioresample",
+    "aacparse",
+];
+
+/// Picks the AAC encoder: avenc_aac has rank none, so it must be named explicitly.
+pub(crate) fn select_aac() -> Option<&'static str> {
+    ["avenc_aac", "voaacenc"]
+        .into_iter()
+        .find(|name| gst::ElementFactory::find(name).is_some())
+}
+
+/// Keyframe interval in frames for a frame rate (`0/1` means variable: assume 30 fps).
+fn key_int(fps_n: i32, fps_d: i32) -> u32 {
+    let fps = if fps_n > 0 && fps_d > 0 {
+        f64::from(fps_n) / f64::from(fps_d)
+    } else {
+        30.0
+    };
+    ((fps * KEYFRAME_SECONDS).round() as u32).clamp(1, 600)
+}
+
+/// Encoder element with rate control for the output size.
+fn encoder_spec(encoder: Encoder, out_h: u32, key_int: u32) -> ElemSpec {
+    // Settings follow the real output height, so a small source asked at 720 does not get
+    // a 720p bitrate.
+    let q = Quality::for_output_height(out_h);
+    let kbps = q.video_bitrate_kbps();
+    match encoder {
+        Encoder::Vaapi => ElemSpec::new("vaapih264enc")
+            .prop("rate-control", "cbr")
+            .prop("bitrate", kbps)
+            .prop("keyframe-period", key_int),
+        Encoder::X264 => ElemSpec::new("x264enc")
+            .prop("speed-preset", q.x264_speed_preset())
+            // No lookahead or B-frame delay: the first fragment leaves as early as possible.
+            .prop("tune", "zerolatency")
+            .prop("bitrate", kbps)
+            .prop("key-int-max", key_int),
+        Encoder::OpenH264 => ElemSpec::new("openh264enc")
+            .prop("complexity", "low")
+            .prop("rate-control", "bitrate")
+            .prop("bitrate", kbps * 1000)
+            .prop("gop-size", key_int),
+    }
+}
+
+/// Video chain from the decoder pad to the mux pad.
+fn video_chain(settings: &Settings, out_w: u32, out_h: u32, key_int: u32) -> Vec<ElemSpec> {
+    vec![
+        ElemSpec::new("queue"),
+        ElemSpec::new("videoconvert"),
+        ElemSpec::new("videoscale"),
+        // Width, height and PAR all fixed: height alone gives anamorphic or odd-width output.
+        ElemSpec::caps(format!(
+            "video/x-raw,format={},width={out_w},height={out_h},pixel-aspect-ratio=1/1",
+            settings.encoder.input_format()
+        )),
+        encoder_spec(settings.encoder, out_h, key_int),
+        ElemSpec::new("h264parse"),
+        ElemSpec::new("queue"),
+    ]
+}
+
+/// Audio chain from the decoder pad to the mux pad.
+fn audio_chain(aac: &'static str) -> Vec<ElemSpec> {
+    vec![
+        ElemSpec::new("queue"),
+        ElemSpec::new("audioconvert"),
+        ElemSpec::new("audioresample"),
+        // Stereo keeps AAC-LC playable everywhere; multichannel sources are downmixed.
+        ElemSpec::caps("audio/x-raw,channels=2".to_string()),
+        ElemSpec::new(aac).prop("bitrate", AUDIO_BITRATE),
+        ElemSpec::new("aacparse"),
+        ElemSpec::new("queue"),
+    ]
+}
+
+fn mux_spec(output: &Output) -> ElemSpec {
+    match output {
+        Output::Stream => ElemSpec::new("mp4mux")
+            .prop("fragment-duration", FRAGMENT_MS)
+            .prop("streamable", true),
+        Output::File(dest) => ElemSpec::new("mp4mux")
+            .prop("faststart", true)
+            // Keep the temporary mdat next to the output instead of in /tmp (may be small).
+            .prop("faststart-file", faststart_temp(dest).display()),
+    }
+}
+
+/// Where mp4mux keeps the mdat while writing a faststart file.
+pub(crate) fn faststart_temp(dest: &Path) -> PathBuf {
+    let mut name = dest.as_os_str().to_owned();
+    name.push(".faststart");
+    PathBuf::from(name)
+}
+
+/// What the `pad-added` handler found, read by the caller after preroll or at the end.
+#[derive(Debug, Default)]
+pub(crate) struct BranchState {
+    /// Output width and height, once the video branch exists.
+    pub video: Option<(u32, u32)>,
+    pub audio: bool,
+    /// Set by `no-more-pads` when the source has no decodable video stream.
+    pub no_video: bool,
+}
+
+/// A built (not yet started) pipeline.
+pub(crate) struct Built {
+    pub pipeline: gst::Pipeline,
+    /// The appsink for [`Output::Stream`], the filesink otherwise.
+    pub sink: gst::Element,
+    pub state: Arc<Mutex<BranchState>>,
+    /// PTS of the last encoded video frame, in ns (for progress).
+    pub video_pts: Arc<AtomicU64>,
+    /// Decoder video pad, used to ask the demuxer for the duration.
+    pub video_pad: Arc<Mutex<Option<gst::Pad>>>,
+}
+
+/// Builds the pipeline for `src`; branches are added when decodebin exposes its pads.
+pub(crate) fn build(settings: Settings, src: &Path, output: Output) -> Result<Built, MediaError> {
+    let pipeline = gst::Pipeline::new();
+    let filesrc = ElemSpec::new("filesrc")
+        .prop("location", src.display())
+        .build()?;
+    let decodebin = make("decodebin")?;
+    let mux = mux_spec(&output).build()?;
+    let sink = match &output {
+        Output::Stream => gst_app::AppSink::builder()
+            // Bounded queue and no dropping: a slow reader blocks the pipeline instead of
+            // growing memory. No clock sync: transcode as fast as the reader takes it.
+            .max_buffers(8)
+            .drop(false)
+            .sync(false)
+            .build()
+            .upcast::<gst::Element>(),
+        Output::File(dest) => ElemSpec::new("filesink")
+            .prop("location", dest.display())
+            .prop("sync", false)
+            .build()?,
+    };
+    pipeline
+        .add_many([&filesrc, &decodebin, &mux, &sink])
+        .map_err(|e| MediaError::Pipeline(e.to_string()))?;
+    filesrc
+        .link(&decodebin)
+        .map_err(|e| MediaError::Pipeline(e.to_string()))?;
+    mux.link(&sink)
+        .map_err(|e| MediaError::Pipeline(e.to_string()))?;
+
+    let state = Arc::new(Mutex::new(BranchState::default()));
+    let video_pts = Arc::new(AtomicU64::new(0));
+    let video_pad = Arc::new(Mutex::new(None));
+
+    {
+        let state = state.clone();
+        let video_pts = video_pts.clone();
+        let video_pad = video_pad.clone();
+        // The handler holds the mux strongly (no cycle: the mux does not reference
+        // decodebin) and finds the pipeline through decodebin's parent.
+        decodebin.connect_pad_added(move |dbin, pad| {
+            let result = on_pad_added(dbin, pad, &mux, settings, &state, &video_pts, &video_pad);
+            if let Err(err) = result {
+                gst::element_error!(
+                    dbin,
+                    gst::CoreError::Negotiation,
+                    ("failed to build transcode branch: {}", err)
+                );
+            }
+        });
+    }
+    {
+        let state = state.clone();
+        decodebin.connect_no_more_pads(move |dbin| {
+            let mut st = state.lock().unwrap();
+            if st.video.is_none() {
+                st.no_video = true;
+                drop(st);
+                // An error stops the pipeline right away; otherwise an audio-only source
+                // would be transcoded into an audio-only "video".
+                gst::element_error!(
+                    dbin,
+                    gst::StreamError::WrongType,
+                    ("source has no decodable video stream")
+                );
+            }
+        });
+    }
+
+    Ok(Built {
+        pipeline,
+        sink,
+        state,
+        video_pts,
+        video_pad,
+    })
+}
+
+#[allow(clippy::too_many_arguments)]
+fn on_pad_added(
+    dbin: &gst::Element,
+    pad: &gst::Pad,
+    mux: &gst::Element,
+    settings: Settings,
+    state: &Mutex<BranchState>,
+    video_pts: &Arc<AtomicU64>,
+    video_pad: &Mutex<Option<gst::Pad>>,
+) -> Result<(), MediaError> {
+    let bin = dbin
+        .parent()
+        .and_downcast::<gst::Bin>()
+        .ok_or_else(|| MediaError::Pipeline("decodebin has no parent bin".into()))?;
+    let caps = pad.current_caps().unwrap_or_else(|| pad.query_caps(None));
+    let structure = caps
+        .structure(0)
+        .ok_or_else(|| MediaError::Pipeline("decoder pad has empty caps".into()))?;
+    let media = structure.name().as_str().to_string();
+
+    let mut st = state.lock().unwrap();
+    if media.starts_with("video/") && st.video.is_none() {
+        let width = structure.get::<i32>("width").unwrap_or(0).max(0) as u32;
+        let height = structure.get::<i32>("height").unwrap_or(0).max(0) as u32;
+        if width == 0 || height == 0 {
+            return Err(MediaError::Pipeline(format!(
+                "video pad without size: {caps}"
+            )));
+        }
+        // Non-square pixels (DV, some DVB): scale to the display aspect ratio.
+        let par = structure
+            .get::<gst::Fraction>("pixel-aspect-ratio")
+            .unwrap_or(gst::Fraction::new(1, 1));
+        let display_w = if par.numer() > 0 && par.denom() > 0 {
+            (u64::from(width) * par.numer() as u64 / par.denom() as u64) as u32
+        } else {
+            width
+        };
+        let fps = structure
+            .get::<gst::Fraction>("framerate")
+            .unwrap_or(gst::Fraction::new(0, 1));
+        let (out_w, out_h) = output_size(display_w, height, settings.quality.height());
+        let chain = video_chain(&settings, out_w, out_h, key_int(fps.numer(), fps.denom()));
+        let elements = add_chain(&bin, &chain, mux, "video_%u", pad)?;
+        // elements[4] is the encoder: remember the PTS of what it produces, for progress.
+        if let Some(enc_src) = elements.get(4).and_then(|e| e.static_pad("src")) {
+            let video_pts = video_pts.clone();
+            enc_src.add_probe(gst::PadProbeType::BUFFER, move |_, info| {
+                if let Some(pts) = info.buffer().and_then(|b| b.pts()) {
+                    video_pts.store(pts.nseconds(), Ordering::Relaxed);
+                }
+                gst::PadProbeReturn::Ok
+            });
+        }
+        *video_pad.lock().unwrap() = Some(pad.clone());
+        st.video = Some((out_w, out_h));
+        tracing::debug!(%caps, out_w, out_h, "video branch linked");
+    } else if media.starts_with("audio/") && !st.audio && settings.aac.is_some() {
+        let aac = settings.aac.unwrap_or("avenc_aac");
+        add_chain(&bin, &audio_chain(aac), mux, "audio_%u", pad)?;
+        st.audio = true;
+        tracing::debug!(%caps, "audio branch linked");
+    } else {
+        // Extra streams (second audio track, subtitles) go to a fakesink: an unlinked
+        // decodebin pad can stall or fail the whole pipeline.
+        let sink = ElemSpec::new("fakesink")
+            .prop("sync", false)
+            .prop("async", false)
+            .build()?;
+        bin.add(&sink)
+            .map_err(|e| MediaError::Pipeline(e.to_string()))?;
+        sink.sync_state_with_parent()
+            .map_err(|e| MediaError::Pipeline(e.to_string()))?;
+        link_pads(pad, &sink)?;
+        tracing::debug!(%caps, "extra stream discarded");
+    }
+    Ok(())
+}
+
+/// Adds `chain` to `bin`, links it from `src_pad` to a new `mux` request pad and starts it.
+fn add_chain(
+    bin: &gst::Bin,
+    chain: &[ElemSpec],
+    mux: &gst::Element,
+    mux_template: &str,
+    src_pad: &gst::Pad,
+) -> Result<Vec<gst::Element>, MediaError> {
+    let elements = chain
+        .iter()
+        .map(ElemSpec::build)
+        .collect::<Result<Vec<_>, _>>()?;
+    bin.add_many(&elements)
+        .map_err(|e| MediaError::Pipeline(e.to_string()))?;
+    gst::Element::link_many(&elements).map_err(|e| MediaError::Pipeline(e.to_string()))?;
+    let mux_pad = mux
+        .request_pad_simple(mux_template)
+        .ok_or_else(|| MediaError::Pipeline(format!("mp4mux refused pad {mux_template}")))?;
+    let last = elements.last().expect("chains are never empty");
+    last.static_pad("src")
+        .expect("chain elements have a src pad")
+        .link(&mux_pad)
+        .map_err(|e| MediaError::Pipeline(format!("linking to mp4mux: {e:?}")))?;
+    // Downstream first, so no element pushes into one that is still stopped.
+    for element in elements.iter().rev() {
+        element
+            .sync_state_with_parent()
+            .map_err(|e| MediaError::Pipeline(e.to_string()))?;
+    }
+    link_pads(src_pad, &elements[0])?;
+    Ok(elements)
+}
+
+fn link_pads(src_pad: &gst::Pad, element: &gst::Element) -> Result<(), MediaError> {
+    let sink_pad = element
+        .static_pad("sink")
+        .expect("chain heads have a sink pad");
+    src_pad
+        .link(&sink_pad)
+        .map(|_| ())
+        .map_err(|e| MediaError::Pipeline(format!("linking decoder pad: {e:?}")))
+}
+
+/// Turns a bus error into a [`MediaError`], keeping GStreamer's message and debug text.
+pub(crate) fn map_bus_error(err: &gst::message::Error, state: &Mutex<BranchState>) -> MediaError {
+    let gerr = err.error();
+    let source = err
+        .src()
+        .map(|s| s.path_string().to_string())
+        .unwrap_or_default();
+    let debug = err.debug().map(|d| d.to_string()).unwrap_or_default();
+    let text = if debug.is_empty() {
+        format!("{} (from {source})", gerr.message())
+    } else {
+        format!("{} (from {source}: {debug})", gerr.message())
+    };
+    let no_video = state.lock().map(|s| s.no_video).unwrap_or(false);
+    if no_video
+        || gerr.matches(gst::StreamError::TypeNotFound)
+        || gerr.matches(gst::StreamError::WrongType)
+    {
+        MediaError::NotVideo(text)
+    } else {
+        MediaError::Pipeline(text)
+    }
+}
+
+/// Owns a running pipeline: sets it to NULL when dropped, whatever the exit path, so no
+/// streaming thread outlives its request, and keeps the engine's active count right.
+pub(crate) struct Running {
+    pub pipeline: gst::Pipeline,
+    active: Arc<AtomicUsize>,
+}
+
+impl Running {
+    pub(crate) fn new(pipeline: gst::Pipeline, active: Arc<AtomicUsize>) -> Self {
+        active.fetch_add(1, Ordering::SeqCst);
+        Running { pipeline, active }
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        // NULL joins the streaming threads; it is quick once nothing blocks downstream
+        // (the appsink reader has been dropped or stopped pulling).
+        let _ = self.pipeline.set_state(gst::State::Null);
+        self.active.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+/// What the gst-launch helper needs to know about the source (from `probe`).
+pub(crate) struct LaunchSource<'a> {
+    pub path: &'a Path,
+    pub width: u32,
+    pub height: u32,
+    pub fps: (i32, i32),
+    pub has_audio: bool,
+}
+
+/// gst-launch-1.0 arguments (without the program name) for the streaming pipeline, with
+/// the fragmented MP4 written to `dest` instead of an appsink.
+pub(crate) fn launch_args(settings: Settings, src: &LaunchSource<'_>, dest: &Path) -> Vec<String> {
+    let (out_w, out_h) = output_size(src.width, src.height, settings.quality.height());
+    let mut args = Vec::new();
+    let push_chain = |args: &mut Vec<String>, specs: &[ElemSpec]| {
+        for (i, spec) in specs.iter().enumerate() {
+            if i > 0 {
+                args.push("!".into());
+            }
+            args.extend(spec.launch_args());
+        }
+    };
+    push_chain(
+        &mut args,
+        &[
+            ElemSpec::new("filesrc").prop("location", src.path.display()),
+            ElemSpec::new("decodebin").prop("name", "d"),
+        ],
+    );
+    // The caps after `d.` make delayed linking pick the right decoder pad; a bare queue
+    // accepts any caps and could take the audio pad.
+    args.extend(["d.".into(), "!".into(), "video/x-raw".into(), "!".into()]);
+    push_chain(
+        &mut args,
+        &video_chain(&settings, out_w, out_h, key_int(src.fps.0, src.fps.1)),
+    );
+    args.extend(["!".into(), "mux.".into()]);
+    if let (true, Some(aac)) = (src.has_audio, settings.aac) {
+        args.extend(["d.".into(), "!".into(), "audio/x-raw".into(), "!".into()]);
+        push_chain(&mut args, &audio_chain(aac));
+        args.extend(["!".into(), "mux.".into()]);
+    }
+    push_chain(
+        &mut args,
+        &[
+            mux_spec(&Output::Stream).prop("name", "mux"),
+            ElemSpec::new("filesink").prop("location", dest.display()),
+        ],
+    );
+    args
+}
+
+/// Quotes an argument for a POSIX shell when needed.
+pub(crate) fn shell_quote(arg: &str) -> String {
+    let safe = |c: char| c.is_ascii_alphanumeric() || "-_./=,:%+@".contains(c);
+    if arg == "!" || (!arg.is_empty() && arg.chars().all(safe)) {
+        arg.to_string()
+    } else {
+        format!("'{}'", arg.replace('\'', r"'\''"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn key_int_is_two_seconds() {
+        assert_eq!(key_int(30, 1), 60);
+        assert_eq!(key_int(30000, 1001), 60);
+        assert_eq!(key_int(25, 1), 50);
+        assert_eq!(key_int(0, 1), 60);
+    }
+
+    #[test]
+    fn quoting() {
+        assert_eq!(shell_quote("location=/a/b.mp4"), "location=/a/b.mp4");
+        assert_eq!(shell_quote("d."), "d.");
+        assert_eq!(shell_quote("location=/a b"), "'location=/a b'");
+        assert_eq!(shell_quote("it's"), r"'it'\''s'");
+        assert_eq!(shell_quote("!"), "!");
+    }
+}
