@@ -481,10 +481,11 @@ def pytest_sessionfinish(session, exitstatus):
         if not res:
             continue
         prefix = mod.removeprefix("test_") + "_"
-        ops = []
+        counts: dict[str, int] = {}
         for n, _ in res:
-            op = n.removeprefix("test_").removeprefix(prefix)
-            ops.append(op)
+            op = n.split("[")[0].removesuffix(" [teardown]").removeprefix("test_").removeprefix(prefix)
+            counts[op] = counts.get(op, 0) + 1
+        ops = [f"{op} (×{c})" if c > 1 else op for op, c in counts.items()]
         passed = sum(1 for _, o in res if o == "passed")
         failed = [n for n, o in res if o == "failed"]
         skipped = sum(1 for _, o in res if o == "skipped")

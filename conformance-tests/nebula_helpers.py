@@ -62,18 +62,46 @@ def md5_file(path: os.PathLike | str, bufsize: int = 8 * MIB) -> str:
     return h.hexdigest()
 
 
-def make_random_file(path: os.PathLike | str, size: int, chunk: int = 8 * MIB) -> str:
-    """Write ``size`` random bytes to ``path`` without holding them in memory; return sha256 hex."""
-    h = hashlib.sha256()
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "wb") as f:
+def random_chunks(size: int, chunk: int = MIB) -> Iterator[bytes]:
+    """Yield ``size`` bytes of incompressible data in ``chunk``-sized pieces.
+
+    Up to 64 MiB comes straight from os.urandom.  Beyond that (the 100 MiB-2 GiB cases) each chunk is
+    a window of a 64 MiB random pool at a pseudo-random offset, tagged with its index, so that every
+    chunk is distinct (a lost, duplicated or reordered chunk changes the sha256) while generation stays
+    at memcpy speed instead of the kernel RNG's."""
+    if size <= 64 * MIB:
         left = size
         while left > 0:
             b = os.urandom(min(chunk, left))
+            left -= len(b)
+            yield b
+        return
+    pool = os.urandom(64 * MIB + chunk)
+    rng = __import__("random").Random(os.urandom(16))
+    left, i = size, 0
+    while left > 0:
+        n = min(chunk, left)
+        off = rng.randrange(0, 64 * MIB)
+        tag = i.to_bytes(8, "big") + off.to_bytes(8, "big")
+        b = (tag + pool[off + 16 : off + n])[:n]
+        left -= n
+        i += 1
+        yield b
+
+
+def make_random_file(path: os.PathLike | str, size: int, chunk: int = MIB, md5: bool = False):
+    """Write ``size`` random bytes to ``path`` without holding them in memory; return sha256 hex
+    (and the md5 hex when ``md5`` is true)."""
+    h = hashlib.sha256()
+    m = hashlib.md5() if md5 else None
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "wb") as f:
+        for b in random_chunks(size, chunk):
             f.write(b)
             h.update(b)
-            left -= len(b)
-    return h.hexdigest()
+            if m is not None:
+                m.update(b)
+    return (h.hexdigest(), m.hexdigest()) if md5 else h.hexdigest()
 
 
 def b64(data: bytes) -> str:
@@ -457,6 +485,8 @@ class RawS3:
 def parse_list(body: bytes) -> dict:
     """Parse a ListObjects(V1|V2) result into plain Python values."""
     root = strip_ns(ET.fromstring(body))
+    if root.tag != "ListBucketResult":
+        raise AssertionError(f"expected a ListBucketResult, got {body[:300]!r}")
     out: dict = {
         "keys": [c.findtext("Key") for c in root.findall("Contents")],
         "contents": [

@@ -67,13 +67,15 @@ def test_js_put_get_head(js, jbucket, tmp_path):
     assert h["ContentLength"] == 256_000 and h["CacheControl"] == "max-age=5" and h["ETag"] == r["ETag"]
 
 
-def test_js_put_stream_with_checksum_trailer(js, jbucket, tmp_path):
+def test_js_put_stream_with_checksum_trailer(js, jbucket, tmp_path, gw):
     src = tmp_path / "stream.bin"
     want = make_random_file(src, 3 * MIB + 5)
     js("putStream", bucket=jbucket, key="stream/obj.bin", file=str(src))
     out = tmp_path / "stream.out"
     js("get", bucket=jbucket, key="stream/obj.bin", out=str(out))
     assert sha256_file(out) == want
+    h = gw.raw().head(jbucket, "stream/obj.bin")
+    assert "aws-chunked" not in (h.header("content-encoding") or ""), f"transfer coding stored as Content-Encoding: {h}"
 
 
 def test_js_get_range(js, jbucket, tmp_path):

@@ -36,6 +36,7 @@ from nebula_helpers import (
     b64,
     content_md5,
     crc32_b64,
+    make_random_file,
     multipart_etag,
     object_path,
     parse_list,
@@ -652,7 +653,8 @@ def test_multipart_entity_too_small(raw, bucket):
 def test_multipart_invalid_part_and_order(raw, bucket):
     key = "mpu/invalid"
     uid = _create_mpu(raw, bucket, key)
-    p1, p2 = os.urandom(5 * MIB), os.urandom(100)
+    # both parts ≥ 5 MiB so that only the order (not EntityTooSmall) can be wrong
+    p1, p2 = os.urandom(5 * MIB), os.urandom(5 * MIB + 100)
     e1 = _upload_part(raw, bucket, key, uid, 1, p1).header("etag")
     e2 = _upload_part(raw, bucket, key, uid, 2, p2).header("etag")
     bogus = '"ffffffffffffffffffffffffffffffff"'
@@ -1403,14 +1405,8 @@ def test_2gib_put_get_bounded_rss(start_gateway, tmp_path):
     name = new_bucket_name("big")
     assert raw.put_bucket(name).status == 200
     src = tmp_path / "big.bin"
-    sha, md5 = hashlib.sha256(), hashlib.md5()
-    with open(src, "wb") as f:
-        for _ in range(size // (16 * MIB)):
-            b = os.urandom(16 * MIB)
-            f.write(b)
-            sha.update(b)
-            md5.update(b)
-    want_sha = sha.hexdigest()
+    want_sha, want_md5 = make_random_file(src, size, md5=True)
+    t0 = time.monotonic()
     baseline = g.peak_rss_kib()
     try:
         with open(src, "rb") as f:
@@ -1418,8 +1414,9 @@ def test_2gib_put_get_bounded_rss(start_gateway, tmp_path):
                 "PUT", object_path(name, "big/2gib.bin"), body=f, content_length=size, payload_hash=want_sha
             )
         assert r.status == 200, r
-        assert r.header("etag") == f'"{md5.hexdigest()}"'
+        assert r.header("etag") == f'"{want_md5}"'
         peak_put = g.peak_rss_kib()
+        t_put = time.monotonic() - t0
         h = raw.head(name, "big/2gib.bin")
         assert int(h.header("content-length")) == size
         got = hashlib.sha256()
@@ -1434,6 +1431,8 @@ def test_2gib_put_get_bounded_rss(start_gateway, tmp_path):
         assert n[0] == size
         assert got.hexdigest() == want_sha
         peak = g.peak_rss_kib()
+        t_get = time.monotonic() - t0 - t_put
+        print(f"2 GiB: PUT {t_put:.1f} s, GET {t_get:.1f} s, peak RSS {peak_put} KiB after PUT, {peak} KiB after GET")
         limit = 100 * 1024
         assert peak_put < limit, f"peak RSS after 2 GiB PUT {peak_put} KiB >= 100 MiB (baseline {baseline} KiB)"
         assert peak < limit, f"peak RSS after 2 GiB GET {peak} KiB >= 100 MiB (baseline {baseline} KiB)"

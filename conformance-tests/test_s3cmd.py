@@ -69,8 +69,7 @@ def test_s3cmd_put_get_small(s3cmd, sbucket, tmp_path):
 def test_s3cmd_put_multipart_20mib(s3cmd, sbucket, tmp_path, gw):
     src = tmp_path / "twenty.bin"
     want = make_random_file(src, 20 * MIB)
-    p = s3cmd("put", "--multipart-chunk-size-mb=5", src, f"s3://{sbucket}/mp/twenty.bin")
-    assert "part 4 of 4" in p.stdout_text or "[part 4 of 4" in p.stdout_text, p.stdout_text
+    s3cmd("put", "--multipart-chunk-size-mb=5", src, f"s3://{sbucket}/mp/twenty.bin")
     h = gw.raw().head(sbucket, "mp/twenty.bin")
     assert h.header("etag", "").strip('"').endswith("-4"), h
     out = tmp_path / "twenty.out"

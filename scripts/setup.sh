@@ -51,6 +51,11 @@ pip_install -r conformance-tests/requirements.txt 2>/dev/null \
   || pip_install --break-system-packages -r conformance-tests/requirements.txt
 
 # AWS SDK for JavaScript v3 for the JS client cases.
-if [ -f conformance-tests/js/package.json ] && [ ! -d conformance-tests/js/node_modules ]; then
-  (cd conformance-tests/js && npm install --no-audit --no-fund --silent)
+# package-lock.json pins the whole tree; `npm ci` installs exactly that.
+if [ -f conformance-tests/js/package.json ] && [ ! -d conformance-tests/js/node_modules/@aws-sdk/client-s3 ]; then
+  if [ -f conformance-tests/js/package-lock.json ]; then
+    (cd conformance-tests/js && npm ci --no-audit --no-fund --silent)
+  else
+    (cd conformance-tests/js && npm install --no-audit --no-fund --silent)
+  fi
 fi

@@ -19,6 +19,19 @@ pub struct Cli {
 pub enum Command {
     /// Run the gateway (the default).
     Serve(ServeArgs),
+    /// Bring the catalog in step with the data folder (or rebuild a lost one), print the counts and exit.
+    Reindex(ReindexArgs),
+}
+
+/// Settings of `reindex`.
+#[derive(Debug, Clone, Args)]
+pub struct ReindexArgs {
+    /// Folder holding the buckets (as for `serve`).
+    #[arg(long, env = "NEBULA_DATA_DIR", default_value = "./data")]
+    pub data_dir: PathBuf,
+    /// Catalog database: sqlite:PATH or postgres://USER@HOST/DB (default: DATA/.nebula/catalog.sqlite).
+    #[arg(long, env = "DATABASE_URL", hide_env_values = true)]
+    pub database_url: Option<String>,
 }
 
 /// Settings of `serve`.
@@ -39,10 +52,19 @@ pub struct ServeArgs {
     /// Secret key.
     #[arg(long, env = "NEBULA_SECRET_KEY", hide_env_values = true)]
     pub secret_key: Option<String>,
-    /// Catalog database (default: SQLite in the data folder).
-    #[arg(long, env = "DATABASE_URL")]
+    /// Catalog database: sqlite:PATH or postgres://USER@HOST/DB (default: DATA/.nebula/catalog.sqlite).
+    #[arg(long, env = "DATABASE_URL", hide_env_values = true)]
     pub database_url: Option<String>,
     /// Base domain for virtual-host style requests (`<bucket>.<domain>`); path style always works.
     #[arg(long, env = "NEBULA_DOMAIN")]
     pub domain: Option<String>,
+    /// H.264 encoder for transcodes: auto (VA-API if it works, else x264, else openh264), or force one.
+    #[arg(long, env = "NEBULA_ENCODER", default_value = "auto", value_parser = ["auto", "vaapi", "x264", "openh264"])]
+    pub encoder: String,
+    /// Most on-the-fly transcodes at once (default: the number of cores); more get 503 SlowDown.
+    #[arg(long, env = "NEBULA_MAX_TRANSCODES")]
+    pub max_transcodes: Option<usize>,
+    /// Disk space for finished renditions (e.g. 500M, 20G); least recently used are evicted.
+    #[arg(long, env = "NEBULA_RENDITION_CACHE_SIZE", default_value = "10G")]
+    pub rendition_cache_size: String,
 }

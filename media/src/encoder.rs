@@ -139,3 +139,32 @@ fn check_usable(encoder: Encoder) -> Result<(), MediaError> {
     })?;
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn choice_parsing_and_names() {
+        assert_eq!(
+            "AUTO".parse::<EncoderChoice>().unwrap(),
+            EncoderChoice::Auto
+        );
+        assert_eq!(
+            "x264".parse::<EncoderChoice>().unwrap(),
+            EncoderChoice::X264
+        );
+        assert_eq!(
+            " vaapi".parse::<EncoderChoice>().unwrap(),
+            EncoderChoice::Vaapi
+        );
+        assert_eq!(
+            "openh264".parse::<EncoderChoice>().unwrap(),
+            EncoderChoice::OpenH264
+        );
+        assert!("nvenc".parse::<EncoderChoice>().is_err());
+        assert_eq!(Encoder::Vaapi.element_name(), "vaapih264enc");
+        assert_eq!(Encoder::OpenH264.to_string(), "openh264enc");
+        assert_eq!(Encoder::Vaapi.input_format(), "NV12");
+    }
+}

@@ -12,8 +12,8 @@ use crate::{Encoder, MediaError};
 
 /// How often the job loop checks the bus, the cancel flag and progress. Bounds cancel latency.
 const TICK: Duration = Duration::from_millis(100);
-/// Progress is reported at least this often, even when unchanged.
-const PROGRESS_EVERY: Duration = Duration::from_millis(500);
+/// Progress is reported whenever it changes (checked every tick), and at least this often.
+const PROGRESS_EVERY: Duration = Duration::from_secs(1);
 /// A job whose output position has not moved for this long is considered stuck.
 const STALL_TIMEOUT: Duration = Duration::from_secs(60);
 
@@ -144,12 +144,13 @@ fn run(
         if duration_ns.is_none() {
             duration_ns = query_duration(&built);
         }
-        if last_report.elapsed() >= PROGRESS_EVERY {
-            // 99 at most until EOS: 100 means the file is complete.
-            let pct = match duration_ns {
-                Some(d) if d > 0 => ((u128::from(pts) * 100 / u128::from(d)).min(99)) as u8,
-                _ => 0,
-            };
+        // 99 at most until EOS: 100 means the file is complete.
+        let pct = match duration_ns {
+            Some(d) if d > 0 => ((u128::from(pts) * 100 / u128::from(d)).min(99)) as u8,
+            _ => 0,
+        };
+        if pct > reported || last_report.elapsed() >= PROGRESS_EVERY {
+            // Never goes backwards, even if timestamps jitter.
             reported = reported.max(pct);
             progress(reported);
             last_report = Instant::now();
@@ -167,12 +168,16 @@ fn run(
     Ok((w, h, has_audio))
 }
 
-/// Source duration, asked through the decoder's video pad (the demuxer answers). The
-/// pipeline-level query would go to the filesink, which knows nothing before EOS.
+/// Source duration. The pipeline query travels upstream from the sink to the demuxer;
+/// asking the decoder's video pad directly is the fallback if a muxer does not forward it.
 fn query_duration(built: &pipeline::Built) -> Option<u64> {
-    let pad = built.video_pad.lock().unwrap().clone()?;
-    pad.query_duration::<gst::ClockTime>()
-        .or_else(|| built.pipeline.query_duration::<gst::ClockTime>())
+    built
+        .pipeline
+        .query_duration::<gst::ClockTime>()
+        .or_else(|| {
+            let pad = built.video_pad.lock().unwrap().clone()?;
+            pad.query_duration::<gst::ClockTime>()
+        })
         .map(|d| d.nseconds())
 }
 

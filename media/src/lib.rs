@@ -17,7 +17,7 @@ mod probe;
 mod quality;
 mod stream;
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
@@ -121,6 +121,22 @@ impl MediaEngine {
         stream::start(self.settings(quality), src, self.inner.active.clone())
     }
 
+    /// [`MediaEngine::start_stream`] on tokio's blocking pool, for async callers.
+    pub async fn start_stream_async(
+        &self,
+        src: PathBuf,
+        quality: Quality,
+    ) -> Result<TranscodeStream, MediaError> {
+        let engine = self.clone();
+        spawn_blocking(move || engine.start_stream(&src, quality)).await
+    }
+
+    /// [`MediaEngine::probe`] on tokio's blocking pool, for async callers.
+    pub async fn probe_async(&self, path: PathBuf) -> Result<MediaInfo, MediaError> {
+        let engine = self.clone();
+        spawn_blocking(move || engine.probe(&path)).await
+    }
+
     /// Transcodes `src` at `quality` into an MP4 at `dest` (moov at the front, for ranged
     /// playback later).
     ///
@@ -196,6 +212,15 @@ impl MediaEngine {
     }
 }
 
+/// Runs `f` with `tokio::task::spawn_blocking`, turning a panicked task into an error.
+async fn spawn_blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, MediaError> + Send + 'static,
+) -> Result<T, MediaError> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| MediaError::Pipeline(format!("media task failed: {e}")))?
+}
+
 /// Fails fast with an I/O error for a missing or non-regular source, instead of a
 /// GStreamer "resource not found" after building a pipeline.
 fn check_source(path: &Path) -> Result<(), MediaError> {
@@ -207,4 +232,23 @@ fn check_source(path: &Path) -> Result<(), MediaError> {
         )));
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn assert_send_sync<T: Send + Sync + 'static>() {}
+    fn assert_stream<
+        T: futures::Stream<Item = Result<bytes::Bytes, MediaError>> + Send + Unpin + 'static,
+    >() {
+    }
+
+    #[test]
+    fn public_types_are_thread_safe() {
+        assert_send_sync::<MediaEngine>();
+        assert_send_sync::<MediaError>();
+        assert_send_sync::<CancelFlag>();
+        assert_stream::<TranscodeStream>();
+    }
 }

@@ -247,6 +247,8 @@ pub(crate) fn faststart_temp(dest: &Path) -> PathBuf {
 /// What the `pad-added` handler found, read by the caller after preroll or at the end.
 #[derive(Debug, Default)]
 pub(crate) struct BranchState {
+    /// A video pad has been taken (only the first video stream is transcoded).
+    pub video_claimed: bool,
     /// Output width and height, once the video branch exists.
     pub video: Option<(u32, u32)>,
     pub audio: bool,
@@ -260,7 +262,7 @@ pub(crate) struct Built {
     /// The appsink for [`Output::Stream`], the filesink otherwise.
     pub sink: gst::Element,
     pub state: Arc<Mutex<BranchState>>,
-    /// PTS of the last encoded video frame, in ns (for progress).
+    /// Stream time of the last frame that reached the video encoder, in ns (for progress).
     pub video_pts: Arc<AtomicU64>,
     /// Decoder video pad, used to ask the demuxer for the duration.
     pub video_pad: Arc<Mutex<Option<gst::Pad>>>,
@@ -322,7 +324,7 @@ pub(crate) fn build(settings: Settings, src: &Path, output: Output) -> Result<Bu
         let state = state.clone();
         decodebin.connect_no_more_pads(move |dbin| {
             let mut st = state.lock().unwrap();
-            if st.video.is_none() {
+            if !st.video_claimed {
                 st.no_video = true;
                 drop(st);
                 // An error stops the pipeline right away; otherwise an audio-only source
@@ -345,6 +347,13 @@ pub(crate) fn build(settings: Settings, src: &Path, output: Output) -> Result<Bu
     })
 }
 
+/// What a new decoder pad is used for.
+enum Role {
+    Video,
+    Audio(&'static str),
+    Discard,
+}
+
 #[allow(clippy::too_many_arguments)]
 fn on_pad_added(
     dbin: &gst::Element,
@@ -363,65 +372,101 @@ fn on_pad_added(
     let structure = caps
         .structure(0)
         .ok_or_else(|| MediaError::Pipeline("decoder pad has empty caps".into()))?;
-    let media = structure.name().as_str().to_string();
+    let media = structure.name().as_str();
 
-    let mut st = state.lock().unwrap();
-    if media.starts_with("video/") && st.video.is_none() {
-        let width = structure.get::<i32>("width").unwrap_or(0).max(0) as u32;
-        let height = structure.get::<i32>("height").unwrap_or(0).max(0) as u32;
-        if width == 0 || height == 0 {
-            return Err(MediaError::Pipeline(format!(
-                "video pad without size: {caps}"
-            )));
-        }
-        // Non-square pixels (DV, some DVB): scale to the display aspect ratio.
-        let par = structure
-            .get::<gst::Fraction>("pixel-aspect-ratio")
-            .unwrap_or(gst::Fraction::new(1, 1));
-        let display_w = if par.numer() > 0 && par.denom() > 0 {
-            (u64::from(width) * par.numer() as u64 / par.denom() as u64) as u32
+    // Claim the role under the lock, build without it (state changes below may take time).
+    let role = {
+        let mut st = state.lock().unwrap();
+        if media.starts_with("video/") && !st.video_claimed {
+            st.video_claimed = true;
+            Role::Video
+        } else if let (true, false, Some(aac)) =
+            (media.starts_with("audio/"), st.audio, settings.aac)
+        {
+            st.audio = true;
+            Role::Audio(aac)
         } else {
-            width
-        };
-        let fps = structure
-            .get::<gst::Fraction>("framerate")
-            .unwrap_or(gst::Fraction::new(0, 1));
-        let (out_w, out_h) = output_size(display_w, height, settings.quality.height());
-        let chain = video_chain(&settings, out_w, out_h, key_int(fps.numer(), fps.denom()));
-        let elements = add_chain(&bin, &chain, mux, "video_%u", pad)?;
-        // elements[4] is the encoder: remember the PTS of what it produces, for progress.
-        if let Some(enc_src) = elements.get(4).and_then(|e| e.static_pad("src")) {
-            let video_pts = video_pts.clone();
-            enc_src.add_probe(gst::PadProbeType::BUFFER, move |_, info| {
-                if let Some(pts) = info.buffer().and_then(|b| b.pts()) {
-                    video_pts.store(pts.nseconds(), Ordering::Relaxed);
-                }
-                gst::PadProbeReturn::Ok
-            });
+            Role::Discard
         }
-        *video_pad.lock().unwrap() = Some(pad.clone());
-        st.video = Some((out_w, out_h));
-        tracing::debug!(%caps, out_w, out_h, "video branch linked");
-    } else if media.starts_with("audio/") && !st.audio && settings.aac.is_some() {
-        let aac = settings.aac.unwrap_or("avenc_aac");
-        add_chain(&bin, &audio_chain(aac), mux, "audio_%u", pad)?;
-        st.audio = true;
-        tracing::debug!(%caps, "audio branch linked");
-    } else {
-        // Extra streams (second audio track, subtitles) go to a fakesink: an unlinked
-        // decodebin pad can stall or fail the whole pipeline.
-        let sink = ElemSpec::new("fakesink")
-            .prop("sync", false)
-            .prop("async", false)
-            .build()?;
-        bin.add(&sink)
-            .map_err(|e| MediaError::Pipeline(e.to_string()))?;
-        sink.sync_state_with_parent()
-            .map_err(|e| MediaError::Pipeline(e.to_string()))?;
-        link_pads(pad, &sink)?;
-        tracing::debug!(%caps, "extra stream discarded");
+    };
+
+    match role {
+        Role::Video => {
+            let width = structure.get::<i32>("width").unwrap_or(0).max(0) as u32;
+            let height = structure.get::<i32>("height").unwrap_or(0).max(0) as u32;
+            if width == 0 || height == 0 {
+                return Err(MediaError::Pipeline(format!(
+                    "video pad without size: {caps}"
+                )));
+            }
+            // Non-square pixels (DV, some DVB): scale to the display aspect ratio.
+            let par = structure
+                .get::<gst::Fraction>("pixel-aspect-ratio")
+                .unwrap_or(gst::Fraction::new(1, 1));
+            let display_w = if par.numer() > 0 && par.denom() > 0 {
+                (u64::from(width) * par.numer() as u64 / par.denom() as u64) as u32
+            } else {
+                width
+            };
+            let fps = structure
+                .get::<gst::Fraction>("framerate")
+                .unwrap_or(gst::Fraction::new(0, 1));
+            let (out_w, out_h) = output_size(display_w, height, settings.quality.height());
+            let chain = video_chain(&settings, out_w, out_h, key_int(fps.numer(), fps.denom()));
+            let elements = add_chain(&bin, &chain, mux, "video_%u", pad)?;
+            let encoder = elements.iter().find(|e| {
+                e.factory()
+                    .is_some_and(|f| f.name() == settings.encoder.element_name())
+            });
+            if let Some(enc_sink) = encoder.and_then(|e| e.static_pad("sink")) {
+                record_stream_time(&enc_sink, video_pts.clone());
+            }
+            *video_pad.lock().unwrap() = Some(pad.clone());
+            state.lock().unwrap().video = Some((out_w, out_h));
+            tracing::debug!(%caps, out_w, out_h, "video branch linked");
+        }
+        Role::Audio(aac) => {
+            add_chain(&bin, &audio_chain(aac), mux, "audio_%u", pad)?;
+            tracing::debug!(%caps, "audio branch linked");
+        }
+        Role::Discard => {
+            // Extra streams (second audio track, subtitles) go to a fakesink: an unlinked
+            // decodebin pad can stall or fail the whole pipeline.
+            let sink = ElemSpec::new("fakesink")
+                .prop("sync", false)
+                .prop("async", false)
+                .build()?;
+            bin.add(&sink)
+                .map_err(|e| MediaError::Pipeline(e.to_string()))?;
+            sink.sync_state_with_parent()
+                .map_err(|e| MediaError::Pipeline(e.to_string()))?;
+            link_pads(pad, &sink)?;
+            tracing::debug!(%caps, "extra stream discarded");
+        }
     }
     Ok(())
+}
+
+/// Stores the stream time of each buffer passing `pad` into `out` (ns), for progress.
+///
+/// Used on the encoder's input, not its output: x264enc shifts output timestamps by
+/// 1000 hours (room for negative DTS). The segment conversion handles sources whose
+/// timestamps do not start at zero.
+fn record_stream_time(pad: &gst::Pad, out: Arc<AtomicU64>) {
+    pad.add_probe(gst::PadProbeType::BUFFER, move |pad, info| {
+        if let Some(pts) = info.buffer().and_then(|b| b.pts()) {
+            let stream_time = pad
+                .sticky_event::<gst::event::Segment>(0)
+                .and_then(|ev| {
+                    ev.segment()
+                        .downcast_ref::<gst::ClockTime>()
+                        .and_then(|seg| seg.to_stream_time(pts))
+                })
+                .unwrap_or(pts);
+            out.store(stream_time.nseconds(), Ordering::Relaxed);
+        }
+        gst::PadProbeReturn::Ok
+    });
 }
 
 /// Adds `chain` to `bin`, links it from `src_pad` to a new `mux` request pad and starts it.

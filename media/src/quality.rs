@@ -108,7 +108,8 @@ pub fn output_size(src_w: u32, src_h: u32, target_h: u32) -> (u32, u32) {
     let h = (target_h & !1).max(2);
     // round(src_w * h / src_h / 2) * 2, in integers.
     let w = (u64::from(src_w) * u64::from(h) + u64::from(src_h)) / (2 * u64::from(src_h)) * 2;
-    (u32::try_from(w).unwrap_or(u32::MAX & !1).max(2), h)
+    // h < src_h, so w never exceeds src_w + 2 and fits in u32.
+    (u32::try_from(w).unwrap_or(src_w & !1).max(2), h)
 }
 
 #[cfg(test)]

@@ -56,6 +56,7 @@ pub(crate) async fn copy_object(gw: &Gateway, req: S3Request<CopyObjectInput>) -
     };
     let store = gw.store.clone();
     let dst_bucket = input.bucket.clone();
+    let (bucket, key) = (input.bucket.clone(), input.key.clone());
     let (meta, modified) = blocking(move || {
         let src = store.open_object(&src_bucket, &src_path)?;
         let cond: Conditions<'_> = conds.borrow();
@@ -83,6 +84,7 @@ pub(crate) async fn copy_object(gw: &Gateway, req: S3Request<CopyObjectInput>) -
         Ok((meta, modified))
     })
     .await?;
+    gw.written(&bucket, &key, &meta).await;
     let c = checksum_fields(&meta.checksums);
     let result = CopyObjectResult {
         e_tag: Some(etag_of(&meta)),

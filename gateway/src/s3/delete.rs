@@ -15,7 +15,9 @@ pub(crate) async fn delete_object(gw: &Gateway, req: S3Request<DeleteObjectInput
     let input = req.input;
     let path = object_path(&input.key)?;
     let store = gw.store.clone();
-    blocking(move || store.delete_object(&input.bucket, &path)).await?;
+    let bucket = input.bucket.clone();
+    blocking(move || store.delete_object(&bucket, &path)).await?;
+    gw.deleted(&input.bucket, &input.key).await;
     Ok(S3Response::new(DeleteObjectOutput::default()))
 }
 
@@ -29,7 +31,9 @@ pub(crate) async fn delete_objects(gw: &Gateway, req: S3Request<DeleteObjectsInp
     let quiet = input.delete.quiet.unwrap_or(false);
     let store = gw.store.clone();
     let bucket = input.bucket;
+    let bucket2 = bucket.clone();
     let results = blocking(move || {
+        let bucket = bucket2;
         store.bucket_fd(&bucket)?;
         Ok(objects
             .into_iter()
@@ -45,6 +49,7 @@ pub(crate) async fn delete_objects(gw: &Gateway, req: S3Request<DeleteObjectsInp
     for (key, r) in results {
         match r {
             Ok(()) => {
+                gw.deleted(&bucket, &key).await;
                 if !quiet {
                     deleted.push(DeletedObject { key: Some(key), ..Default::default() });
                 }

@@ -13,6 +13,7 @@ use super::conditional::Conditions;
 use super::put::checksum_fields;
 use super::{Gateway, blocking, etag_of, object_path, parse_http_date, timestamp};
 use crate::error::StoreError;
+use crate::transcode::{MediaRequest, parse_query};
 use crate::store::meta::{IO_BLOCK, ObjectMeta};
 
 /// Objects up to this size are read in the same blocking call that opens them: one thread hop
@@ -126,6 +127,18 @@ pub(crate) fn file_body(file: File, start: u64, len: u64) -> StreamingBlob {
 
 /// GetObject.
 pub(crate) async fn get_object(gw: &Gateway, req: S3Request<GetObjectInput>) -> S3Result<S3Response<GetObjectOutput>> {
+    if let MediaRequest::Transcode(quality) = parse_query(req.uri.query())? {
+        let Some(media) = gw.media.clone() else {
+            return Err(s3s::S3Error::with_message(
+                s3s::S3ErrorCode::NotImplemented,
+                "media extensions are disabled on this gateway (GStreamer is not available)",
+            ));
+        };
+        let input = req.input;
+        let path = object_path(&input.key)?;
+        let (output, headers) = crate::transcode::serve(media, gw.store.clone(), input.bucket, path, quality, input.range).await?;
+        return Ok(S3Response::with_headers(output, headers));
+    }
     let input = req.input;
     let conds = OwnedConditions {
         if_match: input.if_match,

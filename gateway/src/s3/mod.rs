@@ -21,6 +21,17 @@ use crate::store::Store;
 use crate::store::keys::{ObjectPath, parse_key};
 use crate::store::meta::ObjectMeta;
 
+/// Told about every committed write and delete, within the request that made it (the catalog
+/// keeps itself in step this way). Implementations must not fail the request: the bytes are
+/// already safe on disk, and a later reconcile scan repairs anything missed.
+#[async_trait::async_trait]
+pub trait ObjectEvents: Send + Sync + std::fmt::Debug {
+    /// An object was created or replaced.
+    async fn written(&self, bucket: &str, key: &str, meta: &ObjectMeta);
+    /// An object was deleted (or did not exist).
+    async fn deleted(&self, bucket: &str, key: &str);
+}
+
 /// The S3 service: the filesystem store plus the gateway's settings.
 #[derive(Debug, Clone)]
 pub struct Gateway {
@@ -28,14 +39,46 @@ pub struct Gateway {
     pub store: Arc<Store>,
     /// The region this gateway answers for.
     pub region: String,
+    /// Listener for writes and deletes (the catalog), if any.
+    pub events: Option<Arc<dyn ObjectEvents>>,
+    /// The media extension (live transcodes, renditions), when GStreamer is available.
+    pub media: Option<Arc<crate::transcode::MediaService>>,
 }
 
 impl Gateway {
     /// A gateway over `store` answering for `region`.
     pub fn new(store: Arc<Store>, region: String) -> Self {
-        Gateway { store, region }
+        Gateway { store, region, events: None, media: None }
+    }
+
+    /// Reports a committed write to the event listener.
+    pub(crate) async fn written(&self, bucket: &str, key: &str, meta: &ObjectMeta) {
+        self.invalidate_renditions(bucket, key);
+        if let Some(ev) = &self.events {
+            ev.written(bucket, key, meta).await;
+        }
+    }
+
+    /// Reports a delete to the event listener.
+    pub(crate) async fn deleted(&self, bucket: &str, key: &str) {
+        self.invalidate_renditions(bucket, key);
+        if let Some(ev) = &self.events {
+            ev.deleted(bucket, key).await;
+        }
     }
 }
+
+impl Gateway {
+    /// Renditions of a replaced or deleted object are never served again.
+    fn invalidate_renditions(&self, bucket: &str, key: &str) {
+        if let Some(media) = &self.media {
+            let (media, bucket, key) = (media.clone(), bucket.to_owned(), key.to_owned());
+            tokio::task::spawn_blocking(move || media.invalidate(&bucket, &key));
+        }
+    }
+}
+
+pub(crate) use get::file_body;
 
 /// Runs blocking filesystem work off the async runtime.
 pub(crate) async fn blocking<T, F>(f: F) -> S3Result<T>

@@ -191,6 +191,7 @@ pub(crate) async fn put_object(gw: &Gateway, req: S3Request<PutObjectInput>) -> 
     let size = received.size;
     let tmp = received.tmp;
     let meta = blocking(move || store.commit(tmp, &bucket, &path, meta, mode)).await?;
+    gw.written(&input.bucket, &input.key, &meta).await;
     let c = checksum_fields(&meta.checksums);
     let output = PutObjectOutput {
         e_tag: Some(etag_of(&meta)),

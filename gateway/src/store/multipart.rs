@@ -1,1 +1,553 @@
-//! Multipart upload staging under the reserved folder. (Being written.)
+//! Multipart upload staging under the reserved folder.
+//!
+//! Each upload is a folder `DATA/.nebula/multipart/<upload id>/` holding `upload.json` (what
+//! CreateMultipartUpload was told) and, per part, `part-NNNNN` (the bytes) beside
+//! `part-NNNNN.json` (size, MD5, checksums). The record is written before the bytes are renamed
+//! into place and names the inode it describes: a record that lost a race with another upload of
+//! the same part number (or a crash between the two renames) is recognised, and the part's MD5 is
+//! then recomputed from the bytes instead of trusted. Temp files live in `DATA/.nebula/tmp`,
+//! which is emptied at start, so a crash mid-part leaves nothing that matters in a staging folder.
+//!
+//! A `flock` on the staging folder orders the steps that must not interleave: part commits hold
+//! it shared, completion and abort hold it exclusively and then remove the folder, so whoever
+//! waited finds the upload gone instead of half-assembled.
+
+use std::fs::File;
+use std::io::{self, Write};
+use std::os::fd::{AsFd, AsRawFd};
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime};
+
+use md5::{Digest, Md5};
+use serde::{Deserialize, Serialize};
+
+use super::keys::ObjectPath;
+use super::meta::{ObjectMeta, StoredChecksums, md5_of_file};
+use super::{Commit, Store, TempFile, fsutil};
+use crate::error::{StoreError, StoreResult};
+
+/// S3's minimum size of every part but the last.
+pub const MIN_PART_SIZE: u64 = 5 * 1024 * 1024;
+
+/// S3's highest part number.
+pub const MAX_PART_NUMBER: u32 = 10_000;
+
+const UPLOAD_FILE: &str = "upload.json";
+
+/// What CreateMultipartUpload was told, kept as `upload.json` until completion or abort.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UploadRecord {
+    /// Bucket the object will be created in.
+    pub bucket: String,
+    /// Key the object will be created at.
+    pub key: String,
+    /// Content headers and user metadata for the object (ETag and size are set at completion).
+    pub meta: ObjectMeta,
+    /// `x-amz-checksum-algorithm` given at creation (upper case).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub checksum_algorithm: Option<String>,
+    /// `x-amz-checksum-type` given at creation.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub checksum_type: Option<String>,
+    /// Initiation time, nanoseconds since the epoch.
+    pub initiated_ns: u64,
+    /// Access key of the creator.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub initiator: Option<String>,
+}
+
+impl UploadRecord {
+    /// Initiation time.
+    pub fn initiated(&self) -> SystemTime {
+        SystemTime::UNIX_EPOCH + Duration::from_nanos(self.initiated_ns)
+    }
+}
+
+/// `part-NNNNN.json`.
+#[derive(Debug, Serialize, Deserialize)]
+struct PartRecord {
+    size: u64,
+    md5: String,
+    #[serde(default)]
+    checksums: StoredChecksums,
+    /// Inode of the `part-NNNNN` file this record describes.
+    ino: u64,
+}
+
+/// One uploaded part.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PartInfo {
+    /// Part number (1..=10000).
+    pub number: u32,
+    /// Hex MD5 of the part's bytes, unquoted.
+    pub etag: String,
+    /// Size in bytes.
+    pub size: u64,
+    /// Checksums computed at upload.
+    pub checksums: StoredChecksums,
+    /// When the part was uploaded.
+    pub modified: SystemTime,
+}
+
+/// An upload in progress, as ListMultipartUploads shows it.
+#[derive(Debug, Clone)]
+pub struct UploadInfo {
+    /// Upload id.
+    pub id: String,
+    /// What creation recorded.
+    pub record: UploadRecord,
+}
+
+/// A part as CompleteMultipartUpload lists it.
+#[derive(Debug, Clone)]
+pub struct RequestedPart {
+    /// Part number as sent.
+    pub number: i32,
+    /// ETag as sent, without quotes.
+    pub etag: String,
+    /// Checksums as sent (only those present are compared).
+    pub checksums: StoredChecksums,
+}
+
+/// A validated completion: the upload stays locked until this is finished or dropped.
+#[derive(Debug)]
+pub struct Assembly {
+    /// What creation recorded.
+    pub record: UploadRecord,
+    /// The listed parts, in order.
+    pub parts: Vec<PartInfo>,
+    /// Sum of the part sizes.
+    pub size: u64,
+    files: Vec<File>,
+    dir: PathBuf,
+    _lock: File,
+}
+
+impl Assembly {
+    /// S3's multipart ETag: hex MD5 of the concatenated binary part MD5s, then `-N`.
+    pub fn etag(&self) -> String {
+        multipart_etag(self.parts.iter().map(|p| p.etag.as_str()))
+    }
+}
+
+/// S3's multipart ETag from the parts' hex MD5s.
+pub fn multipart_etag<'a>(part_md5s: impl IntoIterator<Item = &'a str>) -> String {
+    let mut h = Md5::new();
+    let mut n = 0;
+    for etag in part_md5s {
+        // Part ETags are always hex MD5s we computed; a bad one cannot reach here.
+        h.update(hex::decode(etag).unwrap_or_default());
+        n += 1;
+    }
+    format!("{}-{n}", hex::encode(h.finalize()))
+}
+
+/// True for ids this gateway hands out (32 lower-case hex digits); anything else could name a
+/// path outside the staging area and is simply an unknown upload.
+pub fn is_upload_id(id: &str) -> bool {
+    id.len() == 32 && id.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+}
+
+fn part_name(number: u32) -> String {
+    format!("part-{number:05}")
+}
+
+fn parse_part_name(name: &str) -> Option<u32> {
+    let digits = name.strip_prefix("part-")?;
+    if digits.len() != 5 || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    let n: u32 = digits.parse().ok()?;
+    (1..=MAX_PART_NUMBER).contains(&n).then_some(n)
+}
+
+fn no_upload_if_missing(e: io::Error) -> StoreError {
+    if matches!(e.kind(), io::ErrorKind::NotFound | io::ErrorKind::NotADirectory) {
+        StoreError::NoSuchUpload
+    } else {
+        StoreError::Io(e)
+    }
+}
+
+/// Locks a staging folder and checks the upload is still there (it may have been completed or
+/// aborted while we waited).
+fn lock(dir: &Path, exclusive: bool) -> StoreResult<File> {
+    let f = File::open(dir).map_err(no_upload_if_missing)?;
+    let op = if exclusive { libc::LOCK_EX } else { libc::LOCK_SH };
+    loop {
+        // SAFETY: valid descriptor owned by `f`.
+        if unsafe { libc::flock(f.as_raw_fd(), op) } == 0 {
+            break;
+        }
+        let e = io::Error::last_os_error();
+        if e.kind() != io::ErrorKind::Interrupted {
+            return Err(e.into());
+        }
+    }
+    if !dir.join(UPLOAD_FILE).exists() {
+        return Err(StoreError::NoSuchUpload);
+    }
+    Ok(f)
+}
+
+/// Writes `name` in `dir` so readers see the old or the new content, never a partial one.
+fn write_json_atomic(dir: &Path, name: &str, value: &impl Serialize) -> io::Result<()> {
+    let raw = serde_json::to_vec(value).map_err(io::Error::other)?;
+    let tmp = dir.join(format!("{name}.{}.tmp", uuid::Uuid::new_v4().simple()));
+    let res = (|| {
+        let mut f = File::create_new(&tmp)?;
+        f.write_all(&raw)?;
+        f.sync_all()?;
+        std::fs::rename(&tmp, dir.join(name))
+    })();
+    if res.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    res
+}
+
+fn read_record(dir: &Path) -> StoreResult<UploadRecord> {
+    let raw = std::fs::read(dir.join(UPLOAD_FILE)).map_err(no_upload_if_missing)?;
+    serde_json::from_slice(&raw).map_err(|e| StoreError::Io(io::Error::new(io::ErrorKind::InvalidData, e)))
+}
+
+fn fsync_path(dir: &Path) -> io::Result<()> {
+    fsutil::fsync_dir(fsutil::open_dir(dir)?.as_fd())
+}
+
+/// Opens a part with what is known about it (see the module docs on stale records).
+fn read_part(dir: &Path, number: u32) -> io::Result<(PartInfo, File)> {
+    let name = part_name(number);
+    let mut file = File::open(dir.join(&name))?;
+    let md = file.metadata()?;
+    let record: Option<PartRecord> =
+        std::fs::read(dir.join(format!("{name}.json"))).ok().and_then(|raw| serde_json::from_slice(&raw).ok());
+    let (etag, checksums) = match record {
+        Some(r) if r.ino == md.ino() && r.size == md.len() => (r.md5, r.checksums),
+        _ => (md5_of_file(&mut file)?, StoredChecksums::default()),
+    };
+    let modified = md.modified().unwrap_or(SystemTime::UNIX_EPOCH);
+    Ok((PartInfo { number, etag, size: md.len(), checksums, modified }, file))
+}
+
+/// True when every checksum the client listed for a part matches one computed at upload.
+/// Checksums not computed at upload cannot be checked and are not held against the part.
+fn checksums_agree(sent: &StoredChecksums, have: &StoredChecksums) -> bool {
+    let pairs = [
+        (&sent.crc32, &have.crc32),
+        (&sent.crc32c, &have.crc32c),
+        (&sent.crc64nvme, &have.crc64nvme),
+        (&sent.sha1, &have.sha1),
+        (&sent.sha256, &have.sha256),
+    ];
+    pairs.iter().all(|(s, h)| match (s, h) {
+        (Some(s), Some(h)) => s == h,
+        _ => true,
+    })
+}
+
+impl Store {
+    fn uploads_dir(&self) -> PathBuf {
+        self.internal.join("multipart")
+    }
+
+    fn upload_dir(&self, id: &str) -> StoreResult<PathBuf> {
+        if !is_upload_id(id) {
+            return Err(StoreError::NoSuchUpload);
+        }
+        Ok(self.uploads_dir().join(id))
+    }
+
+    /// Starts an upload for `record.bucket`/`record.key` and returns its id.
+    pub fn create_upload(&self, record: &UploadRecord) -> StoreResult<String> {
+        self.bucket_fd(&record.bucket)?;
+        let id = uuid::Uuid::new_v4().simple().to_string();
+        // Built in the temp folder and renamed into place, so no one sees an upload without
+        // its record, and a crash leaves only temp-folder debris.
+        let building = self.tmp.join(format!("{id}.upload"));
+        std::fs::create_dir(&building)?;
+        let res = (|| {
+            write_json_atomic(&building, UPLOAD_FILE, record)?;
+            std::fs::rename(&building, self.uploads_dir().join(&id))?;
+            fsync_path(&self.uploads_dir())
+        })();
+        if let Err(e) = res {
+            let _ = std::fs::remove_dir_all(&building);
+            return Err(e.into());
+        }
+        Ok(id)
+    }
+
+    /// Reads an upload's record; `NoSuchUpload` if it does not exist or belongs to another
+    /// bucket or key.
+    pub fn open_upload(&self, bucket: &str, key: &str, id: &str) -> StoreResult<UploadRecord> {
+        let record = read_record(&self.upload_dir(id)?)?;
+        if record.bucket != bucket || record.key != key {
+            return Err(StoreError::NoSuchUpload);
+        }
+        Ok(record)
+    }
+
+    /// A temp file in the reserved temp folder (same filesystem as the staging area).
+    pub fn internal_temp(&self) -> StoreResult<TempFile> {
+        let dir = fsutil::open_dir(&self.tmp)?;
+        let name = PathBuf::from(format!("{}.tmp", uuid::Uuid::new_v4().simple()));
+        let file = File::options().read(true).write(true).create_new(true).open(self.tmp.join(&name))?;
+        Ok(TempFile { file, dir, name, done: false })
+    }
+
+    /// Makes a fully written temp file part `number` of an upload, replacing any earlier upload
+    /// of that part number.
+    #[allow(clippy::too_many_arguments)]
+    pub fn put_part(
+        &self,
+        bucket: &str,
+        key: &str,
+        id: &str,
+        number: u32,
+        mut tmp: TempFile,
+        md5: [u8; 16],
+        checksums: StoredChecksums,
+    ) -> StoreResult<PartInfo> {
+        let dir = self.upload_dir(id)?;
+        self.open_upload(bucket, key, id)?;
+        if tmp.file.metadata()?.dev() != std::fs::metadata(&dir).map_err(no_upload_if_missing)?.dev() {
+            // Bodies for buckets on another filesystem are received there; rename cannot cross.
+            let local = self.internal_temp()?;
+            let len = tmp.file.metadata()?.len();
+            fsutil::copy_range(&tmp.file, 0, &local.file, len)?;
+            tmp = local;
+        }
+        tmp.file.sync_all()?;
+        let md = tmp.file.metadata()?;
+        let record = PartRecord { size: md.len(), md5: hex::encode(md5), checksums, ino: md.ino() };
+        let _lock = lock(&dir, false)?;
+        let name = part_name(number);
+        write_json_atomic(&dir, &format!("{name}.json"), &record)?;
+        let dir_fd = fsutil::open_dir(&dir).map_err(no_upload_if_missing)?;
+        fsutil::rename_at(tmp.dir.as_fd(), &tmp.name, dir_fd.as_fd(), Path::new(&name))?;
+        tmp.done = true;
+        fsutil::fsync_dir(dir_fd.as_fd())?;
+        Ok(PartInfo {
+            number,
+            etag: record.md5,
+            size: record.size,
+            checksums: record.checksums,
+            modified: md.modified().unwrap_or(SystemTime::UNIX_EPOCH),
+        })
+    }
+
+    /// The parts uploaded so far, by part number.
+    pub fn list_parts(&self, id: &str) -> StoreResult<Vec<PartInfo>> {
+        let dir = self.upload_dir(id)?;
+        let mut parts = Vec::new();
+        for entry in std::fs::read_dir(&dir).map_err(no_upload_if_missing)? {
+            let entry = entry?;
+            let Some(number) = entry.file_name().to_str().and_then(parse_part_name) else { continue };
+            match read_part(&dir, number) {
+                Ok((info, _)) => parts.push(info),
+                // Removed by a concurrent completion or abort.
+                Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+                Err(e) => return Err(e.into()),
+            }
+        }
+        parts.sort_by_key(|p| p.number);
+        Ok(parts)
+    }
+
+    /// Removes an upload and its parts.
+    pub fn abort_upload(&self, bucket: &str, key: &str, id: &str) -> StoreResult<()> {
+        let dir = self.upload_dir(id)?;
+        let _lock = lock(&dir, true)?;
+        self.open_upload(bucket, key, id)?;
+        std::fs::remove_dir_all(&dir).map_err(no_upload_if_missing)?;
+        fsync_path(&self.uploads_dir())?;
+        Ok(())
+    }
+
+    /// The uploads in progress for a bucket, ordered by key, then initiation time.
+    pub fn list_uploads(&self, bucket: &str) -> StoreResult<Vec<UploadInfo>> {
+        let mut out = Vec::new();
+        for entry in std::fs::read_dir(self.uploads_dir())? {
+            let entry = entry?;
+            let Some(id) = entry.file_name().to_str().filter(|n| is_upload_id(n)).map(str::to_owned) else { continue };
+            // A record that vanished or cannot be read is an upload being removed.
+            let Ok(record) = read_record(&entry.path()) else { continue };
+            if record.bucket == bucket {
+                out.push(UploadInfo { id, record });
+            }
+        }
+        out.sort_by(|a, b| {
+            (a.record.key.as_str(), a.record.initiated_ns, a.id.as_str()).cmp(&(b.record.key.as_str(), b.record.initiated_ns, b.id.as_str()))
+        });
+        Ok(out)
+    }
+
+    /// Checks a CompleteMultipartUpload part list against the staged parts without changing
+    /// anything. On success the upload stays locked (others wait) until the assembly is
+    /// finished with [`Store::finish_upload`] or dropped.
+    pub fn prepare_complete(&self, bucket: &str, key: &str, id: &str, requested: &[RequestedPart]) -> StoreResult<Assembly> {
+        if requested.is_empty() {
+            return Err(StoreError::InvalidRequest("you must specify at least one part".into()));
+        }
+        if requested.windows(2).any(|w| w[0].number >= w[1].number) {
+            return Err(StoreError::InvalidPartOrder);
+        }
+        let dir = self.upload_dir(id)?;
+        let lock = lock(&dir, true)?;
+        let record = self.open_upload(bucket, key, id)?;
+        let mut parts = Vec::with_capacity(requested.len());
+        let mut files = Vec::with_capacity(requested.len());
+        for want in requested {
+            let number = u32::try_from(want.number)
+                .ok()
+                .filter(|n| (1..=MAX_PART_NUMBER).contains(n))
+                .ok_or_else(|| StoreError::InvalidPart(format!("part number {} is out of range", want.number)))?;
+            let (info, file) = match read_part(&dir, number) {
+                Ok(p) => p,
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                    return Err(StoreError::InvalidPart(format!("part {number} was not uploaded")));
+                }
+                Err(e) => return Err(e.into()),
+            };
+            if !info.etag.eq_ignore_ascii_case(&want.etag) {
+                return Err(StoreError::InvalidPart(format!("the ETag of part {number} does not match")));
+            }
+            if !checksums_agree(&want.checksums, &info.checksums) {
+                return Err(StoreError::InvalidPart(format!("the checksum of part {number} does not match")));
+            }
+            parts.push(info);
+            files.push(file);
+        }
+        if let Some(small) = parts[..parts.len() - 1].iter().find(|p| p.size < MIN_PART_SIZE) {
+            return Err(StoreError::EntityTooSmall(small.number as i32));
+        }
+        let size = parts.iter().map(|p| p.size).sum();
+        Ok(Assembly { record, parts, size, files, dir, _lock: lock })
+    }
+
+    /// Concatenates the validated parts into the object (kernel copies, never through memory),
+    /// commits it and removes the upload. Parts not listed are discarded with it.
+    pub fn finish_upload(&self, assembly: Assembly, path: &ObjectPath, meta: ObjectMeta, mode: Commit) -> StoreResult<ObjectMeta> {
+        let bucket = assembly.record.bucket.as_str();
+        // Fail `If-None-Match: *` before the copy rather than after it; the commit still
+        // decides atomically should the key appear meanwhile.
+        if mode == Commit::CreateOnly && !path.is_folder_marker {
+            let bfd = self.bucket_fd(bucket)?;
+            if fsutil::open_beneath(bfd.as_fd(), &path.rel).and_then(|f| f.metadata()).is_ok_and(|m| m.is_file()) {
+                return Err(StoreError::PreconditionFailed);
+            }
+        }
+        let tmp = self.create_temp(bucket)?;
+        for (file, part) in assembly.files.iter().zip(&assembly.parts) {
+            fsutil::copy_range(file, 0, &tmp.file, part.size)?;
+        }
+        let meta = self.commit(tmp, bucket, path, meta, mode)?;
+        // The object is in place. A staging folder that cannot be removed is only clutter: the
+        // upload can still be aborted.
+        if let Err(e) = std::fs::remove_dir_all(&assembly.dir) {
+            tracing::warn!(error = %e, dir = %assembly.dir.display(), "could not remove a completed upload's staging folder");
+        }
+        let _ = fsync_path(&self.uploads_dir());
+        Ok(meta)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write as _;
+
+    fn store() -> (tempfile::TempDir, Store) {
+        let d = tempfile::tempdir().unwrap();
+        let s = Store::open(d.path()).unwrap();
+        s.create_bucket("b").unwrap();
+        (d, s)
+    }
+
+    fn record(key: &str) -> UploadRecord {
+        UploadRecord {
+            bucket: "b".into(),
+            key: key.into(),
+            meta: ObjectMeta::default(),
+            checksum_algorithm: None,
+            checksum_type: None,
+            initiated_ns: 1,
+            initiator: None,
+        }
+    }
+
+    fn put(s: &Store, id: &str, n: u32, bytes: &[u8]) -> PartInfo {
+        let mut tmp = s.internal_temp().unwrap();
+        tmp.file.write_all(bytes).unwrap();
+        let md5: [u8; 16] = Md5::digest(bytes).into();
+        s.put_part("b", "k", id, n, tmp, md5, StoredChecksums::default()).unwrap()
+    }
+
+    #[test]
+    fn ids_and_part_names_are_strict() {
+        assert!(is_upload_id(&uuid::Uuid::new_v4().simple().to_string()));
+        for bad in ["", "../../etc", "0123456789ABCDEF0123456789abcdef", "0123456789abcdef0123456789abcde/"] {
+            assert!(!is_upload_id(bad), "{bad:?}");
+        }
+        assert_eq!(parse_part_name(&part_name(42)), Some(42));
+        assert_eq!(parse_part_name("part-00000"), None);
+        assert_eq!(parse_part_name("part-00001.json"), None);
+        assert_eq!(parse_part_name("part-00001.json.abc.tmp"), None);
+    }
+
+    #[test]
+    fn multipart_etag_matches_s3s_definition() {
+        let a = hex::encode(Md5::digest(b"a"));
+        let b = hex::encode(Md5::digest(b"b"));
+        let mut cat = Md5::digest(b"a").to_vec();
+        cat.extend_from_slice(&Md5::digest(b"b"));
+        assert_eq!(multipart_etag([a.as_str(), b.as_str()]), format!("{}-2", hex::encode(Md5::digest(&cat))));
+    }
+
+    #[test]
+    fn stale_part_record_is_not_trusted() {
+        let (_d, s) = store();
+        let id = s.create_upload(&record("k")).unwrap();
+        put(&s, &id, 1, b"first");
+        // Simulate a crash between the record's rename and the data's rename of a re-upload.
+        let dir = s.upload_dir(&id).unwrap();
+        let fake = PartRecord { size: 5, md5: hex::encode(Md5::digest(b"other")), checksums: Default::default(), ino: 1 };
+        write_json_atomic(&dir, "part-00001.json", &fake).unwrap();
+        let parts = s.list_parts(&id).unwrap();
+        assert_eq!(parts[0].etag, hex::encode(Md5::digest(b"first")));
+    }
+
+    #[test]
+    fn stray_files_in_staging_are_ignored() {
+        let (_d, s) = store();
+        let id = s.create_upload(&record("k")).unwrap();
+        put(&s, &id, 2, b"two");
+        let dir = s.upload_dir(&id).unwrap();
+        std::fs::write(dir.join("part-00003.json.0123.tmp"), b"{").unwrap();
+        std::fs::write(dir.join("junk.tmp"), b"x").unwrap();
+        let parts = s.list_parts(&id).unwrap();
+        assert_eq!(parts.iter().map(|p| p.number).collect::<Vec<_>>(), vec![2]);
+        s.abort_upload("b", "k", &id).unwrap();
+        assert!(matches!(s.list_parts(&id), Err(StoreError::NoSuchUpload)));
+    }
+
+    #[test]
+    fn uploads_persist_across_reopen_and_are_listed_per_bucket() {
+        let (d, s) = store();
+        s.create_bucket("other").unwrap();
+        let id = s.create_upload(&record("k")).unwrap();
+        put(&s, &id, 1, b"x");
+        let mut r = record("k");
+        r.bucket = "other".into();
+        s.create_upload(&r).unwrap();
+        drop(s);
+        let s = Store::open(d.path()).unwrap();
+        let listed = s.list_uploads("b").unwrap();
+        assert_eq!(listed.len(), 1);
+        assert_eq!(listed[0].id, id);
+        assert_eq!(s.list_parts(&id).unwrap().len(), 1);
+        assert!(matches!(s.open_upload("other", "k", &id), Err(StoreError::NoSuchUpload)));
+    }
+}

@@ -1,11 +1,409 @@
-//! Walks a bucket folder in S3 key order. (Being written.)
+//! Walks a bucket folder in S3 key order (UTF-8 byte order), lazily.
+//!
+//! The walker keeps a stack of sorted folder listings and reads a folder only when the walk
+//! reaches it, so a listing bounded by a prefix or a start position reads only the folders that
+//! can hold keys in range. Within a folder a subfolder sorts as `name/` (all its keys start with
+//! that), which makes the depth-first order the byte order of the keys: `a-c` < `a.txt` < `a/`
+//! < `a/b`.
+//!
+//! Folders are read through descriptors opened without following symlinks, so a symlink inside a
+//! bucket never leads a listing outside it; symlinks and other special files are not listed.
 
+use std::ffi::CStr;
+use std::fs::File;
+use std::io;
+use std::os::fd::{AsRawFd, FromRawFd};
 use std::path::Path;
+use std::rc::Rc;
+use std::time::SystemTime;
 
-use super::Store;
-use crate::error::StoreResult;
+use super::keys::{BUCKET_TMP_PREFIX, MAX_KEY_LEN, parse_key};
+use super::{EMPTY_MD5, Store};
+use crate::error::{StoreError, StoreResult};
 
-/// True when the bucket folder holds at least one object (file or folder marker).
-pub fn has_any_object(_store: &Store, _bucket: &str, _path: &Path) -> StoreResult<bool> {
-    Ok(true)
+/// What a listing shows of one object.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ObjectInfo {
+    /// The key.
+    pub key: String,
+    /// Size in bytes (0 for folder markers).
+    pub size: u64,
+    /// Last-Modified.
+    pub modified: SystemTime,
+    /// ETag without quotes.
+    pub etag: String,
+}
+
+/// An object found by the walk. Only its key is known until [`Walker::info`] is asked, so
+/// entries a listing rolls up into a common prefix cost no `stat` or xattr read.
+#[derive(Debug)]
+pub struct Entry {
+    /// The key.
+    pub key: String,
+    kind: EntryKind,
+}
+
+#[derive(Debug)]
+enum EntryKind {
+    /// A regular file in the folder `parent`.
+    File { parent: Rc<File> },
+    /// A folder with folder-marker metadata; its details were read when the walk entered it.
+    Marker { modified: SystemTime, etag: String },
+}
+
+/// One folder on the walk's stack.
+struct Frame {
+    /// The folder (the bucket folder itself is an `O_PATH` descriptor).
+    dir: Rc<File>,
+    /// Key prefix of everything inside: `""` for the bucket folder, else like `a/b/`.
+    key: String,
+    /// Names in key order, subfolders with a trailing `/`; only those that can hold keys in range.
+    names: Vec<String>,
+    /// Next name to visit.
+    pos: usize,
+}
+
+/// An ordered, lazy walk over the objects of one bucket.
+pub struct Walker<'a> {
+    store: &'a Store,
+    bucket: String,
+    prefix: String,
+    after: Option<String>,
+    /// Keys starting with this are passed over (see [`Walker::skip_prefix`]).
+    skip: Option<String>,
+    /// The folder marker of the starting folder, returned before anything else.
+    pending: Option<Entry>,
+    stack: Vec<Frame>,
+}
+
+impl<'a> Walker<'a> {
+    /// Starts a walk over the keys of `bucket` that start with `prefix` and sort strictly after
+    /// `after`. Fails with `NoSuchBucket` if the bucket folder does not exist.
+    pub fn new(store: &'a Store, bucket: &str, prefix: &str, after: Option<&str>) -> StoreResult<Self> {
+        let mut dir = Rc::new(File::from(store.bucket_fd(bucket)?));
+        let mut walker = Walker {
+            store,
+            bucket: bucket.to_owned(),
+            prefix: prefix.to_owned(),
+            after: after.map(str::to_owned),
+            skip: None,
+            pending: None,
+            stack: Vec::new(),
+        };
+        // Every key with the prefix lives below the folder the prefix names up to its last `/`:
+        // start there instead of reading the folders above it.
+        let start = match prefix.rfind('/') {
+            Some(i) => &prefix[..=i],
+            None => "",
+        };
+        if start.len() > MAX_KEY_LEN || after.is_some_and(|a| !may_hold_keys_after(start, a)) {
+            return Ok(walker);
+        }
+        for comp in start.split('/').filter(|c| !c.is_empty()) {
+            if !is_key_segment(comp) {
+                return Ok(walker);
+            }
+            match open_subdir(&dir, comp) {
+                Ok(d) => dir = Rc::new(d),
+                Err(e) if is_skippable(&e) => return Ok(walker),
+                Err(e) => return Err(e.into()),
+            }
+        }
+        if !start.is_empty() {
+            walker.pending = walker.marker_entry(&dir, start);
+        }
+        walker.push_frame(dir, start.to_owned())?;
+        Ok(walker)
+    }
+
+    /// The next object in key order, or `None` at the end of the range.
+    pub fn next_entry(&mut self) -> StoreResult<Option<Entry>> {
+        if let Some(e) = self.pending.take() {
+            return Ok(Some(e));
+        }
+        loop {
+            let Some(top) = self.stack.last_mut() else { return Ok(None) };
+            let Some(name) = top.names.get(top.pos) else {
+                self.stack.pop();
+                continue;
+            };
+            top.pos += 1;
+            let key = format!("{}{}", top.key, name);
+            let parent = Rc::clone(&top.dir);
+            if self.skip.as_deref().is_some_and(|s| key.starts_with(s)) {
+                continue;
+            }
+            let Some(dir_name) = name.strip_suffix('/') else {
+                return Ok(Some(Entry { key, kind: EntryKind::File { parent } }));
+            };
+            let sub = match open_subdir(&parent, dir_name) {
+                Ok(d) => Rc::new(d),
+                // Removed or replaced since the folder was read: nothing to list there.
+                Err(e) if is_skippable(&e) => continue,
+                Err(e) => return Err(e.into()),
+            };
+            let marker = self.marker_entry(&sub, &key);
+            match self.push_frame(sub, key) {
+                Ok(()) => {}
+                Err(e) if is_skippable(&e) => continue,
+                Err(e) => return Err(e.into()),
+            }
+            if marker.is_some() {
+                return Ok(marker);
+            }
+        }
+    }
+
+    /// Passes over every key starting with `cp` without reading the folders that hold them
+    /// (a delimiter roll-up has already reported them as one common prefix).
+    pub fn skip_prefix(&mut self, cp: &str) {
+        while self.stack.last().is_some_and(|f| f.key.starts_with(cp)) {
+            self.stack.pop();
+        }
+        if self.pending.as_ref().is_some_and(|e| e.key.starts_with(cp)) {
+            self.pending = None;
+        }
+        self.skip = Some(cp.to_owned());
+    }
+
+    /// Size, Last-Modified and ETag of an entry; `None` if it vanished meanwhile. Recorded
+    /// metadata is used while it matches the file; otherwise the ETag is derived (and recorded)
+    /// exactly as GET would.
+    pub fn info(&self, entry: &Entry) -> StoreResult<Option<ObjectInfo>> {
+        let key = entry.key.clone();
+        let parent = match &entry.kind {
+            EntryKind::Marker { modified, etag } => {
+                return Ok(Some(ObjectInfo { key, size: 0, modified: *modified, etag: etag.clone() }));
+            }
+            EntryKind::File { parent } => parent,
+        };
+        let name = entry.key.rsplit('/').next().unwrap_or(&entry.key);
+        let file = match open_file_at(parent, name) {
+            Ok(f) => f,
+            Err(e) if is_skippable(&e) => return Ok(None),
+            Err(e) => return Err(e.into()),
+        };
+        let md = file.metadata()?;
+        if !md.is_file() {
+            return Ok(None);
+        }
+        if let Some(meta) = self.store.meta_store().read(&file, &self.bucket, Path::new(&entry.key), false)
+            && meta.matches(&md)
+        {
+            let modified = md.modified().unwrap_or(SystemTime::UNIX_EPOCH);
+            return Ok(Some(ObjectInfo { key, size: md.len(), modified, etag: meta.etag }));
+        }
+        let Ok(path) = parse_key(&entry.key) else { return Ok(None) };
+        match self.store.open_object(&self.bucket, &path) {
+            Ok(h) => Ok(Some(ObjectInfo { key, size: h.size, modified: h.modified, etag: h.meta.etag })),
+            Err(StoreError::NoSuchKey) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// The folder-marker entry for the folder `dir` with key `key` (`a/b/`), if it is one and in
+    /// range.
+    fn marker_entry(&self, dir: &File, key: &str) -> Option<Entry> {
+        if !key.starts_with(&self.prefix)
+            || key.len() > MAX_KEY_LEN
+            || self.after.as_deref().is_some_and(|a| key <= a)
+            || self.skip.as_deref().is_some_and(|s| key.starts_with(s))
+        {
+            return None;
+        }
+        let rel = Path::new(key.trim_end_matches('/'));
+        let meta = self.store.meta_store().read(dir, &self.bucket, rel, true)?;
+        let modified = dir.metadata().ok()?.modified().unwrap_or(SystemTime::UNIX_EPOCH);
+        let etag = if meta.etag.is_empty() { EMPTY_MD5.to_owned() } else { meta.etag };
+        Some(Entry { key: key.to_owned(), kind: EntryKind::Marker { modified, etag } })
+    }
+
+    /// Reads the folder `dir` (key prefix `key`), keeping only names that can hold keys in range.
+    fn push_frame(&mut self, dir: Rc<File>, key: String) -> io::Result<()> {
+        // The parts of the prefix and start position below this folder; `None` when every key
+        // here matches (the folder lies entirely inside the prefix, or after the start).
+        let prefix_rest = self.prefix.strip_prefix(key.as_str()).filter(|r| !r.is_empty());
+        let after_rest = self.after.as_deref().and_then(|a| a.strip_prefix(key.as_str()));
+        let mut names = Vec::new();
+        read_dir_raw(&dir, |raw, kind| {
+            let Some(name) = std::str::from_utf8(raw).ok().filter(|n| is_key_segment(n)) else { return };
+            let name = match kind {
+                Kind::File => name.to_owned(),
+                Kind::Dir => format!("{name}/"),
+                Kind::Other => return,
+            };
+            if key.len() + name.len() > MAX_KEY_LEN {
+                return;
+            }
+            let is_dir = kind == Kind::Dir;
+            let in_prefix = prefix_rest.is_none_or(|p| name.starts_with(p) || (is_dir && p.starts_with(&name)));
+            // A folder before the start position may still hold keys after it (`a/` < `a/b`).
+            let in_range = after_rest.is_none_or(|a| name.as_str() > a || (is_dir && a.starts_with(&name)));
+            if in_prefix && in_range {
+                names.push(name);
+            }
+        })?;
+        names.sort_unstable();
+        self.stack.push(Frame { dir, key, names, pos: 0 });
+        Ok(())
+    }
+}
+
+/// True when the bucket folder holds at least one object (file or folder marker). Anything else
+/// that is not a folder (symlinks, names that are not UTF-8) also counts, so DeleteBucket never
+/// removes data a listing does not show. The gateway's `.nebula-tmp*` folders are ignored.
+pub fn has_any_object(store: &Store, bucket: &str, _path: &Path) -> StoreResult<bool> {
+    let root = File::from(store.bucket_fd(bucket)?);
+    // (folder, its relative path) pairs still to read; an explicit stack bounds nothing by depth.
+    let mut todo = vec![(root, String::new())];
+    while let Some((dir, rel)) = todo.pop() {
+        if !rel.is_empty() && store.meta_store().read(&dir, bucket, Path::new(&rel), true).is_some() {
+            return Ok(true);
+        }
+        let mut subdirs = Vec::new();
+        let mut found = false;
+        read_dir_raw(&dir, |raw, kind| {
+            if raw.starts_with(BUCKET_TMP_PREFIX.as_bytes()) {
+                return;
+            }
+            match (kind, std::str::from_utf8(raw)) {
+                (Kind::Dir, Ok(name)) => subdirs.push(name.to_owned()),
+                _ => found = true,
+            }
+        })?;
+        if found {
+            return Ok(true);
+        }
+        for name in subdirs {
+            match open_subdir(&dir, &name) {
+                Ok(d) => todo.push((d, if rel.is_empty() { name } else { format!("{rel}/{name}") })),
+                Err(e) if is_skippable(&e) => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+    }
+    Ok(false)
+}
+
+/// Whether a folder with key prefix `dir_key` can hold keys sorting after `after`.
+fn may_hold_keys_after(dir_key: &str, after: &str) -> bool {
+    // Keys below the folder all start with `dir_key`: either the folder sorts after `after`
+    // as a whole, or `after` points inside it.
+    dir_key > after || after.starts_with(dir_key)
+}
+
+/// A name that can be one segment of a key (see `keys::parse_key`).
+fn is_key_segment(name: &str) -> bool {
+    !name.is_empty() && name != "." && name != ".." && !name.starts_with(BUCKET_TMP_PREFIX)
+}
+
+/// Errors that mean "nothing to list here" rather than a failing listing: the entry vanished, was
+/// replaced by a symlink or a file, or is not readable by the gateway.
+fn is_skippable(e: &io::Error) -> bool {
+    matches!(
+        e.raw_os_error(),
+        Some(libc::ENOENT | libc::ENOTDIR | libc::ELOOP | libc::EACCES | libc::EPERM | libc::ENXIO)
+    )
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    File,
+    Dir,
+    Other,
+}
+
+fn cstring(name: &str) -> io::Result<std::ffi::CString> {
+    std::ffi::CString::new(name).map_err(|_| io::Error::from_raw_os_error(libc::ENOENT))
+}
+
+/// Opens the subfolder `name` of `dir` for reading, refusing symlinks.
+fn open_subdir(dir: &File, name: &str) -> io::Result<File> {
+    let c = cstring(name)?;
+    let flags = libc::O_RDONLY | libc::O_DIRECTORY | libc::O_NOFOLLOW | libc::O_CLOEXEC;
+    // SAFETY: valid descriptor and C string; the result is owned below.
+    let fd = unsafe { libc::openat(dir.as_raw_fd(), c.as_ptr(), flags) };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: fresh descriptor.
+    Ok(unsafe { File::from_raw_fd(fd) })
+}
+
+/// Opens the file `name` in `dir` for reading metadata, refusing symlinks. Non-blocking so a
+/// FIFO swapped in meanwhile cannot hang the listing.
+fn open_file_at(dir: &File, name: &str) -> io::Result<File> {
+    let c = cstring(name)?;
+    let flags = libc::O_RDONLY | libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_CLOEXEC;
+    // SAFETY: valid descriptor and C string; the result is owned below.
+    let fd = unsafe { libc::openat(dir.as_raw_fd(), c.as_ptr(), flags) };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: fresh descriptor.
+    Ok(unsafe { File::from_raw_fd(fd) })
+}
+
+/// Calls `f` with the name and type of every entry of `dir` except `.` and `..`. Types come
+/// from `readdir` itself (no `stat` per entry) except on filesystems that do not report them.
+fn read_dir_raw(dir: &File, mut f: impl FnMut(&[u8], Kind)) -> io::Result<()> {
+    // A fresh descriptor of the folder: `fdopendir` takes ownership and needs one opened for
+    // reading (the bucket's own descriptor is `O_PATH`).
+    // SAFETY: valid descriptor and a static C string.
+    let fd = unsafe { libc::openat(dir.as_raw_fd(), c".".as_ptr(), libc::O_RDONLY | libc::O_DIRECTORY | libc::O_CLOEXEC) };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: fd is a fresh folder descriptor; on success the DIR stream owns it.
+    let dirp = unsafe { libc::fdopendir(fd) };
+    if dirp.is_null() {
+        let e = io::Error::last_os_error();
+        // SAFETY: fdopendir failed, so fd is still ours to close.
+        unsafe { libc::close(fd) };
+        return Err(e);
+    }
+    let result = loop {
+        // readdir signals errors only through errno: clear it first.
+        // SAFETY: errno is thread-local.
+        unsafe { *libc::__errno_location() = 0 };
+        // SAFETY: dirp is a valid, open DIR stream used by this thread only.
+        let ent = unsafe { libc::readdir64(dirp) };
+        if ent.is_null() {
+            let e = io::Error::last_os_error();
+            break if e.raw_os_error() == Some(0) { Ok(()) } else { Err(e) };
+        }
+        // SAFETY: readdir returned a valid entry that stays valid until the next readdir call.
+        let (name, d_type) = unsafe { (CStr::from_ptr((*ent).d_name.as_ptr()), (*ent).d_type) };
+        let name = name.to_bytes();
+        if name == b"." || name == b".." {
+            continue;
+        }
+        let kind = match d_type {
+            libc::DT_REG => Kind::File,
+            libc::DT_DIR => Kind::Dir,
+            libc::DT_UNKNOWN => kind_by_stat(fd, name),
+            _ => Kind::Other,
+        };
+        f(name, kind);
+    };
+    // SAFETY: dirp is valid and closed exactly once (this also closes fd).
+    unsafe { libc::closedir(dirp) };
+    result
+}
+
+/// File type by `fstatat` without following symlinks, for filesystems whose `readdir` does not
+/// report types.
+fn kind_by_stat(dir_fd: libc::c_int, name: &[u8]) -> Kind {
+    let Ok(c) = std::ffi::CString::new(name) else { return Kind::Other };
+    // SAFETY: st is a properly sized out-parameter.
+    let mut st: libc::stat = unsafe { std::mem::zeroed() };
+    // SAFETY: valid descriptor (owned by the open DIR stream) and C string.
+    if unsafe { libc::fstatat(dir_fd, c.as_ptr(), &mut st, libc::AT_SYMLINK_NOFOLLOW) } < 0 {
+        return Kind::Other;
+    }
+    match st.st_mode & libc::S_IFMT {
+        libc::S_IFREG => Kind::File,
+        libc::S_IFDIR => Kind::Dir,
+        _ => Kind::Other,
+    }
 }

@@ -3,21 +3,50 @@
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::sync::OnceLock;
+use std::sync::{Mutex, OnceLock};
 
-/// Directory with the generated sources, created once per test binary.
-pub struct Sources {
-    _dir: tempfile::TempDir,
-    pub root: PathBuf,
+/// Scratch directory for generated sources, one per test binary.
+fn dir() -> &'static Path {
+    static DIR: OnceLock<tempfile::TempDir> = OnceLock::new();
+    DIR.get_or_init(|| tempfile::tempdir().expect("tempdir"))
+        .path()
 }
 
-impl Sources {
-    pub fn path(&self, name: &str) -> PathBuf {
-        self.root.join(name)
+/// Path of the named test source, generated on first use (each test binary only pays for
+/// the sources it uses). Names:
+/// `av1080.mp4` 2 s 1920x1080 H.264+AAC; `av360_long.mp4` 12 s 640x360 H.264+AAC;
+/// `av360.mp4` 2 s 640x360 H.264+AAC; `video_only.mkv` 2 s 1280x720 H.264 in Matroska;
+/// `audio_only.m4a` 2 s AAC; `notes.txt` text; `fake.mp4` the same text named .mp4.
+pub fn source(name: &str) -> PathBuf {
+    static LOCK: Mutex<()> = Mutex::new(());
+    let _guard = LOCK.lock().unwrap_or_else(|e| e.into_inner());
+    let path = dir().join(name);
+    if path.exists() {
+        return path;
     }
+    let text = "This is not a video.\n".repeat(200);
+    match name {
+        "av1080.mp4" => make_mp4(&path, 1920, 1080, 2, true),
+        "av360_long.mp4" => make_mp4(&path, 640, 360, 12, true),
+        "av360.mp4" => make_mp4(&path, 640, 360, 2, true),
+        "video_only.mkv" => gst_launch(&format!(
+            "videotestsrc num-buffers=60 pattern=ball ! \
+             video/x-raw,width=1280,height=720,framerate=30/1 ! \
+             x264enc speed-preset=ultrafast ! h264parse ! matroskamux ! filesink location={}",
+            path.display()
+        )),
+        "audio_only.m4a" => gst_launch(&format!(
+            "audiotestsrc num-buffers=94 samplesperbuffer=1024 ! \
+             audio/x-raw,rate=48000,channels=2 ! audioconvert ! {} ! aacparse ! mp4mux ! \
+             filesink location={}",
+            aac(),
+            path.display()
+        )),
+        "notes.txt" | "fake.mp4" => std::fs::write(&path, &text).unwrap(),
+        other => panic!("unknown test source {other}"),
+    }
+    path
 }
-
-static SOURCES: OnceLock<Sources> = OnceLock::new();
 
 /// AAC encoder available for test sources (same preference as the crate).
 fn aac() -> &'static str {
@@ -65,33 +94,6 @@ fn make_mp4(path: &Path, w: u32, h: u32, secs: u32, audio: bool) {
         ));
     }
     gst_launch(&desc);
-}
-
-/// Generates (once) every source the tests use.
-pub fn sources() -> &'static Sources {
-    SOURCES.get_or_init(|| {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let root = dir.path().to_path_buf();
-        make_mp4(&root.join("av1080.mp4"), 1920, 1080, 3, true);
-        make_mp4(&root.join("av720_10s.mp4"), 1280, 720, 10, true);
-        make_mp4(&root.join("av360.mp4"), 640, 360, 2, true);
-        gst_launch(&format!(
-            "videotestsrc num-buffers=60 pattern=ball ! \
-             video/x-raw,width=1280,height=720,framerate=30/1 ! \
-             x264enc speed-preset=ultrafast ! h264parse ! matroskamux ! filesink location={}",
-            root.join("video_only.mkv").display()
-        ));
-        gst_launch(&format!(
-            "audiotestsrc num-buffers=94 samplesperbuffer=1024 ! audio/x-raw,rate=48000,channels=2 ! \
-             audioconvert ! {} ! aacparse ! mp4mux ! filesink location={}",
-            aac(),
-            root.join("audio_only.m4a").display()
-        ));
-        let text = "This is not a video.\n".repeat(200);
-        std::fs::write(root.join("notes.txt"), &text).unwrap();
-        std::fs::write(root.join("fake.mp4"), &text).unwrap();
-        Sources { _dir: dir, root }
-    })
 }
 
 /// One stream as ffprobe reports it.

@@ -1,0 +1,437 @@
+#!/usr/bin/env python3
+"""Nebula performance benchmark: nebula-gateway against nginx (static files + PUT) on the same
+data folder, and the gateway's live transcode against gst-launch-1.0 running the same pipeline.
+
+    python3 conformance-tests/perf/bench.py [--smoke] [--out results.json]
+
+Each measured run starts its server fresh, runs one workload and stops it; the servers take
+turns (nginx, nebula, nginx, nebula, ...) so noise from other processes shows as spread. The
+numbers are never judged: targets are printed as PASS/MISS for information. See README.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import datetime
+import json
+import os
+import random
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parent.parent
+sys.path.insert(0, str(HERE.parent))  # nebula_helpers (SigV4 signing)
+sys.path.insert(0, str(HERE))
+
+import gst_pipeline  # noqa: E402
+import loads  # noqa: E402
+from loads import Req  # noqa: E402
+from nebula_helpers import Creds  # noqa: E402
+from report import LEGEND, NEBULA, Metric, Target, table  # noqa: E402
+from servers import Gateway, Nginx, Server, copy_binary, free_port  # noqa: E402
+
+KIB, MIB, GIB = 1 << 10, 1 << 20, 1 << 30
+BUCKET = "bench-data"
+MEDIA_BUCKET = "bench-media"
+CREDS = Creds("NEBULAPERFACCESSKEY1", "nebula/perf+Secret0123456789abcdefghijk", "us-east-1")
+SMALL_OBJECTS = 100  # distinct 4 KiB objects read by the small GETs
+MID_OBJECTS = 8  # distinct "16 MiB" objects
+PUT_SMALL_KEYS = 1000
+PUT_LARGE_KEYS = 8
+RANGE_REQUESTS = 1000  # seeded random offsets per run
+FPS = 30
+
+
+@dataclasses.dataclass(frozen=True)
+class Scale:
+    duration: float  # seconds per wrk run
+    warmup: float  # untimed wrk run before each measured one
+    rounds: int
+    get_mid: int  # "16 MiB"
+    get_big: int  # "256 MiB", also the object the ranged GETs read
+    range_size: int  # "1 MiB"
+    put_large: int  # "16 MiB"
+    upload: int  # "1 GiB"
+    part: int
+    list_big: int  # "100,000 keys"
+    list_repeats: int
+    video_seconds: int
+
+
+FULL = Scale(10, 2, 2, 16 * MIB, 256 * MIB, 1 * MIB, 16 * MIB, 1 * GIB, 64 * MIB, 100_000, 20, 20)
+SMOKE = Scale(1, 0, 1, 1 * MIB, 8 * MIB, 64 * KIB, 1 * MIB, 16 * MIB, 8 * MIB, 2_000, 3, 2)
+LIST_SMALL = 1000
+UPLOAD_THREADS = 4
+
+
+def size_label(n: int) -> str:
+    for unit, div in (("GiB", GIB), ("MiB", MIB), ("KiB", KIB)):
+        if n >= div and n % div == 0:
+            return f"{n // div} {unit}"
+    return f"{n} B"
+
+
+def log(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)
+
+
+# --------------------------------------------------------------------------------------------
+# data
+
+
+def write_random_file(path: Path, size: int, block: bytes) -> None:
+    with open(path, "wb") as f:
+        left = size
+        while left:
+            n = min(left, len(block))
+            f.write(block[:n])
+            left -= n
+
+
+def make_files(path_size: list[tuple[Path, int]]) -> None:
+    block = os.urandom(16 * MIB)
+    for path, size in path_size:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if size <= KIB * 64:
+            path.write_bytes(os.urandom(size))
+        else:
+            write_random_file(path, size, block)
+
+
+def make_many(bucket_dir: Path, count: int) -> None:
+    """`count` small files, created directly on disk (out of band)."""
+    bucket_dir.mkdir(parents=True, exist_ok=True)
+    for i in range(count):
+        with open(bucket_dir / f"obj-{i:06d}", "wb") as f:
+            f.write(b"%010d" % i)
+
+
+# --------------------------------------------------------------------------------------------
+# the benchmark
+
+
+class Bench:
+    def __init__(self, args: argparse.Namespace):
+        self.args = args
+        self.scale = SMOKE if args.smoke else FULL
+        if args.duration:
+            self.scale = dataclasses.replace(self.scale, duration=args.duration)
+        if args.rounds:
+            self.scale = dataclasses.replace(self.scale, rounds=args.rounds)
+        self.work = Path(tempfile.mkdtemp(prefix="nebula-perf-", dir=args.workdir))
+        self.data = self.work / "data"
+        self.list_data = self.work / "list-data"
+        self.binary = copy_binary(Path(args.gateway_bin), self.work)
+        self.ports = {"nginx": free_port(), NEBULA: free_port()}
+        self.metrics: list[Metric] = []
+        self.audio_encoder = next(
+            (e for e in ("avenc_aac", "voaacenc") if subprocess.run(["gst-inspect-1.0", "--exists", e]).returncode == 0),
+            None,
+        )
+
+    # -- servers ------------------------------------------------------------------------------
+    def server(self, kind: str, data_dir: Path | None = None, port: int | None = None) -> Server:
+        data_dir = data_dir or self.data
+        if kind == "nginx":
+            return Nginx(self.work, data_dir, port or self.ports["nginx"])
+        return Gateway(self.work, data_dir, port or self.ports[NEBULA], self.binary, CREDS, self.args.gateway_log)
+
+    def measure(self, metric: Metric, kind: str, run, server: Server | None = None, **extra) -> dict:
+        """Starts `server` (if any), calls run(server) -> raw dict, stops it; never raises."""
+        t0 = time.monotonic()
+        try:
+            if server:
+                server.start(timeout=600)
+            raw = run(server)
+        except Exception as e:  # a failed run is reported, the benchmark goes on
+            raw = {"error": f"{type(e).__name__}: {e}"[:2000]}
+            if server:
+                raw["server_log"] = server.log_tail(10)
+        finally:
+            if server:
+                server.stop()
+            os.sync()  # nginx does not fsync: flush its writes before the next server runs
+        raw.update(extra)
+        metric.add_run(kind, raw)
+        if raw.get("error"):
+            log(f"  {metric.id:24} {kind:10} ERROR {raw['error'][:300]}")
+        else:
+            log(f"  {metric.id:24} {kind:10} {raw['value']:12.3f} {metric.unit:10} cpu {raw['cpu_per_unit']:.4g} "
+                f"{metric.cpu_unit}  busy {raw.get('others_cores', 0):.2f}  ({time.monotonic() - t0:.1f} s)")
+        return raw
+
+    # -- setup --------------------------------------------------------------------------------
+    def prepare(self) -> None:
+        sc = self.scale
+        b = self.data / BUCKET
+        files = [(b / f"get-4k-{i:03d}", 4 * KIB) for i in range(SMALL_OBJECTS)]
+        files += [(b / f"get-mid-{i}", sc.get_mid) for i in range(MID_OBJECTS)]
+        files += [(b / "get-big-0", sc.get_big), (self.work / "upload.bin", sc.upload)]
+        log(f"preparing data in {self.work}")
+        make_files(files)
+        make_many(self.list_data / "list-1k", LIST_SMALL)
+        make_many(self.list_data / "list-100k", sc.list_big)
+        self.video = self.data / MEDIA_BUCKET / "src-1080p.mp4"
+        self.video.parent.mkdir(parents=True)
+        log(f"generating a {sc.video_seconds} s 1080p source with gst-launch")
+        subprocess.run(
+            ["gst-launch-1.0", "-q", *gst_pipeline.source_args(self.video, sc.video_seconds, FPS)],
+            check=True, timeout=1800, capture_output=True,
+        )
+        os.sync()
+
+    # -- wrk metrics --------------------------------------------------------------------------
+    def wrk_metric(self, id: str, label: str, method: str, size: int, conc: int, per_op: bool,
+                   targets: list[Target], range_size: int | None = None) -> None:
+        sc = self.scale
+        metric = Metric(
+            id, f"{label} c{conc}", "op/s" if per_op else "MiB/s", "µs/op" if per_op else "CPU s/GiB",
+            True, "nginx", targets, {"method": method, "size": size, "range": range_size, "concurrency": conc,
+                                      "duration_s": sc.duration},
+        )
+        self.metrics.append(metric)
+        for rnd in range(sc.rounds):
+            for kind in ("nginx", NEBULA):
+                server = self.server(kind)
+                reqs, n_check, expect = self.requests(kind, server.hostport, method, size, range_size)
+
+                def run(server: Server) -> dict:
+                    loads.check_requests(server.hostport, reqs[:n_check], expect)
+                    res = loads.run_wrk(server, reqs, conc, sc.duration, self.work, sc.warmup)
+                    ok = res["requests"] - res["errors"]["status"]
+                    if ok <= 0:
+                        raise RuntimeError(f"no successful requests: {res}")
+                    seconds = res["duration_us"] / 1e6
+                    moved = res["bytes"] if method == "GET" else ok * size
+                    if per_op:
+                        value, cpu = ok / seconds, res["server_cpu_s"] / ok * 1e6
+                    else:
+                        value, cpu = moved / MIB / seconds, res["server_cpu_s"] / (moved / GIB)
+                    return {**res, "value": value, "cpu_per_unit": cpu, "ok_requests": ok}
+
+                self.measure(metric, kind, run, server, round=rnd)
+
+    def requests(self, kind: str, hostport: str, method: str, size: int,
+                 range_size: int | None) -> tuple[list[Req], int, int | None]:
+        """The request list for one run, how many leading entries to check, expected body length."""
+        def url(m: str, key: str) -> str:
+            return loads.target(kind, CREDS, hostport, m, BUCKET, key)
+
+        if range_size:
+            rng = random.Random(42)
+            get = url("GET", "get-big-0")
+            reqs = []
+            for _ in range(RANGE_REQUESTS):
+                o = rng.randrange(0, self.scale.get_big - range_size)
+                reqs.append(Req("GET", get, f"bytes={o}-{o + range_size - 1}"))
+            return reqs, 1, range_size
+        if method == "GET":
+            keys = ([f"get-4k-{i:03d}" for i in range(SMALL_OBJECTS)] if size == 4 * KIB else
+                    [f"get-mid-{i}" for i in range(MID_OBJECTS)] if size == self.scale.get_mid else ["get-big-0"])
+            return [Req("GET", url("GET", k)) for k in keys], len(keys), size
+        n = PUT_SMALL_KEYS if size <= 64 * KIB else PUT_LARGE_KEYS
+        return [Req("PUT", url("PUT", f"put-{size}-{i:04d}"), None, size) for i in range(n)], 1, None
+
+    def wrk_metrics(self) -> None:
+        sc = self.scale
+        for c in (1, 8, 64):
+            t = [Target("value_min", 10_000), Target("ratio_min", 0.15), Target("cpu_max", 50)] if c == 8 else []
+            self.wrk_metric(f"get_4k_c{c}", "GET 4 KiB", "GET", 4 * KIB, c, True, t)
+        for name, size in (("16m", sc.get_mid), ("256m", sc.get_big)):
+            for c in (1, 8):
+                self.wrk_metric(f"get_{name}_c{c}", f"GET {size_label(size)}", "GET", size, c, False,
+                                [Target("ratio_min", 0.9), Target("cpu_max", 0.5)])
+        self.wrk_metric("range_1m_c8", f"GET {size_label(sc.range_size)} ranges", "GET", sc.get_big, 8, False,
+                        [Target("ratio_min", 0.7)], range_size=sc.range_size)
+        for c in (1, 8):
+            self.wrk_metric(f"put_4k_c{c}", "PUT 4 KiB", "PUT", 4 * KIB, c, True,
+                            [Target("ratio_min", 0.5)] if c == 8 else [])
+        for c in (1, 8):
+            self.wrk_metric(f"put_16m_c{c}", f"PUT {size_label(sc.put_large)}", "PUT", sc.put_large, c, False,
+                            [Target("ratio_min", 0.8)])
+
+    # -- large upload -------------------------------------------------------------------------
+    def upload_metric(self) -> None:
+        sc = self.scale
+        src = self.work / "upload.bin"
+        key = "upload-large"
+        metric = Metric(
+            "multipart_1g", f"upload {size_label(sc.upload)} (nginx 1 PUT, nebula multipart)", "s", "CPU s",
+            False, "nginx", [Target("ratio_max", 1.5), Target("rss_max_mib", 64)],
+            {"size": sc.upload, "part_size": sc.part, "threads": UPLOAD_THREADS},
+        )
+        self.metrics.append(metric)
+        dest = self.data / BUCKET / key
+
+        def finish(res: dict) -> dict:
+            size = dest.stat().st_size
+            dest.unlink()
+            if size != sc.upload:
+                raise RuntimeError(f"uploaded object has {size} bytes, expected {sc.upload}")
+            return {**res, "value": res["wall_s"], "cpu_per_unit": res["server_cpu_s"]}
+
+        for rnd in range(sc.rounds):
+            self.measure(metric, "nginx", lambda s: finish(loads.put_with_curl(s, f"/{BUCKET}/{key}", src)),
+                         self.server("nginx"), round=rnd)
+            self.measure(metric, NEBULA,
+                         lambda s: finish(loads.multipart_upload(s, CREDS, BUCKET, key, src, sc.part, UPLOAD_THREADS)),
+                         self.server(NEBULA), round=rnd)
+
+    # -- listing ------------------------------------------------------------------------------
+    def list_metrics(self) -> None:
+        sc = self.scale
+        specs = [
+            ("list_1k", "list-1k", f"ListObjectsV2 {LIST_SMALL:,} keys", 10, False),
+            ("list_100k_first_page", "list-100k", f"ListObjectsV2 page 1 of {sc.list_big:,} keys", 50, True),
+        ]
+        port = free_port()
+        for id, bucket, label, limit, truncated in specs:
+            metric = Metric(id, label, "ms", "CPU ms/op", False, None, [Target("value_max", limit)],
+                            {"bucket_keys": LIST_SMALL if bucket == "list-1k" else sc.list_big,
+                             "requests": sc.list_repeats})
+            self.metrics.append(metric)
+
+            def run(server: Server, bucket=bucket, truncated=truncated) -> dict:
+                res = loads.time_list(server, CREDS, bucket, sc.list_repeats)
+                if res["keys"] != LIST_SMALL or res["truncated"] != truncated:
+                    raise RuntimeError(f"listing returned {res['keys']} keys, truncated={res['truncated']}")
+                return {**res, "value": res["median_ms"], "cpu_per_unit": res["server_cpu_s"] / res["requests"] * 1000}
+
+            for rnd in range(sc.rounds):
+                self.measure(metric, NEBULA, run, self.server(NEBULA, self.list_data, port), round=rnd)
+        for m in self.metrics[-2:]:
+            m.notes.append("cold_ms = first listing after the gateway started (round 1 also computes ETags of the "
+                           "out-of-band files); see runs[].cold_ms")
+
+    # -- transcodes ---------------------------------------------------------------------------
+    def transcode_metrics(self) -> None:
+        sc = self.scale
+        renditions = self.data / ".nebula" / "renditions"
+        for q in (720, 480):
+            rtf = Metric(f"transcode_{q}p", f"transcode 1080p→{q}p", "× realtime", "CPU s", True, "gst-launch",
+                         [Target("ratio_min", 0.9)], {"source_seconds": sc.video_seconds, "quality": q})
+            ttfb = Metric(f"transcode_{q}p_ttfb", f"transcode 1080p→{q}p first byte", "s", "CPU s", False,
+                          "gst-launch", [Target("ratio_max", 1.1)], {"source_seconds": sc.video_seconds, "quality": q})
+            self.metrics += [rtf, ttfb]
+            gst_args = gst_pipeline.launch_args(self.video, 1920, 1080, FPS, q, self.audio_encoder)
+            rtf.params["gst_launch"] = "gst-launch-1.0 -q " + " ".join(gst_args)
+            url = loads.target(NEBULA, CREDS, f"127.0.0.1:{self.ports[NEBULA]}", "GET", MEDIA_BUCKET, self.video.name,
+                               extra_query=[("transcode", "h264"), ("quality", str(q))])
+            head = loads.target(NEBULA, CREDS, f"127.0.0.1:{self.ports[NEBULA]}", "HEAD", MEDIA_BUCKET, self.video.name)
+            outputs = {}
+            for rnd in range(sc.rounds):
+                for kind in ("gst-launch", NEBULA):
+                    out = self.work / f"out-{kind}-{q}.mp4"
+
+                    def run(server: Server | None, kind=kind, out=out) -> dict:
+                        if server is None:
+                            res = loads.gst_to_pipe(gst_args, out)
+                        else:
+                            loads.send(server.hostport, Req("HEAD", head))  # ETag + page cache, untimed
+                            res = loads.curl_transcode(server, url, out)
+                        outputs[kind] = loads.probe_video(out)
+                        out.unlink()
+                        return {**res, "output": outputs[kind], "value": sc.video_seconds / res["wall_s"],
+                                "cpu_per_unit": res["server_cpu_s"]}
+
+                    if kind == NEBULA:
+                        shutil.rmtree(renditions, ignore_errors=True)  # no cached rendition
+                    res = self.measure(rtf, kind, run, self.server(NEBULA) if kind == NEBULA else None, round=rnd)
+                    ttfb.add_run(kind, {**res, "value": res["ttfb_s"]} if not res.get("error") else res)
+            if len(outputs) == 2 and outputs["gst-launch"] != outputs[NEBULA]:
+                rtf.notes.append(f"outputs differ (pipeline.rs changed?): gst-launch {outputs['gst-launch']}, "
+                                 f"nebula {outputs[NEBULA]}")
+
+    # -- run ----------------------------------------------------------------------------------
+    def run(self) -> dict:
+        started = datetime.datetime.now(datetime.timezone.utc)
+        load_before = os.getloadavg()
+        self.prepare()
+        self.wrk_metrics()
+        self.upload_metric()
+        self.list_metrics()
+        self.transcode_metrics()
+        return {
+            "meta": {
+                "mode": "smoke" if self.args.smoke else "full",
+                "started": started.isoformat(timespec="seconds"),
+                "seconds": round((datetime.datetime.now(datetime.timezone.utc) - started).total_seconds(), 1),
+                "scale": self.scale.__dict__,
+                "cpus": os.cpu_count(),
+                "loadavg_before": load_before,
+                "loadavg_after": os.getloadavg(),
+                "gateway_binary": self.args.gateway_bin,
+                "gateway_binary_mtime": datetime.datetime.fromtimestamp(
+                    Path(self.args.gateway_bin).stat().st_mtime).isoformat(timespec="seconds"),
+                "gateway_log": self.args.gateway_log,
+                "git": git_describe(),
+                "versions": tool_versions(),
+                "audio_encoder": self.audio_encoder,
+            },
+            "metrics": {m.id: m.to_json() for m in self.metrics},
+        }
+
+    def cleanup(self) -> None:
+        if not self.args.keep:
+            shutil.rmtree(self.work, ignore_errors=True)
+
+
+def git_describe() -> str:
+    p = subprocess.run(["git", "-C", str(REPO), "describe", "--always", "--dirty"], capture_output=True, text=True)
+    return p.stdout.strip()
+
+
+def tool_versions() -> dict:
+    def first_line(cmd: list[str]) -> str:
+        p = subprocess.run(cmd, capture_output=True, text=True)
+        return (p.stdout or p.stderr).strip().splitlines()[0] if (p.stdout or p.stderr).strip() else ""
+
+    return {
+        "nginx": first_line(["nginx", "-v"]),
+        "wrk": first_line(["wrk", "-v"]),
+        "gst-launch": first_line(["gst-launch-1.0", "--version"]),
+        "curl": first_line(["curl", "--version"]),
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--smoke", action="store_true", help="tiny sizes, 1 s runs, one round (CI)")
+    ap.add_argument("--out", help="write the results as JSON here")
+    ap.add_argument("--rounds", type=int, help="rounds per metric (default 2, smoke 1)")
+    ap.add_argument("--duration", type=float, help="seconds per wrk run (default 10, smoke 1)")
+    ap.add_argument("--gateway-bin", default=os.environ.get("NEBULA_GATEWAY_BIN", str(REPO / "target/debug/nebula-gateway")))
+    ap.add_argument("--gateway-log", default="warn", help="RUST_LOG for the gateway (default warn: no per-request lines)")
+    ap.add_argument("--workdir", help="parent folder for the data (default: the system temp dir)")
+    ap.add_argument("--keep", action="store_true", help="keep the data folder and server logs")
+    args = ap.parse_args(argv)
+    for tool in ("nginx", "wrk", "curl", "gst-launch-1.0", "ffprobe"):
+        if not shutil.which(tool):
+            ap.error(f"{tool} not found: run scripts/setup.sh --test")
+    if not Path(args.gateway_bin).exists():
+        ap.error(f"{args.gateway_bin} not found: cargo build -p nebula-gateway (or --gateway-bin)")
+
+    bench = Bench(args)
+    try:
+        results = bench.run()
+    finally:
+        bench.cleanup()
+    print(table(bench.metrics))
+    print()
+    print(LEGEND)
+    for m in bench.metrics:
+        for note in m.notes:
+            print(f"note: {m.id}: {note}")
+    if args.out:
+        Path(args.out).write_text(json.dumps(results, indent=2, ensure_ascii=False) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

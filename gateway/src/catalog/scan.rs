@@ -1,0 +1,233 @@
+//! The reconcile scan: brings the catalog in line with the data folder after out-of-band
+//! changes, missed events (database down) or a lost database.
+//!
+//! Per bucket: load the catalog's (key, size, mtime) into memory, walk the folder, read the
+//! metadata only of files that are new or whose size or mtime changed, upsert those in batches,
+//! and delete rows whose files are gone. Unchanged files cost one `stat` each, so a rescan of
+//! 100k files is quick; batches run inside transactions.
+
+use std::collections::{HashMap, HashSet};
+use std::fs::File;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use super::model::NewObject;
+use super::{Catalog, CatalogError, CatalogResult, Db, on_pool};
+use crate::error::StoreError;
+use crate::store::Store;
+use crate::store::keys::{BUCKET_TMP_PREFIX, parse_key};
+
+/// Rows read and written per transaction.
+const BATCH: usize = 500;
+
+/// What a scan did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ScanReport {
+    /// Buckets walked.
+    pub buckets: u64,
+    /// Rows created for objects the catalog did not have.
+    pub added: u64,
+    /// Rows refreshed because the file's size or mtime changed.
+    pub updated: u64,
+    /// Rows deleted because the file (or its bucket) is gone.
+    pub removed: u64,
+    /// Objects already in step.
+    pub unchanged: u64,
+}
+
+impl std::fmt::Display for ScanReport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} buckets: {} added, {} updated, {} removed, {} unchanged",
+            self.buckets, self.added, self.updated, self.removed, self.unchanged
+        )
+    }
+}
+
+/// An object found on disk.
+#[derive(Debug)]
+struct Found {
+    key: String,
+    size: i64,
+    /// `None` for folder markers: a folder's mtime moves with its children, not with the marker.
+    mtime_ns: Option<i64>,
+}
+
+impl Catalog {
+    /// Walks every bucket and brings the catalog in step with the data folder.
+    pub async fn reconcile(&self, store: Arc<Store>) -> CatalogResult<ScanReport> {
+        let mut report = ScanReport::default();
+        let s = store.clone();
+        let buckets = run_blocking(move || s.list_buckets().map_err(store_io)).await?;
+        for b in &buckets {
+            self.reconcile_bucket(&store, &b.name, &mut report).await?;
+            report.buckets += 1;
+        }
+        // Rows of buckets whose folder is gone.
+        let on_disk: HashSet<&str> = buckets.iter().map(|b| b.name.as_str()).collect();
+        let known: Vec<String> =
+            on_pool!(&self.db, pool => sqlx::query_scalar("SELECT DISTINCT bucket FROM objects").fetch_all(pool).await?);
+        for bucket in known.iter().filter(|b| !on_disk.contains(b.as_str())) {
+            let n = on_pool!(&self.db, pool => {
+                sqlx::query("DELETE FROM objects WHERE bucket = $1").bind(bucket).execute(pool).await?.rows_affected()
+            });
+            report.removed += n;
+        }
+        Ok(report)
+    }
+
+    async fn reconcile_bucket(&self, store: &Arc<Store>, bucket: &str, report: &mut ScanReport) -> CatalogResult<()> {
+        let rows: Vec<(String, i64, i64)> = on_pool!(&self.db, pool => {
+            sqlx::query_as("SELECT key, size, mtime_ns FROM objects WHERE bucket = $1").bind(bucket).fetch_all(pool).await?
+        });
+        let mut known: HashMap<String, (i64, i64)> = rows.into_iter().map(|(k, s, m)| (k, (s, m))).collect();
+
+        let (s, b) = (store.clone(), bucket.to_owned());
+        let found = run_blocking(move || walk_bucket(&s, &b)).await?;
+
+        let mut changed: Vec<(String, bool)> = Vec::new();
+        for f in found {
+            match known.remove(&f.key) {
+                Some((size, mtime)) if size == f.size && f.mtime_ns.is_none_or(|m| m == mtime) => report.unchanged += 1,
+                Some(_) => changed.push((f.key, false)),
+                None => changed.push((f.key, true)),
+            }
+        }
+
+        for chunk in changed.chunks(BATCH) {
+            let (s, b, keys) = (store.clone(), bucket.to_owned(), chunk.to_vec());
+            let rows = run_blocking(move || Ok(read_rows(&s, &b, &keys))).await?;
+            self.upsert_batch(&rows.iter().map(|(r, _)| r.clone()).collect::<Vec<_>>()).await?;
+            for (_, added) in &rows {
+                if *added {
+                    report.added += 1;
+                } else {
+                    report.updated += 1;
+                }
+            }
+        }
+
+        // What the walk did not see is gone, unless a request wrote it since the walk began.
+        let (s, b) = (store.clone(), bucket.to_owned());
+        let candidates: Vec<String> = known.into_keys().collect();
+        let gone = run_blocking(move || Ok(candidates.into_iter().filter(|k| !exists(&s, &b, k)).collect::<Vec<_>>())).await?;
+        for chunk in gone.chunks(BATCH) {
+            on_pool!(&self.db, pool => {
+                let mut tx = pool.begin().await?;
+                for key in chunk {
+                    report.removed += sqlx::query("DELETE FROM objects WHERE bucket = $1 AND key = $2")
+                        .bind(bucket)
+                        .bind(key)
+                        .execute(&mut *tx)
+                        .await?
+                        .rows_affected();
+                }
+                tx.commit().await?;
+            });
+        }
+        Ok(())
+    }
+}
+
+async fn run_blocking<T: Send + 'static>(f: impl FnOnce() -> CatalogResult<T> + Send + 'static) -> CatalogResult<T> {
+    tokio::task::spawn_blocking(f).await.map_err(|e| CatalogError::Io(std::io::Error::other(e)))?
+}
+
+fn store_io(e: StoreError) -> CatalogError {
+    match e {
+        StoreError::Io(e) => CatalogError::Io(e),
+        other => CatalogError::Io(std::io::Error::other(other.to_string())),
+    }
+}
+
+/// Reads the S3 metadata of changed objects (computing it for files that arrived out of band).
+/// Objects that vanished or cannot be read are left out; the next scan sees them again.
+fn read_rows(store: &Store, bucket: &str, keys: &[(String, bool)]) -> Vec<(NewObject, bool)> {
+    let mut out = Vec::with_capacity(keys.len());
+    for (key, added) in keys {
+        let Ok(path) = parse_key(key) else { continue };
+        match store.open_object(bucket, &path) {
+            Ok(h) => {
+                let mut meta = h.meta;
+                meta.size = h.size;
+                out.push((NewObject::from_meta(bucket, key, &meta), *added));
+            }
+            Err(StoreError::NoSuchKey) => {}
+            Err(e) => tracing::warn!(bucket, key, error = %e, "reconcile: cannot read object"),
+        }
+    }
+    out
+}
+
+/// True when the object `key` is on disk (file, or folder for markers).
+fn exists(store: &Store, bucket: &str, key: &str) -> bool {
+    let Ok(path) = parse_key(key) else { return false };
+    match std::fs::symlink_metadata(store.root().join(bucket).join(&path.rel)) {
+        Ok(md) if path.is_folder_marker => md.is_dir(),
+        Ok(md) => md.is_file(),
+        Err(_) => false,
+    }
+}
+
+/// Every object below a bucket folder: regular files, plus folders that carry folder-marker
+/// metadata. Symlinks and the gateway's temp folders are skipped, and so are names that are not
+/// valid keys (not UTF-8, reserved).
+fn walk_bucket(store: &Store, bucket: &str) -> CatalogResult<Vec<Found>> {
+    let root = store.root().join(bucket);
+    let mut out = Vec::new();
+    let mut stack: Vec<PathBuf> = vec![PathBuf::new()];
+    while let Some(rel_dir) = stack.pop() {
+        let rd = match std::fs::read_dir(root.join(&rel_dir)) {
+            Ok(rd) => rd,
+            // Removed while we walk, or unreadable: nothing to list there.
+            Err(e) => {
+                tracing::debug!(dir = %root.join(&rel_dir).display(), error = %e, "reconcile: skipping folder");
+                continue;
+            }
+        };
+        for entry in rd.flatten() {
+            let name = entry.file_name();
+            let Some(name_str) = name.to_str() else { continue };
+            if name_str.starts_with(BUCKET_TMP_PREFIX) {
+                continue;
+            }
+            // `file_type` does not follow symlinks.
+            let Ok(ft) = entry.file_type() else { continue };
+            if ft.is_symlink() {
+                continue;
+            }
+            let rel = rel_dir.join(&name);
+            let Some(key) = key_of(&rel) else { continue };
+            if ft.is_dir() {
+                if is_folder_marker(store, bucket, &root, &rel) {
+                    out.push(Found { key: format!("{key}/"), size: 0, mtime_ns: None });
+                }
+                stack.push(rel);
+            } else if ft.is_file() {
+                let Ok(md) = entry.metadata() else { continue };
+                let mtime = i128::from(md.mtime()) * 1_000_000_000 + i128::from(md.mtime_nsec());
+                out.push(Found {
+                    key,
+                    size: i64::try_from(md.len()).unwrap_or(i64::MAX),
+                    mtime_ns: Some(i64::try_from(mtime).unwrap_or(0)),
+                });
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// The key of a relative path, if it is a valid one.
+fn key_of(rel: &Path) -> Option<String> {
+    let key = rel.to_str()?.to_owned();
+    parse_key(&key).ok().map(|_| key)
+}
+
+fn is_folder_marker(store: &Store, bucket: &str, root: &Path, rel: &Path) -> bool {
+    match File::open(root.join(rel)) {
+        Ok(f) => store.meta_store().read(&f, bucket, rel, true).is_some(),
+        Err(_) => false,
+    }
+}
