@@ -480,7 +480,7 @@ def pytest_sessionfinish(session, exitstatus):
         res = _RESULTS.get(mod)
         if not res:
             continue
-        prefix = mod.removeprefix("test_") + "_"
+        prefix = {"test_js_sdk": "js_", "test_curl_presigned": "curl_presigned_"}.get(mod, mod.removeprefix("test_") + "_")
         counts: dict[str, int] = {}
         for n, _ in res:
             op = n.split("[")[0].removesuffix(" [teardown]").removeprefix("test_").removeprefix(prefix)

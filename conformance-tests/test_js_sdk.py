@@ -89,11 +89,8 @@ def test_js_get_range(js, jbucket, tmp_path):
 
 
 def test_js_list_paginate(js, jbucket, tmp_path):
-    src = tmp_path / "t"
-    src.write_bytes(b"t")
     keys = sorted([f"list/a/{i:02d}" for i in range(14)] + [f"list/b/{i:02d}" for i in range(9)] + ["list/top"])
-    for k in keys:
-        js("put", bucket=jbucket, key=k, file=str(src))
+    assert js("putMany", bucket=jbucket, keys=keys)["count"] == len(keys)
     r = js("list", bucket=jbucket, prefix="list/", pageSize=5)
     assert r["keys"] == keys and r["pages"] == 5
     r = js("list", bucket=jbucket, prefix="list/", delimiter="/")

@@ -17,6 +17,7 @@ import datetime
 import json
 import os
 import random
+import re
 import shutil
 import subprocess
 import sys
@@ -136,11 +137,11 @@ class Bench:
         )
 
     # -- servers ------------------------------------------------------------------------------
-    def server(self, kind: str, data_dir: Path | None = None, port: int | None = None) -> Server:
+    def server(self, kind: str, data_dir: Path | None = None) -> Server:
         data_dir = data_dir or self.data
         if kind == "nginx":
-            return Nginx(self.work, data_dir, port or self.ports["nginx"])
-        return Gateway(self.work, data_dir, port or self.ports[NEBULA], self.binary, CREDS, self.args.gateway_log)
+            return Nginx(self.work, data_dir, self.ports["nginx"])
+        return Gateway(self.work, data_dir, self.ports[NEBULA], self.binary, CREDS, self.args.gateway_log)
 
     def measure(self, metric: Metric, kind: str, run, server: Server | None = None, **extra) -> dict:
         """Starts `server` (if any), calls run(server) -> raw dict, stops it; never raises."""
@@ -167,28 +168,34 @@ class Bench:
         return raw
 
     # -- setup --------------------------------------------------------------------------------
-    def prepare(self) -> None:
+    def wanted(self, *ids: str) -> bool:
+        return any(not self.args.only or re.search(self.args.only, i) for i in ids)
+
+    def prime(self, data_dir: Path) -> None:
+        """One untimed gateway start: the catalog scan and the media probe of files written out
+        of band happen here instead of inside the next measured run."""
+        gw = self.server(NEBULA, data_dir)
+        try:
+            gw.start(timeout=600)
+        finally:
+            gw.stop()
+
+    def prepare_objects(self) -> None:
         sc = self.scale
         b = self.data / BUCKET
         files = [(b / f"get-4k-{i:03d}", 4 * KIB) for i in range(SMALL_OBJECTS)]
         files += [(b / f"get-mid-{i}", sc.get_mid) for i in range(MID_OBJECTS)]
-        files += [(b / "get-big-0", sc.get_big), (self.work / "upload.bin", sc.upload)]
+        files += [(b / "get-big-0", sc.get_big)]
         log(f"preparing data in {self.work}")
         make_files(files)
-        make_many(self.list_data / "list-1k", LIST_SMALL)
-        make_many(self.list_data / "list-100k", sc.list_big)
-        self.video = self.data / MEDIA_BUCKET / "src-1080p.mp4"
-        self.video.parent.mkdir(parents=True)
-        log(f"generating a {sc.video_seconds} s 1080p source with gst-launch")
-        subprocess.run(
-            ["gst-launch-1.0", "-q", *gst_pipeline.source_args(self.video, sc.video_seconds, FPS)],
-            check=True, timeout=1800, capture_output=True,
-        )
         os.sync()
+        self.prime(self.data)
 
     # -- wrk metrics --------------------------------------------------------------------------
     def wrk_metric(self, id: str, label: str, method: str, size: int, conc: int, per_op: bool,
                    targets: list[Target], range_size: int | None = None) -> None:
+        if not self.wanted(id):
+            return
         sc = self.scale
         metric = Metric(
             id, f"{label} c{conc}", "op/s" if per_op else "MiB/s", "µs/op" if per_op else "CPU s/GiB",
@@ -258,8 +265,11 @@ class Bench:
 
     # -- large upload -------------------------------------------------------------------------
     def upload_metric(self) -> None:
+        if not self.wanted("multipart_1g"):
+            return
         sc = self.scale
         src = self.work / "upload.bin"
+        make_files([(src, sc.upload)])
         key = "upload-large"
         metric = Metric(
             "multipart_1g", f"upload {size_label(sc.upload)} (nginx 1 PUT, nebula multipart)", "s", "CPU s",
@@ -290,8 +300,15 @@ class Bench:
             ("list_1k", "list-1k", f"ListObjectsV2 {LIST_SMALL:,} keys", 10, False),
             ("list_100k_first_page", "list-100k", f"ListObjectsV2 page 1 of {sc.list_big:,} keys", 50, True),
         ]
-        port = free_port()
+        if not self.wanted(*(spec[0] for spec in specs)):
+            return
+        make_many(self.list_data / "list-1k", LIST_SMALL)
+        make_many(self.list_data / "list-100k", sc.list_big)
+        os.sync()
+        self.prime(self.list_data)
         for id, bucket, label, limit, truncated in specs:
+            if not self.wanted(id):
+                continue
             metric = Metric(id, label, "ms", "CPU ms/op", False, None, [Target("value_max", limit)],
                             {"bucket_keys": LIST_SMALL if bucket == "list-1k" else sc.list_big,
                              "requests": sc.list_repeats})
@@ -304,16 +321,26 @@ class Bench:
                 return {**res, "value": res["median_ms"], "cpu_per_unit": res["server_cpu_s"] / res["requests"] * 1000}
 
             for rnd in range(sc.rounds):
-                self.measure(metric, NEBULA, run, self.server(NEBULA, self.list_data, port), round=rnd)
-        for m in self.metrics[-2:]:
-            m.notes.append("cold_ms = first listing after the gateway started (round 1 also computes ETags of the "
-                           "out-of-band files); see runs[].cold_ms")
+                self.measure(metric, NEBULA, run, self.server(NEBULA, self.list_data), round=rnd)
+            metric.notes.append("runs[].cold_ms = the first listing after each gateway start (not in the median)")
 
     # -- transcodes ---------------------------------------------------------------------------
     def transcode_metrics(self) -> None:
         sc = self.scale
+        qualities = [q for q in (720, 480) if self.wanted(f"transcode_{q}p", f"transcode_{q}p_ttfb")]
+        if not qualities:
+            return
+        self.video = self.data / MEDIA_BUCKET / "src-1080p.mp4"
+        self.video.parent.mkdir(parents=True)
+        log(f"generating a {sc.video_seconds} s 1080p source with gst-launch")
+        subprocess.run(
+            ["gst-launch-1.0", "-q", *gst_pipeline.source_args(self.video, sc.video_seconds, FPS)],
+            check=True, timeout=1800, capture_output=True,
+        )
+        os.sync()
+        self.prime(self.data)
         renditions = self.data / ".nebula" / "renditions"
-        for q in (720, 480):
+        for q in qualities:
             rtf = Metric(f"transcode_{q}p", f"transcode 1080p→{q}p", "× realtime", "CPU s", True, "gst-launch",
                          [Target("ratio_min", 0.9)], {"source_seconds": sc.video_seconds, "quality": q})
             ttfb = Metric(f"transcode_{q}p_ttfb", f"transcode 1080p→{q}p first byte", "s", "CPU s", False,
@@ -352,7 +379,7 @@ class Bench:
     def run(self) -> dict:
         started = datetime.datetime.now(datetime.timezone.utc)
         load_before = os.getloadavg()
-        self.prepare()
+        self.prepare_objects()
         self.wrk_metrics()
         self.upload_metric()
         self.list_metrics()
@@ -405,10 +432,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--smoke", action="store_true", help="tiny sizes, 1 s runs, one round (CI)")
     ap.add_argument("--out", help="write the results as JSON here")
     ap.add_argument("--rounds", type=int, help="rounds per metric (default 2, smoke 1)")
-    ap.add_argument("--duration", type=float, help="seconds per wrk run (default 10, smoke 1)")
+    ap.add_argument("--duration", type=int, help="seconds per wrk run (default 10, smoke 1)")
     ap.add_argument("--gateway-bin", default=os.environ.get("NEBULA_GATEWAY_BIN", str(REPO / "target/debug/nebula-gateway")))
     ap.add_argument("--gateway-log", default="warn", help="RUST_LOG for the gateway (default warn: no per-request lines)")
     ap.add_argument("--workdir", help="parent folder for the data (default: the system temp dir)")
+    ap.add_argument("--only", metavar="REGEX", help="run only the metrics whose id matches (e.g. 'get_4k|put')")
     ap.add_argument("--keep", action="store_true", help="keep the data folder and server logs")
     args = ap.parse_args(argv)
     for tool in ("nginx", "wrk", "curl", "gst-launch-1.0", "ffprobe"):

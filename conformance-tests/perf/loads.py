@@ -131,7 +131,7 @@ def run_wrk(server: Server, reqs: list[Req], concurrency: int, duration: float, 
 
     def wrk(seconds: float) -> dict:
         cmd = [
-            "wrk", f"-t{threads}", f"-c{concurrency}", f"-d{max(seconds, 1):g}s", "--timeout", "120s",
+            "wrk", f"-t{threads}", f"-c{concurrency}", f"-d{max(1, round(seconds))}s", "--timeout", "120s",
             "-s", str(LUA), f"http://{server.hostport}", "--", str(list_file),
         ]
         p = subprocess.run(cmd, capture_output=True, text=True, timeout=seconds + 180)

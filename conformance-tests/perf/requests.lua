@@ -41,7 +41,7 @@ function request()
    return requests[pos]
 end
 
-function done(summary, latency, requests)
+function done(summary, latency, _)
    local e = summary.errors
    io.write(string.format(
       'WRK_RESULT {"requests": %d, "duration_us": %d, "bytes": %d, "errors": ' ..

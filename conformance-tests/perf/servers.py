@@ -171,7 +171,6 @@ events {{ worker_connections 4096; }}
 http {{
     access_log off;
     sendfile on;
-    tcp_nopush on;
     keepalive_requests 1000000;
     default_type application/octet-stream;
     client_body_temp_path {body_temp};

@@ -17,7 +17,7 @@ pub struct Credentials {
     pub secret_key: String,
 }
 
-const FILE: &str = "credentials.json";
+const FILE: &str = "credentials";
 
 fn random(len: usize, alphabet: &[u8]) -> String {
     let mut rng = rand::rng();
@@ -25,7 +25,7 @@ fn random(len: usize, alphabet: &[u8]) -> String {
 }
 
 /// Returns the configured keys, or the pair kept in `internal_dir`, generating it (mode 0600)
-/// on first start. The bool is true when the pair was generated now.
+/// on first start (JSON in `credentials`). The bool is true when the pair was generated now.
 pub fn resolve(access: Option<String>, secret: Option<String>, internal_dir: &Path) -> anyhow::Result<(Credentials, bool)> {
     match (access, secret) {
         (Some(a), Some(s)) => {

@@ -23,6 +23,9 @@ pub struct PeerInfo {
 #[derive(Clone)]
 pub struct Front {
     s3: S3Service,
+    /// The same gateway without authentication, for replaying a request whose signature s3s
+    /// has already verified (see [`Front::replay_without_range`]). Never reached otherwise.
+    verified: S3Service,
     region: String,
 }
 
@@ -60,15 +63,55 @@ fn query_param<'a>(query: &'a str, name: &str) -> Option<std::borrow::Cow<'a, st
     })
 }
 
+/// True when the client's SigV4 signature covers the `Range` header.
+fn range_is_signed<B>(req: &Request<B>) -> bool {
+    let signed_in_header = req
+        .headers()
+        .get(http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|a| a.split("SignedHeaders=").nth(1))
+        .is_some_and(|s| s.split([',', ' ']).next().unwrap_or("").split(';').any(|h| h == "range"));
+    let signed_in_query = query_param(req.uri().query().unwrap_or(""), "X-Amz-SignedHeaders")
+        .is_some_and(|s| s.split(';').any(|h| h == "range"));
+    signed_in_header || signed_in_query
+}
+
 /// The region of a SigV4 credential scope `AK/date/region/service/aws4_request`.
 fn scope_region(credential: &str) -> Option<&str> {
     credential.split('/').nth(2)
 }
 
 impl Front {
-    /// Wraps the s3s service for a gateway answering in `region`.
-    pub fn new(s3: S3Service, region: String) -> Self {
-        Front { s3, region }
+    /// Wraps the s3s service for a gateway answering in `region`; `verified` is the same
+    /// gateway built without authentication.
+    pub fn new(s3: S3Service, verified: S3Service, region: String) -> Self {
+        Front { s3, verified, region }
+    }
+
+    /// s3s parses `Range` only after the signature check and answers 400 for a range S3 would
+    /// ignore. When the client signed that header we cannot drop it before the check, so the
+    /// 400 (which proves the signature held) is answered by replaying the request, without the
+    /// range and the now-spent credentials, on the unauthenticated twin of the service.
+    async fn replay_without_range(&self, parts: &http::request::Parts, peer: PeerInfo) -> Result<Response<Body>, HttpError> {
+        let query: Vec<&str> = parts
+            .uri
+            .query()
+            .unwrap_or("")
+            .split('&')
+            .filter(|p| !p.is_empty() && !p.starts_with("X-Amz-") && !p.starts_with("x-amz-"))
+            .collect();
+        let pq = if query.is_empty() { parts.uri.path().to_owned() } else { format!("{}?{}", parts.uri.path(), query.join("&")) };
+        let mut builder = Request::builder().method(parts.method.clone()).uri(pq).version(parts.version);
+        for (name, value) in &parts.headers {
+            let n = name.as_str();
+            if n == "authorization" || n == "range" || n.starts_with("x-amz-") {
+                continue;
+            }
+            builder = builder.header(name, value);
+        }
+        let mut req = builder.body(Body::empty()).map_err(|e| HttpError::new(Box::new(e)))?;
+        req.extensions_mut().insert(peer);
+        self.verified.call(req).await
     }
 
     /// Checks S3 enforces that s3s 0.14.1 does not; `Some` is the error to answer with.
@@ -119,18 +162,38 @@ impl Front {
         let range = req.headers().get(http::header::RANGE).and_then(|v| v.to_str().ok()).map(str::to_owned);
         // S3 ignores a Range it cannot serve as one range (malformed, multi-range, last < first)
         // and sends the whole object; s3s would answer 400.
-        if let Some(r) = &range
-            && !is_single_valid_range(r)
-        {
-            req.headers_mut().remove(http::header::RANGE);
+        let bad_range = range.as_deref().is_some_and(|r| !is_single_valid_range(r));
+        let mut replay = None;
+        if bad_range {
+            if range_is_signed(&req) {
+                if matches!(*req.method(), http::Method::GET | http::Method::HEAD) {
+                    let (parts, body) = req.into_parts();
+                    replay = Some(parts.clone());
+                    req = Request::from_parts(parts, body);
+                }
+            } else {
+                req.headers_mut().remove(http::header::RANGE);
+            }
         }
-        let resp = match self.precheck(&req) {
+        let mut resp = match self.precheck(&req) {
             Some(resp) => resp,
             None => {
                 req.extensions_mut().insert(peer.clone());
                 hyper::service::Service::call(&self.s3, req).await?
             }
         };
+        if let Some(parts) = replay
+            && resp.status() == StatusCode::BAD_REQUEST
+        {
+            let body = http_body_util::BodyExt::collect(resp.into_body()).await.map(|c| c.to_bytes()).unwrap_or_default();
+            resp = if String::from_utf8_lossy(&body).contains("invalid header: range") {
+                self.replay_without_range(&parts, peer.clone()).await?
+            } else {
+                let mut r = Response::new(Body::from(body));
+                *r.status_mut() = StatusCode::BAD_REQUEST;
+                r
+            };
+        }
         tracing::info!(
             target: "nebula::request",
             method = %method,

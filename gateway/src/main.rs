@@ -41,7 +41,13 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let mut gateway = s3::Gateway::new(store, args.region.clone());
     gateway.media = media;
     gateway.events = Some(Arc::new(catalog));
-    let front = build_front(gateway, &creds, args.domain.as_deref());
+    let api = nebula_gateway::api::ApiState {
+        started: std::time::Instant::now(),
+        store: gateway.store.clone(),
+        media: gateway.media.clone(),
+        catalog: None,
+    };
+    let front = build_front(gateway, api, &creds, args.domain.as_deref());
     server::serve_tcp(listener, front, server::shutdown_signal()).await;
     tracing::info!("stopped");
     Ok(())
@@ -83,7 +89,7 @@ async fn start_media(args: &ServeArgs, internal: &std::path::Path) -> anyhow::Re
 
 fn print_banner(endpoint: &str, region: &str, c: &credentials::Credentials, generated: bool, internal: &std::path::Path) {
     let origin = if generated {
-        format!("generated now and kept in {}", internal.join("credentials.json").display())
+        format!("generated now and kept in {}", internal.join("credentials").display())
     } else {
         "as configured".to_owned()
     };

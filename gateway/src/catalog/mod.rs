@@ -163,7 +163,7 @@ impl Catalog {
             if !ready {
                 tokio::time::sleep(RETRY).await;
                 match self.migrate().await {
-                    Ok(()) => ready = true,
+                    Ok(()) => {}
                     Err(CatalogError::Database(e)) => {
                         tracing::debug!(error = %e, "catalog still unavailable");
                         continue;

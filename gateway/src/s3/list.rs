@@ -249,3 +249,256 @@ pub(crate) async fn list_objects_v2(gw: &Gateway, req: S3Request<ListObjectsV2In
     };
     Ok(S3Response::new(output))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::walk::tests::TempData;
+    use std::sync::Arc;
+
+    fn request<T>(input: T) -> S3Request<T> {
+        S3Request {
+            input,
+            method: http::Method::GET,
+            uri: http::Uri::from_static("/"),
+            headers: Default::default(),
+            extensions: Default::default(),
+            credentials: None,
+            region: None,
+            service: None,
+            trailing_headers: None,
+        }
+    }
+
+    /// Moves the test data folder into a gateway (the folder is removed when `t` drops).
+    fn gateway(t: &TempData) -> Gateway {
+        Gateway::new(Arc::new(Store::open(&t.root).unwrap()), "us-east-1".into())
+    }
+
+    fn v2(bucket: &str) -> ListObjectsV2Input {
+        ListObjectsV2Input { bucket: bucket.into(), ..Default::default() }
+    }
+
+    /// Pages through a whole V2 listing; returns keys and prefixes in order, and the page count.
+    async fn all_v2(gw: &Gateway, base: ListObjectsV2Input) -> (Vec<String>, usize) {
+        let mut out = Vec::new();
+        let mut token = None;
+        let mut pages = 0;
+        loop {
+            let input = ListObjectsV2Input { continuation_token: token.clone(), ..base.clone() };
+            let o = list_objects_v2(gw, request(input)).await.unwrap().output;
+            pages += 1;
+            let keys: Vec<String> = o.contents.unwrap_or_default().into_iter().map(|c| c.key.unwrap()).collect();
+            let prefixes: Vec<String> = o.common_prefixes.unwrap_or_default().into_iter().map(|c| c.prefix.unwrap()).collect();
+            assert_eq!(o.key_count, Some((keys.len() + prefixes.len()) as i32));
+            // Keys and prefixes interleave in S3 order; merge them to compare with the walk.
+            let mut items: Vec<String> = keys.into_iter().chain(prefixes).collect();
+            items.sort();
+            out.extend(items);
+            if o.is_truncated != Some(true) {
+                assert!(o.next_continuation_token.is_none());
+                return (out, pages);
+            }
+            token = o.next_continuation_token;
+            assert!(token.is_some());
+        }
+    }
+
+    async fn all_v1(gw: &Gateway, base: ListObjectsInput) -> (Vec<String>, usize) {
+        let mut out = Vec::new();
+        let mut marker = None;
+        let mut pages = 0;
+        loop {
+            let input = ListObjectsInput { marker: marker.clone(), ..base.clone() };
+            let o = list_objects(gw, request(input)).await.unwrap().output;
+            pages += 1;
+            let contents = o.contents.unwrap_or_default();
+            assert!(contents.iter().all(|c| c.owner.is_some()), "V1 always shows the owner");
+            let keys = contents.into_iter().map(|c| c.key.unwrap());
+            let prefixes = o.common_prefixes.unwrap_or_default().into_iter().map(|c| c.prefix.unwrap());
+            let mut items: Vec<String> = keys.chain(prefixes).collect();
+            items.sort();
+            out.extend(items);
+            if o.is_truncated != Some(true) {
+                return (out, pages);
+            }
+            marker = o.next_marker;
+            assert!(marker.is_some());
+        }
+    }
+
+    /// 1,500 top-level files and 1,000 folders holding two files each.
+    fn big_bucket() -> (TempData, Vec<String>, Vec<String>) {
+        let t = TempData::new();
+        let mut flat = Vec::new();
+        let mut rolled = Vec::new();
+        for i in 0..1500 {
+            let k = format!("f{i:04}");
+            t.put(&k, b"x");
+            flat.push(k.clone());
+            rolled.push(k);
+        }
+        for i in 0..1000 {
+            for f in ["x", "y"] {
+                let k = format!("d{i:03}/{f}");
+                t.put(&k, b"y");
+                flat.push(k);
+            }
+            rolled.push(format!("d{i:03}/"));
+        }
+        flat.sort();
+        rolled.sort();
+        (t, flat, rolled)
+    }
+
+    #[tokio::test]
+    async fn pagination_returns_every_key_once_in_order() {
+        let (t, flat, rolled) = big_bucket();
+        let gw = gateway(&t);
+        let (got, pages) = all_v2(&gw, v2("b")).await;
+        assert_eq!(pages, 4);
+        assert_eq!(got, flat);
+        let delim = ListObjectsV2Input { delimiter: Some("/".into()), ..v2("b") };
+        let (got, pages) = all_v2(&gw, delim).await;
+        assert_eq!(pages, 3);
+        assert_eq!(got, rolled);
+        let small = ListObjectsV2Input { delimiter: Some("/".into()), max_keys: Some(7), ..v2("b") };
+        assert_eq!(all_v2(&gw, small).await.0, rolled);
+
+        let v1 = ListObjectsInput { bucket: "b".into(), ..Default::default() };
+        assert_eq!(all_v1(&gw, v1.clone()).await, (flat, 4));
+        let v1_delim = ListObjectsInput { delimiter: Some("/".into()), max_keys: Some(333), ..v1 };
+        assert_eq!(all_v1(&gw, v1_delim).await.0, rolled);
+    }
+
+    #[tokio::test]
+    async fn exact_fit_is_not_truncated() {
+        let t = TempData::new();
+        for k in ["a", "b", "c"] {
+            t.put(k, b"1");
+        }
+        let gw = gateway(&t);
+        let o = list_objects_v2(&gw, request(ListObjectsV2Input { max_keys: Some(3), ..v2("b") })).await.unwrap().output;
+        assert_eq!((o.key_count, o.is_truncated), (Some(3), Some(false)));
+        let o = list_objects_v2(&gw, request(ListObjectsV2Input { max_keys: Some(2), ..v2("b") })).await.unwrap().output;
+        assert_eq!((o.key_count, o.is_truncated), (Some(2), Some(true)));
+        let o = list_objects_v2(&gw, request(ListObjectsV2Input { max_keys: Some(0), ..v2("b") })).await.unwrap().output;
+        assert_eq!((o.key_count, o.is_truncated, o.contents), (Some(0), Some(false), None));
+        let o = list_objects_v2(&gw, request(ListObjectsV2Input { max_keys: Some(5000), ..v2("b") })).await.unwrap().output;
+        assert_eq!(o.max_keys, Some(1000));
+    }
+
+    #[tokio::test]
+    async fn delimiter_rolls_up_and_start_after_inside_a_prefix_does_not_repeat_it() {
+        let t = TempData::new();
+        for k in ["a/1", "a/2", "b/x/1", "b/y", "c", "d-1", "d-2/e"] {
+            t.put(k, b"1");
+        }
+        t.marker("m/");
+        let gw = gateway(&t);
+        let list = |input: ListObjectsV2Input| {
+            let gw = gw.clone();
+            async move {
+                let o = list_objects_v2(&gw, request(input)).await.unwrap().output;
+                let keys: Vec<String> = o.contents.unwrap_or_default().into_iter().map(|c| c.key.unwrap()).collect();
+                let cps: Vec<String> = o.common_prefixes.unwrap_or_default().into_iter().map(|c| c.prefix.unwrap()).collect();
+                (keys, cps)
+            }
+        };
+        let slash = || ListObjectsV2Input { delimiter: Some("/".into()), ..v2("b") };
+        assert_eq!(list(slash()).await, (vec!["c".into(), "d-1".into()], vec!["a/".into(), "b/".into(), "d-2/".into(), "m/".into()]));
+        let after = ListObjectsV2Input { start_after: Some("a/1".into()), ..slash() };
+        assert_eq!(list(after).await, (vec!["c".into(), "d-1".into()], vec!["b/".into(), "d-2/".into(), "m/".into()]));
+        let after_prefix = ListObjectsV2Input { start_after: Some("b/".into()), ..slash() };
+        assert_eq!(list(after_prefix).await.1, vec!["d-2/".to_string(), "m/".into()]);
+        let inner = ListObjectsV2Input { prefix: Some("b/".into()), ..slash() };
+        assert_eq!(list(inner).await, (vec!["b/y".into()], vec!["b/x/".into()]));
+        let dash = ListObjectsV2Input { delimiter: Some("-".into()), ..v2("b") };
+        assert_eq!(list(dash).await.1, vec!["d-".to_string()]);
+        let marker = ListObjectsV2Input { prefix: Some("m/".into()), ..slash() };
+        assert_eq!(list(marker).await, (vec!["m/".into()], vec![]));
+    }
+
+    #[tokio::test]
+    async fn url_encoding_type_escapes_keys_and_echoed_values() {
+        let t = TempData::new();
+        t.put("dir é/a b+c&.txt", b"1");
+        t.put("dir é/sub/x", b"1");
+        let gw = gateway(&t);
+        let input = ListObjectsV2Input {
+            prefix: Some("dir é/".into()),
+            delimiter: Some("/".into()),
+            start_after: Some("dir é/a".into()),
+            encoding_type: Some(EncodingType::from_static(EncodingType::URL)),
+            ..v2("b")
+        };
+        let o = list_objects_v2(&gw, request(input)).await.unwrap().output;
+        assert_eq!(o.contents.unwrap()[0].key.as_deref(), Some("dir%20%C3%A9/a%20b%2Bc%26.txt"));
+        assert_eq!(o.common_prefixes.unwrap()[0].prefix.as_deref(), Some("dir%20%C3%A9/sub/"));
+        assert_eq!(o.prefix.as_deref(), Some("dir%20%C3%A9/"));
+        assert_eq!(o.start_after.as_deref(), Some("dir%20%C3%A9/a"));
+        assert_eq!(o.delimiter.as_deref(), Some("/"));
+        assert_eq!(o.encoding_type.as_ref().map(EncodingType::as_str), Some("url"));
+
+        let bad = ListObjectsV2Input { encoding_type: Some(EncodingType::from("base64".to_owned())), ..v2("b") };
+        let err = list_objects_v2(&gw, request(bad)).await.unwrap_err();
+        assert_eq!(*err.code(), S3ErrorCode::InvalidArgument);
+    }
+
+    #[tokio::test]
+    async fn errors_and_owner() {
+        let t = TempData::new();
+        t.put("k", b"hello");
+        let gw = gateway(&t);
+        let err = list_objects_v2(&gw, request(v2("missing"))).await.unwrap_err();
+        assert_eq!(*err.code(), S3ErrorCode::NoSuchBucket);
+        let err = list_objects(&gw, request(ListObjectsInput { bucket: "missing".into(), ..Default::default() })).await.unwrap_err();
+        assert_eq!(*err.code(), S3ErrorCode::NoSuchBucket);
+        for bad in ["not a token", "Zm9vYmFy", "%%%"] {
+            let input = ListObjectsV2Input { continuation_token: Some(bad.into()), ..v2("b") };
+            let err = list_objects_v2(&gw, request(input)).await.unwrap_err();
+            assert_eq!(*err.code(), S3ErrorCode::InvalidArgument, "{bad}");
+        }
+        let err = list_objects_v2(&gw, request(ListObjectsV2Input { max_keys: Some(-1), ..v2("b") })).await.unwrap_err();
+        assert_eq!(*err.code(), S3ErrorCode::InvalidArgument);
+
+        let o = list_objects_v2(&gw, request(v2("b"))).await.unwrap().output;
+        let obj = &o.contents.unwrap()[0];
+        assert!(obj.owner.is_none());
+        assert_eq!(obj.e_tag, Some(ETag::Strong("5d41402abc4b2a76b9719d911017c592".into())));
+        assert_eq!((obj.size, obj.storage_class.as_ref().map(ObjectStorageClass::as_str)), (Some(5), Some("STANDARD")));
+        let o = list_objects_v2(&gw, request(ListObjectsV2Input { fetch_owner: Some(true), ..v2("b") })).await.unwrap().output;
+        assert_eq!(o.contents.unwrap()[0].owner.as_ref().and_then(|o| o.id.as_deref()), Some("nebula"));
+    }
+
+    /// Timing of the first page of a 100,000-key flat bucket (run with `--ignored --nocapture`,
+    /// ideally in release).
+    #[test]
+    #[ignore]
+    fn first_page_of_a_large_flat_bucket_is_fast() {
+        let t = TempData::new();
+        let dir = t.root.join("b");
+        for i in 0..100_000 {
+            std::fs::write(dir.join(format!("{i:06}.jpg")), b"x").unwrap();
+        }
+        // Record metadata once, as any earlier listing or GET would.
+        let mut after = None;
+        loop {
+            let page = list_page(&t.store, "b", "", "", after.as_deref(), 1000).unwrap();
+            if !page.truncated {
+                break;
+            }
+            after = page.last;
+        }
+        for (label, max) in [("100k keys, first 1000", 1000), ("100k keys, first 10", 10)] {
+            let start = std::time::Instant::now();
+            let page = list_page(&t.store, "b", "", "", None, max).unwrap();
+            eprintln!("{label}: {:?}", start.elapsed());
+            assert_eq!(page.objects.len(), max);
+        }
+        let start = std::time::Instant::now();
+        let page = list_page(&t.store, "b", "", "/", Some("050000.jpg"), 1000).unwrap();
+        eprintln!("100k keys, page from the middle: {:?}", start.elapsed());
+        assert_eq!(page.objects[0].key, "050001.jpg");
+    }
+}

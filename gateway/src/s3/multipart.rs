@@ -557,7 +557,7 @@ mod tests {
     fn gateway() -> (tempfile::TempDir, Gateway) {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(dir.path()).unwrap();
-        store.create_bucket("b").unwrap();
+        store.create_bucket("bkt").unwrap();
         (dir, Gateway::new(Arc::new(store), "us-east-1".into()))
     }
 
@@ -601,7 +601,7 @@ mod tests {
 
     async fn create(gw: &Gateway, key: &str) -> String {
         let input = CreateMultipartUploadInput {
-            bucket: "b".into(),
+            bucket: "bkt".into(),
             key: key.into(),
             content_type: Some("video/mp4".into()),
             metadata: Some([("Origin".to_owned(), "camera".to_owned())].into_iter().collect()),
@@ -612,7 +612,7 @@ mod tests {
 
     async fn upload(gw: &Gateway, key: &str, id: &str, n: i32, bytes: Vec<u8>) -> S3Result<String> {
         let input = UploadPartInput {
-            bucket: "b".into(),
+            bucket: "bkt".into(),
             key: key.into(),
             upload_id: id.into(),
             part_number: n,
@@ -630,7 +630,7 @@ mod tests {
             .map(|(n, e)| CompletedPart { part_number: Some(*n), e_tag: Some(ETag::Strong((*e).to_owned())), ..Default::default() })
             .collect();
         let input = CompleteMultipartUploadInput {
-            bucket: "b".into(),
+            bucket: "bkt".into(),
             key: key.into(),
             upload_id: id.into(),
             multipart_upload: Some(CompletedMultipartUpload { parts: Some(parts) }),
@@ -641,7 +641,7 @@ mod tests {
 
     async fn parts_of(gw: &Gateway, key: &str, id: &str, max: Option<i32>, marker: Option<i32>) -> S3Result<ListPartsOutput> {
         let input = ListPartsInput {
-            bucket: "b".into(),
+            bucket: "bkt".into(),
             key: key.into(),
             upload_id: id.into(),
             max_parts: max,
@@ -652,7 +652,7 @@ mod tests {
     }
 
     fn read_object(gw: &Gateway, key: &str) -> (Vec<u8>, ObjectMeta) {
-        let mut obj = gw.store.open_object("b", &parse_key(key).unwrap()).unwrap();
+        let mut obj = gw.store.open_object("bkt", &parse_key(key).unwrap()).unwrap();
         let mut buf = Vec::new();
         obj.file.read_to_end(&mut buf).unwrap();
         (buf, obj.meta)
@@ -660,10 +660,10 @@ mod tests {
 
     fn put_object(gw: &Gateway, key: &str, bytes: &[u8]) {
         use std::io::Write;
-        let mut tmp = gw.store.create_temp("b").unwrap();
+        let mut tmp = gw.store.create_temp("bkt").unwrap();
         tmp.file.write_all(bytes).unwrap();
         let meta = ObjectMeta { etag: md5_hex(bytes), ..Default::default() };
-        gw.store.commit(tmp, "b", &parse_key(key).unwrap(), meta, Commit::Replace).unwrap();
+        gw.store.commit(tmp, "bkt", &parse_key(key).unwrap(), meta, Commit::Replace).unwrap();
     }
 
     fn code<T>(r: S3Result<T>) -> S3ErrorCode {
@@ -686,7 +686,7 @@ mod tests {
         let out = complete(&gw, "videos/cat.mp4", &id, &[(1, &e1), (2, &format!("\"{e2}\"")), (3, &e3)]).await.unwrap();
         let want = expected_etag(&[&p1, &p2, &p3]);
         assert_eq!(out.e_tag.unwrap().value(), want);
-        assert_eq!(out.location.as_deref(), Some("/b/videos/cat.mp4"));
+        assert_eq!(out.location.as_deref(), Some("/bkt/videos/cat.mp4"));
         assert_eq!(out.key.as_deref(), Some("videos/cat.mp4"));
         let (bytes, meta) = read_object(&gw, "videos/cat.mp4");
         assert_eq!(bytes.len(), p1.len() + p2.len() + p3.len());
@@ -697,7 +697,7 @@ mod tests {
         assert_eq!(meta.user.get("origin").map(String::as_str), Some("camera"));
         // The upload is gone once completed.
         assert_eq!(code(parts_of(&gw, "videos/cat.mp4", &id, None, None).await), S3ErrorCode::NoSuchUpload);
-        assert!(gw.store.list_uploads("b").unwrap().is_empty());
+        assert!(gw.store.list_uploads("bkt").unwrap().is_empty());
     }
 
     #[tokio::test]
@@ -710,7 +710,7 @@ mod tests {
         let e3 = upload(&gw, "k", &id, 3, p3.clone()).await.unwrap();
         let err = complete(&gw, "k", &id, &[(1, &e1), (2, &e2), (3, &e3)]).await;
         assert_eq!(code(err), S3ErrorCode::EntityTooSmall);
-        assert!(gw.store.open_object("b", &parse_key("k").unwrap()).is_err(), "nothing may be written");
+        assert!(gw.store.open_object("bkt", &parse_key("k").unwrap()).is_err(), "nothing may be written");
         assert_eq!(parts_of(&gw, "k", &id, None, None).await.unwrap().parts.unwrap().len(), 3);
         // Fix the part (re-upload replaces it) and complete.
         let p2 = pattern(5 * MIB, 4);
@@ -772,7 +772,7 @@ mod tests {
         let abort = |id: String| {
             let gw = gw.clone();
             async move {
-                let input = AbortMultipartUploadInput { bucket: "b".into(), key: "k".into(), upload_id: id, ..Default::default() };
+                let input = AbortMultipartUploadInput { bucket: "bkt".into(), key: "k".into(), upload_id: id, ..Default::default() };
                 abort_multipart_upload(&gw, req(input)).await
             }
         };
@@ -781,7 +781,7 @@ mod tests {
         assert_eq!(code(upload(&gw, "k", &id, 2, b"y".to_vec()).await), S3ErrorCode::NoSuchUpload);
         assert_eq!(code(parts_of(&gw, "k", &id, None, None).await), S3ErrorCode::NoSuchUpload);
         assert_eq!(code(complete(&gw, "k", &id, &[(1, &md5_hex(b"x"))]).await), S3ErrorCode::NoSuchUpload);
-        assert!(gw.store.list_uploads("b").unwrap().is_empty());
+        assert!(gw.store.list_uploads("bkt").unwrap().is_empty());
     }
 
     #[tokio::test]
@@ -825,14 +825,25 @@ mod tests {
         let id = create(&gw, "dst.bin").await;
         let copy = |n: i32, range: Option<&str>, if_match: Option<&str>| {
             let input = UploadPartCopyInput {
-                bucket: "b".into(),
+                bucket: "bkt".into(),
                 key: "dst.bin".into(),
                 upload_id: id.clone(),
                 part_number: n,
-                copy_source: CopySource::Bucket { bucket: "b".into(), key: "src.bin".into(), version_id: None },
+                copy_source: CopySource::Bucket { bucket: "bkt".into(), key: "src.bin".into(), version_id: None },
                 copy_source_range: range.map(str::to_owned),
                 copy_source_if_match: if_match.map(|e| ETagCondition::ETag(ETag::Strong(e.to_owned()))),
-                ..Default::default()
+                copy_source_if_modified_since: None,
+                copy_source_if_none_match: None,
+                copy_source_if_unmodified_since: None,
+                copy_source_sse_customer_algorithm: None,
+                copy_source_sse_customer_key: None,
+                copy_source_sse_customer_key_md5: None,
+                expected_bucket_owner: None,
+                expected_source_bucket_owner: None,
+                request_payer: None,
+                sse_customer_algorithm: None,
+                sse_customer_key: None,
+                sse_customer_key_md5: None,
             };
             let gw = gw.clone();
             async move { upload_part_copy(&gw, req(input)).await.map(|r| r.output.copy_part_result.unwrap()) }
@@ -864,7 +875,7 @@ mod tests {
         let e1 = upload(&gw, "k", &id, 1, b"new".to_vec()).await.unwrap();
         let parts = vec![CompletedPart { part_number: Some(1), e_tag: Some(ETag::Strong(e1)), ..Default::default() }];
         let input = CompleteMultipartUploadInput {
-            bucket: "b".into(),
+            bucket: "bkt".into(),
             key: "k".into(),
             upload_id: id.clone(),
             multipart_upload: Some(CompletedMultipartUpload { parts: Some(parts) }),
@@ -880,7 +891,7 @@ mod tests {
     async fn checksum_algorithm_gives_part_and_composite_checksums() {
         let (_d, gw) = gateway();
         let input = CreateMultipartUploadInput {
-            bucket: "b".into(),
+            bucket: "bkt".into(),
             key: "k".into(),
             checksum_algorithm: Some(ChecksumAlgorithm::from_static(ChecksumAlgorithm::CRC32)),
             ..Default::default()
@@ -901,7 +912,7 @@ mod tests {
             ..Default::default()
         };
         let input = |sum: &str| CompleteMultipartUploadInput {
-            bucket: "b".into(),
+            bucket: "bkt".into(),
             key: "k".into(),
             upload_id: id.clone(),
             multipart_upload: Some(CompletedMultipartUpload { parts: Some(vec![listed(sum)]) }),
@@ -924,7 +935,7 @@ mod tests {
         let b_second = create(&gw, "b").await;
         let list = |key_marker: Option<&str>, id_marker: Option<&str>, max: Option<i32>| {
             let input = ListMultipartUploadsInput {
-                bucket: "b".into(),
+                bucket: "bkt".into(),
                 delimiter: Some("/".into()),
                 key_marker: key_marker.map(str::to_owned),
                 upload_id_marker: id_marker.map(str::to_owned),

@@ -50,9 +50,25 @@ impl Sink {
 /// Maps a failure of the request body stream to the S3 error the client should see: s3s
 /// reports signature and length problems as errors in the stream itself.
 fn body_error(e: s3s::StdError) -> S3Error {
-    match e.downcast::<S3Error>() {
-        Ok(s3) => *s3,
-        Err(other) => S3Error::with_message(S3ErrorCode::IncompleteBody, format!("the request body could not be read: {other}")),
+    let other = match e.downcast::<S3Error>() {
+        Ok(s3) => return *s3,
+        Err(other) => other,
+    };
+    // s3s's stream error types are private; their messages name the failed check.
+    let text = other.to_string();
+    if text.contains("Sha256Mismatch") {
+        crate::error::custom_error(
+            "XAmzContentSHA256Mismatch",
+            http::StatusCode::BAD_REQUEST,
+            "the provided 'x-amz-content-sha256' header does not match what was computed",
+        )
+    } else if text.contains("SignatureMismatch") {
+        S3Error::with_message(
+            S3ErrorCode::SignatureDoesNotMatch,
+            "the chunk signature we calculated does not match the signature you provided",
+        )
+    } else {
+        S3Error::with_message(S3ErrorCode::IncompleteBody, format!("the request body could not be read: {text}"))
     }
 }
 
@@ -112,7 +128,7 @@ impl WriteHeaders<'_> {
         ObjectMeta {
             content_type: Some(self.content_type.map(str::to_owned).unwrap_or_else(|| guess_content_type(self.key))),
             content_disposition: self.content_disposition.map(str::to_owned),
-            content_encoding: self.content_encoding.map(str::to_owned),
+            content_encoding: self.content_encoding.and_then(strip_aws_chunked),
             content_language: self.content_language.map(str::to_owned),
             cache_control: self.cache_control.map(str::to_owned),
             expires: self.expires.and_then(format_http_date),
@@ -123,6 +139,13 @@ impl WriteHeaders<'_> {
             ..Default::default()
         }
     }
+}
+
+/// `aws-chunked` describes the upload's framing, not the object: S3 drops it from the stored
+/// Content-Encoding and keeps any other coding (`aws-chunked,gzip` is stored as `gzip`).
+fn strip_aws_chunked(v: &str) -> Option<String> {
+    let rest: Vec<&str> = v.split(',').map(str::trim).filter(|c| !c.is_empty() && !c.eq_ignore_ascii_case("aws-chunked")).collect();
+    (!rest.is_empty()).then(|| rest.join(","))
 }
 
 /// Output checksums as S3 echoes them.

@@ -457,18 +457,17 @@ impl Store {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::io::Write as _;
 
     fn store() -> (tempfile::TempDir, Store) {
         let d = tempfile::tempdir().unwrap();
         let s = Store::open(d.path()).unwrap();
-        s.create_bucket("b").unwrap();
+        s.create_bucket("bkt").unwrap();
         (d, s)
     }
 
     fn record(key: &str) -> UploadRecord {
         UploadRecord {
-            bucket: "b".into(),
+            bucket: "bkt".into(),
             key: key.into(),
             meta: ObjectMeta::default(),
             checksum_algorithm: None,
@@ -482,7 +481,7 @@ mod tests {
         let mut tmp = s.internal_temp().unwrap();
         tmp.file.write_all(bytes).unwrap();
         let md5: [u8; 16] = Md5::digest(bytes).into();
-        s.put_part("b", "k", id, n, tmp, md5, StoredChecksums::default()).unwrap()
+        s.put_part("bkt", "k", id, n, tmp, md5, StoredChecksums::default()).unwrap()
     }
 
     #[test]
@@ -529,7 +528,7 @@ mod tests {
         std::fs::write(dir.join("junk.tmp"), b"x").unwrap();
         let parts = s.list_parts(&id).unwrap();
         assert_eq!(parts.iter().map(|p| p.number).collect::<Vec<_>>(), vec![2]);
-        s.abort_upload("b", "k", &id).unwrap();
+        s.abort_upload("bkt", "k", &id).unwrap();
         assert!(matches!(s.list_parts(&id), Err(StoreError::NoSuchUpload)));
     }
 
@@ -544,7 +543,7 @@ mod tests {
         s.create_upload(&r).unwrap();
         drop(s);
         let s = Store::open(d.path()).unwrap();
-        let listed = s.list_uploads("b").unwrap();
+        let listed = s.list_uploads("bkt").unwrap();
         assert_eq!(listed.len(), 1);
         assert_eq!(listed[0].id, id);
         assert_eq!(s.list_parts(&id).unwrap().len(), 1);

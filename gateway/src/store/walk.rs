@@ -367,7 +367,7 @@ fn read_dir_raw(dir: &File, mut f: impl FnMut(&[u8], Kind)) -> io::Result<()> {
         // SAFETY: errno is thread-local.
         unsafe { *libc::__errno_location() = 0 };
         // SAFETY: dirp is a valid, open DIR stream used by this thread only.
-        let ent = unsafe { libc::readdir64(dirp) };
+        let ent = unsafe { libc::readdir(dirp) };
         if ent.is_null() {
             let e = io::Error::last_os_error();
             break if e.raw_os_error() == Some(0) { Ok(()) } else { Err(e) };
@@ -405,5 +405,202 @@ fn kind_by_stat(dir_fd: libc::c_int, name: &[u8]) -> Kind {
         libc::S_IFREG => Kind::File,
         libc::S_IFDIR => Kind::Dir,
         _ => Kind::Other,
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+    use crate::store::meta::ObjectMeta;
+    use crate::store::{Commit, keys::parse_key};
+    use std::os::unix::ffi::OsStrExt;
+    use std::path::PathBuf;
+
+    /// A data folder in the system temp folder, removed on drop, with one bucket `b`.
+    pub(crate) struct TempData {
+        pub store: Store,
+        pub root: PathBuf,
+    }
+
+    impl TempData {
+        pub(crate) fn new() -> Self {
+            let root = std::env::temp_dir().join(format!("nebula-walk-{}", uuid::Uuid::new_v4().simple()));
+            let store = Store::open(&root).unwrap();
+            store.create_bucket("b").unwrap();
+            TempData { store, root }
+        }
+
+        /// Writes an object the way a user would, out of band.
+        pub(crate) fn put(&self, key: &str, body: &[u8]) {
+            let path = self.root.join("b").join(key);
+            std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+            std::fs::write(path, body).unwrap();
+        }
+
+        /// Creates a folder marker through the store, as PutObject of `key/` does.
+        pub(crate) fn marker(&self, key: &str) {
+            let tmp = self.store.create_temp("b").unwrap();
+            self.store.commit(tmp, "b", &parse_key(key).unwrap(), ObjectMeta::default(), Commit::Replace).unwrap();
+        }
+
+        pub(crate) fn walk(&self, prefix: &str, after: Option<&str>) -> Vec<String> {
+            let mut w = Walker::new(&self.store, "b", prefix, after).unwrap();
+            let mut out = Vec::new();
+            while let Some(e) = w.next_entry().unwrap() {
+                out.push(e.key);
+            }
+            out
+        }
+    }
+
+    impl Drop for TempData {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.root);
+        }
+    }
+
+    const KEYS: &[&str] = &[
+        "a-c", "a.txt", "a/b-", "a/b/c", "a/b/c.d", "a/b0", "a0", "z", "é/x", "日本.txt", "😀", "Z", "a/b/c-/d",
+    ];
+
+    fn sorted(keys: &[&str]) -> Vec<String> {
+        let mut v: Vec<String> = keys.iter().map(|k| k.to_string()).collect();
+        v.sort();
+        v
+    }
+
+    #[test]
+    fn walks_in_byte_order_of_keys() {
+        let t = TempData::new();
+        for k in KEYS {
+            t.put(k, k.as_bytes());
+        }
+        let got = t.walk("", None);
+        assert_eq!(got, sorted(KEYS));
+        // The cases the folder-as-`name/` rule exists for.
+        let pos = |k: &str| got.iter().position(|g| g == k).unwrap();
+        assert!(pos("a-c") < pos("a.txt") && pos("a.txt") < pos("a/b-") && pos("a/b/c") < pos("a/b0"));
+    }
+
+    #[test]
+    fn prefix_and_start_after_match_a_brute_force_filter() {
+        let t = TempData::new();
+        for k in KEYS {
+            t.put(k, b"x");
+        }
+        t.marker("a/b/");
+        let mut all: Vec<&str> = KEYS.to_vec();
+        all.push("a/b/");
+        let all = sorted(&all);
+        let probes = [
+            "", "a", "a/", "a/b", "a/b/", "a/b/c", "a/b/c-/", "a/b/c-/d", "a/b/b", "a/b/zzz", "a-", "a.", "b", "é", "é/", "zz",
+            "😀", "a//", "../", ".nebula-tmp/",
+        ];
+        for prefix in probes {
+            for after in probes.iter().map(|a| Some(*a)).chain([None]) {
+                let want: Vec<String> = all
+                    .iter()
+                    .filter(|k| k.starts_with(prefix) && after.is_none_or(|a| k.as_str() > a))
+                    .cloned()
+                    .collect();
+                assert_eq!(t.walk(prefix, after), want, "prefix {prefix:?} after {after:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn folder_markers_come_before_their_contents() {
+        let t = TempData::new();
+        t.marker("photos/");
+        t.marker("photos/2024/");
+        t.put("photos/2024/cat.jpg", b"meow");
+        t.marker("empty-marker/");
+        assert_eq!(t.walk("", None), ["empty-marker/", "photos/", "photos/2024/", "photos/2024/cat.jpg"]);
+        let mut w = Walker::new(&t.store, "b", "photos/", None).unwrap();
+        let e = w.next_entry().unwrap().unwrap();
+        let info = w.info(&e).unwrap().unwrap();
+        assert_eq!((info.key.as_str(), info.size, info.etag.as_str()), ("photos/", 0, EMPTY_MD5));
+    }
+
+    #[test]
+    fn skips_temp_folders_symlinks_empty_folders_and_bad_names() {
+        let t = TempData::new();
+        t.put("ok", b"1");
+        t.put("d/real", b"2");
+        t.put(".nebula-tmp/x.tmp", b"3");
+        t.put("d/.nebula-tmp-7", b"4");
+        std::fs::create_dir_all(t.root.join("b/empty/deeper")).unwrap();
+        std::os::unix::fs::symlink(t.root.join("b/ok"), t.root.join("b/link-file")).unwrap();
+        std::os::unix::fs::symlink(t.root.join("b/d"), t.root.join("b/link-dir")).unwrap();
+        std::os::unix::fs::symlink("/etc", t.root.join("b/etc")).unwrap();
+        let bad = t.root.join("b").join(std::ffi::OsStr::from_bytes(b"bad-\xff"));
+        std::fs::write(bad, b"5").unwrap();
+        assert_eq!(t.walk("", None), ["d/real", "ok"]);
+        assert!(t.walk("etc/", None).is_empty(), "a symlinked folder is not walked into");
+        assert!(t.walk("link-dir/", None).is_empty());
+    }
+
+    #[test]
+    fn out_of_band_files_get_etags() {
+        let t = TempData::new();
+        t.put("hello.txt", b"hello");
+        let mut w = Walker::new(&t.store, "b", "", None).unwrap();
+        let e = w.next_entry().unwrap().unwrap();
+        let info = w.info(&e).unwrap().unwrap();
+        assert_eq!(info.etag, "5d41402abc4b2a76b9719d911017c592");
+        assert_eq!(info.size, 5);
+        // Second time from the recorded metadata, same answer.
+        assert_eq!(w.info(&e).unwrap().unwrap(), info);
+        // Changed out of band: derived again.
+        std::thread::sleep(std::time::Duration::from_millis(10));
+        t.put("hello.txt", b"hello!");
+        let info2 = w.info(&e).unwrap().unwrap();
+        assert_eq!((info2.etag.as_str(), info2.size), ("952d2c56d0485958336747bcdd98590d", 6));
+    }
+
+    #[test]
+    fn vanished_files_are_not_listed() {
+        let t = TempData::new();
+        t.put("gone", b"x");
+        let mut w = Walker::new(&t.store, "b", "", None).unwrap();
+        let e = w.next_entry().unwrap().unwrap();
+        std::fs::remove_file(t.root.join("b/gone")).unwrap();
+        assert_eq!(w.info(&e).unwrap(), None);
+    }
+
+    #[test]
+    fn skip_prefix_passes_over_a_subtree() {
+        let t = TempData::new();
+        for k in ["a/1", "a/2/x", "a/3", "b/1", "c"] {
+            t.put(k, b"x");
+        }
+        let mut w = Walker::new(&t.store, "b", "", None).unwrap();
+        assert_eq!(w.next_entry().unwrap().unwrap().key, "a/1");
+        w.skip_prefix("a/");
+        assert_eq!(w.next_entry().unwrap().unwrap().key, "b/1");
+        w.skip_prefix("b");
+        assert_eq!(w.next_entry().unwrap().unwrap().key, "c");
+        assert!(w.next_entry().unwrap().is_none());
+    }
+
+    #[test]
+    fn missing_bucket_is_no_such_bucket() {
+        let t = TempData::new();
+        assert!(matches!(Walker::new(&t.store, "nope", "", None), Err(StoreError::NoSuchBucket)));
+    }
+
+    #[test]
+    fn has_any_object_ignores_empty_folders_and_temp_files() {
+        let t = TempData::new();
+        let path = t.root.join("b");
+        assert!(!has_any_object(&t.store, "b", &path).unwrap());
+        std::fs::create_dir_all(path.join("x/y/z")).unwrap();
+        t.put(".nebula-tmp/part.tmp", b"x");
+        assert!(!has_any_object(&t.store, "b", &path).unwrap());
+        t.marker("x/y/");
+        assert!(has_any_object(&t.store, "b", &path).unwrap());
+        t.store.delete_object("b", &parse_key("x/y/").unwrap()).unwrap();
+        t.put("x/y/z/file", b"1");
+        assert!(has_any_object(&t.store, "b", &path).unwrap());
     }
 }

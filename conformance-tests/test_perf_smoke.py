@@ -1,0 +1,75 @@
+"""The performance benchmark (perf/bench.py) in smoke mode: tiny sizes, 1 s runs, one round.
+
+It checks only that the benchmark runs: every metric is produced for both servers with positive
+numbers and the JSON is valid. The numbers themselves are never judged (see perf/README.md).
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+HERE = Path(__file__).resolve().parent
+
+pytestmark = pytest.mark.timeout(600)
+
+METRICS = {
+    "get_4k_c1": "nginx",
+    "get_4k_c8": "nginx",
+    "get_4k_c64": "nginx",
+    "get_16m_c1": "nginx",
+    "get_16m_c8": "nginx",
+    "get_256m_c1": "nginx",
+    "get_256m_c8": "nginx",
+    "range_1m_c8": "nginx",
+    "put_4k_c1": "nginx",
+    "put_4k_c8": "nginx",
+    "put_16m_c1": "nginx",
+    "put_16m_c8": "nginx",
+    "multipart_1g": "nginx",
+    "list_1k": None,
+    "list_100k_first_page": None,
+    "transcode_720p": "gst-launch",
+    "transcode_720p_ttfb": "gst-launch",
+    "transcode_480p": "gst-launch",
+    "transcode_480p_ttfb": "gst-launch",
+}
+
+
+def test_benchmark_smoke(tmp_path):
+    out = tmp_path / "results.json"
+    p = subprocess.run(
+        [sys.executable, str(HERE / "perf" / "bench.py"), "--smoke", "--out", str(out), "--workdir", str(tmp_path)],
+        capture_output=True, text=True, timeout=540,
+    )
+    assert p.returncode == 0, f"bench.py failed ({p.returncode}):\n{p.stdout[-3000:]}\n{p.stderr[-5000:]}"
+    assert "targets (informational)" in p.stdout, p.stdout[-2000:]
+
+    results = json.loads(out.read_text())
+    assert results["meta"]["mode"] == "smoke"
+    metrics = results["metrics"]
+    assert set(metrics) == set(METRICS), sorted(metrics)
+
+    problems = []
+    for mid, baseline in METRICS.items():
+        m = metrics[mid]
+        assert m["baseline"] == baseline, (mid, m["baseline"])
+        for server in ([baseline] if baseline else []) + ["nebula"]:
+            summary = m["servers"][server]["summary"]
+            errors = [r.get("error") for r in m["servers"][server]["runs"] if r.get("error")]
+            if summary is None or errors:
+                problems.append(f"{mid} / {server}: no result {errors}")
+                continue
+            if not summary["median"] > 0 or not summary["cpu_per_unit"] >= 0:
+                problems.append(f"{mid} / {server}: median {summary['median']}, cpu {summary['cpu_per_unit']}")
+            if not (summary["peak_rss_mib"] or 0) > 0:
+                problems.append(f"{mid} / {server}: peak RSS {summary['peak_rss_mib']}")
+        if baseline and not (m["ratio"] or 0) > 0:
+            problems.append(f"{mid}: ratio {m['ratio']}")
+        for t in m["targets"]:
+            assert t["pass"] in (True, False), (mid, t)
+    assert not problems, "\n".join(problems) + "\n" + p.stderr[-4000:]

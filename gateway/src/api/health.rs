@@ -1,0 +1,169 @@
+//! `GET /_nebula/v1/health`: the machine and the gateway at a glance.
+
+use std::path::Path;
+
+use serde::Serialize;
+
+use super::{ApiResult, ApiState, ok};
+
+#[derive(Debug, Serialize)]
+struct Cpu {
+    cores: usize,
+    load1: f64,
+    load5: f64,
+    load15: f64,
+    /// CPU time the gateway process used since it started.
+    process_cpu_secs: f64,
+}
+
+#[derive(Debug, Serialize)]
+struct Memory {
+    total_bytes: u64,
+    available_bytes: u64,
+    gateway_rss_bytes: u64,
+}
+
+#[derive(Debug, Serialize)]
+struct Disk {
+    path: String,
+    total_bytes: u64,
+    free_bytes: u64,
+    available_bytes: u64,
+}
+
+#[derive(Debug, Serialize)]
+struct Battery {
+    name: String,
+    capacity_percent: Option<u8>,
+    status: Option<String>,
+}
+
+#[derive(Debug, Serialize)]
+struct Media {
+    enabled: bool,
+    encoder: Option<&'static str>,
+    max_transcodes: Option<usize>,
+}
+
+#[derive(Debug, Serialize)]
+struct Database {
+    engine: Option<&'static str>,
+    ok: bool,
+    error: Option<String>,
+}
+
+#[derive(Debug, Serialize)]
+struct Health {
+    status: &'static str,
+    version: &'static str,
+    uptime_secs: u64,
+    cpu: Cpu,
+    memory: Memory,
+    disk: Option<Disk>,
+    battery: Vec<Battery>,
+    media: Media,
+    database: Database,
+}
+
+fn read(path: &str) -> String {
+    std::fs::read_to_string(path).unwrap_or_default()
+}
+
+fn cpu() -> Cpu {
+    let load = read("/proc/loadavg");
+    let mut it = load.split_whitespace().map(|v| v.parse::<f64>().unwrap_or(0.0));
+    let (load1, load5, load15) = (it.next().unwrap_or(0.0), it.next().unwrap_or(0.0), it.next().unwrap_or(0.0));
+    // utime and stime are fields 14 and 15 of /proc/self/stat, after the parenthesised name.
+    let stat = read("/proc/self/stat");
+    let ticks: u64 = stat
+        .rsplit_once(')')
+        .map(|(_, rest)| rest.split_whitespace().skip(11).take(2).filter_map(|v| v.parse::<u64>().ok()).sum())
+        .unwrap_or(0);
+    // SAFETY: sysconf has no preconditions.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
+    Cpu {
+        cores: std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
+        load1,
+        load5,
+        load15,
+        process_cpu_secs: ticks as f64 / hz,
+    }
+}
+
+fn kib_field(text: &str, name: &str) -> u64 {
+    text.lines()
+        .find_map(|l| l.strip_prefix(name))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse::<u64>().ok())
+        .unwrap_or(0)
+        * 1024
+}
+
+fn memory() -> Memory {
+    let mi = read("/proc/meminfo");
+    let st = read("/proc/self/status");
+    Memory {
+        total_bytes: kib_field(&mi, "MemTotal:"),
+        available_bytes: kib_field(&mi, "MemAvailable:"),
+        gateway_rss_bytes: kib_field(&st, "VmRSS:"),
+    }
+}
+
+fn disk(path: &Path) -> Option<Disk> {
+    let c = std::ffi::CString::new(path.as_os_str().as_encoded_bytes()).ok()?;
+    let mut s: libc::statvfs = unsafe { std::mem::zeroed() };
+    // SAFETY: valid C string and out-parameter.
+    if unsafe { libc::statvfs(c.as_ptr(), &mut s) } != 0 {
+        return None;
+    }
+    let f = s.f_frsize as u64;
+    Some(Disk {
+        path: path.display().to_string(),
+        total_bytes: s.f_blocks as u64 * f,
+        free_bytes: s.f_bfree as u64 * f,
+        available_bytes: s.f_bavail as u64 * f,
+    })
+}
+
+/// Batteries as the kernel lists them; an empty list on machines without one.
+fn batteries() -> Vec<Battery> {
+    let Ok(rd) = std::fs::read_dir("/sys/class/power_supply") else { return Vec::new() };
+    rd.flatten()
+        .filter(|e| read(&format!("{}/type", e.path().display())).trim() == "Battery")
+        .map(|e| {
+            let p = e.path();
+            let capacity = read(&format!("{}/capacity", p.display())).trim().parse().ok();
+            let status = Some(read(&format!("{}/status", p.display())).trim().to_owned()).filter(|s| !s.is_empty());
+            Battery { name: e.file_name().to_string_lossy().into_owned(), capacity_percent: capacity, status }
+        })
+        .collect()
+}
+
+/// Builds the health report.
+pub async fn health(state: &ApiState) -> ApiResult {
+    let database = match &state.catalog {
+        Some(c) => {
+            let h = c.health().await;
+            Database { engine: Some(h.engine), ok: h.ok, error: h.error }
+        }
+        None => Database { engine: None, ok: false, error: Some("no catalog is configured".into()) },
+    };
+    let media = match &state.media {
+        Some(m) => Media { enabled: true, encoder: Some(m.encoder().element_name()), max_transcodes: Some(m.max_transcodes()) },
+        None => Media { enabled: false, encoder: None, max_transcodes: None },
+    };
+    let root = state.store.root().to_owned();
+    let (disk, battery) = tokio::task::spawn_blocking(move || (disk(&root), batteries())).await.unwrap_or((None, Vec::new()));
+    let report = Health {
+        status: if database.ok { "ok" } else { "degraded" },
+        version: env!("CARGO_PKG_VERSION"),
+        uptime_secs: state.started.elapsed().as_secs(),
+        cpu: cpu(),
+        memory: memory(),
+        disk,
+        battery,
+        media,
+        database,
+    };
+    ok(&report)
+}
