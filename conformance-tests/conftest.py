@@ -107,6 +107,17 @@ def gateway_bin() -> Path:
     return Path(p) if p else REPO / "target" / "debug" / "nebula-gateway"
 
 
+def _die_with_parent():
+    """Runs in the child before exec: SIGTERM the gateway if pytest itself dies (killed by a CI
+    timeout, Ctrl-C twice...), so no orphaned gateway keeps its port and memory."""
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except Exception:  # noqa: BLE001
+        pass
+
+
 def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind(("127.0.0.1", 0))
@@ -190,7 +201,13 @@ class Gateway:
         self.cmd = cmd
         self._log = open(self.log_path, "ab")
         self.proc = subprocess.Popen(
-            cmd, stdout=self._log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env, cwd=self.workdir
+            cmd,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            env=env,
+            cwd=self.workdir,
+            preexec_fn=_die_with_parent,
         )
         deadline = time.monotonic() + timeout
         while True:

@@ -348,6 +348,7 @@ def test_lost_database_is_rebuilt_by_reindex(catalog_env):
         s3.put_object(Bucket=b, Key=f"k{i}", Body=b"v" * i, Metadata={"n": str(i)})
     before = db.objects(b)
     assert len(before) == 5
+    s3.close()  # an open keep-alive connection would hold the graceful shutdown
     g.assert_clean_exit()
 
     db.lose()

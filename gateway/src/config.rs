@@ -67,4 +67,19 @@ pub struct ServeArgs {
     /// Disk space for finished renditions (e.g. 500M, 20G); least recently used are evicted.
     #[arg(long, env = "NEBULA_RENDITION_CACHE_SIZE", default_value = "10G")]
     pub rendition_cache_size: String,
+    /// Background transcode workers in this gateway (0: only queue, others do the work).
+    #[arg(long, env = "NEBULA_TRANSCODE_WORKERS", default_value_t = 1)]
+    pub transcode_workers: usize,
+    /// Qualities queued as background jobs whenever a video is written, e.g. 480,720 (off by default).
+    #[arg(long, env = "NEBULA_AUTO_TRANSCODE", default_value = "")]
+    pub auto_transcode: String,
+    /// Queue an H.264 MP4 rendition at the source's height (at most 1080) for videos browsers cannot play (MKV, AVI, HEVC, ...).
+    #[arg(long, env = "NEBULA_AUTO_WEB_FRIENDLY")]
+    pub auto_web_friendly: bool,
+    /// Seconds a worker holds a job without renewing before another gateway may take it over.
+    #[arg(long, env = "NEBULA_JOB_LEASE_SECS", default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..))]
+    pub job_lease_secs: u64,
+    /// Tries per transcode job (a lost worker or a pipeline error counts) before it fails.
+    #[arg(long, env = "NEBULA_JOB_MAX_ATTEMPTS", default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..))]
+    pub job_max_attempts: u32,
 }

@@ -7,6 +7,7 @@ pub mod config;
 pub mod credentials;
 pub mod error;
 pub mod front;
+pub mod jobs;
 pub mod s3;
 pub mod server;
 pub mod store;

@@ -7,7 +7,7 @@ use clap::Parser;
 use nebula_gateway::catalog::Catalog;
 use nebula_gateway::config::{Cli, Command, ReindexArgs, ServeArgs};
 use nebula_gateway::transcode::{MediaService, parse_size};
-use nebula_gateway::{build_front, credentials, s3, server, store};
+use nebula_gateway::{build_front, credentials, jobs, s3, server, store};
 
 fn main() -> anyhow::Result<()> {
     tracing_subscriber::fmt()
@@ -25,6 +25,7 @@ fn main() -> anyhow::Result<()> {
 }
 
 async fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    let auto_qualities = jobs::parse_qualities(&args.auto_transcode).map_err(|e| anyhow::anyhow!("--auto-transcode: {e}"))?;
     let store = store::Store::open(&args.data_dir).with_context(|| format!("opening data folder {}", args.data_dir.display()))?;
     let (creds, generated) = credentials::resolve(args.access_key.clone(), args.secret_key.clone(), store.internal_dir())?;
     let listener = tokio::net::TcpListener::bind(&args.listen).await.with_context(|| format!("listening on {}", args.listen))?;
@@ -38,17 +39,32 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     if let Some(svc) = &media {
         catalog.start_prober(store.clone(), svc.engine().clone());
     }
+    let jobs_config = jobs::JobsConfig {
+        workers: args.transcode_workers,
+        lease: std::time::Duration::from_secs(args.job_lease_secs),
+        max_attempts: args.job_max_attempts,
+        auto_qualities,
+        auto_web_friendly: args.auto_web_friendly,
+    };
+    let auto = !jobs_config.auto_qualities.is_empty() || jobs_config.auto_web_friendly;
+    let jobs = jobs::Jobs::new(catalog.clone(), store.clone(), media.clone(), jobs_config);
+    jobs.start();
     let mut gateway = s3::Gateway::new(store, args.region.clone());
     gateway.media = media;
-    gateway.events = Some(Arc::new(catalog));
+    let catalog_events: Arc<dyn s3::ObjectEvents> = Arc::new(catalog.clone());
+    // The auto-transcode rules see every write right after the catalog recorded it.
+    gateway.events = Some(if auto { Arc::new(jobs::JobEvents::new(catalog_events, jobs.clone())) } else { catalog_events });
     let api = nebula_gateway::api::ApiState {
         started: std::time::Instant::now(),
         store: gateway.store.clone(),
         media: gateway.media.clone(),
-        catalog: None,
+        catalog: Some(catalog),
+        jobs: Some(jobs.clone()),
     };
     let front = build_front(gateway, api, &creds, args.domain.as_deref());
     server::serve_tcp(listener, front, server::shutdown_signal()).await;
+    // Running jobs go back to the queue instead of holding the exit until they finish.
+    jobs.shutdown().await;
     tracing::info!("stopped");
     Ok(())
 }

@@ -136,7 +136,9 @@ impl MediaService {
         // Partial renditions from a crash are useless.
         if let Ok(rd) = std::fs::read_dir(&dir) {
             for e in rd.flatten() {
-                if e.file_name().to_string_lossy().ends_with(".part") {
+                let name = e.file_name();
+                let name = name.to_string_lossy();
+                if name.ends_with(".part") || name.ends_with(".part.faststart") {
                     let _ = std::fs::remove_file(e.path());
                 }
             }
@@ -179,6 +181,28 @@ impl MediaService {
         let mut h = Md5::new();
         h.update(format!("{etag}\0{}\0{}\0{PIPELINE_VERSION}", quality.height(), self.engine.encoder().element_name()));
         format!("{}-{}.mp4", Self::object_prefix(bucket, key), &hex::encode(h.finalize())[..16])
+    }
+
+    /// Where the finished rendition of `bucket/key` (these bytes, this quality) is kept: the
+    /// file `?quality=` serves. Background jobs produce it ahead of the first request.
+    pub(crate) fn rendition_path(&self, bucket: &str, key: &str, etag: &str, quality: Quality) -> PathBuf {
+        self.dir.join(self.rendition_name(bucket, key, etag, quality))
+    }
+
+    /// The renditions store (`DATA/.nebula/renditions`).
+    pub(crate) fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Installs a finished MP4 at `part` as the rendition `dest` (from
+    /// [`MediaService::rendition_path`]): sidecar first, then an atomic rename, so a request
+    /// never sees the file without its description.
+    pub(crate) fn install_rendition(&self, part: &Path, dest: &Path, width: u32, height: u32, encoder: &str) -> std::io::Result<()> {
+        let info = RenditionInfo { width, height, encoder: encoder.to_owned() };
+        std::fs::write(dest.with_extension("json"), serde_json::to_vec(&info)?)?;
+        std::fs::rename(part, dest)?;
+        self.evict();
+        Ok(())
     }
 
     /// Removes every rendition of an object (it was replaced or deleted).
@@ -284,7 +308,7 @@ pub async fn serve(
     let deadline = tokio::time::Instant::now() + FOLLOW_WAIT;
     let mut source = Some(obj.file);
     loop {
-        if let Some(served) = serve_finished(&final_path, range.clone()).await? {
+        if let Some(served) = serve_finished(&final_path, range).await? {
             return Ok(served);
         }
         // One producer per rendition: others wait for it to finish.

@@ -63,6 +63,9 @@ struct Health {
     battery: Vec<Battery>,
     media: Media,
     database: Database,
+    /// Transcode jobs by state (the whole queue, all gateways sharing the database); `null`
+    /// when the database cannot be read.
+    jobs: Option<crate::jobs::JobCounts>,
 }
 
 fn read(path: &str) -> String {
@@ -152,6 +155,10 @@ pub async fn health(state: &ApiState) -> ApiResult {
         Some(m) => Media { enabled: true, encoder: Some(m.encoder().element_name()), max_transcodes: Some(m.max_transcodes()) },
         None => Media { enabled: false, encoder: None, max_transcodes: None },
     };
+    let jobs = match &state.jobs {
+        Some(j) if database.ok => j.counts().await.ok(),
+        _ => None,
+    };
     let root = state.store.root().to_owned();
     let (disk, battery) = tokio::task::spawn_blocking(move || (disk(&root), batteries())).await.unwrap_or((None, Vec::new()));
     let report = Health {
@@ -164,6 +171,7 @@ pub async fn health(state: &ApiState) -> ApiResult {
         battery,
         media,
         database,
+        jobs,
     };
     ok(&report)
 }

@@ -2,7 +2,9 @@
 //! name). Served as an s3s custom route, so requests are authenticated by s3s's own SigV4
 //! check (header or presigned) before they reach it; only `ping` is open to anonymous callers.
 
+mod files;
 mod health;
+mod jobs;
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -42,6 +44,8 @@ pub struct ApiState {
     pub media: Option<Arc<MediaService>>,
     /// The catalog, when connected.
     pub catalog: Option<crate::catalog::Catalog>,
+    /// Transcode jobs (queue in the catalog), when the catalog is configured.
+    pub jobs: Option<crate::jobs::Jobs>,
 }
 
 /// An API error: an HTTP status and a JSON body `{"error": {"code", "message"}}`.
@@ -122,12 +126,36 @@ impl S3Route for ApiRoute {
 }
 
 impl ApiRoute {
-    async fn dispatch(&self, req: S3Request<Body>) -> ApiResult {
+    async fn dispatch(&self, mut req: S3Request<Body>) -> ApiResult {
         let Some(path) = api_path(&req.uri) else {
             return Err(ApiError::new(StatusCode::NOT_FOUND, "NoSuchEndpoint", "the API lives under /_nebula/v1/"));
         };
         let path = path.to_owned();
+        let query = req.uri.query().map(str::to_owned);
+        let query = query.as_deref();
+        // `jobs/{id}` and `jobs/{id}/cancel`.
+        let job_path: Option<(&str, Option<&str>)> = path
+            .strip_prefix("jobs/")
+            .map(|rest| match rest.split_once('/') {
+                Some((id, action)) => (id, Some(action)),
+                None => (rest, None),
+            });
         match (req.method.clone(), path.as_str()) {
+            (Method::GET, "files") => files::list(&self.state, query).await,
+            (Method::POST, "transcode") => {
+                let body = req
+                    .input
+                    .store_all_limited(jobs::MAX_BODY)
+                    .await
+                    .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "MalformedJson", format!("cannot read the request body (at most 64 KiB): {e}")))?;
+                jobs::transcode(&self.state, &body).await
+            }
+            (Method::GET, "jobs") => jobs::list(&self.state, query).await,
+            (Method::GET, _) if matches!(job_path, Some((_, None))) => jobs::get(&self.state, job_path.map(|p| p.0).unwrap_or("")).await,
+            (Method::POST, _) if matches!(job_path, Some((_, Some("cancel")))) => {
+                jobs::cancel(&self.state, job_path.map(|p| p.0).unwrap_or("")).await
+            }
+            (_, "files" | "transcode" | "jobs") => Err(ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "MethodNotAllowed", format!("{} is not allowed on /_nebula/v1/{path}", req.method))),
             (Method::GET, "ping") => ok(&serde_json::json!({
                 "service": "nebula-gateway",
                 "version": env!("CARGO_PKG_VERSION"),

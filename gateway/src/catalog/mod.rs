@@ -20,7 +20,9 @@ use std::time::Duration;
 
 use sqlx::migrate::Migrator;
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
-use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
+};
 use sqlx::types::Json;
 use tokio::sync::Notify;
 
@@ -81,7 +83,7 @@ pub type CatalogResult<T> = Result<T, CatalogError>;
 
 /// The two supported engines.
 #[derive(Debug, Clone)]
-enum Db {
+pub(crate) enum Db {
     Sqlite(SqlitePool),
     Postgres(PgPool),
 }
@@ -121,19 +123,29 @@ impl Catalog {
     /// (`DATA/.nebula`). Does not connect: call [`Catalog::migrate`] next.
     pub fn connect(database_url: Option<&str>, internal_dir: &Path) -> CatalogResult<Self> {
         let db = match database_url {
-            None => Db::Sqlite(sqlite_pool(SqliteConnectOptions::new().filename(internal_dir.join(SQLITE_FILE)))),
+            None => Db::Sqlite(sqlite_pool(
+                SqliteConnectOptions::new().filename(internal_dir.join(SQLITE_FILE)),
+            )),
             Some(url) if url.starts_with("sqlite:") => {
-                let opts = SqliteConnectOptions::from_str(url).map_err(|_| CatalogError::BadUrl(url.to_owned()))?;
+                let opts = SqliteConnectOptions::from_str(url)
+                    .map_err(|_| CatalogError::BadUrl(url.to_owned()))?;
                 Db::Sqlite(sqlite_pool(opts))
             }
             Some(url) if url.starts_with("postgres://") || url.starts_with("postgresql://") => {
-                let opts = PgConnectOptions::from_str(url).map_err(|_| CatalogError::BadUrl(redact(url)))?;
-                let pool = PgPoolOptions::new().max_connections(8).acquire_timeout(WAIT).connect_lazy_with(opts);
+                let opts = PgConnectOptions::from_str(url)
+                    .map_err(|_| CatalogError::BadUrl(redact(url)))?;
+                let pool = PgPoolOptions::new()
+                    .max_connections(8)
+                    .acquire_timeout(WAIT)
+                    .connect_lazy_with(opts);
                 Db::Postgres(pool)
             }
             Some(url) => return Err(CatalogError::BadUrl(redact(url))),
         };
-        Ok(Catalog { db, probe_wakeup: Arc::new(Notify::new()) })
+        Ok(Catalog {
+            db,
+            probe_wakeup: Arc::new(Notify::new()),
+        })
     }
 
     /// Opens the catalog for a serving gateway: connects and migrates, then reconciles the data
@@ -141,7 +153,10 @@ impl Catalog {
     /// down only degrades the start: writes are logged as not cataloged, and a background task
     /// retries until it can migrate and scan. A schema from a newer gateway or a bad URL stops
     /// the start.
-    pub async fn start(database_url: Option<&str>, store: Arc<crate::store::Store>) -> CatalogResult<Self> {
+    pub async fn start(
+        database_url: Option<&str>,
+        store: Arc<crate::store::Store>,
+    ) -> CatalogResult<Self> {
         let catalog = Catalog::connect(database_url, store.internal_dir())?;
         let ready = match catalog.migrate().await {
             Ok(()) => true,
@@ -188,6 +203,11 @@ impl Catalog {
         }
     }
 
+    /// The pool, for modules keeping their own tables in the catalog database (the job queue).
+    pub(crate) fn db(&self) -> &Db {
+        &self.db
+    }
+
     /// `sqlite` or `postgres`.
     pub fn engine(&self) -> &'static str {
         match self.db {
@@ -215,15 +235,22 @@ impl Catalog {
                         .fetch_optional(pool)
                         .await?;
                 if exists.is_some() {
-                    sqlx::query_scalar("SELECT version FROM _sqlx_migrations").fetch_all(pool).await?
+                    sqlx::query_scalar("SELECT version FROM _sqlx_migrations")
+                        .fetch_all(pool)
+                        .await?
                 } else {
                     Vec::new()
                 }
             }
             Db::Postgres(pool) => {
-                let exists: bool = sqlx::query_scalar("SELECT to_regclass('_sqlx_migrations') IS NOT NULL").fetch_one(pool).await?;
+                let exists: bool =
+                    sqlx::query_scalar("SELECT to_regclass('_sqlx_migrations') IS NOT NULL")
+                        .fetch_one(pool)
+                        .await?;
                 if exists {
-                    sqlx::query_scalar("SELECT version FROM _sqlx_migrations").fetch_all(pool).await?
+                    sqlx::query_scalar("SELECT version FROM _sqlx_migrations")
+                        .fetch_all(pool)
+                        .await?
                 } else {
                     Vec::new()
                 }
@@ -240,12 +267,21 @@ impl Catalog {
 
     /// Whether the database answers, for the health API.
     pub async fn health(&self) -> Health {
-        let res: Result<i32, sqlx::Error> = on_pool!(&self.db, pool => sqlx::query_scalar("SELECT 1").fetch_one(pool).await);
-        Health { engine: self.engine(), ok: res.is_ok(), error: res.err().map(|e| e.to_string()) }
+        let res: Result<i32, sqlx::Error> =
+            on_pool!(&self.db, pool => sqlx::query_scalar("SELECT 1").fetch_one(pool).await);
+        Health {
+            engine: self.engine(),
+            ok: res.is_ok(),
+            error: res.err().map(|e| e.to_string()),
+        }
     }
 
     /// The row of one object, if the catalog has it.
-    pub async fn get_object(&self, bucket: &str, key: &str) -> CatalogResult<Option<CatalogObject>> {
+    pub async fn get_object(
+        &self,
+        bucket: &str,
+        key: &str,
+    ) -> CatalogResult<Option<CatalogObject>> {
         let sql = format!("SELECT {OBJECT_COLUMNS} FROM objects WHERE bucket = $1 AND key = $2");
         let row: Option<ObjectRow> = on_pool!(&self.db, pool => {
             sqlx::query_as(&sql).bind(bucket).bind(key).fetch_optional(pool).await?
@@ -255,11 +291,19 @@ impl Catalog {
 
     /// Up to `limit` objects of `bucket` whose keys start with `prefix`, in key order, after
     /// `cursor` (the `next_cursor` of the previous page).
-    pub async fn list_objects(&self, bucket: &str, prefix: &str, limit: u32, cursor: Option<&str>) -> CatalogResult<ObjectPage> {
+    pub async fn list_objects(
+        &self,
+        bucket: &str,
+        prefix: &str,
+        limit: u32,
+        cursor: Option<&str>,
+    ) -> CatalogResult<ObjectPage> {
         let limit = limit.clamp(1, 10_000);
         // The range condition lets the (bucket, key) index find the start; substr checks the
         // prefix the same way on both engines (LIKE differs in case and escaping).
-        let after = cursor.filter(|c| c.as_bytes() > prefix.as_bytes()).unwrap_or("");
+        let after = cursor
+            .filter(|c| c.as_bytes() > prefix.as_bytes())
+            .unwrap_or("");
         let sql = format!(
             "SELECT {OBJECT_COLUMNS} FROM objects \
              WHERE bucket = $1 AND key >= $2 AND key > $3 AND substr(key, 1, $4) = $2 \
@@ -283,12 +327,21 @@ impl Catalog {
         } else {
             None
         };
-        Ok(ObjectPage { objects, next_cursor })
+        Ok(ObjectPage {
+            objects,
+            next_cursor,
+        })
     }
 
     /// Records (or replaces) the rendition of `bucket/key` at `quality`. `Ok(false)` if the
     /// catalog has no such object.
-    pub async fn set_variant(&self, bucket: &str, key: &str, quality: &str, variant: &Variant) -> CatalogResult<bool> {
+    pub async fn set_variant(
+        &self,
+        bucket: &str,
+        key: &str,
+        quality: &str,
+        variant: &Variant,
+    ) -> CatalogResult<bool> {
         let value = Json(variant);
         let res = match &self.db {
             Db::Sqlite(pool) => {
@@ -353,7 +406,10 @@ impl Catalog {
             }
             tx.commit().await?;
         });
-        if rows.iter().any(|r| r.probe_status == ProbeStatus::Pending.as_str()) {
+        if rows
+            .iter()
+            .any(|r| r.probe_status == ProbeStatus::Pending.as_str())
+        {
             self.probe_wakeup.notify_one();
         }
         Ok(())
@@ -368,7 +424,13 @@ impl Catalog {
     }
 
     /// Records a probe result, unless the object changed since it was queued (other ETag).
-    pub(crate) async fn set_probe_result(&self, bucket: &str, key: &str, etag: &str, result: Result<MediaMeta, String>) -> CatalogResult<()> {
+    pub(crate) async fn set_probe_result(
+        &self,
+        bucket: &str,
+        key: &str,
+        etag: &str,
+        result: Result<MediaMeta, String>,
+    ) -> CatalogResult<()> {
         let now = time::OffsetDateTime::now_utc();
         let (status, media, error) = match result {
             Ok(m) => (ProbeStatus::Ok, Some(Json(m)), None),
@@ -393,7 +455,9 @@ impl Catalog {
     }
 
     /// The oldest object waiting for a probe: (bucket, key, etag).
-    pub(crate) async fn next_pending_probe(&self) -> CatalogResult<Option<(String, String, String)>> {
+    pub(crate) async fn next_pending_probe(
+        &self,
+    ) -> CatalogResult<Option<(String, String, String)>> {
         let row = on_pool!(&self.db, pool => {
             sqlx::query_as("SELECT bucket, key, etag FROM objects WHERE probe_status = 'pending' ORDER BY id LIMIT 1")
                 .fetch_optional(pool)
@@ -425,7 +489,10 @@ fn sqlite_pool(opts: SqliteConnectOptions) -> SqlitePool {
         .synchronous(SqliteSynchronous::Normal)
         .busy_timeout(WAIT)
         .foreign_keys(true);
-    SqlitePoolOptions::new().max_connections(4).acquire_timeout(WAIT).connect_lazy_with(opts)
+    SqlitePoolOptions::new()
+        .max_connections(4)
+        .acquire_timeout(WAIT)
+        .connect_lazy_with(opts)
 }
 
 /// The URL without its password, for messages.

@@ -214,7 +214,8 @@ impl NewObject {
             user_metadata: Json(meta.user.clone()),
             sha256: meta.checksums.sha256.clone(),
             mtime_ns,
-            modified_at: OffsetDateTime::from_unix_timestamp_nanos(meta.mtime_ns).unwrap_or(OffsetDateTime::UNIX_EPOCH),
+            modified_at: OffsetDateTime::from_unix_timestamp_nanos(meta.mtime_ns)
+                .unwrap_or(OffsetDateTime::UNIX_EPOCH),
             probe_status: probe.as_str(),
         }
     }

@@ -16,8 +16,8 @@ use crate::store::keys::parse_key;
 
 /// File extensions probed even when the content type does not say audio or video.
 const MEDIA_EXTENSIONS: &[&str] = &[
-    "mp4", "m4v", "mkv", "webm", "mov", "avi", "ts", "mts", "m2ts", "mpg", "mpeg", "wmv", "flv", "3gp", "ogv", "mp3", "m4a",
-    "aac", "flac", "ogg", "oga", "opus", "wav", "wma",
+    "mp4", "m4v", "mkv", "webm", "mov", "avi", "ts", "mts", "m2ts", "mpg", "mpeg", "wmv", "flv",
+    "3gp", "ogv", "mp3", "m4a", "aac", "flac", "ogg", "oga", "opus", "wav", "wma",
 ];
 
 /// How long the worker sleeps after a database error before asking again.
@@ -37,7 +37,9 @@ pub fn looks_like_media(key: &str, content_type: Option<&str>) -> bool {
     }
     let name = key.rsplit('/').next().unwrap_or(key);
     match name.rsplit_once('.') {
-        Some((stem, ext)) if !stem.is_empty() => MEDIA_EXTENSIONS.iter().any(|m| m.eq_ignore_ascii_case(ext)),
+        Some((stem, ext)) if !stem.is_empty() => {
+            MEDIA_EXTENSIONS.iter().any(|m| m.eq_ignore_ascii_case(ext))
+        }
         _ => false,
     }
 }
@@ -76,7 +78,12 @@ impl Catalog {
 }
 
 /// Probes one object; the error is the message stored in `probe_error`.
-async fn probe_one(store: &Store, engine: &MediaEngine, bucket: &str, key: &str) -> Result<MediaMeta, String> {
+async fn probe_one(
+    store: &Store,
+    engine: &MediaEngine,
+    bucket: &str,
+    key: &str,
+) -> Result<MediaMeta, String> {
     let path = parse_key(key).map_err(|e| e.to_string())?;
     if path.is_folder_marker {
         return Err("a folder marker has no media".to_owned());
@@ -97,7 +104,10 @@ mod tests {
     #[test]
     fn media_by_type_or_extension() {
         assert!(looks_like_media("a/b.MP4", None));
-        assert!(looks_like_media("song.flac", Some("application/octet-stream")));
+        assert!(looks_like_media(
+            "song.flac",
+            Some("application/octet-stream")
+        ));
         assert!(looks_like_media("blob", Some("video/mp4")));
         assert!(looks_like_media("blob", Some("Audio/mpeg")));
         assert!(!looks_like_media("notes.txt", Some("text/plain")));

@@ -67,8 +67,7 @@ impl Catalog {
         }
         // Rows of buckets whose folder is gone.
         let on_disk: HashSet<&str> = buckets.iter().map(|b| b.name.as_str()).collect();
-        let known: Vec<String> =
-            on_pool!(&self.db, pool => sqlx::query_scalar("SELECT DISTINCT bucket FROM objects").fetch_all(pool).await?);
+        let known: Vec<String> = on_pool!(&self.db, pool => sqlx::query_scalar("SELECT DISTINCT bucket FROM objects").fetch_all(pool).await?);
         for bucket in known.iter().filter(|b| !on_disk.contains(b.as_str())) {
             let n = on_pool!(&self.db, pool => {
                 sqlx::query("DELETE FROM objects WHERE bucket = $1").bind(bucket).execute(pool).await?.rows_affected()
@@ -78,11 +77,17 @@ impl Catalog {
         Ok(report)
     }
 
-    async fn reconcile_bucket(&self, store: &Arc<Store>, bucket: &str, report: &mut ScanReport) -> CatalogResult<()> {
+    async fn reconcile_bucket(
+        &self,
+        store: &Arc<Store>,
+        bucket: &str,
+        report: &mut ScanReport,
+    ) -> CatalogResult<()> {
         let rows: Vec<(String, i64, i64)> = on_pool!(&self.db, pool => {
             sqlx::query_as("SELECT key, size, mtime_ns FROM objects WHERE bucket = $1").bind(bucket).fetch_all(pool).await?
         });
-        let mut known: HashMap<String, (i64, i64)> = rows.into_iter().map(|(k, s, m)| (k, (s, m))).collect();
+        let mut known: HashMap<String, (i64, i64)> =
+            rows.into_iter().map(|(k, s, m)| (k, (s, m))).collect();
 
         let (s, b) = (store.clone(), bucket.to_owned());
         let found = run_blocking(move || walk_bucket(&s, &b)).await?;
@@ -90,7 +95,9 @@ impl Catalog {
         let mut changed: Vec<(String, bool)> = Vec::new();
         for f in found {
             match known.remove(&f.key) {
-                Some((size, mtime)) if size == f.size && f.mtime_ns.is_none_or(|m| m == mtime) => report.unchanged += 1,
+                Some((size, mtime)) if size == f.size && f.mtime_ns.is_none_or(|m| m == mtime) => {
+                    report.unchanged += 1
+                }
                 Some(_) => changed.push((f.key, false)),
                 None => changed.push((f.key, true)),
             }
@@ -99,7 +106,8 @@ impl Catalog {
         for chunk in changed.chunks(BATCH) {
             let (s, b, keys) = (store.clone(), bucket.to_owned(), chunk.to_vec());
             let rows = run_blocking(move || Ok(read_rows(&s, &b, &keys))).await?;
-            self.upsert_batch(&rows.iter().map(|(r, _)| r.clone()).collect::<Vec<_>>()).await?;
+            self.upsert_batch(&rows.iter().map(|(r, _)| r.clone()).collect::<Vec<_>>())
+                .await?;
             for (_, added) in &rows {
                 if *added {
                     report.added += 1;
@@ -112,7 +120,13 @@ impl Catalog {
         // What the walk did not see is gone, unless a request wrote it since the walk began.
         let (s, b) = (store.clone(), bucket.to_owned());
         let candidates: Vec<String> = known.into_keys().collect();
-        let gone = run_blocking(move || Ok(candidates.into_iter().filter(|k| !exists(&s, &b, k)).collect::<Vec<_>>())).await?;
+        let gone = run_blocking(move || {
+            Ok(candidates
+                .into_iter()
+                .filter(|k| !exists(&s, &b, k))
+                .collect::<Vec<_>>())
+        })
+        .await?;
         for chunk in gone.chunks(BATCH) {
             on_pool!(&self.db, pool => {
                 let mut tx = pool.begin().await?;
@@ -131,8 +145,12 @@ impl Catalog {
     }
 }
 
-async fn run_blocking<T: Send + 'static>(f: impl FnOnce() -> CatalogResult<T> + Send + 'static) -> CatalogResult<T> {
-    tokio::task::spawn_blocking(f).await.map_err(|e| CatalogError::Io(std::io::Error::other(e)))?
+async fn run_blocking<T: Send + 'static>(
+    f: impl FnOnce() -> CatalogResult<T> + Send + 'static,
+) -> CatalogResult<T> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| CatalogError::Io(std::io::Error::other(e)))?
 }
 
 fn store_io(e: StoreError) -> CatalogError {
@@ -163,7 +181,9 @@ fn read_rows(store: &Store, bucket: &str, keys: &[(String, bool)]) -> Vec<(NewOb
 
 /// True when the object `key` is on disk (file, or folder for markers).
 fn exists(store: &Store, bucket: &str, key: &str) -> bool {
-    let Ok(path) = parse_key(key) else { return false };
+    let Ok(path) = parse_key(key) else {
+        return false;
+    };
     match std::fs::symlink_metadata(store.root().join(bucket).join(&path.rel)) {
         Ok(md) if path.is_folder_marker => md.is_dir(),
         Ok(md) => md.is_file(),
@@ -189,7 +209,9 @@ fn walk_bucket(store: &Store, bucket: &str) -> CatalogResult<Vec<Found>> {
         };
         for entry in rd.flatten() {
             let name = entry.file_name();
-            let Some(name_str) = name.to_str() else { continue };
+            let Some(name_str) = name.to_str() else {
+                continue;
+            };
             if name_str.starts_with(BUCKET_TMP_PREFIX) {
                 continue;
             }
@@ -202,7 +224,11 @@ fn walk_bucket(store: &Store, bucket: &str) -> CatalogResult<Vec<Found>> {
             let Some(key) = key_of(&rel) else { continue };
             if ft.is_dir() {
                 if is_folder_marker(store, bucket, &root, &rel) {
-                    out.push(Found { key: format!("{key}/"), size: 0, mtime_ns: None });
+                    out.push(Found {
+                        key: format!("{key}/"),
+                        size: 0,
+                        mtime_ns: None,
+                    });
                 }
                 stack.push(rel);
             } else if ft.is_file() {

@@ -30,9 +30,18 @@ async fn migrate_is_idempotent_and_refuses_newer_schema() {
     let c = catalog(dir.path()).await;
     c.migrate().await.unwrap();
     assert!(dir.path().join(SQLITE_FILE).exists());
-    assert_eq!(c.health().await, Health { engine: "sqlite", ok: true, error: None });
+    assert_eq!(
+        c.health().await,
+        Health {
+            engine: "sqlite",
+            ok: true,
+            error: None
+        }
+    );
 
-    let Db::Sqlite(pool) = &c.db else { unreachable!() };
+    let Db::Sqlite(pool) = &c.db else {
+        unreachable!()
+    };
     sqlx::query(
         "INSERT INTO _sqlx_migrations (version, description, success, checksum, execution_time) \
          VALUES (99990101000000, 'from the future', 1, x'00', 0)",
@@ -41,31 +50,86 @@ async fn migrate_is_idempotent_and_refuses_newer_schema() {
     .await
     .unwrap();
     let err = c.migrate().await.unwrap_err();
-    assert!(matches!(err, CatalogError::SchemaTooNew { found: 99990101000000, .. }), "{err}");
-    assert!(err.to_string().contains("newer than this nebula-gateway knows"), "{err}");
+    assert!(
+        matches!(
+            err,
+            CatalogError::SchemaTooNew {
+                found: 99990101000000,
+                ..
+            }
+        ),
+        "{err}"
+    );
+    assert!(
+        err.to_string()
+            .contains("newer than this nebula-gateway knows"),
+        "{err}"
+    );
 }
 
 #[tokio::test]
 async fn rows_follow_writes_and_keep_media_only_for_same_bytes() {
     let dir = tempfile::tempdir().unwrap();
     let c = catalog(dir.path()).await;
-    c.upsert(&NewObject::from_meta("bkt", "v/clip.mp4", &meta("e1", 10, "video/mp4"))).await.unwrap();
-    c.upsert(&NewObject::from_meta("bkt", "notes.txt", &meta("e2", 3, "text/plain"))).await.unwrap();
+    c.upsert(&NewObject::from_meta(
+        "bkt",
+        "v/clip.mp4",
+        &meta("e1", 10, "video/mp4"),
+    ))
+    .await
+    .unwrap();
+    c.upsert(&NewObject::from_meta(
+        "bkt",
+        "notes.txt",
+        &meta("e2", 3, "text/plain"),
+    ))
+    .await
+    .unwrap();
 
     let o = c.get_object("bkt", "v/clip.mp4").await.unwrap().unwrap();
-    assert_eq!((o.size, o.etag.as_str(), o.probe_status), (10, "e1", ProbeStatus::Pending));
+    assert_eq!(
+        (o.size, o.etag.as_str(), o.probe_status),
+        (10, "e1", ProbeStatus::Pending)
+    );
     assert_eq!(o.modified_at.unix_timestamp(), 1_700_000_000);
-    assert_eq!(c.get_object("bkt", "notes.txt").await.unwrap().unwrap().probe_status, ProbeStatus::None);
-    assert_eq!(c.next_pending_probe().await.unwrap(), Some(("bkt".into(), "v/clip.mp4".into(), "e1".into())));
+    assert_eq!(
+        c.get_object("bkt", "notes.txt")
+            .await
+            .unwrap()
+            .unwrap()
+            .probe_status,
+        ProbeStatus::None
+    );
+    assert_eq!(
+        c.next_pending_probe().await.unwrap(),
+        Some(("bkt".into(), "v/clip.mp4".into(), "e1".into()))
+    );
 
-    let media = MediaMeta { duration: Some(2.0), width: 320, height: 240, ..Default::default() };
-    c.set_probe_result("bkt", "v/clip.mp4", "e1", Ok(media.clone())).await.unwrap();
-    let v = Variant { path: "/r/480.mp4".into(), size: 5, encoder: "x264enc".into() };
+    let media = MediaMeta {
+        duration: Some(2.0),
+        width: 320,
+        height: 240,
+        ..Default::default()
+    };
+    c.set_probe_result("bkt", "v/clip.mp4", "e1", Ok(media.clone()))
+        .await
+        .unwrap();
+    let v = Variant {
+        path: "/r/480.mp4".into(),
+        size: 5,
+        encoder: "x264enc".into(),
+    };
     assert!(c.set_variant("bkt", "v/clip.mp4", "480", &v).await.unwrap());
     assert!(!c.set_variant("bkt", "missing", "480", &v).await.unwrap());
 
     // Same bytes again (e.g. a metadata-only copy): media and renditions stay.
-    c.upsert(&NewObject::from_meta("bkt", "v/clip.mp4", &meta("e1", 10, "video/mp4"))).await.unwrap();
+    c.upsert(&NewObject::from_meta(
+        "bkt",
+        "v/clip.mp4",
+        &meta("e1", 10, "video/mp4"),
+    ))
+    .await
+    .unwrap();
     let o = c.get_object("bkt", "v/clip.mp4").await.unwrap().unwrap();
     assert_eq!(o.media, Some(media));
     assert_eq!(o.variants.get("480"), Some(&v));
@@ -73,12 +137,30 @@ async fn rows_follow_writes_and_keep_media_only_for_same_bytes() {
     assert_eq!(c.next_pending_probe().await.unwrap(), None);
 
     // New bytes: both are dropped and the object is probed again.
-    c.upsert(&NewObject::from_meta("bkt", "v/clip.mp4", &meta("e3", 11, "video/mp4"))).await.unwrap();
+    c.upsert(&NewObject::from_meta(
+        "bkt",
+        "v/clip.mp4",
+        &meta("e3", 11, "video/mp4"),
+    ))
+    .await
+    .unwrap();
     let o = c.get_object("bkt", "v/clip.mp4").await.unwrap().unwrap();
-    assert_eq!((o.media, o.variants.len(), o.probe_status), (None, 0, ProbeStatus::Pending));
+    assert_eq!(
+        (o.media, o.variants.len(), o.probe_status),
+        (None, 0, ProbeStatus::Pending)
+    );
     // A result for the old bytes is not recorded.
-    c.set_probe_result("bkt", "v/clip.mp4", "e1", Err("stale".into())).await.unwrap();
-    assert_eq!(c.get_object("bkt", "v/clip.mp4").await.unwrap().unwrap().probe_status, ProbeStatus::Pending);
+    c.set_probe_result("bkt", "v/clip.mp4", "e1", Err("stale".into()))
+        .await
+        .unwrap();
+    assert_eq!(
+        c.get_object("bkt", "v/clip.mp4")
+            .await
+            .unwrap()
+            .unwrap()
+            .probe_status,
+        ProbeStatus::Pending
+    );
 
     c.delete("bkt", "v/clip.mp4").await.unwrap();
     assert_eq!(c.get_object("bkt", "v/clip.mp4").await.unwrap(), None);
@@ -89,14 +171,38 @@ async fn list_pages_by_prefix_in_key_order() {
     let dir = tempfile::tempdir().unwrap();
     let c = catalog(dir.path()).await;
     let keys = ["a/1", "a/2", "a/3", "a0", "b/1", "a/\u{e9}"];
-    let rows: Vec<NewObject> = keys.iter().map(|k| NewObject::from_meta("bkt", k, &meta("e", 1, "text/plain"))).collect();
+    let rows: Vec<NewObject> = keys
+        .iter()
+        .map(|k| NewObject::from_meta("bkt", k, &meta("e", 1, "text/plain")))
+        .collect();
     c.upsert_batch(&rows).await.unwrap();
-    c.upsert(&NewObject::from_meta("other", "a/9", &meta("e", 1, "text/plain"))).await.unwrap();
+    c.upsert(&NewObject::from_meta(
+        "other",
+        "a/9",
+        &meta("e", 1, "text/plain"),
+    ))
+    .await
+    .unwrap();
 
     let p1 = c.list_objects("bkt", "a/", 2, None).await.unwrap();
-    assert_eq!(p1.objects.iter().map(|o| o.key.as_str()).collect::<Vec<_>>(), ["a/1", "a/2"]);
-    let p2 = c.list_objects("bkt", "a/", 2, p1.next_cursor.as_deref()).await.unwrap();
-    assert_eq!(p2.objects.iter().map(|o| o.key.as_str()).collect::<Vec<_>>(), ["a/3", "a/\u{e9}"]);
+    assert_eq!(
+        p1.objects
+            .iter()
+            .map(|o| o.key.as_str())
+            .collect::<Vec<_>>(),
+        ["a/1", "a/2"]
+    );
+    let p2 = c
+        .list_objects("bkt", "a/", 2, p1.next_cursor.as_deref())
+        .await
+        .unwrap();
+    assert_eq!(
+        p2.objects
+            .iter()
+            .map(|o| o.key.as_str())
+            .collect::<Vec<_>>(),
+        ["a/3", "a/\u{e9}"]
+    );
     assert_eq!(p2.next_cursor, None);
     let all = c.list_objects("bkt", "", 100, None).await.unwrap();
     assert_eq!(all.objects.len(), keys.len());
@@ -116,10 +222,27 @@ async fn reconcile_follows_out_of_band_changes() {
     std::os::unix::fs::symlink("/etc/hostname", b.join("link")).unwrap();
 
     let r = c.reconcile(store.clone()).await.unwrap();
-    assert_eq!((r.buckets, r.added, r.updated, r.removed, r.unchanged), (1, 2, 0, 0, 0));
-    let one = c.get_object("media-bucket", "one.txt").await.unwrap().unwrap();
-    assert_eq!((one.size, one.etag.as_str()), (5, "5d41402abc4b2a76b9719d911017c592"));
-    assert_eq!(c.get_object("media-bucket", "sub/two.mkv").await.unwrap().unwrap().probe_status, ProbeStatus::Pending);
+    assert_eq!(
+        (r.buckets, r.added, r.updated, r.removed, r.unchanged),
+        (1, 2, 0, 0, 0)
+    );
+    let one = c
+        .get_object("media-bucket", "one.txt")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        (one.size, one.etag.as_str()),
+        (5, "5d41402abc4b2a76b9719d911017c592")
+    );
+    assert_eq!(
+        c.get_object("media-bucket", "sub/two.mkv")
+            .await
+            .unwrap()
+            .unwrap()
+            .probe_status,
+        ProbeStatus::Pending
+    );
 
     let r = c.reconcile(store.clone()).await.unwrap();
     assert_eq!((r.added, r.updated, r.removed, r.unchanged), (0, 0, 0, 2));
@@ -128,7 +251,14 @@ async fn reconcile_follows_out_of_band_changes() {
     std::fs::remove_file(b.join("sub/two.mkv")).unwrap();
     let r = c.reconcile(store.clone()).await.unwrap();
     assert_eq!((r.added, r.updated, r.removed, r.unchanged), (0, 1, 1, 0));
-    assert_eq!(c.get_object("media-bucket", "one.txt").await.unwrap().unwrap().size, 12);
+    assert_eq!(
+        c.get_object("media-bucket", "one.txt")
+            .await
+            .unwrap()
+            .unwrap()
+            .size,
+        12
+    );
 
     std::fs::remove_dir_all(&b).unwrap();
     let r = c.reconcile(store.clone()).await.unwrap();
@@ -138,7 +268,10 @@ async fn reconcile_follows_out_of_band_changes() {
 #[test]
 fn urls() {
     let dir = tempfile::tempdir().unwrap();
-    assert!(matches!(Catalog::connect(Some("mysql://x/y"), dir.path()), Err(CatalogError::BadUrl(_))));
+    assert!(matches!(
+        Catalog::connect(Some("mysql://x/y"), dir.path()),
+        Err(CatalogError::BadUrl(_))
+    ));
     assert_eq!(redact("postgres://u:secret@h/db"), "postgres://u:***@h/db");
     assert_eq!(redact("postgres://u@h/db"), "postgres://u@h/db");
 }

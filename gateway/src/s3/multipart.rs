@@ -31,12 +31,23 @@ const MAX_PAGE: i32 = 1000;
 const KEEPALIVE_ABOVE: u64 = 1 << 30;
 
 /// What `EncodingType=url` leaves unescaped (RFC 3986 unreserved characters and `/`).
-const URL_SAFE: &AsciiSet = &NON_ALPHANUMERIC.remove(b'-').remove(b'.').remove(b'_').remove(b'~').remove(b'/');
+const URL_SAFE: &AsciiSet = &NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'.')
+    .remove(b'_')
+    .remove(b'~')
+    .remove(b'/');
 
 fn part_number(n: i32) -> S3Result<u32> {
-    u32::try_from(n).ok().filter(|n| (1..=MAX_PART_NUMBER).contains(n)).ok_or_else(|| {
-        S3Error::with_message(S3ErrorCode::InvalidArgument, "Part number must be an integer between 1 and 10000, inclusive")
-    })
+    u32::try_from(n)
+        .ok()
+        .filter(|n| (1..=MAX_PART_NUMBER).contains(n))
+        .ok_or_else(|| {
+            S3Error::with_message(
+                S3ErrorCode::InvalidArgument,
+                "Part number must be an integer between 1 and 10000, inclusive",
+            )
+        })
 }
 
 fn part_etag(part: &PartInfo) -> ETag {
@@ -44,12 +55,24 @@ fn part_etag(part: &PartInfo) -> ETag {
 }
 
 fn algorithm_of(record: &UploadRecord) -> Option<ChecksumAlgorithm> {
-    record.checksum_algorithm.clone().map(ChecksumAlgorithm::from)
+    record
+        .checksum_algorithm
+        .clone()
+        .map(ChecksumAlgorithm::from)
 }
 
 fn owner_of(record: &UploadRecord) -> (Initiator, Owner) {
     let id = record.initiator.clone();
-    (Initiator { id: id.clone(), display_name: id.clone() }, Owner { id: id.clone(), display_name: id })
+    (
+        Initiator {
+            id: id.clone(),
+            display_name: id.clone(),
+        },
+        Owner {
+            id: id.clone(),
+            display_name: id,
+        },
+    )
 }
 
 fn stored_from_request(c: &CompletedPart) -> StoredChecksums {
@@ -69,8 +92,15 @@ fn parse_copy_range(s: &str) -> Result<(u64, u64), StoreError> {
             "The x-amz-copy-source-range value must be of the form bytes=first-last where first and last are the zero-based offsets of the first and last bytes to copy".into(),
         )
     };
-    let (a, b) = s.trim().strip_prefix("bytes=").and_then(|r| r.split_once('-')).ok_or_else(bad)?;
-    let (a, b) = (a.trim().parse::<u64>().map_err(|_| bad())?, b.trim().parse::<u64>().map_err(|_| bad())?);
+    let (a, b) = s
+        .trim()
+        .strip_prefix("bytes=")
+        .and_then(|r| r.split_once('-'))
+        .ok_or_else(bad)?;
+    let (a, b) = (
+        a.trim().parse::<u64>().map_err(|_| bad())?,
+        b.trim().parse::<u64>().map_err(|_| bad())?,
+    );
     if a > b {
         return Err(bad());
     }
@@ -78,7 +108,11 @@ fn parse_copy_range(s: &str) -> Result<(u64, u64), StoreError> {
 }
 
 /// MD5 and the upload's checksum of the first `len` bytes of a file, read in large blocks.
-fn hash_file(file: &std::fs::File, len: u64, algorithm: Option<&ChecksumAlgorithm>) -> Result<([u8; 16], StoredChecksums), StoreError> {
+fn hash_file(
+    file: &std::fs::File,
+    len: u64,
+    algorithm: Option<&ChecksumAlgorithm>,
+) -> Result<([u8; 16], StoredChecksums), StoreError> {
     let expect = Expect::from_request(None, &HeaderMap::new(), algorithm)?;
     let mut hasher = expect.hasher();
     let mut md5 = Md5::new();
@@ -88,7 +122,10 @@ fn hash_file(file: &std::fs::File, len: u64, algorithm: Option<&ChecksumAlgorith
         let want = (len - off).min(buf.len() as u64) as usize;
         let n = file.read_at(&mut buf[..want], off)?;
         if n == 0 {
-            return Err(StoreError::Io(std::io::Error::new(std::io::ErrorKind::UnexpectedEof, "copied part is short")));
+            return Err(StoreError::Io(std::io::Error::new(
+                std::io::ErrorKind::UnexpectedEof,
+                "copied part is short",
+            )));
         }
         md5.update(&buf[..n]);
         hasher.update(&buf[..n]);
@@ -114,16 +151,28 @@ fn checksum_value(c: &StoredChecksums, algorithm: &str) -> Option<String> {
 /// combination and are not offered; without a value nothing is claimed.
 fn composite_checksums(record: &UploadRecord, parts: &[PartInfo]) -> StoredChecksums {
     let mut out = StoredChecksums::default();
-    let Some(alg) = record.checksum_algorithm.as_deref() else { return out };
-    if record.checksum_type.as_deref().is_some_and(|t| t.eq_ignore_ascii_case(ChecksumType::FULL_OBJECT)) {
+    let Some(alg) = record.checksum_algorithm.as_deref() else {
+        return out;
+    };
+    if record
+        .checksum_type
+        .as_deref()
+        .is_some_and(|t| t.eq_ignore_ascii_case(ChecksumType::FULL_OBJECT))
+    {
         return out;
     }
-    let Ok(expect) = Expect::from_request(None, &HeaderMap::new(), Some(&ChecksumAlgorithm::from(alg.to_owned()))) else {
+    let Ok(expect) = Expect::from_request(
+        None,
+        &HeaderMap::new(),
+        Some(&ChecksumAlgorithm::from(alg.to_owned())),
+    ) else {
         return out;
     };
     let mut hasher = expect.hasher();
     for p in parts {
-        let Some(raw) = checksum_value(&p.checksums, alg).and_then(|v| B64.decode(v).ok()) else { return out };
+        let Some(raw) = checksum_value(&p.checksums, alg).and_then(|v| B64.decode(v).ok()) else {
+            return out;
+        };
         hasher.update(&raw);
     }
     let sum = hasher.finalize();
@@ -164,13 +213,22 @@ pub(crate) async fn create_multipart_upload(
         expires: input.expires.as_ref(),
         metadata: input.metadata.as_ref(),
     };
-    let initiated_ns = SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).map(|d| d.as_nanos() as u64).unwrap_or(0);
+    let initiated_ns = SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map(|d| d.as_nanos() as u64)
+        .unwrap_or(0);
     let record = UploadRecord {
         bucket: input.bucket.clone(),
         key: input.key.clone(),
         meta: headers.to_meta(),
-        checksum_algorithm: input.checksum_algorithm.as_ref().map(|a| a.as_str().to_ascii_uppercase()),
-        checksum_type: input.checksum_type.as_ref().map(|t| t.as_str().to_ascii_uppercase()),
+        checksum_algorithm: input
+            .checksum_algorithm
+            .as_ref()
+            .map(|a| a.as_str().to_ascii_uppercase()),
+        checksum_type: input
+            .checksum_type
+            .as_ref()
+            .map(|t| t.as_str().to_ascii_uppercase()),
         initiated_ns,
         initiator: req.credentials.map(|c| c.access_key),
     };
@@ -187,18 +245,51 @@ pub(crate) async fn create_multipart_upload(
 }
 
 /// UploadPart: the body is streamed and verified like a PUT, then renamed into the staging folder.
-pub(crate) async fn upload_part(gw: &Gateway, req: S3Request<UploadPartInput>) -> S3Result<S3Response<UploadPartOutput>> {
+pub(crate) async fn upload_part(
+    gw: &Gateway,
+    req: S3Request<UploadPartInput>,
+) -> S3Result<S3Response<UploadPartOutput>> {
     let input = req.input;
     let number = part_number(input.part_number)?;
-    let (store, bucket, key, id) = (gw.store.clone(), input.bucket.clone(), input.key.clone(), input.upload_id.clone());
+    let (store, bucket, key, id) = (
+        gw.store.clone(),
+        input.bucket.clone(),
+        input.key.clone(),
+        input.upload_id.clone(),
+    );
     // Refuse before reading the body: the upload must exist.
     let record = blocking(move || store.open_upload(&bucket, &key, &id)).await?;
-    let algorithm = input.checksum_algorithm.clone().or_else(|| algorithm_of(&record));
-    let expect = Expect::from_request(input.content_md5.as_deref(), &req.headers, algorithm.as_ref())?;
-    let received = receive_body(&gw.store, &input.bucket, input.body, &expect, req.trailing_headers).await?;
+    let algorithm = input
+        .checksum_algorithm
+        .clone()
+        .or_else(|| algorithm_of(&record));
+    let expect = Expect::from_request(
+        input.content_md5.as_deref(),
+        &req.headers,
+        algorithm.as_ref(),
+    )?;
+    let received = receive_body(
+        &gw.store,
+        &input.bucket,
+        input.body,
+        &expect,
+        req.trailing_headers,
+    )
+    .await?;
     let store = gw.store.clone();
     let (bucket, key, id) = (input.bucket, input.key, input.upload_id);
-    let part = blocking(move || store.put_part(&bucket, &key, &id, number, received.tmp, received.md5, received.checksums)).await?;
+    let part = blocking(move || {
+        store.put_part(
+            &bucket,
+            &key,
+            &id,
+            number,
+            received.tmp,
+            received.md5,
+            received.checksums,
+        )
+    })
+    .await?;
     let c = checksum_fields(&part.checksums);
     Ok(S3Response::new(UploadPartOutput {
         e_tag: Some(part_etag(&part)),
@@ -212,12 +303,19 @@ pub(crate) async fn upload_part(gw: &Gateway, req: S3Request<UploadPartInput>) -
 }
 
 /// UploadPartCopy: a kernel copy of (a range of) an existing object becomes a part.
-pub(crate) async fn upload_part_copy(gw: &Gateway, req: S3Request<UploadPartCopyInput>) -> S3Result<S3Response<UploadPartCopyOutput>> {
+pub(crate) async fn upload_part_copy(
+    gw: &Gateway,
+    req: S3Request<UploadPartCopyInput>,
+) -> S3Result<S3Response<UploadPartCopyOutput>> {
     let input = req.input;
     let number = part_number(input.part_number)?;
     let (src_bucket, src_key) = copy_source(&input.copy_source)?;
     let src_path = object_path(&src_key)?;
-    let range = input.copy_source_range.as_deref().map(parse_copy_range).transpose()?;
+    let range = input
+        .copy_source_range
+        .as_deref()
+        .map(parse_copy_range)
+        .transpose()?;
     let conds = OwnedConditions {
         if_match: input.copy_source_if_match,
         if_none_match: input.copy_source_if_none_match,
@@ -229,7 +327,11 @@ pub(crate) async fn upload_part_copy(gw: &Gateway, req: S3Request<UploadPartCopy
     let part = blocking(move || {
         let record = store.open_upload(&bucket, &key, &id)?;
         let src = store.open_object(&src_bucket, &src_path)?;
-        if conds.borrow().check_copy_source(&src.meta, src.modified).is_err() {
+        if conds
+            .borrow()
+            .check_copy_source(&src.meta, src.modified)
+            .is_err()
+        {
             return Err(StoreError::PreconditionFailed);
         }
         let (start, len) = match range {
@@ -261,7 +363,10 @@ pub(crate) async fn upload_part_copy(gw: &Gateway, req: S3Request<UploadPartCopy
         checksum_sha1: c.checksum_sha1,
         checksum_sha256: c.checksum_sha256,
     };
-    Ok(S3Response::new(UploadPartCopyOutput { copy_part_result: Some(result), ..Default::default() }))
+    Ok(S3Response::new(UploadPartCopyOutput {
+        copy_part_result: Some(result),
+        ..Default::default()
+    }))
 }
 
 /// CompleteMultipartUpload: validate everything, then concatenate, commit and clean up.
@@ -271,7 +376,10 @@ pub(crate) async fn complete_multipart_upload(
 ) -> S3Result<S3Response<CompleteMultipartUploadOutput>> {
     let input = req.input;
     let path = object_path(&input.key)?;
-    let listed = input.multipart_upload.and_then(|m| m.parts).unwrap_or_default();
+    let listed = input
+        .multipart_upload
+        .and_then(|m| m.parts)
+        .unwrap_or_default();
     if listed.is_empty() {
         return Err(S3Error::with_message(
             S3ErrorCode::MalformedXML,
@@ -281,11 +389,23 @@ pub(crate) async fn complete_multipart_upload(
     let mut requested = Vec::with_capacity(listed.len());
     for p in &listed {
         let (Some(number), Some(etag)) = (p.part_number, p.e_tag.as_ref()) else {
-            return Err(S3Error::with_message(S3ErrorCode::MalformedXML, "every Part needs a PartNumber and an ETag"));
+            return Err(S3Error::with_message(
+                S3ErrorCode::MalformedXML,
+                "every Part needs a PartNumber and an ETag",
+            ));
         };
-        requested.push(RequestedPart { number, etag: etag.value().trim_matches('"').to_owned(), checksums: stored_from_request(p) });
+        requested.push(RequestedPart {
+            number,
+            etag: etag.value().trim_matches('"').to_owned(),
+            checksums: stored_from_request(p),
+        });
     }
-    let (store, bucket, key, id) = (gw.store.clone(), input.bucket.clone(), input.key.clone(), input.upload_id.clone());
+    let (store, bucket, key, id) = (
+        gw.store.clone(),
+        input.bucket.clone(),
+        input.key.clone(),
+        input.upload_id.clone(),
+    );
     let assembly = blocking(move || store.prepare_complete(&bucket, &key, &id, &requested)).await?;
     if let Some(want) = input.mpu_object_size
         && u64::try_from(want).ok() != Some(assembly.size)
@@ -296,7 +416,14 @@ pub(crate) async fn complete_multipart_upload(
         ))
         .into());
     }
-    let mode = write_precondition(gw, &input.bucket, &input.key, input.if_match.as_ref(), input.if_none_match.as_ref()).await?;
+    let mode = write_precondition(
+        gw,
+        &input.bucket,
+        &input.key,
+        input.if_match.as_ref(),
+        input.if_none_match.as_ref(),
+    )
+    .await?;
 
     let mut meta = assembly.record.meta.clone();
     meta.etag = assembly.etag();
@@ -309,7 +436,10 @@ pub(crate) async fn complete_multipart_upload(
         let meta = blocking(move || store.finish_upload(assembly, &path, meta, mode)).await?;
         gw.written(&bucket, &key, &meta).await;
         let c = checksum_fields(&meta.checksums);
-        let composite = c.checksum_crc32.is_some() || c.checksum_crc32c.is_some() || c.checksum_sha1.is_some() || c.checksum_sha256.is_some();
+        let composite = c.checksum_crc32.is_some()
+            || c.checksum_crc32c.is_some()
+            || c.checksum_sha1.is_some()
+            || c.checksum_sha256.is_some();
         Ok(CompleteMultipartUploadOutput {
             location: Some(location(&bucket, &key)),
             e_tag: Some(ETag::Strong(meta.etag.clone())),
@@ -326,7 +456,10 @@ pub(crate) async fn complete_multipart_upload(
     };
     if large {
         // The blocking task finishes even if the client goes away meanwhile.
-        return Ok(S3Response::new(CompleteMultipartUploadOutput { future: Some(Box::pin(finish)), ..Default::default() }));
+        return Ok(S3Response::new(CompleteMultipartUploadOutput {
+            future: Some(Box::pin(finish)),
+            ..Default::default()
+        }));
     }
     Ok(S3Response::new(finish.await?))
 }
@@ -338,7 +471,9 @@ pub(crate) async fn abort_multipart_upload(
 ) -> S3Result<S3Response<AbortMultipartUploadOutput>> {
     let input = req.input;
     let store = gw.store.clone();
-    let initiated = input.if_match_initiated_time.map(|t| time::OffsetDateTime::from(t).unix_timestamp());
+    let initiated = input
+        .if_match_initiated_time
+        .map(|t| time::OffsetDateTime::from(t).unix_timestamp());
     blocking(move || {
         if let Some(want) = initiated {
             let record = store.open_upload(&input.bucket, &input.key, &input.upload_id)?;
@@ -354,11 +489,19 @@ pub(crate) async fn abort_multipart_upload(
 }
 
 /// ListParts.
-pub(crate) async fn list_parts(gw: &Gateway, req: S3Request<ListPartsInput>) -> S3Result<S3Response<ListPartsOutput>> {
+pub(crate) async fn list_parts(
+    gw: &Gateway,
+    req: S3Request<ListPartsInput>,
+) -> S3Result<S3Response<ListPartsOutput>> {
     let input = req.input;
     let max = input.max_parts.unwrap_or(MAX_PAGE).clamp(0, MAX_PAGE) as usize;
     let marker = input.part_number_marker.unwrap_or(0).max(0) as u32;
-    let (store, bucket, key, id) = (gw.store.clone(), input.bucket.clone(), input.key.clone(), input.upload_id.clone());
+    let (store, bucket, key, id) = (
+        gw.store.clone(),
+        input.bucket.clone(),
+        input.key.clone(),
+        input.upload_id.clone(),
+    );
     let (record, parts) = blocking(move || {
         let record = store.open_upload(&bucket, &key, &id)?;
         Ok((record, store.list_parts(&id)?))
@@ -367,7 +510,11 @@ pub(crate) async fn list_parts(gw: &Gateway, req: S3Request<ListPartsInput>) -> 
     let mut after = parts.into_iter().filter(|p| p.number > marker).peekable();
     let page: Vec<PartInfo> = after.by_ref().take(max).collect();
     let truncated = after.peek().is_some();
-    let next = if truncated { page.last().map(|p| p.number as i32) } else { None };
+    let next = if truncated {
+        page.last().map(|p| p.number as i32)
+    } else {
+        None
+    };
     let (initiator, owner) = owner_of(&record);
     let parts = page
         .iter()
@@ -451,9 +598,11 @@ fn page_uploads(
                 continue;
             }
         }
-        let common = delimiter
-            .filter(|d| !d.is_empty())
-            .and_then(|d| key[prefix.len()..].find(d).map(|i| key[..prefix.len() + i + d.len()].to_owned()));
+        let common = delimiter.filter(|d| !d.is_empty()).and_then(|d| {
+            key[prefix.len()..]
+                .find(d)
+                .map(|i| key[..prefix.len() + i + d.len()].to_owned())
+        });
         if let Some(cp) = &common {
             // A prefix already returned on this page or the previous one (the marker) is not repeated.
             if page.prefixes.last() == Some(cp) || key_marker == Some(cp.as_str()) {
@@ -497,11 +646,30 @@ pub(crate) async fn list_multipart_uploads(
     let prefix = input.prefix.clone().unwrap_or_default();
     let key_marker = input.key_marker.as_deref().filter(|k| !k.is_empty());
     // S3 ignores the upload id marker without a key marker.
-    let id_marker = input.upload_id_marker.as_deref().filter(|_| key_marker.is_some());
-    let page = page_uploads(all, &prefix, input.delimiter.as_deref(), key_marker, id_marker, max);
+    let id_marker = input
+        .upload_id_marker
+        .as_deref()
+        .filter(|_| key_marker.is_some());
+    let page = page_uploads(
+        all,
+        &prefix,
+        input.delimiter.as_deref(),
+        key_marker,
+        id_marker,
+        max,
+    );
 
-    let url = input.encoding_type.as_ref().is_some_and(|e| e.as_str() == EncodingType::URL);
-    let enc = |s: String| if url { utf8_percent_encode(&s, URL_SAFE).to_string() } else { s };
+    let url = input
+        .encoding_type
+        .as_ref()
+        .is_some_and(|e| e.as_str() == EncodingType::URL);
+    let enc = |s: String| {
+        if url {
+            utf8_percent_encode(&s, URL_SAFE).to_string()
+        } else {
+            s
+        }
+    };
     let uploads = page
         .uploads
         .into_iter()
@@ -519,7 +687,13 @@ pub(crate) async fn list_multipart_uploads(
             }
         })
         .collect();
-    let common_prefixes = page.prefixes.into_iter().map(|p| CommonPrefix { prefix: Some(enc(p)) }).collect();
+    let common_prefixes = page
+        .prefixes
+        .into_iter()
+        .map(|p| CommonPrefix {
+            prefix: Some(enc(p)),
+        })
+        .collect();
     Ok(S3Response::new(ListMultipartUploadsOutput {
         bucket: Some(input.bucket),
         prefix: Some(enc(prefix)),
@@ -577,7 +751,9 @@ mod tests {
 
     /// Distinct, position-dependent bytes, so misordered or misplaced copies show.
     fn pattern(len: usize, seed: u8) -> Vec<u8> {
-        (0..len).map(|i| (i as u32).wrapping_mul(31).wrapping_add(seed as u32) as u8 ^ seed).collect()
+        (0..len)
+            .map(|i| (i as u32).wrapping_mul(31).wrapping_add(seed as u32) as u8 ^ seed)
+            .collect()
     }
 
     fn md5_hex(b: &[u8]) -> String {
@@ -595,7 +771,10 @@ mod tests {
 
     fn body(bytes: Vec<u8>) -> Option<StreamingBlob> {
         // Several chunks, as a network body would arrive.
-        let chunks: Vec<Result<Bytes, std::io::Error>> = bytes.chunks(300_000).map(|c| Ok(Bytes::copy_from_slice(c))).collect();
+        let chunks: Vec<Result<Bytes, std::io::Error>> = bytes
+            .chunks(300_000)
+            .map(|c| Ok(Bytes::copy_from_slice(c)))
+            .collect();
         Some(StreamingBlob::wrap(futures::stream::iter(chunks)))
     }
 
@@ -604,10 +783,19 @@ mod tests {
             bucket: "bkt".into(),
             key: key.into(),
             content_type: Some("video/mp4".into()),
-            metadata: Some([("Origin".to_owned(), "camera".to_owned())].into_iter().collect()),
+            metadata: Some(
+                [("Origin".to_owned(), "camera".to_owned())]
+                    .into_iter()
+                    .collect(),
+            ),
             ..Default::default()
         };
-        create_multipart_upload(gw, req(input)).await.unwrap().output.upload_id.unwrap()
+        create_multipart_upload(gw, req(input))
+            .await
+            .unwrap()
+            .output
+            .upload_id
+            .unwrap()
     }
 
     async fn upload(gw: &Gateway, key: &str, id: &str, n: i32, bytes: Vec<u8>) -> S3Result<String> {
@@ -624,10 +812,19 @@ mod tests {
         Ok(out.output.e_tag.unwrap().value().to_owned())
     }
 
-    async fn complete(gw: &Gateway, key: &str, id: &str, parts: &[(i32, &str)]) -> S3Result<CompleteMultipartUploadOutput> {
+    async fn complete(
+        gw: &Gateway,
+        key: &str,
+        id: &str,
+        parts: &[(i32, &str)],
+    ) -> S3Result<CompleteMultipartUploadOutput> {
         let parts = parts
             .iter()
-            .map(|(n, e)| CompletedPart { part_number: Some(*n), e_tag: Some(ETag::Strong((*e).to_owned())), ..Default::default() })
+            .map(|(n, e)| CompletedPart {
+                part_number: Some(*n),
+                e_tag: Some(ETag::Strong((*e).to_owned())),
+                ..Default::default()
+            })
             .collect();
         let input = CompleteMultipartUploadInput {
             bucket: "bkt".into(),
@@ -639,7 +836,13 @@ mod tests {
         Ok(complete_multipart_upload(gw, req(input)).await?.output)
     }
 
-    async fn parts_of(gw: &Gateway, key: &str, id: &str, max: Option<i32>, marker: Option<i32>) -> S3Result<ListPartsOutput> {
+    async fn parts_of(
+        gw: &Gateway,
+        key: &str,
+        id: &str,
+        max: Option<i32>,
+        marker: Option<i32>,
+    ) -> S3Result<ListPartsOutput> {
         let input = ListPartsInput {
             bucket: "bkt".into(),
             key: key.into(),
@@ -652,7 +855,10 @@ mod tests {
     }
 
     fn read_object(gw: &Gateway, key: &str) -> (Vec<u8>, ObjectMeta) {
-        let mut obj = gw.store.open_object("bkt", &parse_key(key).unwrap()).unwrap();
+        let mut obj = gw
+            .store
+            .open_object("bkt", &parse_key(key).unwrap())
+            .unwrap();
         let mut buf = Vec::new();
         obj.file.read_to_end(&mut buf).unwrap();
         (buf, obj.meta)
@@ -662,8 +868,13 @@ mod tests {
         use std::io::Write;
         let mut tmp = gw.store.create_temp("bkt").unwrap();
         tmp.file.write_all(bytes).unwrap();
-        let meta = ObjectMeta { etag: md5_hex(bytes), ..Default::default() };
-        gw.store.commit(tmp, "bkt", &parse_key(key).unwrap(), meta, Commit::Replace).unwrap();
+        let meta = ObjectMeta {
+            etag: md5_hex(bytes),
+            ..Default::default()
+        };
+        gw.store
+            .commit(tmp, "bkt", &parse_key(key).unwrap(), meta, Commit::Replace)
+            .unwrap();
     }
 
     fn code<T>(r: S3Result<T>) -> S3ErrorCode {
@@ -679,11 +890,24 @@ mod tests {
         let id = create(&gw, "videos/cat.mp4").await;
         let (p1, p2, p3) = (pattern(5 * MIB, 1), pattern(5 * MIB, 2), pattern(1024, 3));
         // Upload out of order: the part numbers, not arrival, decide the layout.
-        let e3 = upload(&gw, "videos/cat.mp4", &id, 3, p3.clone()).await.unwrap();
-        let e1 = upload(&gw, "videos/cat.mp4", &id, 1, p1.clone()).await.unwrap();
-        let e2 = upload(&gw, "videos/cat.mp4", &id, 2, p2.clone()).await.unwrap();
+        let e3 = upload(&gw, "videos/cat.mp4", &id, 3, p3.clone())
+            .await
+            .unwrap();
+        let e1 = upload(&gw, "videos/cat.mp4", &id, 1, p1.clone())
+            .await
+            .unwrap();
+        let e2 = upload(&gw, "videos/cat.mp4", &id, 2, p2.clone())
+            .await
+            .unwrap();
         assert_eq!(e1, md5_hex(&p1));
-        let out = complete(&gw, "videos/cat.mp4", &id, &[(1, &e1), (2, &format!("\"{e2}\"")), (3, &e3)]).await.unwrap();
+        let out = complete(
+            &gw,
+            "videos/cat.mp4",
+            &id,
+            &[(1, &e1), (2, &format!("\"{e2}\"")), (3, &e3)],
+        )
+        .await
+        .unwrap();
         let want = expected_etag(&[&p1, &p2, &p3]);
         assert_eq!(out.e_tag.unwrap().value(), want);
         assert_eq!(out.location.as_deref(), Some("/bkt/videos/cat.mp4"));
@@ -696,7 +920,10 @@ mod tests {
         assert_eq!(meta.content_type.as_deref(), Some("video/mp4"));
         assert_eq!(meta.user.get("origin").map(String::as_str), Some("camera"));
         // The upload is gone once completed.
-        assert_eq!(code(parts_of(&gw, "videos/cat.mp4", &id, None, None).await), S3ErrorCode::NoSuchUpload);
+        assert_eq!(
+            code(parts_of(&gw, "videos/cat.mp4", &id, None, None).await),
+            S3ErrorCode::NoSuchUpload
+        );
         assert!(gw.store.list_uploads("bkt").unwrap().is_empty());
     }
 
@@ -710,12 +937,27 @@ mod tests {
         let e3 = upload(&gw, "k", &id, 3, p3.clone()).await.unwrap();
         let err = complete(&gw, "k", &id, &[(1, &e1), (2, &e2), (3, &e3)]).await;
         assert_eq!(code(err), S3ErrorCode::EntityTooSmall);
-        assert!(gw.store.open_object("bkt", &parse_key("k").unwrap()).is_err(), "nothing may be written");
-        assert_eq!(parts_of(&gw, "k", &id, None, None).await.unwrap().parts.unwrap().len(), 3);
+        assert!(
+            gw.store
+                .open_object("bkt", &parse_key("k").unwrap())
+                .is_err(),
+            "nothing may be written"
+        );
+        assert_eq!(
+            parts_of(&gw, "k", &id, None, None)
+                .await
+                .unwrap()
+                .parts
+                .unwrap()
+                .len(),
+            3
+        );
         // Fix the part (re-upload replaces it) and complete.
         let p2 = pattern(5 * MIB, 4);
         let e2 = upload(&gw, "k", &id, 2, p2.clone()).await.unwrap();
-        let out = complete(&gw, "k", &id, &[(1, &e1), (2, &e2), (3, &e3)]).await.unwrap();
+        let out = complete(&gw, "k", &id, &[(1, &e1), (2, &e2), (3, &e3)])
+            .await
+            .unwrap();
         assert_eq!(out.e_tag.unwrap().value(), expected_etag(&[&p1, &p2, &p3]));
         assert!(read_object(&gw, "k").0 == [p1, p2, p3].concat());
     }
@@ -725,10 +967,22 @@ mod tests {
         let (_d, gw) = gateway();
         let id = create(&gw, "k").await;
         let e1 = upload(&gw, "k", &id, 1, b"one".to_vec()).await.unwrap();
-        assert_eq!(code(complete(&gw, "k", &id, &[(1, &md5_hex(b"other"))]).await), S3ErrorCode::InvalidPart);
-        assert_eq!(code(complete(&gw, "k", &id, &[(1, &e1), (2, &e1)]).await), S3ErrorCode::InvalidPart);
-        assert_eq!(code(complete(&gw, "k", &id, &[(0, &e1)]).await), S3ErrorCode::InvalidPart);
-        assert_eq!(code(complete(&gw, "k", &id, &[]).await), S3ErrorCode::MalformedXML);
+        assert_eq!(
+            code(complete(&gw, "k", &id, &[(1, &md5_hex(b"other"))]).await),
+            S3ErrorCode::InvalidPart
+        );
+        assert_eq!(
+            code(complete(&gw, "k", &id, &[(1, &e1), (2, &e1)]).await),
+            S3ErrorCode::InvalidPart
+        );
+        assert_eq!(
+            code(complete(&gw, "k", &id, &[(0, &e1)]).await),
+            S3ErrorCode::InvalidPart
+        );
+        assert_eq!(
+            code(complete(&gw, "k", &id, &[]).await),
+            S3ErrorCode::MalformedXML
+        );
         // Still intact and completable; unlisted parts would simply be dropped.
         let out = complete(&gw, "k", &id, &[(1, &e1)]).await.unwrap();
         assert_eq!(out.e_tag.unwrap().value(), expected_etag(&[b"one"]));
@@ -741,9 +995,23 @@ mod tests {
         let id = create(&gw, "k").await;
         let e1 = upload(&gw, "k", &id, 1, pattern(5 * MIB, 1)).await.unwrap();
         let e2 = upload(&gw, "k", &id, 2, b"two".to_vec()).await.unwrap();
-        assert_eq!(code(complete(&gw, "k", &id, &[(2, &e2), (1, &e1)]).await), S3ErrorCode::InvalidPartOrder);
-        assert_eq!(code(complete(&gw, "k", &id, &[(1, &e1), (1, &e1)]).await), S3ErrorCode::InvalidPartOrder);
-        assert_eq!(parts_of(&gw, "k", &id, None, None).await.unwrap().parts.unwrap().len(), 2);
+        assert_eq!(
+            code(complete(&gw, "k", &id, &[(2, &e2), (1, &e1)]).await),
+            S3ErrorCode::InvalidPartOrder
+        );
+        assert_eq!(
+            code(complete(&gw, "k", &id, &[(1, &e1), (1, &e1)]).await),
+            S3ErrorCode::InvalidPartOrder
+        );
+        assert_eq!(
+            parts_of(&gw, "k", &id, None, None)
+                .await
+                .unwrap()
+                .parts
+                .unwrap()
+                .len(),
+            2
+        );
     }
 
     #[tokio::test]
@@ -752,11 +1020,18 @@ mod tests {
         let id = create(&gw, "k").await;
         let old = upload(&gw, "k", &id, 1, b"aaa".to_vec()).await.unwrap();
         let new = upload(&gw, "k", &id, 1, b"bbbb".to_vec()).await.unwrap();
-        let parts = parts_of(&gw, "k", &id, None, None).await.unwrap().parts.unwrap();
+        let parts = parts_of(&gw, "k", &id, None, None)
+            .await
+            .unwrap()
+            .parts
+            .unwrap();
         assert_eq!(parts.len(), 1);
         assert_eq!(parts[0].size, Some(4));
         assert_eq!(parts[0].e_tag.as_ref().unwrap().value(), md5_hex(b"bbbb"));
-        assert_eq!(code(complete(&gw, "k", &id, &[(1, &old)]).await), S3ErrorCode::InvalidPart);
+        assert_eq!(
+            code(complete(&gw, "k", &id, &[(1, &old)]).await),
+            S3ErrorCode::InvalidPart
+        );
         complete(&gw, "k", &id, &[(1, &new)]).await.unwrap();
         assert_eq!(read_object(&gw, "k").0, b"bbbb");
     }
@@ -767,21 +1042,73 @@ mod tests {
         let id = create(&gw, "k").await;
         upload(&gw, "k", &id, 1, b"x".to_vec()).await.unwrap();
         // An upload belongs to its bucket and key.
-        assert_eq!(code(upload(&gw, "other", &id, 1, b"x".to_vec()).await), S3ErrorCode::NoSuchUpload);
-        assert_eq!(code(upload(&gw, "k", "../../../etc", 1, b"x".to_vec()).await), S3ErrorCode::NoSuchUpload);
+        assert_eq!(
+            code(upload(&gw, "other", &id, 1, b"x".to_vec()).await),
+            S3ErrorCode::NoSuchUpload
+        );
+        assert_eq!(
+            code(upload(&gw, "k", "../../../etc", 1, b"x".to_vec()).await),
+            S3ErrorCode::NoSuchUpload
+        );
         let abort = |id: String| {
             let gw = gw.clone();
             async move {
-                let input = AbortMultipartUploadInput { bucket: "bkt".into(), key: "k".into(), upload_id: id, ..Default::default() };
+                let input = AbortMultipartUploadInput {
+                    bucket: "bkt".into(),
+                    key: "k".into(),
+                    upload_id: id,
+                    ..Default::default()
+                };
                 abort_multipart_upload(&gw, req(input)).await
             }
         };
         abort(id.clone()).await.unwrap();
         assert_eq!(code(abort(id.clone()).await), S3ErrorCode::NoSuchUpload);
-        assert_eq!(code(upload(&gw, "k", &id, 2, b"y".to_vec()).await), S3ErrorCode::NoSuchUpload);
-        assert_eq!(code(parts_of(&gw, "k", &id, None, None).await), S3ErrorCode::NoSuchUpload);
-        assert_eq!(code(complete(&gw, "k", &id, &[(1, &md5_hex(b"x"))]).await), S3ErrorCode::NoSuchUpload);
+        assert_eq!(
+            code(upload(&gw, "k", &id, 2, b"y".to_vec()).await),
+            S3ErrorCode::NoSuchUpload
+        );
+        assert_eq!(
+            code(parts_of(&gw, "k", &id, None, None).await),
+            S3ErrorCode::NoSuchUpload
+        );
+        assert_eq!(
+            code(complete(&gw, "k", &id, &[(1, &md5_hex(b"x"))]).await),
+            S3ErrorCode::NoSuchUpload
+        );
         assert!(gw.store.list_uploads("bkt").unwrap().is_empty());
+        let input = CreateMultipartUploadInput {
+            bucket: "missing".into(),
+            key: "k".into(),
+            ..Default::default()
+        };
+        assert_eq!(
+            code(create_multipart_upload(&gw, req(input)).await),
+            S3ErrorCode::NoSuchBucket
+        );
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn concurrent_completions_commit_once() {
+        let (_d, gw) = gateway();
+        let id = create(&gw, "k").await;
+        let e1 = upload(&gw, "k", &id, 1, pattern(5 * MIB, 1)).await.unwrap();
+        let e2 = upload(&gw, "k", &id, 2, b"tail".to_vec()).await.unwrap();
+        let parts = [(1, e1.as_str()), (2, e2.as_str())];
+        let (a, b) = tokio::join!(
+            complete(&gw, "k", &id, &parts),
+            complete(&gw, "k", &id, &parts)
+        );
+        let codes: Vec<_> = [a, b]
+            .into_iter()
+            .map(|r| r.err().map(|e| e.code().clone()))
+            .collect();
+        assert!(codes.contains(&None), "one completion succeeds: {codes:?}");
+        assert!(
+            codes.contains(&Some(S3ErrorCode::NoSuchUpload)),
+            "the other finds the upload gone: {codes:?}"
+        );
+        assert_eq!(read_object(&gw, "k").0.len(), 5 * MIB + 4);
     }
 
     #[tokio::test]
@@ -789,7 +1116,10 @@ mod tests {
         let (_d, gw) = gateway();
         let id = create(&gw, "k").await;
         for n in [0, -1, 10_001] {
-            assert_eq!(code(upload(&gw, "k", &id, n, b"x".to_vec()).await), S3ErrorCode::InvalidArgument);
+            assert_eq!(
+                code(upload(&gw, "k", &id, n, b"x".to_vec()).await),
+                S3ErrorCode::InvalidArgument
+            );
         }
         upload(&gw, "k", &id, 10_000, b"x".to_vec()).await.unwrap();
     }
@@ -799,22 +1129,43 @@ mod tests {
         let (_d, gw) = gateway();
         let id = create(&gw, "k").await;
         for n in [5, 1, 3, 2, 4] {
-            upload(&gw, "k", &id, n, vec![n as u8; n as usize]).await.unwrap();
+            upload(&gw, "k", &id, n, vec![n as u8; n as usize])
+                .await
+                .unwrap();
         }
-        let numbers = |o: &ListPartsOutput| o.parts.as_ref().unwrap().iter().map(|p| p.part_number.unwrap()).collect::<Vec<_>>();
+        let numbers = |o: &ListPartsOutput| {
+            o.parts
+                .as_ref()
+                .unwrap()
+                .iter()
+                .map(|p| p.part_number.unwrap())
+                .collect::<Vec<_>>()
+        };
         let p = parts_of(&gw, "k", &id, Some(2), None).await.unwrap();
         assert_eq!(numbers(&p), vec![1, 2]);
-        assert_eq!((p.is_truncated, p.next_part_number_marker), (Some(true), Some(2)));
+        assert_eq!(
+            (p.is_truncated, p.next_part_number_marker),
+            (Some(true), Some(2))
+        );
         assert_eq!(p.parts.as_ref().unwrap()[1].size, Some(2));
         let p = parts_of(&gw, "k", &id, Some(2), Some(2)).await.unwrap();
         assert_eq!(numbers(&p), vec![3, 4]);
-        assert_eq!((p.is_truncated, p.next_part_number_marker), (Some(true), Some(4)));
+        assert_eq!(
+            (p.is_truncated, p.next_part_number_marker),
+            (Some(true), Some(4))
+        );
         let p = parts_of(&gw, "k", &id, Some(2), Some(4)).await.unwrap();
         assert_eq!(numbers(&p), vec![5]);
-        assert_eq!((p.is_truncated, p.next_part_number_marker), (Some(false), None));
+        assert_eq!(
+            (p.is_truncated, p.next_part_number_marker),
+            (Some(false), None)
+        );
         let p = parts_of(&gw, "k", &id, None, None).await.unwrap();
         assert_eq!(numbers(&p), vec![1, 2, 3, 4, 5]);
-        assert_eq!(p.storage_class.as_ref().map(|s| s.as_str()), Some("STANDARD"));
+        assert_eq!(
+            p.storage_class.as_ref().map(|s| s.as_str()),
+            Some("STANDARD")
+        );
     }
 
     #[tokio::test]
@@ -829,9 +1180,14 @@ mod tests {
                 key: "dst.bin".into(),
                 upload_id: id.clone(),
                 part_number: n,
-                copy_source: CopySource::Bucket { bucket: "bkt".into(), key: "src.bin".into(), version_id: None },
+                copy_source: CopySource::Bucket {
+                    bucket: "bkt".into(),
+                    key: "src.bin".into(),
+                    version_id: None,
+                },
                 copy_source_range: range.map(str::to_owned),
-                copy_source_if_match: if_match.map(|e| ETagCondition::ETag(ETag::Strong(e.to_owned()))),
+                copy_source_if_match: if_match
+                    .map(|e| ETagCondition::ETag(ETag::Strong(e.to_owned()))),
                 copy_source_if_modified_since: None,
                 copy_source_if_none_match: None,
                 copy_source_if_unmodified_since: None,
@@ -846,24 +1202,64 @@ mod tests {
                 sse_customer_key_md5: None,
             };
             let gw = gw.clone();
-            async move { upload_part_copy(&gw, req(input)).await.map(|r| r.output.copy_part_result.unwrap()) }
+            async move {
+                upload_part_copy(&gw, req(input))
+                    .await
+                    .map(|r| r.output.copy_part_result.unwrap())
+            }
         };
         let split = 5 * MIB;
-        let r1 = copy(1, Some(&format!("bytes=0-{}", split - 1)), Some(&md5_hex(&src))).await.unwrap();
-        let r2 = copy(2, Some(&format!("bytes={}-{}", split, src.len() - 1)), None).await.unwrap();
-        let (e1, e2) = (r1.e_tag.unwrap().value().to_owned(), r2.e_tag.unwrap().value().to_owned());
+        let r1 = copy(
+            1,
+            Some(&format!("bytes=0-{}", split - 1)),
+            Some(&md5_hex(&src)),
+        )
+        .await
+        .unwrap();
+        let r2 = copy(2, Some(&format!("bytes={}-{}", split, src.len() - 1)), None)
+            .await
+            .unwrap();
+        let (e1, e2) = (
+            r1.e_tag.unwrap().value().to_owned(),
+            r2.e_tag.unwrap().value().to_owned(),
+        );
         assert_eq!(e1, md5_hex(&src[..split]));
         assert_eq!(e2, md5_hex(&src[split..]));
         assert!(r1.last_modified.is_some());
         // Ranges past the end, malformed ranges and failed conditions change nothing.
         let past = format!("bytes=0-{}", src.len());
-        assert_eq!(code(copy(3, Some(&past), None).await), S3ErrorCode::InvalidArgument);
-        assert_eq!(code(copy(3, Some("bytes=10-"), None).await), S3ErrorCode::InvalidArgument);
-        assert_eq!(code(copy(3, Some("bytes=9-1"), None).await), S3ErrorCode::InvalidArgument);
-        assert_eq!(code(copy(3, None, Some(&md5_hex(b"nope"))).await), S3ErrorCode::PreconditionFailed);
-        assert_eq!(parts_of(&gw, "dst.bin", &id, None, None).await.unwrap().parts.unwrap().len(), 2);
-        let out = complete(&gw, "dst.bin", &id, &[(1, &e1), (2, &e2)]).await.unwrap();
-        assert_eq!(out.e_tag.unwrap().value(), expected_etag(&[&src[..split], &src[split..]]));
+        assert_eq!(
+            code(copy(3, Some(&past), None).await),
+            S3ErrorCode::InvalidArgument
+        );
+        assert_eq!(
+            code(copy(3, Some("bytes=10-"), None).await),
+            S3ErrorCode::InvalidArgument
+        );
+        assert_eq!(
+            code(copy(3, Some("bytes=9-1"), None).await),
+            S3ErrorCode::InvalidArgument
+        );
+        assert_eq!(
+            code(copy(3, None, Some(&md5_hex(b"nope"))).await),
+            S3ErrorCode::PreconditionFailed
+        );
+        assert_eq!(
+            parts_of(&gw, "dst.bin", &id, None, None)
+                .await
+                .unwrap()
+                .parts
+                .unwrap()
+                .len(),
+            2
+        );
+        let out = complete(&gw, "dst.bin", &id, &[(1, &e1), (2, &e2)])
+            .await
+            .unwrap();
+        assert_eq!(
+            out.e_tag.unwrap().value(),
+            expected_etag(&[&src[..split], &src[split..]])
+        );
         assert!(read_object(&gw, "dst.bin").0 == src);
     }
 
@@ -873,7 +1269,11 @@ mod tests {
         put_object(&gw, "k", b"existing");
         let id = create(&gw, "k").await;
         let e1 = upload(&gw, "k", &id, 1, b"new".to_vec()).await.unwrap();
-        let parts = vec![CompletedPart { part_number: Some(1), e_tag: Some(ETag::Strong(e1)), ..Default::default() }];
+        let parts = vec![CompletedPart {
+            part_number: Some(1),
+            e_tag: Some(ETag::Strong(e1)),
+            ..Default::default()
+        }];
         let input = CompleteMultipartUploadInput {
             bucket: "bkt".into(),
             key: "k".into(),
@@ -882,9 +1282,20 @@ mod tests {
             if_none_match: Some(ETagCondition::Any),
             ..Default::default()
         };
-        assert_eq!(code(complete_multipart_upload(&gw, req(input)).await), S3ErrorCode::PreconditionFailed);
+        assert_eq!(
+            code(complete_multipart_upload(&gw, req(input)).await),
+            S3ErrorCode::PreconditionFailed
+        );
         assert_eq!(read_object(&gw, "k").0, b"existing");
-        assert_eq!(parts_of(&gw, "k", &id, None, None).await.unwrap().parts.unwrap().len(), 1);
+        assert_eq!(
+            parts_of(&gw, "k", &id, None, None)
+                .await
+                .unwrap()
+                .parts
+                .unwrap()
+                .len(),
+            1
+        );
     }
 
     #[tokio::test]
@@ -896,11 +1307,21 @@ mod tests {
             checksum_algorithm: Some(ChecksumAlgorithm::from_static(ChecksumAlgorithm::CRC32)),
             ..Default::default()
         };
-        let out = create_multipart_upload(&gw, req(input)).await.unwrap().output;
-        assert_eq!(out.checksum_algorithm.as_ref().map(|a| a.as_str()), Some("CRC32"));
+        let out = create_multipart_upload(&gw, req(input))
+            .await
+            .unwrap()
+            .output;
+        assert_eq!(
+            out.checksum_algorithm.as_ref().map(|a| a.as_str()),
+            Some("CRC32")
+        );
         let id = out.upload_id.unwrap();
         let e1 = upload(&gw, "k", &id, 1, b"hello".to_vec()).await.unwrap();
-        let parts = parts_of(&gw, "k", &id, None, None).await.unwrap().parts.unwrap();
+        let parts = parts_of(&gw, "k", &id, None, None)
+            .await
+            .unwrap()
+            .parts
+            .unwrap();
         // CRC32 of "hello" is 0x3610a686.
         let crc = B64.encode(0x3610a686u32.to_be_bytes());
         assert_eq!(parts[0].checksum_crc32.as_deref(), Some(crc.as_str()));
@@ -915,13 +1336,27 @@ mod tests {
             bucket: "bkt".into(),
             key: "k".into(),
             upload_id: id.clone(),
-            multipart_upload: Some(CompletedMultipartUpload { parts: Some(vec![listed(sum)]) }),
+            multipart_upload: Some(CompletedMultipartUpload {
+                parts: Some(vec![listed(sum)]),
+            }),
             ..Default::default()
         };
         let wrong = B64.encode(1u32.to_be_bytes());
-        assert_eq!(code(complete_multipart_upload(&gw, req(input(&wrong))).await), S3ErrorCode::InvalidPart);
-        let out = complete_multipart_upload(&gw, req(input(&crc))).await.unwrap().output;
-        assert!(out.checksum_crc32.as_deref().is_some_and(|c| c.ends_with("-1")), "{:?}", out.checksum_crc32);
+        assert_eq!(
+            code(complete_multipart_upload(&gw, req(input(&wrong))).await),
+            S3ErrorCode::InvalidPart
+        );
+        let out = complete_multipart_upload(&gw, req(input(&crc)))
+            .await
+            .unwrap()
+            .output;
+        assert!(
+            out.checksum_crc32
+                .as_deref()
+                .is_some_and(|c| c.ends_with("-1")),
+            "{:?}",
+            out.checksum_crc32
+        );
         assert_eq!(read_object(&gw, "k").1.checksums.crc32, out.checksum_crc32);
     }
 
@@ -943,18 +1378,39 @@ mod tests {
                 ..Default::default()
             };
             let gw = gw.clone();
-            async move { list_multipart_uploads(&gw, req(input)).await.unwrap().output }
+            async move {
+                list_multipart_uploads(&gw, req(input))
+                    .await
+                    .unwrap()
+                    .output
+            }
         };
         let ids = |o: &ListMultipartUploadsOutput| {
-            o.uploads.as_ref().unwrap().iter().map(|u| (u.key.clone().unwrap(), u.upload_id.clone().unwrap())).collect::<Vec<_>>()
+            o.uploads
+                .as_ref()
+                .unwrap()
+                .iter()
+                .map(|u| (u.key.clone().unwrap(), u.upload_id.clone().unwrap()))
+                .collect::<Vec<_>>()
         };
         let prefixes = |o: &ListMultipartUploadsOutput| {
-            o.common_prefixes.as_ref().unwrap().iter().map(|p| p.prefix.clone().unwrap()).collect::<Vec<_>>()
+            o.common_prefixes
+                .as_ref()
+                .unwrap()
+                .iter()
+                .map(|p| p.prefix.clone().unwrap())
+                .collect::<Vec<_>>()
         };
 
         let all = list(None, None, None).await;
         assert_eq!(prefixes(&all), vec!["a/"]);
-        assert_eq!(ids(&all).iter().map(|(k, _)| k.as_str()).collect::<Vec<_>>(), vec!["b", "b", "c"]);
+        assert_eq!(
+            ids(&all)
+                .iter()
+                .map(|(k, _)| k.as_str())
+                .collect::<Vec<_>>(),
+            vec!["b", "b", "c"]
+        );
         assert_eq!(ids(&all)[0].1, b_first, "same key: oldest first");
         assert_eq!(all.is_truncated, Some(false));
 
@@ -962,14 +1418,26 @@ mod tests {
         assert_eq!(prefixes(&p1), vec!["a/"]);
         assert_eq!(ids(&p1), vec![("b".to_owned(), b_first.clone())]);
         assert_eq!(p1.is_truncated, Some(true));
-        assert_eq!((p1.next_key_marker.as_deref(), p1.next_upload_id_marker.as_deref()), (Some("b"), Some(b_first.as_str())));
+        assert_eq!(
+            (
+                p1.next_key_marker.as_deref(),
+                p1.next_upload_id_marker.as_deref()
+            ),
+            (Some("b"), Some(b_first.as_str()))
+        );
         let p2 = list(Some("b"), Some(&b_first), Some(2)).await;
         assert!(prefixes(&p2).is_empty());
-        assert_eq!(ids(&p2).iter().map(|(_, i)| i.as_str()).collect::<Vec<_>>(), vec![b_second.as_str(), &ids(&all)[2].1]);
+        assert_eq!(
+            ids(&p2).iter().map(|(_, i)| i.as_str()).collect::<Vec<_>>(),
+            vec![b_second.as_str(), &ids(&all)[2].1]
+        );
         assert_eq!(p2.is_truncated, Some(false));
         // A page ending on a prefix continues after it.
         let p = list(None, None, Some(1)).await;
-        assert_eq!((prefixes(&p), p.next_key_marker.as_deref()), (vec!["a/".to_owned()], Some("a/")));
+        assert_eq!(
+            (prefixes(&p), p.next_key_marker.as_deref()),
+            (vec!["a/".to_owned()], Some("a/"))
+        );
         let p = list(Some("a/"), None, Some(1)).await;
         assert_eq!(ids(&p), vec![("b".to_owned(), b_first)]);
     }

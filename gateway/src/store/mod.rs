@@ -195,6 +195,8 @@ impl Store {
         if walk::has_any_object(self, bucket, &path)? {
             return Err(StoreError::BucketNotEmpty);
         }
+        // Unfinished uploads must not come back if a bucket of the same name is created again.
+        self.abort_uploads_of_bucket(bucket)?;
         std::fs::remove_dir_all(&path)?;
         if let MetaStore::Sidecar(dir) = &self.meta {
             let _ = std::fs::remove_dir_all(dir.join(bucket));

@@ -163,7 +163,10 @@ fn parse_part_name(name: &str) -> Option<u32> {
 }
 
 fn no_upload_if_missing(e: io::Error) -> StoreError {
-    if matches!(e.kind(), io::ErrorKind::NotFound | io::ErrorKind::NotADirectory) {
+    if matches!(
+        e.kind(),
+        io::ErrorKind::NotFound | io::ErrorKind::NotADirectory
+    ) {
         StoreError::NoSuchUpload
     } else {
         StoreError::Io(e)
@@ -174,7 +177,11 @@ fn no_upload_if_missing(e: io::Error) -> StoreError {
 /// aborted while we waited).
 fn lock(dir: &Path, exclusive: bool) -> StoreResult<File> {
     let f = File::open(dir).map_err(no_upload_if_missing)?;
-    let op = if exclusive { libc::LOCK_EX } else { libc::LOCK_SH };
+    let op = if exclusive {
+        libc::LOCK_EX
+    } else {
+        libc::LOCK_SH
+    };
     loop {
         // SAFETY: valid descriptor owned by `f`.
         if unsafe { libc::flock(f.as_raw_fd(), op) } == 0 {
@@ -209,7 +216,8 @@ fn write_json_atomic(dir: &Path, name: &str, value: &impl Serialize) -> io::Resu
 
 fn read_record(dir: &Path) -> StoreResult<UploadRecord> {
     let raw = std::fs::read(dir.join(UPLOAD_FILE)).map_err(no_upload_if_missing)?;
-    serde_json::from_slice(&raw).map_err(|e| StoreError::Io(io::Error::new(io::ErrorKind::InvalidData, e)))
+    serde_json::from_slice(&raw)
+        .map_err(|e| StoreError::Io(io::Error::new(io::ErrorKind::InvalidData, e)))
 }
 
 fn fsync_path(dir: &Path) -> io::Result<()> {
@@ -221,14 +229,24 @@ fn read_part(dir: &Path, number: u32) -> io::Result<(PartInfo, File)> {
     let name = part_name(number);
     let mut file = File::open(dir.join(&name))?;
     let md = file.metadata()?;
-    let record: Option<PartRecord> =
-        std::fs::read(dir.join(format!("{name}.json"))).ok().and_then(|raw| serde_json::from_slice(&raw).ok());
+    let record: Option<PartRecord> = std::fs::read(dir.join(format!("{name}.json")))
+        .ok()
+        .and_then(|raw| serde_json::from_slice(&raw).ok());
     let (etag, checksums) = match record {
         Some(r) if r.ino == md.ino() && r.size == md.len() => (r.md5, r.checksums),
         _ => (md5_of_file(&mut file)?, StoredChecksums::default()),
     };
     let modified = md.modified().unwrap_or(SystemTime::UNIX_EPOCH);
-    Ok((PartInfo { number, etag, size: md.len(), checksums, modified }, file))
+    Ok((
+        PartInfo {
+            number,
+            etag,
+            size: md.len(),
+            checksums,
+            modified,
+        },
+        file,
+    ))
 }
 
 /// True when every checksum the client listed for a part matches one computed at upload.
@@ -293,8 +311,17 @@ impl Store {
     pub fn internal_temp(&self) -> StoreResult<TempFile> {
         let dir = fsutil::open_dir(&self.tmp)?;
         let name = PathBuf::from(format!("{}.tmp", uuid::Uuid::new_v4().simple()));
-        let file = File::options().read(true).write(true).create_new(true).open(self.tmp.join(&name))?;
-        Ok(TempFile { file, dir, name, done: false })
+        let file = File::options()
+            .read(true)
+            .write(true)
+            .create_new(true)
+            .open(self.tmp.join(&name))?;
+        Ok(TempFile {
+            file,
+            dir,
+            name,
+            done: false,
+        })
     }
 
     /// Makes a fully written temp file part `number` of an upload, replacing any earlier upload
@@ -312,7 +339,9 @@ impl Store {
     ) -> StoreResult<PartInfo> {
         let dir = self.upload_dir(id)?;
         self.open_upload(bucket, key, id)?;
-        if tmp.file.metadata()?.dev() != std::fs::metadata(&dir).map_err(no_upload_if_missing)?.dev() {
+        if tmp.file.metadata()?.dev()
+            != std::fs::metadata(&dir).map_err(no_upload_if_missing)?.dev()
+        {
             // Bodies for buckets on another filesystem are received there; rename cannot cross.
             let local = self.internal_temp()?;
             let len = tmp.file.metadata()?.len();
@@ -321,7 +350,12 @@ impl Store {
         }
         tmp.file.sync_all()?;
         let md = tmp.file.metadata()?;
-        let record = PartRecord { size: md.len(), md5: hex::encode(md5), checksums, ino: md.ino() };
+        let record = PartRecord {
+            size: md.len(),
+            md5: hex::encode(md5),
+            checksums,
+            ino: md.ino(),
+        };
         let _lock = lock(&dir, false)?;
         let name = part_name(number);
         write_json_atomic(&dir, &format!("{name}.json"), &record)?;
@@ -344,7 +378,9 @@ impl Store {
         let mut parts = Vec::new();
         for entry in std::fs::read_dir(&dir).map_err(no_upload_if_missing)? {
             let entry = entry?;
-            let Some(number) = entry.file_name().to_str().and_then(parse_part_name) else { continue };
+            let Some(number) = entry.file_name().to_str().and_then(parse_part_name) else {
+                continue;
+            };
             match read_part(&dir, number) {
                 Ok((info, _)) => parts.push(info),
                 // Removed by a concurrent completion or abort.
@@ -366,20 +402,45 @@ impl Store {
         Ok(())
     }
 
+    /// Aborts every upload of a bucket (for DeleteBucket: uploads must not outlive their
+    /// bucket and reappear should a bucket of that name be created again).
+    pub fn abort_uploads_of_bucket(&self, bucket: &str) -> StoreResult<()> {
+        for u in self.list_uploads(bucket)? {
+            match self.abort_upload(bucket, &u.record.key, &u.id) {
+                Ok(()) | Err(StoreError::NoSuchUpload) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
+    }
+
     /// The uploads in progress for a bucket, ordered by key, then initiation time.
     pub fn list_uploads(&self, bucket: &str) -> StoreResult<Vec<UploadInfo>> {
         let mut out = Vec::new();
         for entry in std::fs::read_dir(self.uploads_dir())? {
             let entry = entry?;
-            let Some(id) = entry.file_name().to_str().filter(|n| is_upload_id(n)).map(str::to_owned) else { continue };
+            let Some(id) = entry
+                .file_name()
+                .to_str()
+                .filter(|n| is_upload_id(n))
+                .map(str::to_owned)
+            else {
+                continue;
+            };
             // A record that vanished or cannot be read is an upload being removed.
-            let Ok(record) = read_record(&entry.path()) else { continue };
+            let Ok(record) = read_record(&entry.path()) else {
+                continue;
+            };
             if record.bucket == bucket {
                 out.push(UploadInfo { id, record });
             }
         }
         out.sort_by(|a, b| {
-            (a.record.key.as_str(), a.record.initiated_ns, a.id.as_str()).cmp(&(b.record.key.as_str(), b.record.initiated_ns, b.id.as_str()))
+            (a.record.key.as_str(), a.record.initiated_ns, a.id.as_str()).cmp(&(
+                b.record.key.as_str(),
+                b.record.initiated_ns,
+                b.id.as_str(),
+            ))
         });
         Ok(out)
     }
@@ -387,55 +448,90 @@ impl Store {
     /// Checks a CompleteMultipartUpload part list against the staged parts without changing
     /// anything. On success the upload stays locked (others wait) until the assembly is
     /// finished with [`Store::finish_upload`] or dropped.
-    pub fn prepare_complete(&self, bucket: &str, key: &str, id: &str, requested: &[RequestedPart]) -> StoreResult<Assembly> {
+    pub fn prepare_complete(
+        &self,
+        bucket: &str,
+        key: &str,
+        id: &str,
+        requested: &[RequestedPart],
+    ) -> StoreResult<Assembly> {
         if requested.is_empty() {
-            return Err(StoreError::InvalidRequest("you must specify at least one part".into()));
-        }
-        if requested.windows(2).any(|w| w[0].number >= w[1].number) {
-            return Err(StoreError::InvalidPartOrder);
+            return Err(StoreError::InvalidRequest(
+                "you must specify at least one part".into(),
+            ));
         }
         let dir = self.upload_dir(id)?;
         let lock = lock(&dir, true)?;
         let record = self.open_upload(bucket, key, id)?;
+        if requested.windows(2).any(|w| w[0].number >= w[1].number) {
+            return Err(StoreError::InvalidPartOrder);
+        }
         let mut parts = Vec::with_capacity(requested.len());
         let mut files = Vec::with_capacity(requested.len());
         for want in requested {
             let number = u32::try_from(want.number)
                 .ok()
                 .filter(|n| (1..=MAX_PART_NUMBER).contains(n))
-                .ok_or_else(|| StoreError::InvalidPart(format!("part number {} is out of range", want.number)))?;
+                .ok_or_else(|| {
+                    StoreError::InvalidPart(format!("part number {} is out of range", want.number))
+                })?;
             let (info, file) = match read_part(&dir, number) {
                 Ok(p) => p,
                 Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                    return Err(StoreError::InvalidPart(format!("part {number} was not uploaded")));
+                    return Err(StoreError::InvalidPart(format!(
+                        "part {number} was not uploaded"
+                    )));
                 }
                 Err(e) => return Err(e.into()),
             };
             if !info.etag.eq_ignore_ascii_case(&want.etag) {
-                return Err(StoreError::InvalidPart(format!("the ETag of part {number} does not match")));
+                return Err(StoreError::InvalidPart(format!(
+                    "the ETag of part {number} does not match"
+                )));
             }
             if !checksums_agree(&want.checksums, &info.checksums) {
-                return Err(StoreError::InvalidPart(format!("the checksum of part {number} does not match")));
+                return Err(StoreError::InvalidPart(format!(
+                    "the checksum of part {number} does not match"
+                )));
             }
             parts.push(info);
             files.push(file);
         }
-        if let Some(small) = parts[..parts.len() - 1].iter().find(|p| p.size < MIN_PART_SIZE) {
+        if let Some(small) = parts[..parts.len() - 1]
+            .iter()
+            .find(|p| p.size < MIN_PART_SIZE)
+        {
             return Err(StoreError::EntityTooSmall(small.number as i32));
         }
         let size = parts.iter().map(|p| p.size).sum();
-        Ok(Assembly { record, parts, size, files, dir, _lock: lock })
+        Ok(Assembly {
+            record,
+            parts,
+            size,
+            files,
+            dir,
+            _lock: lock,
+        })
     }
 
     /// Concatenates the validated parts into the object (kernel copies, never through memory),
     /// commits it and removes the upload. Parts not listed are discarded with it.
-    pub fn finish_upload(&self, assembly: Assembly, path: &ObjectPath, meta: ObjectMeta, mode: Commit) -> StoreResult<ObjectMeta> {
+    pub fn finish_upload(
+        &self,
+        assembly: Assembly,
+        path: &ObjectPath,
+        meta: ObjectMeta,
+        mode: Commit,
+    ) -> StoreResult<ObjectMeta> {
         let bucket = assembly.record.bucket.as_str();
         // Fail `If-None-Match: *` before the copy rather than after it; the commit still
         // decides atomically should the key appear meanwhile.
         if mode == Commit::CreateOnly && !path.is_folder_marker {
             let bfd = self.bucket_fd(bucket)?;
-            if fsutil::open_beneath(bfd.as_fd(), &path.rel).and_then(|f| f.metadata()).is_ok_and(|m| m.is_file()) {
+            if fsutil::open_beneath(bfd.as_fd(), &path.rel)
+                .and_then(|f| f.metadata())
+                .is_ok_and(|m| m.is_file())
+            {
                 return Err(StoreError::PreconditionFailed);
             }
         }
@@ -481,13 +577,19 @@ mod tests {
         let mut tmp = s.internal_temp().unwrap();
         tmp.file.write_all(bytes).unwrap();
         let md5: [u8; 16] = Md5::digest(bytes).into();
-        s.put_part("bkt", "k", id, n, tmp, md5, StoredChecksums::default()).unwrap()
+        s.put_part("bkt", "k", id, n, tmp, md5, StoredChecksums::default())
+            .unwrap()
     }
 
     #[test]
     fn ids_and_part_names_are_strict() {
         assert!(is_upload_id(&uuid::Uuid::new_v4().simple().to_string()));
-        for bad in ["", "../../etc", "0123456789ABCDEF0123456789abcdef", "0123456789abcdef0123456789abcde/"] {
+        for bad in [
+            "",
+            "../../etc",
+            "0123456789ABCDEF0123456789abcdef",
+            "0123456789abcdef0123456789abcde/",
+        ] {
             assert!(!is_upload_id(bad), "{bad:?}");
         }
         assert_eq!(parse_part_name(&part_name(42)), Some(42));
@@ -502,7 +604,10 @@ mod tests {
         let b = hex::encode(Md5::digest(b"b"));
         let mut cat = Md5::digest(b"a").to_vec();
         cat.extend_from_slice(&Md5::digest(b"b"));
-        assert_eq!(multipart_etag([a.as_str(), b.as_str()]), format!("{}-2", hex::encode(Md5::digest(&cat))));
+        assert_eq!(
+            multipart_etag([a.as_str(), b.as_str()]),
+            format!("{}-2", hex::encode(Md5::digest(&cat)))
+        );
     }
 
     #[test]
@@ -512,7 +617,12 @@ mod tests {
         put(&s, &id, 1, b"first");
         // Simulate a crash between the record's rename and the data's rename of a re-upload.
         let dir = s.upload_dir(&id).unwrap();
-        let fake = PartRecord { size: 5, md5: hex::encode(Md5::digest(b"other")), checksums: Default::default(), ino: 1 };
+        let fake = PartRecord {
+            size: 5,
+            md5: hex::encode(Md5::digest(b"other")),
+            checksums: Default::default(),
+            ino: 1,
+        };
         write_json_atomic(&dir, "part-00001.json", &fake).unwrap();
         let parts = s.list_parts(&id).unwrap();
         assert_eq!(parts[0].etag, hex::encode(Md5::digest(b"first")));
@@ -547,6 +657,9 @@ mod tests {
         assert_eq!(listed.len(), 1);
         assert_eq!(listed[0].id, id);
         assert_eq!(s.list_parts(&id).unwrap().len(), 1);
-        assert!(matches!(s.open_upload("other", "k", &id), Err(StoreError::NoSuchUpload)));
+        assert!(matches!(
+            s.open_upload("other", "k", &id),
+            Err(StoreError::NoSuchUpload)
+        ));
     }
 }

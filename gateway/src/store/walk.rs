@@ -99,7 +99,8 @@ impl<'a> Walker<'a> {
         if start.len() > MAX_KEY_LEN || after.is_some_and(|a| !may_hold_keys_after(start, a)) {
             return Ok(walker);
         }
-        for comp in start.split('/').filter(|c| !c.is_empty()) {
+        // Keys never have empty, `.` or `..` segments: a prefix folder with one holds nothing.
+        for comp in start.strip_suffix('/').into_iter().flat_map(|s| s.split('/')) {
             if !is_key_segment(comp) {
                 return Ok(walker);
             }
@@ -426,25 +427,25 @@ pub(crate) mod tests {
         pub(crate) fn new() -> Self {
             let root = std::env::temp_dir().join(format!("nebula-walk-{}", uuid::Uuid::new_v4().simple()));
             let store = Store::open(&root).unwrap();
-            store.create_bucket("b").unwrap();
+            store.create_bucket("bkt").unwrap();
             TempData { store, root }
         }
 
         /// Writes an object the way a user would, out of band.
         pub(crate) fn put(&self, key: &str, body: &[u8]) {
-            let path = self.root.join("b").join(key);
+            let path = self.root.join("bkt").join(key);
             std::fs::create_dir_all(path.parent().unwrap()).unwrap();
             std::fs::write(path, body).unwrap();
         }
 
         /// Creates a folder marker through the store, as PutObject of `key/` does.
         pub(crate) fn marker(&self, key: &str) {
-            let tmp = self.store.create_temp("b").unwrap();
-            self.store.commit(tmp, "b", &parse_key(key).unwrap(), ObjectMeta::default(), Commit::Replace).unwrap();
+            let tmp = self.store.create_temp("bkt").unwrap();
+            self.store.commit(tmp, "bkt", &parse_key(key).unwrap(), ObjectMeta::default(), Commit::Replace).unwrap();
         }
 
         pub(crate) fn walk(&self, prefix: &str, after: Option<&str>) -> Vec<String> {
-            let mut w = Walker::new(&self.store, "b", prefix, after).unwrap();
+            let mut w = Walker::new(&self.store, "bkt", prefix, after).unwrap();
             let mut out = Vec::new();
             while let Some(e) = w.next_entry().unwrap() {
                 out.push(e.key);
@@ -516,7 +517,7 @@ pub(crate) mod tests {
         t.put("photos/2024/cat.jpg", b"meow");
         t.marker("empty-marker/");
         assert_eq!(t.walk("", None), ["empty-marker/", "photos/", "photos/2024/", "photos/2024/cat.jpg"]);
-        let mut w = Walker::new(&t.store, "b", "photos/", None).unwrap();
+        let mut w = Walker::new(&t.store, "bkt", "photos/", None).unwrap();
         let e = w.next_entry().unwrap().unwrap();
         let info = w.info(&e).unwrap().unwrap();
         assert_eq!((info.key.as_str(), info.size, info.etag.as_str()), ("photos/", 0, EMPTY_MD5));
@@ -529,11 +530,11 @@ pub(crate) mod tests {
         t.put("d/real", b"2");
         t.put(".nebula-tmp/x.tmp", b"3");
         t.put("d/.nebula-tmp-7", b"4");
-        std::fs::create_dir_all(t.root.join("b/empty/deeper")).unwrap();
-        std::os::unix::fs::symlink(t.root.join("b/ok"), t.root.join("b/link-file")).unwrap();
-        std::os::unix::fs::symlink(t.root.join("b/d"), t.root.join("b/link-dir")).unwrap();
-        std::os::unix::fs::symlink("/etc", t.root.join("b/etc")).unwrap();
-        let bad = t.root.join("b").join(std::ffi::OsStr::from_bytes(b"bad-\xff"));
+        std::fs::create_dir_all(t.root.join("bkt/empty/deeper")).unwrap();
+        std::os::unix::fs::symlink(t.root.join("bkt/ok"), t.root.join("bkt/link-file")).unwrap();
+        std::os::unix::fs::symlink(t.root.join("bkt/d"), t.root.join("bkt/link-dir")).unwrap();
+        std::os::unix::fs::symlink("/etc", t.root.join("bkt/etc")).unwrap();
+        let bad = t.root.join("bkt").join(std::ffi::OsStr::from_bytes(b"bad-\xff"));
         std::fs::write(bad, b"5").unwrap();
         assert_eq!(t.walk("", None), ["d/real", "ok"]);
         assert!(t.walk("etc/", None).is_empty(), "a symlinked folder is not walked into");
@@ -544,7 +545,7 @@ pub(crate) mod tests {
     fn out_of_band_files_get_etags() {
         let t = TempData::new();
         t.put("hello.txt", b"hello");
-        let mut w = Walker::new(&t.store, "b", "", None).unwrap();
+        let mut w = Walker::new(&t.store, "bkt", "", None).unwrap();
         let e = w.next_entry().unwrap().unwrap();
         let info = w.info(&e).unwrap().unwrap();
         assert_eq!(info.etag, "5d41402abc4b2a76b9719d911017c592");
@@ -555,16 +556,16 @@ pub(crate) mod tests {
         std::thread::sleep(std::time::Duration::from_millis(10));
         t.put("hello.txt", b"hello!");
         let info2 = w.info(&e).unwrap().unwrap();
-        assert_eq!((info2.etag.as_str(), info2.size), ("952d2c56d0485958336747bcdd98590d", 6));
+        assert_eq!((info2.etag.as_str(), info2.size), ("5a8dd3ad0756a93ded72b823b19dd877", 6));
     }
 
     #[test]
     fn vanished_files_are_not_listed() {
         let t = TempData::new();
         t.put("gone", b"x");
-        let mut w = Walker::new(&t.store, "b", "", None).unwrap();
+        let mut w = Walker::new(&t.store, "bkt", "", None).unwrap();
         let e = w.next_entry().unwrap().unwrap();
-        std::fs::remove_file(t.root.join("b/gone")).unwrap();
+        std::fs::remove_file(t.root.join("bkt/gone")).unwrap();
         assert_eq!(w.info(&e).unwrap(), None);
     }
 
@@ -574,7 +575,7 @@ pub(crate) mod tests {
         for k in ["a/1", "a/2/x", "a/3", "b/1", "c"] {
             t.put(k, b"x");
         }
-        let mut w = Walker::new(&t.store, "b", "", None).unwrap();
+        let mut w = Walker::new(&t.store, "bkt", "", None).unwrap();
         assert_eq!(w.next_entry().unwrap().unwrap().key, "a/1");
         w.skip_prefix("a/");
         assert_eq!(w.next_entry().unwrap().unwrap().key, "b/1");
@@ -592,15 +593,15 @@ pub(crate) mod tests {
     #[test]
     fn has_any_object_ignores_empty_folders_and_temp_files() {
         let t = TempData::new();
-        let path = t.root.join("b");
-        assert!(!has_any_object(&t.store, "b", &path).unwrap());
+        let path = t.root.join("bkt");
+        assert!(!has_any_object(&t.store, "bkt", &path).unwrap());
         std::fs::create_dir_all(path.join("x/y/z")).unwrap();
         t.put(".nebula-tmp/part.tmp", b"x");
-        assert!(!has_any_object(&t.store, "b", &path).unwrap());
+        assert!(!has_any_object(&t.store, "bkt", &path).unwrap());
         t.marker("x/y/");
-        assert!(has_any_object(&t.store, "b", &path).unwrap());
-        t.store.delete_object("b", &parse_key("x/y/").unwrap()).unwrap();
+        assert!(has_any_object(&t.store, "bkt", &path).unwrap());
+        t.store.delete_object("bkt", &parse_key("x/y/").unwrap()).unwrap();
         t.put("x/y/z/file", b"1");
-        assert!(has_any_object(&t.store, "b", &path).unwrap());
+        assert!(has_any_object(&t.store, "bkt", &path).unwrap());
     }
 }

@@ -1,0 +1,250 @@
+//! The few S3 operations the client needs, over [`Client`], with their XML parsed by roxmltree.
+
+use bytes::Bytes;
+use reqwest::Method;
+
+use crate::client::{Body, Client};
+use crate::error::{CliError, Result};
+
+/// `s3://bucket/key`, for messages.
+pub fn s3_uri(bucket: &str, key: &str) -> String {
+    format!("s3://{bucket}/{key}")
+}
+
+/// One entry of ListObjectsV2.
+#[derive(Debug, Clone)]
+pub struct ObjectEntry {
+    /// Key.
+    pub key: String,
+    /// Size in bytes.
+    pub size: u64,
+    /// ETag without quotes.
+    pub etag: String,
+    /// Last-Modified as sent (ISO 8601).
+    pub modified: String,
+}
+
+/// What HeadObject says.
+#[derive(Debug, Clone)]
+pub struct ObjectHead {
+    /// Content-Length.
+    pub size: u64,
+    /// ETag without quotes.
+    pub etag: String,
+    /// Content-Type.
+    pub content_type: Option<String>,
+}
+
+/// An unfinished multipart upload.
+#[derive(Debug, Clone)]
+pub struct UploadEntry {
+    /// Key.
+    pub key: String,
+    /// Upload id.
+    pub upload_id: String,
+    /// Initiated timestamp (ISO 8601 sorts as text).
+    pub initiated: String,
+}
+
+/// An uploaded part.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PartEntry {
+    /// Part number, from 1.
+    pub number: u32,
+    /// ETag without quotes.
+    pub etag: String,
+    /// Size in bytes.
+    pub size: u64,
+}
+
+/// Strips the quotes S3 puts around ETags.
+pub fn unquote(etag: &str) -> String {
+    etag.trim().trim_matches('"').to_owned()
+}
+
+fn parse(text: &str, what: &str) -> Result<roxmltree::Document<'_>> {
+    roxmltree::Document::parse(text).map_err(|e| CliError::local(format!("the server's answer to {what} is not valid XML: {e}")))
+}
+
+fn child<'a>(n: roxmltree::Node<'a, 'a>, tag: &str) -> Option<&'a str> {
+    n.children().find(|c| c.tag_name().name() == tag).and_then(|c| c.text())
+}
+
+fn elements<'a, 'i>(doc: &'a roxmltree::Document<'i>, tag: &'a str) -> impl Iterator<Item = roxmltree::Node<'a, 'i>> + 'a {
+    doc.root_element().children().filter(move |n| n.tag_name().name() == tag)
+}
+
+async fn text(resp: reqwest::Response, what: &str) -> Result<String> {
+    resp.text().await.map_err(|e| CliError::local(format!("the answer to {what} was cut short: {e}")))
+}
+
+impl Client {
+    /// ListBuckets: bucket names.
+    pub async fn list_buckets(&self) -> Result<Vec<String>> {
+        let url = format!("{}/", self.base);
+        let resp = self.send(Method::GET, &url, &[], Body::Empty, "the bucket list").await?;
+        let body = text(resp, "ListBuckets").await?;
+        let doc = parse(&body, "ListBuckets")?;
+        Ok(doc.descendants().filter(|n| n.tag_name().name() == "Bucket").filter_map(|b| child(b, "Name").map(str::to_owned)).collect())
+    }
+
+    /// One page of ListObjectsV2: entries and the continuation token.
+    pub async fn list_objects(&self, bucket: &str, prefix: &str, token: Option<&str>, max: u32) -> Result<(Vec<ObjectEntry>, Option<String>)> {
+        let max = max.to_string();
+        let mut q = vec![("list-type", "2"), ("prefix", prefix), ("max-keys", max.as_str())];
+        if let Some(t) = token {
+            q.push(("continuation-token", t));
+        }
+        let url = self.url(bucket, None, &q);
+        let resp = self.send(Method::GET, &url, &[], Body::Empty, &format!("s3://{bucket}")).await?;
+        let body = text(resp, "ListObjectsV2").await?;
+        let doc = parse(&body, "ListObjectsV2")?;
+        let items = elements(&doc, "Contents")
+            .map(|n| ObjectEntry {
+                key: child(n, "Key").unwrap_or_default().to_owned(),
+                size: child(n, "Size").and_then(|s| s.parse().ok()).unwrap_or(0),
+                etag: unquote(child(n, "ETag").unwrap_or_default()),
+                modified: child(n, "LastModified").unwrap_or_default().to_owned(),
+            })
+            .collect();
+        let truncated = child(doc.root_element(), "IsTruncated") == Some("true");
+        let next = child(doc.root_element(), "NextContinuationToken").filter(|_| truncated).map(str::to_owned);
+        Ok((items, next))
+    }
+
+    /// HeadObject.
+    pub async fn head_object(&self, bucket: &str, key: &str) -> Result<ObjectHead> {
+        let url = self.url(bucket, Some(key), &[]);
+        let resp = self.send(Method::HEAD, &url, &[], Body::Empty, &s3_uri(bucket, key)).await?;
+        let h = resp.headers();
+        let get = |n: &str| h.get(n).and_then(|v| v.to_str().ok()).map(str::to_owned);
+        Ok(ObjectHead {
+            size: get("content-length").and_then(|v| v.parse().ok()).unwrap_or(0),
+            etag: unquote(&get("etag").unwrap_or_default()),
+            content_type: get("content-type"),
+        })
+    }
+
+    /// PutObject of a body; returns the ETag.
+    pub async fn put_object(&self, bucket: &str, key: &str, headers: &[(&str, String)], body: Body) -> Result<String> {
+        let url = self.url(bucket, Some(key), &[]);
+        let resp = self.send(Method::PUT, &url, headers, body, &s3_uri(bucket, key)).await?;
+        Ok(etag_header(&resp))
+    }
+
+    /// DeleteObject.
+    pub async fn delete_object(&self, bucket: &str, key: &str) -> Result<()> {
+        let url = self.url(bucket, Some(key), &[]);
+        self.send(Method::DELETE, &url, &[], Body::Empty, &s3_uri(bucket, key)).await?;
+        Ok(())
+    }
+
+    /// CreateMultipartUpload; returns the upload id.
+    pub async fn create_multipart(&self, bucket: &str, key: &str, headers: &[(&str, String)]) -> Result<String> {
+        let url = self.url(bucket, Some(key), &[("uploads", "")]);
+        let resp = self.send(Method::POST, &url, headers, Body::Empty, &s3_uri(bucket, key)).await?;
+        let body = text(resp, "CreateMultipartUpload").await?;
+        let doc = parse(&body, "CreateMultipartUpload")?;
+        child(doc.root_element(), "UploadId")
+            .map(str::to_owned)
+            .ok_or_else(|| CliError::local("the server's answer to CreateMultipartUpload has no UploadId"))
+    }
+
+    /// ListMultipartUploads for exactly `key` (the prefix may match longer keys; those are dropped).
+    pub async fn list_uploads(&self, bucket: &str, key: &str) -> Result<Vec<UploadEntry>> {
+        let mut out = Vec::new();
+        let (mut key_marker, mut id_marker) = (String::new(), String::new());
+        loop {
+            let mut q = vec![("uploads", ""), ("prefix", key)];
+            if !key_marker.is_empty() {
+                q.push(("key-marker", &key_marker));
+                q.push(("upload-id-marker", &id_marker));
+            }
+            let url = self.url(bucket, None, &q);
+            let resp = self.send(Method::GET, &url, &[], Body::Empty, &format!("s3://{bucket}")).await?;
+            let body = text(resp, "ListMultipartUploads").await?;
+            let doc = parse(&body, "ListMultipartUploads")?;
+            for n in elements(&doc, "Upload") {
+                let entry = UploadEntry {
+                    key: child(n, "Key").unwrap_or_default().to_owned(),
+                    upload_id: child(n, "UploadId").unwrap_or_default().to_owned(),
+                    initiated: child(n, "Initiated").unwrap_or_default().to_owned(),
+                };
+                if entry.key == key {
+                    out.push(entry);
+                }
+            }
+            let root = doc.root_element();
+            if child(root, "IsTruncated") != Some("true") {
+                return Ok(out);
+            }
+            key_marker = child(root, "NextKeyMarker").unwrap_or_default().to_owned();
+            id_marker = child(root, "NextUploadIdMarker").unwrap_or_default().to_owned();
+            if key_marker.is_empty() {
+                return Ok(out);
+            }
+        }
+    }
+
+    /// ListParts, all pages.
+    pub async fn list_parts(&self, bucket: &str, key: &str, upload_id: &str) -> Result<Vec<PartEntry>> {
+        let mut out = Vec::new();
+        let mut marker = String::new();
+        loop {
+            let mut q = vec![("uploadId", upload_id)];
+            if !marker.is_empty() {
+                q.push(("part-number-marker", &marker));
+            }
+            let url = self.url(bucket, Some(key), &q);
+            let resp = self.send(Method::GET, &url, &[], Body::Empty, &s3_uri(bucket, key)).await?;
+            let body = text(resp, "ListParts").await?;
+            let doc = parse(&body, "ListParts")?;
+            for n in elements(&doc, "Part") {
+                out.push(PartEntry {
+                    number: child(n, "PartNumber").and_then(|s| s.parse().ok()).unwrap_or(0),
+                    etag: unquote(child(n, "ETag").unwrap_or_default()),
+                    size: child(n, "Size").and_then(|s| s.parse().ok()).unwrap_or(0),
+                });
+            }
+            let root = doc.root_element();
+            let next = child(root, "NextPartNumberMarker").unwrap_or_default().to_owned();
+            if child(root, "IsTruncated") != Some("true") || next.is_empty() || next == marker {
+                return Ok(out);
+            }
+            marker = next;
+        }
+    }
+
+    /// UploadPart; returns the ETag.
+    pub async fn upload_part(&self, bucket: &str, key: &str, upload_id: &str, number: u32, headers: &[(&str, String)], body: Body) -> Result<String> {
+        let n = number.to_string();
+        let url = self.url(bucket, Some(key), &[("partNumber", &n), ("uploadId", upload_id)]);
+        let resp = self.send(Method::PUT, &url, headers, body, &s3_uri(bucket, key)).await?;
+        Ok(etag_header(&resp))
+    }
+
+    /// CompleteMultipartUpload with `(number, etag)` pairs in ascending order; returns the ETag.
+    pub async fn complete_multipart(&self, bucket: &str, key: &str, upload_id: &str, parts: &[(u32, String)]) -> Result<String> {
+        let mut xml = String::from("<CompleteMultipartUpload>");
+        for (n, etag) in parts {
+            xml.push_str(&format!("<Part><PartNumber>{n}</PartNumber><ETag>\"{etag}\"</ETag></Part>"));
+        }
+        xml.push_str("</CompleteMultipartUpload>");
+        let url = self.url(bucket, Some(key), &[("uploadId", upload_id)]);
+        let resp = self
+            .send(Method::POST, &url, &[("content-type", "application/xml".into())], Body::Bytes(Bytes::from(xml)), &s3_uri(bucket, key))
+            .await?;
+        let body = text(resp, "CompleteMultipartUpload").await?;
+        // S3 may report a failure inside a 200 answer once the body has started.
+        let doc = parse(&body, "CompleteMultipartUpload")?;
+        if doc.root_element().tag_name().name() == "Error" {
+            let (code, message) = crate::client::parse_error_body(&body);
+            return Err(CliError::Remote { status: 200, code, message, resource: s3_uri(bucket, key) });
+        }
+        Ok(unquote(child(doc.root_element(), "ETag").unwrap_or_default()))
+    }
+}
+
+fn etag_header(resp: &reqwest::Response) -> String {
+    unquote(resp.headers().get("etag").and_then(|v| v.to_str().ok()).unwrap_or_default())
+}
