@@ -44,7 +44,10 @@ impl Client {
             .user_agent(concat!("nebula-cli/", env!("CARGO_PKG_VERSION")))
             .build()
             .map_err(|e| CliError::local(format!("cannot set up HTTP: {e}")))?;
-        let signer = settings.keys.as_ref().map(|(a, s)| Signer::new(a, s, &settings.region));
+        let signer = settings
+            .keys
+            .as_ref()
+            .map(|(a, s)| Signer::new(a, s, &settings.region));
         Ok(Client { http, base, signer })
     }
 
@@ -78,18 +81,33 @@ impl Client {
     }
 
     /// Sends a signed request and returns the response whatever its status.
-    pub async fn send_raw(&self, method: Method, url: &str, headers: &[(&str, String)], body: Body) -> Result<Response> {
-        let mut all: Vec<(String, String)> = headers.iter().map(|(k, v)| (k.to_ascii_lowercase(), v.clone())).collect();
+    pub async fn send_raw(
+        &self,
+        method: Method,
+        url: &str,
+        headers: &[(&str, String)],
+        body: Body,
+    ) -> Result<Response> {
+        let mut all: Vec<(String, String)> = headers
+            .iter()
+            .map(|(k, v)| (k.to_ascii_lowercase(), v.clone()))
+            .collect();
         let (payload, body, len) = match body {
             Body::Empty => (PayloadHash::of(b""), None, None),
-            Body::Bytes(b) => (PayloadHash::of(&b), Some(reqwest::Body::from(b.clone())), Some(b.len() as u64)),
+            Body::Bytes(b) => (
+                PayloadHash::of(&b),
+                Some(reqwest::Body::from(b.clone())),
+                Some(b.len() as u64),
+            ),
             Body::Stream(b, len, hash) => (hash, Some(b), Some(len)),
         };
         if let Some(len) = len {
             // Streams have no length reqwest could see, and UNSIGNED-PAYLOAD needs one.
             all.push(("content-length".into(), len.to_string()));
         }
-        let signed = self.signer()?.sign_headers(method.as_str(), url, &all, &payload)?;
+        let signed = self
+            .signer()?
+            .sign_headers(method.as_str(), url, &all, &payload)?;
         let mut req = self.http.request(method, url);
         for (k, v) in all.iter().chain(signed.iter()) {
             req = req.header(k, v);
@@ -101,7 +119,14 @@ impl Client {
     }
 
     /// Sends a signed request; a non-2xx answer becomes [`CliError::Remote`].
-    pub async fn send(&self, method: Method, url: &str, headers: &[(&str, String)], body: Body, resource: &str) -> Result<Response> {
+    pub async fn send(
+        &self,
+        method: Method,
+        url: &str,
+        headers: &[(&str, String)],
+        body: Body,
+        resource: &str,
+    ) -> Result<Response> {
         let is_head = method == Method::HEAD;
         let resp = self.send_raw(method, url, headers, body).await?;
         if resp.status().is_success() {
@@ -111,7 +136,14 @@ impl Client {
         // HEAD answers carry no error document, so "403" alone cannot tell wrong keys from a
         // denied object; one tiny GET fetches the server's reason.
         if is_head && err.code() == Some("") {
-            let probe = self.send_raw(Method::GET, url, &[("range", "bytes=0-0".into())], Body::Empty).await?;
+            let probe = self
+                .send_raw(
+                    Method::GET,
+                    url,
+                    &[("range", "bytes=0-0".into())],
+                    Body::Empty,
+                )
+                .await?;
             if !probe.status().is_success() {
                 return Err(remote_error(probe, resource).await);
             }
@@ -121,22 +153,49 @@ impl Client {
 
     /// Sends an unsigned GET (used by `ping`, which works without keys).
     pub async fn get_unsigned(&self, url: &str, timeout: Duration) -> Result<Response> {
-        self.http.get(url).timeout(timeout).send().await.map_err(|e| self.connection_error(url, &e))
+        self.http
+            .get(url)
+            .timeout(timeout)
+            .send()
+            .await
+            .map_err(|e| self.connection_error(url, &e))
     }
 
     /// Signed GET of an API endpoint, decoded from JSON.
-    pub async fn api_get<T: DeserializeOwned>(&self, path: &str, query: &[(&str, &str)]) -> Result<T> {
+    pub async fn api_get<T: DeserializeOwned>(
+        &self,
+        path: &str,
+        query: &[(&str, &str)],
+    ) -> Result<T> {
         let url = self.api_url(path, query);
-        let resp = self.send(Method::GET, &url, &[], Body::Empty, &format!("GET /_nebula/v1/{path}")).await?;
+        let resp = self
+            .send(
+                Method::GET,
+                &url,
+                &[],
+                Body::Empty,
+                &format!("GET /_nebula/v1/{path}"),
+            )
+            .await?;
         decode_json(resp, path).await
     }
 
     /// Signed POST of a JSON body to an API endpoint, decoded from JSON.
-    pub async fn api_post<T: DeserializeOwned>(&self, path: &str, body: &serde_json::Value) -> Result<T> {
+    pub async fn api_post<T: DeserializeOwned>(
+        &self,
+        path: &str,
+        body: &serde_json::Value,
+    ) -> Result<T> {
         let url = self.api_url(path, &[]);
         let bytes = Bytes::from(serde_json::to_vec(body).expect("JSON values serialise"));
         let resp = self
-            .send(Method::POST, &url, &[("content-type", "application/json".into())], Body::Bytes(bytes), &format!("POST /_nebula/v1/{path}"))
+            .send(
+                Method::POST,
+                &url,
+                &[("content-type", "application/json".into())],
+                Body::Bytes(bytes),
+                &format!("POST /_nebula/v1/{path}"),
+            )
             .await?;
         decode_json(resp, path).await
     }
@@ -153,8 +212,14 @@ impl Client {
             }
             src.to_string()
         };
-        let base = url.find("/_nebula/").map(|i| &url[..i]).unwrap_or(&self.base);
-        CliError::Connection { url: base.to_owned(), detail }
+        let base = url
+            .find("/_nebula/")
+            .map(|i| &url[..i])
+            .unwrap_or(&self.base);
+        CliError::Connection {
+            url: base.to_owned(),
+            detail,
+        }
     }
 }
 
@@ -171,8 +236,15 @@ fn push_query(url: &mut String, query: &[(&str, &str)]) {
 
 /// Reads a JSON body.
 pub async fn decode_json<T: DeserializeOwned>(resp: Response, what: &str) -> Result<T> {
-    let bytes = resp.bytes().await.map_err(|e| CliError::local(format!("the answer to {what} was cut short: {e}")))?;
-    serde_json::from_slice(&bytes).map_err(|e| CliError::local(format!("the answer to {what} is not the expected JSON: {e}")))
+    let bytes = resp
+        .bytes()
+        .await
+        .map_err(|e| CliError::local(format!("the answer to {what} was cut short: {e}")))?;
+    serde_json::from_slice(&bytes).map_err(|e| {
+        CliError::local(format!(
+            "the answer to {what} is not the expected JSON: {e}"
+        ))
+    })
 }
 
 /// Turns an error response (S3 XML or API JSON) into a [`CliError::Remote`].
@@ -182,10 +254,17 @@ pub async fn remote_error(resp: Response, resource: &str) -> CliError {
     let (code, message) = parse_error_body(&text);
     // Fallbacks for bodiless answers (HEAD) that still say enough through the status.
     let code = match (code.is_empty(), status) {
-        (true, StatusCode::NOT_FOUND) if resource.matches('/').count() > 2 => "NoSuchKey".to_owned(),
+        (true, StatusCode::NOT_FOUND) if resource.matches('/').count() > 2 => {
+            "NoSuchKey".to_owned()
+        }
         _ => code,
     };
-    CliError::Remote { status: status.as_u16(), code, message, resource: resource.to_owned() }
+    CliError::Remote {
+        status: status.as_u16(),
+        code,
+        message,
+        resource: resource.to_owned(),
+    }
 }
 
 /// `(code, message)` from `<Error><Code/><Message/></Error>` or `{"error":{"code","message"}}`.
@@ -196,7 +275,13 @@ pub fn parse_error_body(text: &str) -> (String, String) {
         return (s("code"), s("message"));
     }
     if let Ok(doc) = roxmltree::Document::parse(text) {
-        let s = |tag: &str| doc.descendants().find(|n| n.tag_name().name() == tag).and_then(|n| n.text()).unwrap_or_default().to_owned();
+        let s = |tag: &str| {
+            doc.descendants()
+                .find(|n| n.tag_name().name() == tag)
+                .and_then(|n| n.text())
+                .unwrap_or_default()
+                .to_owned()
+        };
         return (s("Code"), s("Message"));
     }
     (String::new(), String::new())
@@ -208,10 +293,14 @@ mod tests {
 
     #[test]
     fn error_bodies() {
-        let xml = "<?xml version=\"1.0\"?><Error><Code>NoSuchKey</Code><Message>gone</Message></Error>";
+        let xml =
+            "<?xml version=\"1.0\"?><Error><Code>NoSuchKey</Code><Message>gone</Message></Error>";
         assert_eq!(parse_error_body(xml), ("NoSuchKey".into(), "gone".into()));
         let json = r#"{"error":{"code":"NoSuchEndpoint","message":"no"}}"#;
-        assert_eq!(parse_error_body(json), ("NoSuchEndpoint".into(), "no".into()));
+        assert_eq!(
+            parse_error_body(json),
+            ("NoSuchEndpoint".into(), "no".into())
+        );
         assert_eq!(parse_error_body(""), (String::new(), String::new()));
     }
 }

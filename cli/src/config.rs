@@ -49,8 +49,15 @@ pub fn config_path() -> Result<PathBuf> {
     }
     let home = std::env::var_os("HOME")
         .filter(|v| !v.is_empty())
-        .ok_or_else(|| CliError::local("neither XDG_CONFIG_HOME nor HOME is set, so there is no place for the config file"))?;
-    Ok(PathBuf::from(home).join(".config").join("nebula").join("config.toml"))
+        .ok_or_else(|| {
+            CliError::local(
+                "neither XDG_CONFIG_HOME nor HOME is set, so there is no place for the config file",
+            )
+        })?;
+    Ok(PathBuf::from(home)
+        .join(".config")
+        .join("nebula")
+        .join("config.toml"))
 }
 
 impl FileConfig {
@@ -58,9 +65,17 @@ impl FileConfig {
     pub fn load() -> Result<Self> {
         let path = config_path()?;
         match std::fs::read_to_string(&path) {
-            Ok(text) => toml::from_str(&text).map_err(|e| CliError::local(format!("the config file {} is not valid TOML: {e}", path.display()))),
+            Ok(text) => toml::from_str(&text).map_err(|e| {
+                CliError::local(format!(
+                    "the config file {} is not valid TOML: {e}",
+                    path.display()
+                ))
+            }),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(FileConfig::default()),
-            Err(e) => Err(CliError::local(format!("cannot read the config file {}: {e}", path.display()))),
+            Err(e) => Err(CliError::local(format!(
+                "cannot read the config file {}: {e}",
+                path.display()
+            ))),
         }
     }
 
@@ -70,19 +85,31 @@ impl FileConfig {
         use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
         let path = config_path()?;
         let dir = path.parent().expect("config path has a parent");
-        std::fs::create_dir_all(dir).map_err(|e| CliError::local(format!("cannot create {}: {e}", dir.display())))?;
-        let text = toml::to_string_pretty(self).map_err(|e| CliError::local(format!("cannot serialise the config: {e}")))?;
+        std::fs::create_dir_all(dir)
+            .map_err(|e| CliError::local(format!("cannot create {}: {e}", dir.display())))?;
+        let text = toml::to_string_pretty(self)
+            .map_err(|e| CliError::local(format!("cannot serialise the config: {e}")))?;
         // Write a sibling and rename it so a crash never leaves a half-written file; the mode is
         // set at creation so the secret is never readable by others, even briefly.
         let tmp = path.with_extension("toml.tmp");
         let write = || -> std::io::Result<()> {
-            let mut f = std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(&tmp)?;
+            let mut f = std::fs::OpenOptions::new()
+                .write(true)
+                .create(true)
+                .truncate(true)
+                .mode(0o600)
+                .open(&tmp)?;
             f.set_permissions(std::fs::Permissions::from_mode(0o600))?;
             f.write_all(text.as_bytes())?;
             f.sync_all()?;
             std::fs::rename(&tmp, &path)
         };
-        write().map_err(|e| CliError::local(format!("cannot write the config file {}: {e}", path.display())))?;
+        write().map_err(|e| {
+            CliError::local(format!(
+                "cannot write the config file {}: {e}",
+                path.display()
+            ))
+        })?;
         Ok(path)
     }
 }
@@ -124,7 +151,10 @@ pub struct Settings {
 }
 
 fn env(name: &str) -> Option<String> {
-    std::env::var(name).ok().map(|v| v.trim().to_owned()).filter(|v| !v.is_empty())
+    std::env::var(name)
+        .ok()
+        .map(|v| v.trim().to_owned())
+        .filter(|v| !v.is_empty())
 }
 
 impl Settings {
@@ -150,8 +180,18 @@ impl Settings {
                 _ => None,
             },
         };
-        let region = over.region.clone().or_else(|| env("NEBULA_REGION")).or(file.region.clone()).unwrap_or_else(|| DEFAULT_REGION.to_owned());
-        Ok(Settings { servers, keys, bucket: env("NEBULA_BUCKET").or(file.bucket), region })
+        let region = over
+            .region
+            .clone()
+            .or_else(|| env("NEBULA_REGION"))
+            .or(file.region.clone())
+            .unwrap_or_else(|| DEFAULT_REGION.to_owned());
+        Ok(Settings {
+            servers,
+            keys,
+            bucket: env("NEBULA_BUCKET").or(file.bucket),
+            region,
+        })
     }
 
     /// The bucket to use: `--bucket`, else the default, else a usage error.
@@ -162,7 +202,13 @@ impl Settings {
     }
 }
 
-fn pick_servers(flag: Option<String>, env_server: Option<String>, env_local: Option<String>, env_remote: Option<String>, file: &FileConfig) -> Option<Servers> {
+fn pick_servers(
+    flag: Option<String>,
+    env_server: Option<String>,
+    env_local: Option<String>,
+    env_remote: Option<String>,
+    file: &FileConfig,
+) -> Option<Servers> {
     let pair = |l: Option<String>, r: Option<String>| match (l, r) {
         (Some(local), Some(remote)) => Some(Servers::LocalRemote { local, remote }),
         (Some(one), None) | (None, Some(one)) => Some(Servers::Single(one)),
@@ -186,7 +232,10 @@ pub async fn choose_server(servers: &Servers) -> String {
                 eprintln!("using the local gateway {local}");
                 local
             } else {
-                eprintln!("the local gateway {local} did not answer within {}s; using the remote gateway {remote}", LOCAL_PROBE_TIMEOUT.as_secs());
+                eprintln!(
+                    "the local gateway {local} did not answer within {}s; using the remote gateway {remote}",
+                    LOCAL_PROBE_TIMEOUT.as_secs()
+                );
                 remote
             }
         }
@@ -195,16 +244,28 @@ pub async fn choose_server(servers: &Servers) -> String {
 
 /// Any HTTP answer counts: a non-Nebula S3 server on the LAN is still "the local server".
 async fn probe(base: &str) -> bool {
-    let Ok(client) = reqwest::Client::builder().timeout(LOCAL_PROBE_TIMEOUT).connect_timeout(LOCAL_PROBE_TIMEOUT).build() else {
+    let Ok(client) = reqwest::Client::builder()
+        .timeout(LOCAL_PROBE_TIMEOUT)
+        .connect_timeout(LOCAL_PROBE_TIMEOUT)
+        .build()
+    else {
         return false;
     };
-    client.get(format!("{base}/_nebula/v1/ping")).send().await.is_ok()
+    client
+        .get(format!("{base}/_nebula/v1/ping"))
+        .send()
+        .await
+        .is_ok()
 }
 
 /// Trims trailing slashes and adds `http://` when no scheme is given.
 pub fn normalise_url(url: &str) -> String {
     let url = url.trim().trim_end_matches('/');
-    if url.contains("://") { url.to_owned() } else { format!("http://{url}") }
+    if url.contains("://") {
+        url.to_owned()
+    } else {
+        format!("http://{url}")
+    }
 }
 
 #[cfg(test)]
@@ -213,11 +274,29 @@ mod tests {
 
     #[test]
     fn precedence() {
-        let file = FileConfig { server_url: Some("http://file".into()), ..Default::default() };
-        assert_eq!(pick_servers(Some("f".into()), Some("e".into()), None, None, &file), Some(Servers::Single("f".into())));
-        assert_eq!(pick_servers(None, None, Some("l".into()), Some("r".into()), &file), Some(Servers::LocalRemote { local: "l".into(), remote: "r".into() }));
-        assert_eq!(pick_servers(None, None, None, None, &file), Some(Servers::Single("http://file".into())));
-        assert_eq!(pick_servers(None, None, None, None, &FileConfig::default()), None);
+        let file = FileConfig {
+            server_url: Some("http://file".into()),
+            ..Default::default()
+        };
+        assert_eq!(
+            pick_servers(Some("f".into()), Some("e".into()), None, None, &file),
+            Some(Servers::Single("f".into()))
+        );
+        assert_eq!(
+            pick_servers(None, None, Some("l".into()), Some("r".into()), &file),
+            Some(Servers::LocalRemote {
+                local: "l".into(),
+                remote: "r".into()
+            })
+        );
+        assert_eq!(
+            pick_servers(None, None, None, None, &file),
+            Some(Servers::Single("http://file".into()))
+        );
+        assert_eq!(
+            pick_servers(None, None, None, None, &FileConfig::default()),
+            None
+        );
     }
 
     #[test]

@@ -81,20 +81,34 @@ impl CliError {
 }
 
 fn remote_sentence(status: &u16, code: &str, message: &str, resource: &str) -> String {
-    let detail = if message.is_empty() { String::new() } else { format!(" (server said: {message})") };
+    let detail = if message.is_empty() {
+        String::new()
+    } else {
+        format!(" (server said: {message})")
+    };
     match code {
-        "InvalidAccessKeyId" | "SignatureDoesNotMatch" | "NotSignedUp" | "InvalidSecurity" => format!(
-            "the gateway rejected the keys ({code}): check NEBULA_ACCESS_KEY / NEBULA_SECRET_KEY or run `nebula login`{detail}"
-        ),
-        "AuthorizationHeaderMalformed" => {
-            format!("the gateway rejected the request's region: set NEBULA_REGION or `nebula config --region`{detail}")
+        "InvalidAccessKeyId" | "SignatureDoesNotMatch" | "NotSignedUp" | "InvalidSecurity" => {
+            format!(
+                "the gateway rejected the keys ({code}): check NEBULA_ACCESS_KEY / NEBULA_SECRET_KEY or run `nebula login`{detail}"
+            )
         }
-        "RequestTimeTooSkewed" => format!("the gateway says this machine's clock is wrong; fix the clock and retry{detail}"),
-        "AccessDenied" if *status == 403 => format!("the gateway denied access to {resource}{detail}"),
+        "AuthorizationHeaderMalformed" => {
+            format!(
+                "the gateway rejected the request's region: set NEBULA_REGION or `nebula config --region`{detail}"
+            )
+        }
+        "RequestTimeTooSkewed" => format!(
+            "the gateway says this machine's clock is wrong; fix the clock and retry{detail}"
+        ),
+        "AccessDenied" if *status == 403 => {
+            format!("the gateway denied access to {resource}{detail}")
+        }
         "NoSuchKey" => format!("the object {resource} does not exist"),
         "NoSuchBucket" => format!("the bucket of {resource} does not exist{detail}"),
         "NoSuchUpload" => format!("the multipart upload for {resource} no longer exists{detail}"),
-        "NoSuchEndpoint" => format!("this gateway does not offer {resource} (it may be an older version){detail}"),
+        "NoSuchEndpoint" => {
+            format!("this gateway does not offer {resource} (it may be an older version){detail}")
+        }
         _ if *status == 404 => format!("{resource} was not found{detail}"),
         "" => format!("the gateway answered HTTP {status} for {resource}{detail}"),
         _ => format!("the gateway refused {resource}: {code} (HTTP {status}){detail}"),

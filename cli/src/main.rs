@@ -100,7 +100,10 @@ fn main() {
 }
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
-    let ctx = Ctx::new(Overrides { server: cli.server, region: cli.region });
+    let ctx = Ctx::new(Overrides {
+        server: cli.server,
+        region: cli.region,
+    });
     match cli.command {
         Command::Ping(a) => commands::ping::run(&ctx, a).await?,
         Command::Upload(a) => commands::upload::run(&ctx, a).await?,

@@ -15,9 +15,11 @@ const CHUNK: usize = 256 * 1024;
 pub fn bytes_bar(total: u64, msg: impl Into<String>) -> ProgressBar {
     let bar = ProgressBar::new(total);
     bar.set_style(
-        ProgressStyle::with_template("{msg:20!} [{bar:30.cyan/blue}] {bytes}/{total_bytes} {binary_bytes_per_sec} ETA {eta}")
-            .expect("valid template")
-            .progress_chars("=> "),
+        ProgressStyle::with_template(
+            "{msg:20!} [{bar:30.cyan/blue}] {bytes}/{total_bytes} {binary_bytes_per_sec} ETA {eta}",
+        )
+        .expect("valid template")
+        .progress_chars("=> "),
     );
     bar.set_message(msg.into());
     bar
@@ -26,7 +28,11 @@ pub fn bytes_bar(total: u64, msg: impl Into<String>) -> ProgressBar {
 /// A percentage bar for transcode jobs.
 pub fn percent_bar(msg: impl Into<String>) -> ProgressBar {
     let bar = ProgressBar::new(100);
-    bar.set_style(ProgressStyle::with_template("{msg:40!} [{bar:30.green/blue}] {pos:>3}%").expect("valid template").progress_chars("=> "));
+    bar.set_style(
+        ProgressStyle::with_template("{msg:40!} [{bar:30.green/blue}] {pos:>3}%")
+            .expect("valid template")
+            .progress_chars("=> "),
+    );
     bar.set_message(msg.into());
     bar
 }
@@ -41,7 +47,10 @@ pub struct RateLimit {
 impl RateLimit {
     /// A limit of `rate` bytes per second.
     pub fn new(rate: u64) -> Arc<Self> {
-        Arc::new(RateLimit { rate: rate.max(1), state: Mutex::new((Instant::now(), 0)) })
+        Arc::new(RateLimit {
+            rate: rate.max(1),
+            state: Mutex::new((Instant::now(), 0)),
+        })
     }
 
     /// Waits until `n` more bytes fit under the limit.
@@ -58,15 +67,21 @@ impl RateLimit {
 /// A request body streaming `data` in chunks, advancing `bar` (and honouring `limit`) as
 /// the HTTP client pulls them.
 pub fn body_stream(data: Bytes, bar: ProgressBar, limit: Option<Arc<RateLimit>>) -> reqwest::Body {
-    let chunks: Vec<Bytes> = (0..data.len()).step_by(CHUNK).map(|i| data.slice(i..(i + CHUNK).min(data.len()))).collect();
-    let stream = futures::stream::unfold((chunks.into_iter(), bar, limit), |(mut it, bar, limit)| async move {
-        let chunk = it.next()?;
-        if let Some(l) = &limit {
-            l.take(chunk.len() as u64).await;
-        }
-        bar.inc(chunk.len() as u64);
-        Some((Ok::<_, std::io::Error>(chunk), (it, bar, limit)))
-    });
+    let chunks: Vec<Bytes> = (0..data.len())
+        .step_by(CHUNK)
+        .map(|i| data.slice(i..(i + CHUNK).min(data.len())))
+        .collect();
+    let stream = futures::stream::unfold(
+        (chunks.into_iter(), bar, limit),
+        |(mut it, bar, limit)| async move {
+            let chunk = it.next()?;
+            if let Some(l) = &limit {
+                l.take(chunk.len() as u64).await;
+            }
+            bar.inc(chunk.len() as u64);
+            Some((Ok::<_, std::io::Error>(chunk), (it, bar, limit)))
+        },
+    );
     reqwest::Body::wrap_stream(stream)
 }
 
@@ -85,7 +100,9 @@ pub fn parse_rate(s: &str) -> Result<u64, String> {
         }
         _ => (s, 1),
     };
-    let n: f64 = num.parse().map_err(|_| format!("{s:?} is not a rate like 20M"))?;
+    let n: f64 = num
+        .parse()
+        .map_err(|_| format!("{s:?} is not a rate like 20M"))?;
     if n <= 0.0 {
         return Err("the rate must be positive".into());
     }

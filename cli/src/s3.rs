@@ -31,8 +31,6 @@ pub struct ObjectHead {
     pub size: u64,
     /// ETag without quotes.
     pub etag: String,
-    /// Content-Type.
-    pub content_type: Option<String>,
 }
 
 /// An unfinished multipart upload.
@@ -62,41 +60,78 @@ pub fn unquote(etag: &str) -> String {
     etag.trim().trim_matches('"').to_owned()
 }
 
-fn parse(text: &str, what: &str) -> Result<roxmltree::Document<'_>> {
-    roxmltree::Document::parse(text).map_err(|e| CliError::local(format!("the server's answer to {what} is not valid XML: {e}")))
+fn parse<'t>(text: &'t str, what: &str) -> Result<roxmltree::Document<'t>> {
+    roxmltree::Document::parse(text).map_err(|e| {
+        CliError::local(format!(
+            "the server's answer to {what} is not valid XML: {e}"
+        ))
+    })
 }
 
-fn child<'a>(n: roxmltree::Node<'a, 'a>, tag: &str) -> Option<&'a str> {
-    n.children().find(|c| c.tag_name().name() == tag).and_then(|c| c.text())
+fn child<'a, 'i>(n: roxmltree::Node<'a, 'i>, tag: &str) -> Option<&'a str> {
+    n.children()
+        .find(|c| c.tag_name().name() == tag)
+        .and_then(|c| c.text())
 }
 
-fn elements<'a, 'i>(doc: &'a roxmltree::Document<'i>, tag: &'a str) -> impl Iterator<Item = roxmltree::Node<'a, 'i>> + 'a {
-    doc.root_element().children().filter(move |n| n.tag_name().name() == tag)
+fn elements<'a, 'i>(
+    doc: &'a roxmltree::Document<'i>,
+    tag: &'a str,
+) -> impl Iterator<Item = roxmltree::Node<'a, 'i>> + 'a {
+    doc.root_element()
+        .children()
+        .filter(move |n| n.tag_name().name() == tag)
 }
 
 async fn text(resp: reqwest::Response, what: &str) -> Result<String> {
-    resp.text().await.map_err(|e| CliError::local(format!("the answer to {what} was cut short: {e}")))
+    resp.text()
+        .await
+        .map_err(|e| CliError::local(format!("the answer to {what} was cut short: {e}")))
 }
 
 impl Client {
     /// ListBuckets: bucket names.
     pub async fn list_buckets(&self) -> Result<Vec<String>> {
         let url = format!("{}/", self.base);
-        let resp = self.send(Method::GET, &url, &[], Body::Empty, "the bucket list").await?;
+        let resp = self
+            .send(Method::GET, &url, &[], Body::Empty, "the bucket list")
+            .await?;
         let body = text(resp, "ListBuckets").await?;
         let doc = parse(&body, "ListBuckets")?;
-        Ok(doc.descendants().filter(|n| n.tag_name().name() == "Bucket").filter_map(|b| child(b, "Name").map(str::to_owned)).collect())
+        Ok(doc
+            .descendants()
+            .filter(|n| n.tag_name().name() == "Bucket")
+            .filter_map(|b| child(b, "Name").map(str::to_owned))
+            .collect())
     }
 
     /// One page of ListObjectsV2: entries and the continuation token.
-    pub async fn list_objects(&self, bucket: &str, prefix: &str, token: Option<&str>, max: u32) -> Result<(Vec<ObjectEntry>, Option<String>)> {
+    pub async fn list_objects(
+        &self,
+        bucket: &str,
+        prefix: &str,
+        token: Option<&str>,
+        max: u32,
+    ) -> Result<(Vec<ObjectEntry>, Option<String>)> {
         let max = max.to_string();
-        let mut q = vec![("list-type", "2"), ("prefix", prefix), ("max-keys", max.as_str())];
+        let mut q = vec![
+            ("list-type", "2"),
+            ("prefix", prefix),
+            ("max-keys", max.as_str()),
+        ];
         if let Some(t) = token {
             q.push(("continuation-token", t));
         }
         let url = self.url(bucket, None, &q);
-        let resp = self.send(Method::GET, &url, &[], Body::Empty, &format!("s3://{bucket}")).await?;
+        let resp = self
+            .send(
+                Method::GET,
+                &url,
+                &[],
+                Body::Empty,
+                &format!("s3://{bucket}"),
+            )
+            .await?;
         let body = text(resp, "ListObjectsV2").await?;
         let doc = parse(&body, "ListObjectsV2")?;
         let items = elements(&doc, "Contents")
@@ -108,46 +143,75 @@ impl Client {
             })
             .collect();
         let truncated = child(doc.root_element(), "IsTruncated") == Some("true");
-        let next = child(doc.root_element(), "NextContinuationToken").filter(|_| truncated).map(str::to_owned);
+        let next = child(doc.root_element(), "NextContinuationToken")
+            .filter(|_| truncated)
+            .map(str::to_owned);
         Ok((items, next))
     }
 
     /// HeadObject.
     pub async fn head_object(&self, bucket: &str, key: &str) -> Result<ObjectHead> {
         let url = self.url(bucket, Some(key), &[]);
-        let resp = self.send(Method::HEAD, &url, &[], Body::Empty, &s3_uri(bucket, key)).await?;
+        let resp = self
+            .send(Method::HEAD, &url, &[], Body::Empty, &s3_uri(bucket, key))
+            .await?;
         let h = resp.headers();
         let get = |n: &str| h.get(n).and_then(|v| v.to_str().ok()).map(str::to_owned);
         Ok(ObjectHead {
-            size: get("content-length").and_then(|v| v.parse().ok()).unwrap_or(0),
+            size: get("content-length")
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(0),
             etag: unquote(&get("etag").unwrap_or_default()),
-            content_type: get("content-type"),
         })
     }
 
     /// PutObject of a body; returns the ETag.
-    pub async fn put_object(&self, bucket: &str, key: &str, headers: &[(&str, String)], body: Body) -> Result<String> {
+    pub async fn put_object(
+        &self,
+        bucket: &str,
+        key: &str,
+        headers: &[(&str, String)],
+        body: Body,
+    ) -> Result<String> {
         let url = self.url(bucket, Some(key), &[]);
-        let resp = self.send(Method::PUT, &url, headers, body, &s3_uri(bucket, key)).await?;
+        let resp = self
+            .send(Method::PUT, &url, headers, body, &s3_uri(bucket, key))
+            .await?;
         Ok(etag_header(&resp))
     }
 
     /// DeleteObject.
     pub async fn delete_object(&self, bucket: &str, key: &str) -> Result<()> {
         let url = self.url(bucket, Some(key), &[]);
-        self.send(Method::DELETE, &url, &[], Body::Empty, &s3_uri(bucket, key)).await?;
+        self.send(Method::DELETE, &url, &[], Body::Empty, &s3_uri(bucket, key))
+            .await?;
         Ok(())
     }
 
     /// CreateMultipartUpload; returns the upload id.
-    pub async fn create_multipart(&self, bucket: &str, key: &str, headers: &[(&str, String)]) -> Result<String> {
+    pub async fn create_multipart(
+        &self,
+        bucket: &str,
+        key: &str,
+        headers: &[(&str, String)],
+    ) -> Result<String> {
         let url = self.url(bucket, Some(key), &[("uploads", "")]);
-        let resp = self.send(Method::POST, &url, headers, Body::Empty, &s3_uri(bucket, key)).await?;
+        let resp = self
+            .send(
+                Method::POST,
+                &url,
+                headers,
+                Body::Empty,
+                &s3_uri(bucket, key),
+            )
+            .await?;
         let body = text(resp, "CreateMultipartUpload").await?;
         let doc = parse(&body, "CreateMultipartUpload")?;
         child(doc.root_element(), "UploadId")
             .map(str::to_owned)
-            .ok_or_else(|| CliError::local("the server's answer to CreateMultipartUpload has no UploadId"))
+            .ok_or_else(|| {
+                CliError::local("the server's answer to CreateMultipartUpload has no UploadId")
+            })
     }
 
     /// ListMultipartUploads for exactly `key` (the prefix may match longer keys; those are dropped).
@@ -161,7 +225,15 @@ impl Client {
                 q.push(("upload-id-marker", &id_marker));
             }
             let url = self.url(bucket, None, &q);
-            let resp = self.send(Method::GET, &url, &[], Body::Empty, &format!("s3://{bucket}")).await?;
+            let resp = self
+                .send(
+                    Method::GET,
+                    &url,
+                    &[],
+                    Body::Empty,
+                    &format!("s3://{bucket}"),
+                )
+                .await?;
             let body = text(resp, "ListMultipartUploads").await?;
             let doc = parse(&body, "ListMultipartUploads")?;
             for n in elements(&doc, "Upload") {
@@ -179,7 +251,9 @@ impl Client {
                 return Ok(out);
             }
             key_marker = child(root, "NextKeyMarker").unwrap_or_default().to_owned();
-            id_marker = child(root, "NextUploadIdMarker").unwrap_or_default().to_owned();
+            id_marker = child(root, "NextUploadIdMarker")
+                .unwrap_or_default()
+                .to_owned();
             if key_marker.is_empty() {
                 return Ok(out);
             }
@@ -187,7 +261,12 @@ impl Client {
     }
 
     /// ListParts, all pages.
-    pub async fn list_parts(&self, bucket: &str, key: &str, upload_id: &str) -> Result<Vec<PartEntry>> {
+    pub async fn list_parts(
+        &self,
+        bucket: &str,
+        key: &str,
+        upload_id: &str,
+    ) -> Result<Vec<PartEntry>> {
         let mut out = Vec::new();
         let mut marker = String::new();
         loop {
@@ -196,18 +275,24 @@ impl Client {
                 q.push(("part-number-marker", &marker));
             }
             let url = self.url(bucket, Some(key), &q);
-            let resp = self.send(Method::GET, &url, &[], Body::Empty, &s3_uri(bucket, key)).await?;
+            let resp = self
+                .send(Method::GET, &url, &[], Body::Empty, &s3_uri(bucket, key))
+                .await?;
             let body = text(resp, "ListParts").await?;
             let doc = parse(&body, "ListParts")?;
             for n in elements(&doc, "Part") {
                 out.push(PartEntry {
-                    number: child(n, "PartNumber").and_then(|s| s.parse().ok()).unwrap_or(0),
+                    number: child(n, "PartNumber")
+                        .and_then(|s| s.parse().ok())
+                        .unwrap_or(0),
                     etag: unquote(child(n, "ETag").unwrap_or_default()),
                     size: child(n, "Size").and_then(|s| s.parse().ok()).unwrap_or(0),
                 });
             }
             let root = doc.root_element();
-            let next = child(root, "NextPartNumberMarker").unwrap_or_default().to_owned();
+            let next = child(root, "NextPartNumberMarker")
+                .unwrap_or_default()
+                .to_owned();
             if child(root, "IsTruncated") != Some("true") || next.is_empty() || next == marker {
                 return Ok(out);
             }
@@ -216,35 +301,75 @@ impl Client {
     }
 
     /// UploadPart; returns the ETag.
-    pub async fn upload_part(&self, bucket: &str, key: &str, upload_id: &str, number: u32, headers: &[(&str, String)], body: Body) -> Result<String> {
+    pub async fn upload_part(
+        &self,
+        bucket: &str,
+        key: &str,
+        upload_id: &str,
+        number: u32,
+        headers: &[(&str, String)],
+        body: Body,
+    ) -> Result<String> {
         let n = number.to_string();
-        let url = self.url(bucket, Some(key), &[("partNumber", &n), ("uploadId", upload_id)]);
-        let resp = self.send(Method::PUT, &url, headers, body, &s3_uri(bucket, key)).await?;
+        let url = self.url(
+            bucket,
+            Some(key),
+            &[("partNumber", &n), ("uploadId", upload_id)],
+        );
+        let resp = self
+            .send(Method::PUT, &url, headers, body, &s3_uri(bucket, key))
+            .await?;
         Ok(etag_header(&resp))
     }
 
     /// CompleteMultipartUpload with `(number, etag)` pairs in ascending order; returns the ETag.
-    pub async fn complete_multipart(&self, bucket: &str, key: &str, upload_id: &str, parts: &[(u32, String)]) -> Result<String> {
+    pub async fn complete_multipart(
+        &self,
+        bucket: &str,
+        key: &str,
+        upload_id: &str,
+        parts: &[(u32, String)],
+    ) -> Result<String> {
         let mut xml = String::from("<CompleteMultipartUpload>");
         for (n, etag) in parts {
-            xml.push_str(&format!("<Part><PartNumber>{n}</PartNumber><ETag>\"{etag}\"</ETag></Part>"));
+            xml.push_str(&format!(
+                "<Part><PartNumber>{n}</PartNumber><ETag>\"{etag}\"</ETag></Part>"
+            ));
         }
         xml.push_str("</CompleteMultipartUpload>");
         let url = self.url(bucket, Some(key), &[("uploadId", upload_id)]);
         let resp = self
-            .send(Method::POST, &url, &[("content-type", "application/xml".into())], Body::Bytes(Bytes::from(xml)), &s3_uri(bucket, key))
+            .send(
+                Method::POST,
+                &url,
+                &[("content-type", "application/xml".into())],
+                Body::Bytes(Bytes::from(xml)),
+                &s3_uri(bucket, key),
+            )
             .await?;
         let body = text(resp, "CompleteMultipartUpload").await?;
         // S3 may report a failure inside a 200 answer once the body has started.
         let doc = parse(&body, "CompleteMultipartUpload")?;
         if doc.root_element().tag_name().name() == "Error" {
             let (code, message) = crate::client::parse_error_body(&body);
-            return Err(CliError::Remote { status: 200, code, message, resource: s3_uri(bucket, key) });
+            return Err(CliError::Remote {
+                status: 200,
+                code,
+                message,
+                resource: s3_uri(bucket, key),
+            });
         }
-        Ok(unquote(child(doc.root_element(), "ETag").unwrap_or_default()))
+        Ok(unquote(
+            child(doc.root_element(), "ETag").unwrap_or_default(),
+        ))
     }
 }
 
 fn etag_header(resp: &reqwest::Response) -> String {
-    unquote(resp.headers().get("etag").and_then(|v| v.to_str().ok()).unwrap_or_default())
+    unquote(
+        resp.headers()
+            .get("etag")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default(),
+    )
 }

@@ -3,7 +3,10 @@
 use std::time::{Duration, SystemTime};
 
 use aws_credential_types::Credentials;
-use aws_sigv4::http_request::{PayloadChecksumKind, PercentEncodingMode, SignableBody, SignableRequest, SignatureLocation, SigningSettings, UriPathNormalizationMode, sign};
+use aws_sigv4::http_request::{
+    PayloadChecksumKind, PercentEncodingMode, SignableBody, SignableRequest, SignatureLocation,
+    SigningSettings, UriPathNormalizationMode, sign,
+};
 use aws_sigv4::sign::v4;
 use aws_smithy_runtime_api::client::identity::Identity;
 use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
@@ -11,7 +14,11 @@ use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
 use crate::error::{CliError, Result};
 
 /// Characters S3 wants percent-encoded in query values: all but `A-Za-z0-9-_.~`.
-const QUERY: &AsciiSet = &NON_ALPHANUMERIC.remove(b'-').remove(b'_').remove(b'.').remove(b'~');
+const QUERY: &AsciiSet = &NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'_')
+    .remove(b'.')
+    .remove(b'~');
 /// The same for key paths, where `/` separates segments and stays literal.
 const PATH: &AsciiSet = &QUERY.remove(b'/');
 
@@ -53,7 +60,10 @@ impl Signer {
     /// A signer for these keys.
     pub fn new(access_key: &str, secret_key: &str, region: &str) -> Self {
         let creds = Credentials::new(access_key, secret_key, None, None, "nebula-cli");
-        Signer { identity: creds.into(), region: region.to_owned() }
+        Signer {
+            identity: creds.into(),
+            region: region.to_owned(),
+        }
     }
 
     fn settings(location: SignatureLocation) -> SigningSettings {
@@ -67,7 +77,13 @@ impl Signer {
 
     /// Signing headers (`authorization`, `x-amz-date`, `x-amz-content-sha256`) for a request
     /// with these headers; `url` must already be percent-encoded.
-    pub fn sign_headers(&self, method: &str, url: &str, headers: &[(String, String)], payload: &PayloadHash) -> Result<Vec<(String, String)>> {
+    pub fn sign_headers(
+        &self,
+        method: &str,
+        url: &str,
+        headers: &[(String, String)],
+        payload: &PayloadHash,
+    ) -> Result<Vec<(String, String)>> {
         let mut settings = Self::settings(SignatureLocation::Headers);
         // S3 (and s3s) require x-amz-content-sha256 on header-signed requests.
         settings.payload_checksum_kind = PayloadChecksumKind::XAmzSha256;
@@ -76,10 +92,19 @@ impl Signer {
             PayloadHash::Sha256(h) => SignableBody::Precomputed(h.clone()),
         };
         let params = self.params(settings)?;
-        let req = SignableRequest::new(method, url, headers.iter().map(|(k, v)| (k.as_str(), v.as_str())), body).map_err(sign_err)?;
+        let req = SignableRequest::new(
+            method,
+            url,
+            headers.iter().map(|(k, v)| (k.as_str(), v.as_str())),
+            body,
+        )
+        .map_err(sign_err)?;
         let (instructions, _) = sign(req, &params).map_err(sign_err)?.into_parts();
         let (hdrs, _) = instructions.into_parts();
-        Ok(hdrs.into_iter().map(|h| (h.name().to_owned(), h.value().to_owned())).collect())
+        Ok(hdrs
+            .into_iter()
+            .map(|h| (h.name().to_owned(), h.value().to_owned()))
+            .collect())
     }
 
     /// A presigned URL: `url` (percent-encoded, its own query included in the signature)
@@ -88,7 +113,13 @@ impl Signer {
         let mut settings = Self::settings(SignatureLocation::QueryParams);
         settings.expires_in = Some(expires);
         let params = self.params(settings)?;
-        let req = SignableRequest::new(method, url, std::iter::empty(), SignableBody::UnsignedPayload).map_err(sign_err)?;
+        let req = SignableRequest::new(
+            method,
+            url,
+            std::iter::empty(),
+            SignableBody::UnsignedPayload,
+        )
+        .map_err(sign_err)?;
         let (instructions, _) = sign(req, &params).map_err(sign_err)?.into_parts();
         let mut out = url.to_owned();
         for (name, value) in instructions.params() {
@@ -100,7 +131,10 @@ impl Signer {
         Ok(out)
     }
 
-    fn params(&self, settings: SigningSettings) -> Result<aws_sigv4::http_request::SigningParams<'_>> {
+    fn params(
+        &self,
+        settings: SigningSettings,
+    ) -> Result<aws_sigv4::http_request::SigningParams<'_>> {
         let p = v4::SigningParams::builder()
             .identity(&self.identity)
             .region(&self.region)
@@ -130,8 +164,17 @@ mod tests {
     #[test]
     fn presign_keeps_own_query_and_adds_signature() {
         let s = Signer::new("AK", "SK", "us-east-1");
-        let url = s.presign("GET", "http://127.0.0.1:1/b/k?quality=480&transcode=h264", Duration::from_secs(60)).unwrap();
-        assert!(url.starts_with("http://127.0.0.1:1/b/k?quality=480&transcode=h264&"), "{url}");
+        let url = s
+            .presign(
+                "GET",
+                "http://127.0.0.1:1/b/k?quality=480&transcode=h264",
+                Duration::from_secs(60),
+            )
+            .unwrap();
+        assert!(
+            url.starts_with("http://127.0.0.1:1/b/k?quality=480&transcode=h264&"),
+            "{url}"
+        );
         assert!(url.contains("X-Amz-Signature="), "{url}");
         assert!(url.contains("X-Amz-Expires=60"), "{url}");
         assert!(url.contains("X-Amz-Credential=AK%2F"), "{url}");

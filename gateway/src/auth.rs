@@ -15,7 +15,10 @@ pub struct KeyAuth {
 impl KeyAuth {
     /// Auth for one key pair.
     pub fn new(access_key: &str, secret_key: &str) -> Self {
-        KeyAuth { access_key: access_key.to_owned(), secret_key: SecretKey::from(secret_key.to_owned()) }
+        KeyAuth {
+            access_key: access_key.to_owned(),
+            secret_key: SecretKey::from(secret_key.to_owned()),
+        }
     }
 }
 
@@ -25,7 +28,10 @@ impl S3Auth for KeyAuth {
         if access_key == self.access_key {
             Ok(self.secret_key.clone())
         } else {
-            Err(s3_error!(InvalidAccessKeyId, "The AWS Access Key Id you provided does not exist in our records."))
+            Err(s3_error!(
+                InvalidAccessKeyId,
+                "The AWS Access Key Id you provided does not exist in our records."
+            ))
         }
     }
 }
@@ -40,13 +46,19 @@ pub struct DomainHost {
 impl DomainHost {
     /// Serves `<bucket>.<domain>` as virtual-host style.
     pub fn new(domain: &str) -> Self {
-        DomainHost { domain: domain.trim_end_matches('.').to_ascii_lowercase() }
+        DomainHost {
+            domain: domain.trim_end_matches('.').to_ascii_lowercase(),
+        }
     }
 }
 
 fn strip_port(host: &str) -> &str {
     match host.rsplit_once(':') {
-        Some((h, p)) if !h.ends_with(']') && p.chars().all(|c| c.is_ascii_digit()) && !h.contains(':') => h,
+        Some((h, p))
+            if !h.ends_with(']') && p.chars().all(|c| c.is_ascii_digit()) && !h.contains(':') =>
+        {
+            h
+        }
         Some((h, p)) if h.ends_with(']') && p.chars().all(|c| c.is_ascii_digit()) => h,
         _ => host,
     }
@@ -58,7 +70,9 @@ impl S3Host for DomainHost {
         if name.len() > self.domain.len() + 1 {
             let (sub, base) = name.split_at(name.len() - self.domain.len());
             if base.eq_ignore_ascii_case(&self.domain) && sub.ends_with('.') {
-                return Ok(VirtualHost::new(self.domain.as_str()).with_bucket(&sub[..sub.len() - 1]));
+                return Ok(
+                    VirtualHost::new(self.domain.as_str()).with_bucket(&sub[..sub.len() - 1])
+                );
             }
         }
         Ok(VirtualHost::new(name))
@@ -72,10 +86,23 @@ mod tests {
     #[test]
     fn only_subdomains_of_the_domain_are_buckets() {
         let h = DomainHost::new("s3.home.lan");
-        assert_eq!(h.parse_host_header("media.s3.home.lan:9000").unwrap().bucket(), Some("media"));
+        assert_eq!(
+            h.parse_host_header("media.s3.home.lan:9000")
+                .unwrap()
+                .bucket(),
+            Some("media")
+        );
         assert_eq!(h.parse_host_header("s3.home.lan").unwrap().bucket(), None);
-        assert_eq!(h.parse_host_header("localhost:9000").unwrap().bucket(), None);
-        assert_eq!(h.parse_host_header("laptop.tailnet.ts.net").unwrap().bucket(), None);
+        assert_eq!(
+            h.parse_host_header("localhost:9000").unwrap().bucket(),
+            None
+        );
+        assert_eq!(
+            h.parse_host_header("laptop.tailnet.ts.net")
+                .unwrap()
+                .bucket(),
+            None
+        );
         assert_eq!(h.parse_host_header("[::1]:9000").unwrap().bucket(), None);
     }
 }

@@ -15,6 +15,8 @@ pub struct Cli {
 }
 
 /// Subcommands; `serve` is the default.
+// Parsed once at start: the size difference between the variants does not matter.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run the gateway (the default).

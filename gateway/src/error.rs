@@ -30,7 +30,9 @@ pub enum StoreError {
     #[error("your key is too long (the maximum is 1024 bytes)")]
     KeyTooLong,
     /// The key names a file where a folder is needed, or the reverse (`a` against `a/b`).
-    #[error("the key conflicts with an existing {0}: on this gateway a key cannot be both an object and a folder prefix")]
+    #[error(
+        "the key conflicts with an existing {0}: on this gateway a key cannot be both an object and a folder prefix"
+    )]
     KeyConflict(&'static str),
     /// A request argument is not valid.
     #[error("{0}")]
@@ -51,13 +53,17 @@ pub enum StoreError {
     #[error("the requested range is not satisfiable")]
     InvalidRange,
     /// Complete named a part that was not uploaded or whose ETag differs.
-    #[error("one or more of the specified parts could not be found, or the ETag did not match: {0}")]
+    #[error(
+        "one or more of the specified parts could not be found, or the ETag did not match: {0}"
+    )]
     InvalidPart(String),
     /// Complete listed parts out of ascending order.
     #[error("the list of parts was not in ascending order")]
     InvalidPartOrder,
     /// A part other than the last is smaller than 5 MiB.
-    #[error("your proposed upload is smaller than the minimum allowed size (part {0} is under 5 MiB)")]
+    #[error(
+        "your proposed upload is smaller than the minimum allowed size (part {0} is under 5 MiB)"
+    )]
     EntityTooSmall(i32),
     /// The request is well-formed but not allowed (e.g. copy onto itself without changes).
     #[error("{0}")]
@@ -75,8 +81,12 @@ impl StoreError {
     pub fn from_lookup(err: std::io::Error) -> Self {
         use std::io::ErrorKind;
         match err.kind() {
-            ErrorKind::NotFound | ErrorKind::NotADirectory | ErrorKind::IsADirectory => StoreError::NoSuchKey,
-            _ if err.raw_os_error() == Some(libc::ELOOP) || err.raw_os_error() == Some(libc::EXDEV) => {
+            ErrorKind::NotFound | ErrorKind::NotADirectory | ErrorKind::IsADirectory => {
+                StoreError::NoSuchKey
+            }
+            _ if err.raw_os_error() == Some(libc::ELOOP)
+                || err.raw_os_error() == Some(libc::EXDEV) =>
+            {
                 StoreError::NoSuchKey
             }
             _ => StoreError::Io(err),
@@ -96,7 +106,9 @@ impl From<StoreError> for S3Error {
             StoreError::NoSuchUpload => S3ErrorCode::NoSuchUpload,
             StoreError::InvalidKey(_) => S3ErrorCode::InvalidArgument,
             StoreError::KeyTooLong => S3ErrorCode::KeyTooLongError,
-            StoreError::KeyConflict(_) => return custom_error("KeyConflict", http::StatusCode::CONFLICT, msg),
+            StoreError::KeyConflict(_) => {
+                return custom_error("KeyConflict", http::StatusCode::CONFLICT, msg);
+            }
             StoreError::InvalidArgument(_) => S3ErrorCode::InvalidArgument,
             StoreError::BadDigest(_) => S3ErrorCode::BadDigest,
             StoreError::InvalidDigest(_) => S3ErrorCode::InvalidDigest,
@@ -110,7 +122,10 @@ impl From<StoreError> for S3Error {
             StoreError::Body(_) => S3ErrorCode::IncompleteBody,
             StoreError::Io(e) => {
                 tracing::error!(error = %e, "filesystem error");
-                return S3Error::with_message(S3ErrorCode::InternalError, "the gateway could not access its data folder");
+                return S3Error::with_message(
+                    S3ErrorCode::InternalError,
+                    "the gateway could not access its data folder",
+                );
             }
         };
         S3Error::with_message(code, msg)
@@ -121,7 +136,11 @@ impl From<StoreError> for S3Error {
 pub type StoreResult<T> = Result<T, StoreError>;
 
 /// An S3 error with a code s3s does not know, and its status.
-pub fn custom_error(code: &'static str, status: http::StatusCode, message: impl Into<String>) -> S3Error {
+pub fn custom_error(
+    code: &'static str,
+    status: http::StatusCode,
+    message: impl Into<String>,
+) -> S3Error {
     let mut e = S3Error::with_message(S3ErrorCode::Custom(code.into()), message.into());
     e.set_status_code(status);
     e

@@ -31,7 +31,11 @@ pub struct Front {
 
 /// An S3 XML error response produced before s3s sees the request.
 fn xml_error(status: StatusCode, code: &str, message: &str) -> Response<Body> {
-    let esc = |s: &str| s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;");
+    let esc = |s: &str| {
+        s.replace('&', "&amp;")
+            .replace('<', "&lt;")
+            .replace('>', "&gt;")
+    };
     let body = format!(
         "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<Error><Code>{}</Code><Message>{}</Message></Error>",
         esc(code),
@@ -39,14 +43,21 @@ fn xml_error(status: StatusCode, code: &str, message: &str) -> Response<Body> {
     );
     let mut resp = Response::new(Body::from(body));
     *resp.status_mut() = status;
-    resp.headers_mut().insert(http::header::CONTENT_TYPE, HeaderValue::from_static("application/xml"));
+    resp.headers_mut().insert(
+        http::header::CONTENT_TYPE,
+        HeaderValue::from_static("application/xml"),
+    );
     resp
 }
 
 /// True for a single well-formed byte range that s3s will accept (`a-b` with a ≤ b, `a-`, `-n`).
 fn is_single_valid_range(v: &str) -> bool {
-    let Some(spec) = v.trim().strip_prefix("bytes=") else { return false };
-    let Some((a, b)) = spec.split_once('-') else { return false };
+    let Some(spec) = v.trim().strip_prefix("bytes=") else {
+        return false;
+    };
+    let Some((a, b)) = spec.split_once('-') else {
+        return false;
+    };
     let num = |s: &str| !s.is_empty() && s.len() <= 19 && s.bytes().all(|c| c.is_ascii_digit());
     match (a.is_empty(), b.is_empty()) {
         (false, false) => num(a) && num(b) && a.parse::<u64>().ok() <= b.parse::<u64>().ok(),
@@ -70,7 +81,13 @@ fn range_is_signed<B>(req: &Request<B>) -> bool {
         .get(http::header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .and_then(|a| a.split("SignedHeaders=").nth(1))
-        .is_some_and(|s| s.split([',', ' ']).next().unwrap_or("").split(';').any(|h| h == "range"));
+        .is_some_and(|s| {
+            s.split([',', ' '])
+                .next()
+                .unwrap_or("")
+                .split(';')
+                .any(|h| h == "range")
+        });
     let signed_in_query = query_param(req.uri().query().unwrap_or(""), "X-Amz-SignedHeaders")
         .is_some_and(|s| s.split(';').any(|h| h == "range"));
     signed_in_header || signed_in_query
@@ -85,14 +102,22 @@ impl Front {
     /// Wraps the s3s service for a gateway answering in `region`; `verified` is the same
     /// gateway built without authentication.
     pub fn new(s3: S3Service, verified: S3Service, region: String) -> Self {
-        Front { s3, verified, region }
+        Front {
+            s3,
+            verified,
+            region,
+        }
     }
 
     /// s3s parses `Range` only after the signature check and answers 400 for a range S3 would
     /// ignore. When the client signed that header we cannot drop it before the check, so the
     /// 400 (which proves the signature held) is answered by replaying the request, without the
     /// range and the now-spent credentials, on the unauthenticated twin of the service.
-    async fn replay_without_range(&self, parts: &http::request::Parts, peer: PeerInfo) -> Result<Response<Body>, HttpError> {
+    async fn replay_without_range(
+        &self,
+        parts: &http::request::Parts,
+        peer: PeerInfo,
+    ) -> Result<Response<Body>, HttpError> {
         let query: Vec<&str> = parts
             .uri
             .query()
@@ -100,8 +125,15 @@ impl Front {
             .split('&')
             .filter(|p| !p.is_empty() && !p.starts_with("X-Amz-") && !p.starts_with("x-amz-"))
             .collect();
-        let pq = if query.is_empty() { parts.uri.path().to_owned() } else { format!("{}?{}", parts.uri.path(), query.join("&")) };
-        let mut builder = Request::builder().method(parts.method.clone()).uri(pq).version(parts.version);
+        let pq = if query.is_empty() {
+            parts.uri.path().to_owned()
+        } else {
+            format!("{}?{}", parts.uri.path(), query.join("&"))
+        };
+        let mut builder = Request::builder()
+            .method(parts.method.clone())
+            .uri(pq)
+            .version(parts.version);
         for (name, value) in &parts.headers {
             let n = name.as_str();
             if n == "authorization" || n == "range" || n.starts_with("x-amz-") {
@@ -109,7 +141,9 @@ impl Front {
             }
             builder = builder.header(name, value);
         }
-        let mut req = builder.body(Body::empty()).map_err(|e| HttpError::new(Box::new(e)))?;
+        let mut req = builder
+            .body(Body::empty())
+            .map_err(|e| HttpError::new(Box::new(e)))?;
         req.extensions_mut().insert(peer);
         self.verified.call(req).await
     }
@@ -136,30 +170,50 @@ impl Front {
             return Some(xml_error(
                 StatusCode::BAD_REQUEST,
                 "AuthorizationQueryParametersError",
-                &format!("Error parsing the X-Amz-Credential parameter; the region '{r}' is wrong; expecting '{}'", self.region),
+                &format!(
+                    "Error parsing the X-Amz-Credential parameter; the region '{r}' is wrong; expecting '{}'",
+                    self.region
+                ),
             ));
         }
-        if let Some(auth) = req.headers().get(http::header::AUTHORIZATION).and_then(|v| v.to_str().ok())
+        if let Some(auth) = req
+            .headers()
+            .get(http::header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
             && auth.starts_with("AWS4-HMAC-SHA256")
-            && let Some(cred) = auth.split("Credential=").nth(1).and_then(|s| s.split(',').next())
+            && let Some(cred) = auth
+                .split("Credential=")
+                .nth(1)
+                .and_then(|s| s.split(',').next())
             && let Some(r) = scope_region(cred.trim())
             && r != self.region
         {
             return Some(xml_error(
                 StatusCode::BAD_REQUEST,
                 "AuthorizationHeaderMalformed",
-                &format!("The authorization header is malformed; the region '{r}' is wrong; expecting '{}'", self.region),
+                &format!(
+                    "The authorization header is malformed; the region '{r}' is wrong; expecting '{}'",
+                    self.region
+                ),
             ));
         }
         None
     }
 
     /// Serves one request.
-    pub async fn handle(&self, mut req: Request<Incoming>, peer: PeerInfo) -> Result<Response<Body>, HttpError> {
+    pub async fn handle(
+        &self,
+        mut req: Request<Incoming>,
+        peer: PeerInfo,
+    ) -> Result<Response<Body>, HttpError> {
         let started = Instant::now();
         let method = req.method().clone();
         let path = req.uri().path().to_owned();
-        let range = req.headers().get(http::header::RANGE).and_then(|v| v.to_str().ok()).map(str::to_owned);
+        let range = req
+            .headers()
+            .get(http::header::RANGE)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned);
         // S3 ignores a Range it cannot serve as one range (malformed, multi-range, last < first)
         // and sends the whole object; s3s would answer 400.
         let bad_range = range.as_deref().is_some_and(|r| !is_single_valid_range(r));
@@ -185,7 +239,10 @@ impl Front {
         if let Some(parts) = replay
             && resp.status() == StatusCode::BAD_REQUEST
         {
-            let body = http_body_util::BodyExt::collect(resp.into_body()).await.map(|c| c.to_bytes()).unwrap_or_default();
+            let body = http_body_util::BodyExt::collect(resp.into_body())
+                .await
+                .map(|c| c.to_bytes())
+                .unwrap_or_default();
             resp = if String::from_utf8_lossy(&body).contains("invalid header: range") {
                 self.replay_without_range(&parts, peer.clone()).await?
             } else {
@@ -217,13 +274,23 @@ mod tests {
         for ok in ["bytes=0-0", "bytes=5-", "bytes=-3", "bytes=10-20"] {
             assert!(is_single_valid_range(ok), "{ok}");
         }
-        for bad in ["bytes=0-1,4-5", "bytes=5-2", "bytes=-", "items=0-1", "bytes=a-b", "bytes=1"] {
+        for bad in [
+            "bytes=0-1,4-5",
+            "bytes=5-2",
+            "bytes=-",
+            "items=0-1",
+            "bytes=a-b",
+            "bytes=1",
+        ] {
             assert!(!is_single_valid_range(bad), "{bad}");
         }
     }
 
     #[test]
     fn region_from_scope() {
-        assert_eq!(scope_region("AKID/20260101/eu-west-1/s3/aws4_request"), Some("eu-west-1"));
+        assert_eq!(
+            scope_region("AKID/20260101/eu-west-1/s3/aws4_request"),
+            Some("eu-west-1")
+        );
     }
 }

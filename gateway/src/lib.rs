@@ -16,7 +16,12 @@ pub mod transcode;
 use s3s::service::S3ServiceBuilder;
 
 /// Builds the request entry point for a gateway.
-pub fn build_front(gateway: s3::Gateway, api: api::ApiState, creds: &credentials::Credentials, domain: Option<&str>) -> front::Front {
+pub fn build_front(
+    gateway: s3::Gateway,
+    api: api::ApiState,
+    creds: &credentials::Credentials,
+    domain: Option<&str>,
+) -> front::Front {
     let region = gateway.region.clone();
     let mut verified = S3ServiceBuilder::new(gateway.clone());
     verified.set_validation(api::ApiAwareNames);

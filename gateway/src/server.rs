@@ -19,7 +19,10 @@ const SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
 
 fn builder() -> auto::Builder<TokioExecutor> {
     let mut b = auto::Builder::new(TokioExecutor::new());
-    b.http1().timer(TokioTimer::new()).header_read_timeout(HEADER_READ_TIMEOUT).keep_alive(true);
+    b.http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(HEADER_READ_TIMEOUT)
+        .keep_alive(true);
     b.http2().timer(TokioTimer::new());
     b
 }
@@ -34,7 +37,9 @@ where
         let peer = peer.clone();
         async move { front.handle(req, peer).await }
     });
-    let conn = builder().serve_connection_with_upgrades(TokioIo::new(stream), svc).into_owned();
+    let conn = builder()
+        .serve_connection_with_upgrades(TokioIo::new(stream), svc)
+        .into_owned();
     let conn = graceful.watch(conn);
     tokio::spawn(async move {
         if let Err(e) = conn.await {
@@ -44,7 +49,11 @@ where
 }
 
 /// Accepts on `listener` until `shutdown` resolves, then waits for in-flight requests.
-pub async fn serve_tcp(listener: TcpListener, front: Front, shutdown: impl std::future::Future<Output = ()>) {
+pub async fn serve_tcp(
+    listener: TcpListener,
+    front: Front,
+    shutdown: impl std::future::Future<Output = ()>,
+) {
     let graceful = GracefulShutdown::new();
     tokio::pin!(shutdown);
     loop {
@@ -68,7 +77,10 @@ pub async fn serve_tcp(listener: TcpListener, front: Front, shutdown: impl std::
     }
     drop(listener);
     tracing::info!("shutting down: waiting for in-flight requests");
-    if tokio::time::timeout(SHUTDOWN_GRACE, graceful.shutdown()).await.is_err() {
+    if tokio::time::timeout(SHUTDOWN_GRACE, graceful.shutdown())
+        .await
+        .is_err()
+    {
         tracing::warn!("some connections did not finish within {SHUTDOWN_GRACE:?}");
     }
 }

@@ -53,7 +53,9 @@ pub fn parse_query(query: Option<&str>) -> S3Result<MediaRequest> {
     let mut quality = None;
     for pair in query.unwrap_or("").split('&') {
         let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
-        let v = percent_encoding::percent_decode_str(v).decode_utf8_lossy().into_owned();
+        let v = percent_encoding::percent_decode_str(v)
+            .decode_utf8_lossy()
+            .into_owned();
         match k {
             "transcode" => transcode = Some(v),
             "quality" => quality = Some(v),
@@ -71,12 +73,15 @@ pub fn parse_query(query: Option<&str>) -> S3Result<MediaRequest> {
     match (transcode, quality) {
         (None, None) => Ok(MediaRequest::Original),
         (_, Some(q)) if q.eq_ignore_ascii_case("original") => Ok(MediaRequest::Original),
-        (_, Some(q)) => q.parse::<Quality>().map(MediaRequest::Transcode).map_err(|_| {
-            S3Error::with_message(
-                S3ErrorCode::InvalidArgument,
-                format!("unknown quality '{q}': use 240, 360, 480, 720, 1080 or original"),
-            )
-        }),
+        (_, Some(q)) => q
+            .parse::<Quality>()
+            .map(MediaRequest::Transcode)
+            .map_err(|_| {
+                S3Error::with_message(
+                    S3ErrorCode::InvalidArgument,
+                    format!("unknown quality '{q}': use 240, 360, 480, 720, 1080 or original"),
+                )
+            }),
         (Some(_), None) => Ok(MediaRequest::Transcode(Quality::P720)),
     }
 }
@@ -86,8 +91,28 @@ pub fn looks_like_video(content_type: Option<&str>, key: &str) -> bool {
     if content_type.is_some_and(|c| c.starts_with("video/")) {
         return true;
     }
-    let ext = key.rsplit_once('.').map(|(_, e)| e.to_ascii_lowercase()).unwrap_or_default();
-    matches!(ext.as_str(), "mp4" | "m4v" | "mkv" | "webm" | "mov" | "avi" | "ts" | "m2ts" | "mts" | "mpg" | "mpeg" | "wmv" | "flv" | "3gp" | "ogv")
+    let ext = key
+        .rsplit_once('.')
+        .map(|(_, e)| e.to_ascii_lowercase())
+        .unwrap_or_default();
+    matches!(
+        ext.as_str(),
+        "mp4"
+            | "m4v"
+            | "mkv"
+            | "webm"
+            | "mov"
+            | "avi"
+            | "ts"
+            | "m2ts"
+            | "mts"
+            | "mpg"
+            | "mpeg"
+            | "wmv"
+            | "flv"
+            | "3gp"
+            | "ogv"
+    )
 }
 
 /// Parses sizes like `500M`, `20G`, `1T` or plain bytes.
@@ -95,7 +120,11 @@ pub fn parse_size(s: &str) -> Option<u64> {
     let s = s.trim();
     let (num, mult) = match s.char_indices().find(|(_, c)| c.is_ascii_alphabetic()) {
         Some((i, _)) => {
-            let mult = match s[i..].to_ascii_uppercase().trim_end_matches("IB").trim_end_matches('B') {
+            let mult = match s[i..]
+                .to_ascii_uppercase()
+                .trim_end_matches("IB")
+                .trim_end_matches('B')
+            {
                 "" => 1,
                 "K" => 1 << 10,
                 "M" => 1 << 20,
@@ -131,7 +160,12 @@ pub struct MediaService {
 
 impl MediaService {
     /// A media service keeping renditions in `dir` (created), at most `max_transcodes` live.
-    pub fn new(engine: MediaEngine, dir: PathBuf, max_transcodes: usize, cache_limit: u64) -> std::io::Result<Self> {
+    pub fn new(
+        engine: MediaEngine,
+        dir: PathBuf,
+        max_transcodes: usize,
+        cache_limit: u64,
+    ) -> std::io::Result<Self> {
         std::fs::create_dir_all(&dir)?;
         // Partial renditions from a crash are useless.
         if let Ok(rd) = std::fs::read_dir(&dir) {
@@ -179,14 +213,29 @@ impl MediaService {
     /// File name of a rendition: the object's identity, then its ETag and the parameters.
     fn rendition_name(&self, bucket: &str, key: &str, etag: &str, quality: Quality) -> String {
         let mut h = Md5::new();
-        h.update(format!("{etag}\0{}\0{}\0{PIPELINE_VERSION}", quality.height(), self.engine.encoder().element_name()));
-        format!("{}-{}.mp4", Self::object_prefix(bucket, key), &hex::encode(h.finalize())[..16])
+        h.update(format!(
+            "{etag}\0{}\0{}\0{PIPELINE_VERSION}",
+            quality.height(),
+            self.engine.encoder().element_name()
+        ));
+        format!(
+            "{}-{}.mp4",
+            Self::object_prefix(bucket, key),
+            &hex::encode(h.finalize())[..16]
+        )
     }
 
     /// Where the finished rendition of `bucket/key` (these bytes, this quality) is kept: the
     /// file `?quality=` serves. Background jobs produce it ahead of the first request.
-    pub(crate) fn rendition_path(&self, bucket: &str, key: &str, etag: &str, quality: Quality) -> PathBuf {
-        self.dir.join(self.rendition_name(bucket, key, etag, quality))
+    pub(crate) fn rendition_path(
+        &self,
+        bucket: &str,
+        key: &str,
+        etag: &str,
+        quality: Quality,
+    ) -> PathBuf {
+        self.dir
+            .join(self.rendition_name(bucket, key, etag, quality))
     }
 
     /// The renditions store (`DATA/.nebula/renditions`).
@@ -197,8 +246,19 @@ impl MediaService {
     /// Installs a finished MP4 at `part` as the rendition `dest` (from
     /// [`MediaService::rendition_path`]): sidecar first, then an atomic rename, so a request
     /// never sees the file without its description.
-    pub(crate) fn install_rendition(&self, part: &Path, dest: &Path, width: u32, height: u32, encoder: &str) -> std::io::Result<()> {
-        let info = RenditionInfo { width, height, encoder: encoder.to_owned() };
+    pub(crate) fn install_rendition(
+        &self,
+        part: &Path,
+        dest: &Path,
+        width: u32,
+        height: u32,
+        encoder: &str,
+    ) -> std::io::Result<()> {
+        let info = RenditionInfo {
+            width,
+            height,
+            encoder: encoder.to_owned(),
+        };
         std::fs::write(dest.with_extension("json"), serde_json::to_vec(&info)?)?;
         std::fs::rename(part, dest)?;
         self.evict();
@@ -208,7 +268,9 @@ impl MediaService {
     /// Removes every rendition of an object (it was replaced or deleted).
     pub fn invalidate(&self, bucket: &str, key: &str) {
         let prefix = format!("{}-", Self::object_prefix(bucket, key));
-        let Ok(rd) = std::fs::read_dir(&self.dir) else { return };
+        let Ok(rd) = std::fs::read_dir(&self.dir) else {
+            return;
+        };
         for e in rd.flatten() {
             let name = e.file_name();
             let name = name.to_string_lossy();
@@ -220,7 +282,9 @@ impl MediaService {
 
     /// Keeps the renditions store under its size limit, dropping least recently used first.
     fn evict(&self) {
-        let Ok(rd) = std::fs::read_dir(&self.dir) else { return };
+        let Ok(rd) = std::fs::read_dir(&self.dir) else {
+            return;
+        };
         let mut files: Vec<(SystemTime, u64, PathBuf)> = rd
             .flatten()
             .filter(|e| e.file_name().to_string_lossy().ends_with(".mp4"))
@@ -249,10 +313,15 @@ fn media_error(e: MediaError) -> S3Error {
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
             format!("the object is not a video this gateway can transcode: {m}"),
         ),
-        MediaError::Io(io) if io.kind() == std::io::ErrorKind::NotFound => StoreError::NoSuchKey.into(),
+        MediaError::Io(io) if io.kind() == std::io::ErrorKind::NotFound => {
+            StoreError::NoSuchKey.into()
+        }
         other => {
             tracing::warn!(error = %other, "transcode failed");
-            S3Error::with_message(S3ErrorCode::InternalError, format!("transcode failed: {other}"))
+            S3Error::with_message(
+                S3ErrorCode::InternalError,
+                format!("transcode failed: {other}"),
+            )
         }
     }
 }
@@ -331,7 +400,10 @@ pub async fn serve(
             Step::Busy => {
                 let mut e = S3Error::with_message(
                     S3ErrorCode::SlowDown,
-                    format!("all {} transcode slots are busy; retry shortly", svc.max_transcodes),
+                    format!(
+                        "all {} transcode slots are busy; retry shortly",
+                        svc.max_transcodes
+                    ),
                 );
                 let mut h = HeaderMap::new();
                 h.insert(http::header::RETRY_AFTER, HeaderValue::from_static("5"));
@@ -339,14 +411,20 @@ pub async fn serve(
                 return Err(e);
             }
             Step::Produce(permit, tx) => {
-                let source = source.take().expect("the source is taken once, by the single producer");
-                return start_live(svc.clone(), source, name, final_path, quality, permit, tx).await;
+                let source = source
+                    .take()
+                    .expect("the source is taken once, by the single producer");
+                return start_live(svc.clone(), source, name, final_path, quality, permit, tx)
+                    .await;
             }
         };
         if let Some(mut rx) = waiter {
             let wait = rx.wait_for(|done| *done);
             if tokio::time::timeout_at(deadline, wait).await.is_err() {
-                let mut e = S3Error::with_message(S3ErrorCode::SlowDown, "the rendition is still being produced; retry shortly");
+                let mut e = S3Error::with_message(
+                    S3ErrorCode::SlowDown,
+                    "the rendition is still being produced; retry shortly",
+                );
                 let mut h = HeaderMap::new();
                 h.insert(http::header::RETRY_AFTER, HeaderValue::from_static("10"));
                 e.set_headers(h);
@@ -364,7 +442,10 @@ async fn serve_finished(path: &Path, range: Option<Range>) -> S3Result<Option<Se
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
             Err(e) => return Err(e.into()),
         };
-        let info: RenditionInfo = match std::fs::read(path.with_extension("json")).ok().and_then(|r| serde_json::from_slice(&r).ok()) {
+        let info: RenditionInfo = match std::fs::read(path.with_extension("json"))
+            .ok()
+            .and_then(|r| serde_json::from_slice(&r).ok())
+        {
             Some(i) => i,
             None => return Ok(None),
         };
@@ -378,12 +459,19 @@ async fn serve_finished(path: &Path, range: Option<Range>) -> S3Result<Option<Se
         Ok(Some((file, info, size, range)))
     })
     .await?;
-    let Some((file, info, size, range)) = opened else { return Ok(None) };
-    let (start, len) = range.as_ref().map(|r| (r.start, r.end - r.start)).unwrap_or((0, size));
+    let Some((file, info, size, range)) = opened else {
+        return Ok(None);
+    };
+    let (start, len) = range
+        .as_ref()
+        .map(|r| (r.start, r.end - r.start))
+        .unwrap_or((0, size));
     let output = GetObjectOutput {
         body: Some(crate::s3::file_body(file, start, len)),
         content_length: Some(len as i64),
-        content_range: range.as_ref().map(|r| format!("bytes {}-{}/{}", r.start, r.end - 1, size)),
+        content_range: range
+            .as_ref()
+            .map(|r| format!("bytes {}-{}/{}", r.start, r.end - 1, size)),
         content_type: Some(nebula_media::STREAM_CONTENT_TYPE.to_owned()),
         accept_ranges: Some("bytes".into()),
         ..Default::default()
@@ -400,7 +488,9 @@ async fn start_live(
     permit: OwnedSemaphorePermit,
     done: watch::Sender<bool>,
 ) -> S3Result<Served> {
-    let part = svc.dir.join(format!("{name}.{}.part", uuid::Uuid::new_v4().simple()));
+    let part = svc
+        .dir
+        .join(format!("{name}.{}.part", uuid::Uuid::new_v4().simple()));
     // GStreamer reopens the object through our descriptor, so it reads exactly the file the
     // request resolved inside its bucket.
     let fd_path = PathBuf::from(format!("/proc/self/fd/{}", source.as_raw_fd()));
@@ -414,10 +504,17 @@ async fn start_live(
         }
         Err(e) => {
             finish_inflight(&svc, &name, &done);
-            return Err(S3Error::with_message(S3ErrorCode::InternalError, format!("transcode worker failed: {e}")));
+            return Err(S3Error::with_message(
+                S3ErrorCode::InternalError,
+                format!("transcode worker failed: {e}"),
+            ));
         }
     };
-    let info = RenditionInfo { width: stream.width, height: stream.height, encoder: stream.encoder.element_name().to_owned() };
+    let info = RenditionInfo {
+        width: stream.width,
+        height: stream.height,
+        encoder: stream.encoder.element_name().to_owned(),
+    };
     tracing::info!(rendition = %name, quality = quality.height(), width = info.width, height = info.height, encoder = %info.encoder, "live transcode started");
     let file = File::create(&part).ok();
     let headers = rendition_headers(&info);
@@ -529,9 +626,18 @@ mod tests {
     #[test]
     fn query_parsing() {
         assert_eq!(parse_query(None).unwrap(), MediaRequest::Original);
-        assert_eq!(parse_query(Some("quality=480")).unwrap(), MediaRequest::Transcode(Quality::P480));
-        assert_eq!(parse_query(Some("transcode=h264&quality=720&X-Amz-Signature=ab")).unwrap(), MediaRequest::Transcode(Quality::P720));
-        assert_eq!(parse_query(Some("quality=original")).unwrap(), MediaRequest::Original);
+        assert_eq!(
+            parse_query(Some("quality=480")).unwrap(),
+            MediaRequest::Transcode(Quality::P480)
+        );
+        assert_eq!(
+            parse_query(Some("transcode=h264&quality=720&X-Amz-Signature=ab")).unwrap(),
+            MediaRequest::Transcode(Quality::P720)
+        );
+        assert_eq!(
+            parse_query(Some("quality=original")).unwrap(),
+            MediaRequest::Original
+        );
         assert!(parse_query(Some("quality=999")).is_err());
         assert!(parse_query(Some("transcode=vp9&quality=480")).is_err());
     }
@@ -547,7 +653,10 @@ mod tests {
     #[test]
     fn video_detection() {
         assert!(looks_like_video(Some("video/mp4"), "x"));
-        assert!(looks_like_video(Some("application/octet-stream"), "a/b.MKV"));
+        assert!(looks_like_video(
+            Some("application/octet-stream"),
+            "a/b.MKV"
+        ));
         assert!(!looks_like_video(Some("text/plain"), "notes.txt"));
     }
 }

@@ -39,9 +39,18 @@ fn apply(file: &mut FileConfig, over: &Overrides, a: &Args) -> bool {
             changed = true;
         }
     };
-    set(&mut file.server_url, &over.server.as_deref().map(normalise_url));
-    set(&mut file.local_url, &a.local_url.as_deref().map(normalise_url));
-    set(&mut file.remote_url, &a.remote_url.as_deref().map(normalise_url));
+    set(
+        &mut file.server_url,
+        &over.server.as_deref().map(normalise_url),
+    );
+    set(
+        &mut file.local_url,
+        &a.local_url.as_deref().map(normalise_url),
+    );
+    set(
+        &mut file.remote_url,
+        &a.remote_url.as_deref().map(normalise_url),
+    );
     set(&mut file.access_key, &a.access_key);
     set(&mut file.secret_key, &a.secret_key);
     set(&mut file.bucket, &a.bucket);
@@ -52,7 +61,10 @@ fn apply(file: &mut FileConfig, over: &Overrides, a: &Args) -> bool {
 fn show(file: &FileConfig, show_secret: bool) {
     let mut f = file.clone();
     if !show_secret && let Some(s) = &mut f.secret_key {
-        *s = format!("{}… (hidden; --show-secret shows it)", s.chars().take(3).collect::<String>());
+        *s = format!(
+            "{}… (hidden; --show-secret shows it)",
+            s.chars().take(3).collect::<String>()
+        );
     }
     print!("{}", toml::to_string_pretty(&f).unwrap_or_default());
 }
@@ -80,7 +92,11 @@ fn prompt(question: &str, current: Option<&str>) -> Result<Option<String>> {
     let mut line = String::new();
     std::io::stdin().lock().read_line(&mut line)?;
     let line = line.trim();
-    Ok(if line.is_empty() { current.map(str::to_owned) } else { Some(line.to_owned()) })
+    Ok(if line.is_empty() {
+        current.map(str::to_owned)
+    } else {
+        Some(line.to_owned())
+    })
 }
 
 /// Runs `nebula login`: asks for what is missing, checks the keys with a signed ListBuckets,
@@ -89,7 +105,8 @@ pub async fn run_login(ctx: &Ctx, args: Args) -> Result<()> {
     let mut file = FileConfig::load()?;
     apply(&mut file, &ctx.over, &args);
     if file.server_url.is_none() && file.local_url.is_none() && file.remote_url.is_none() {
-        file.server_url = prompt("Gateway URL (e.g. http://nas.local:9000)", None)?.map(|u| normalise_url(&u));
+        file.server_url =
+            prompt("Gateway URL (e.g. http://nas.local:9000)", None)?.map(|u| normalise_url(&u));
     }
     if args.access_key.is_none() {
         file.access_key = prompt("Access key", file.access_key.as_deref())?;
@@ -98,11 +115,16 @@ pub async fn run_login(ctx: &Ctx, args: Args) -> Result<()> {
         file.secret_key = prompt("Secret key", None)?.or(file.secret_key);
     }
     let (Some(access), Some(secret)) = (file.access_key.clone(), file.secret_key.clone()) else {
-        return Err(CliError::Usage("both an access key and a secret key are needed".into()));
+        return Err(CliError::Usage(
+            "both an access key and a secret key are needed".into(),
+        ));
     };
     let servers = match (&file.server_url, &file.local_url, &file.remote_url) {
         (Some(s), _, _) => Servers::Single(s.clone()),
-        (None, Some(l), Some(r)) => Servers::LocalRemote { local: l.clone(), remote: r.clone() },
+        (None, Some(l), Some(r)) => Servers::LocalRemote {
+            local: l.clone(),
+            remote: r.clone(),
+        },
         (None, Some(one), None) | (None, None, Some(one)) => Servers::Single(one.clone()),
         (None, None, None) => return Err(CliError::Usage("a gateway URL is needed".into())),
     };
@@ -110,11 +132,19 @@ pub async fn run_login(ctx: &Ctx, args: Args) -> Result<()> {
         servers,
         keys: Some((access, secret)),
         bucket: file.bucket.clone(),
-        region: file.region.clone().unwrap_or_else(|| crate::config::DEFAULT_REGION.to_owned()),
+        region: file
+            .region
+            .clone()
+            .unwrap_or_else(|| crate::config::DEFAULT_REGION.to_owned()),
     };
     let client = Client::connect(&settings).await?;
     let buckets = client.list_buckets().await?;
     let path = file.save()?;
-    eprintln!("the keys work at {} ({} buckets); saved {}", client.base, buckets.len(), path.display());
+    eprintln!(
+        "the keys work at {} ({} buckets); saved {}",
+        client.base,
+        buckets.len(),
+        path.display()
+    );
     Ok(())
 }

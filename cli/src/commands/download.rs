@@ -42,7 +42,12 @@ pub struct DownloadReport {
 pub async fn run(ctx: &Ctx, args: Args) -> Result<()> {
     let (settings, client) = ctx.client().await?;
     let bucket = settings.bucket(args.bucket.bucket.as_deref())?;
-    let name = args.key.rsplit('/').find(|s| !s.is_empty()).unwrap_or("download").to_owned();
+    let name = args
+        .key
+        .rsplit('/')
+        .find(|s| !s.is_empty())
+        .unwrap_or("download")
+        .to_owned();
     let path = match args.output {
         Some(p) if p.is_dir() => p.join(&name),
         Some(p) => p,
@@ -52,18 +57,39 @@ pub async fn run(ctx: &Ctx, args: Args) -> Result<()> {
     if r.resumed_from > 0 {
         eprintln!("resumed at byte {} of {}", r.resumed_from, r.size);
     }
-    eprintln!("downloaded {} ({})", s3_uri(&bucket, &args.key), indicatif::HumanBytes(r.size));
+    eprintln!(
+        "downloaded {} ({})",
+        s3_uri(&bucket, &args.key),
+        indicatif::HumanBytes(r.size)
+    );
     println!("{}", r.path.display());
     Ok(())
 }
 
 /// Downloads `bucket/key` to `path`, continuing a shorter file already there.
-pub async fn download(client: &Client, bucket: &str, key: &str, path: &Path, show_progress: bool) -> Result<DownloadReport> {
+pub async fn download(
+    client: &Client,
+    bucket: &str,
+    key: &str,
+    path: &Path,
+    show_progress: bool,
+) -> Result<DownloadReport> {
     let head = client.head_object(bucket, key).await?;
-    let have = tokio::fs::metadata(path).await.map(|m| m.len()).unwrap_or(0);
+    let have = tokio::fs::metadata(path)
+        .await
+        .map(|m| m.len())
+        .unwrap_or(0);
     let md5 = plain_md5(&head.etag);
-    if have == head.size && have > 0 && md5.is_some() && file_md5(path).await? == md5.clone().unwrap_or_default() {
-        return Ok(DownloadReport { path: path.to_owned(), size: head.size, resumed_from: have });
+    if have == head.size
+        && have > 0
+        && md5.is_some()
+        && file_md5(path).await? == md5.clone().unwrap_or_default()
+    {
+        return Ok(DownloadReport {
+            path: path.to_owned(),
+            size: head.size,
+            resumed_from: have,
+        });
     }
     let start = if have < head.size { have } else { 0 };
     match fetch(client, bucket, key, path, &head, start, show_progress).await {
@@ -76,12 +102,23 @@ pub async fn download(client: &Client, bucket: &str, key: &str, path: &Path, sho
     }
 }
 
-async fn fetch(client: &Client, bucket: &str, key: &str, path: &Path, head: &ObjectHead, mut start: u64, show_progress: bool) -> Result<DownloadReport> {
+async fn fetch(
+    client: &Client,
+    bucket: &str,
+    key: &str,
+    path: &Path,
+    head: &ObjectHead,
+    mut start: u64,
+    show_progress: bool,
+) -> Result<DownloadReport> {
     let url = client.url(bucket, Some(key), &[]);
     let uri = s3_uri(bucket, key);
     let mut resp = if start > 0 {
         // If-Match makes a changed object answer 412 instead of splicing two versions.
-        let h = [("range", format!("bytes={start}-")), ("if-match", format!("\"{}\"", head.etag))];
+        let h = [
+            ("range", format!("bytes={start}-")),
+            ("if-match", format!("\"{}\"", head.etag)),
+        ];
         let r = client.send_raw(Method::GET, &url, &h, Body::Empty).await?;
         match r.status() {
             StatusCode::PARTIAL_CONTENT | StatusCode::OK => Some(r),
@@ -100,7 +137,11 @@ async fn fetch(client: &Client, bucket: &str, key: &str, path: &Path, head: &Obj
     }
     let resp = match resp.take() {
         Some(r) => r,
-        None => client.send(Method::GET, &url, &[], Body::Empty, &uri).await?,
+        None => {
+            client
+                .send(Method::GET, &url, &[], Body::Empty, &uri)
+                .await?
+        }
     };
 
     let mut file = tokio::fs::OpenOptions::new()
@@ -118,16 +159,27 @@ async fn fetch(client: &Client, bucket: &str, key: &str, path: &Path, head: &Obj
     file.set_len(start).await?;
     file.seek(std::io::SeekFrom::Start(start)).await?;
 
-    let bar = if show_progress { bytes_bar(head.size, key.to_owned()) } else { ProgressBar::hidden() };
+    let bar = if show_progress {
+        bytes_bar(head.size, key.to_owned())
+    } else {
+        ProgressBar::hidden()
+    };
     bar.set_position(start);
     let mut written = start;
     let mut stream = resp.bytes_stream();
     while let Some(chunk) = stream.next().await {
-        let chunk = chunk.map_err(|e| client.connection_error(&url, &e)).map_err(|e| match e {
-            CliError::Connection { url, detail } => CliError::Connection { url, detail: format!("{detail}; run the same command again to resume") },
-            other => other,
-        })?;
-        file.write_all(&chunk).await.map_err(|e| CliError::local(format!("cannot write {}: {e}", path.display())))?;
+        let chunk = chunk
+            .map_err(|e| client.connection_error(&url, &e))
+            .map_err(|e| match e {
+                CliError::Connection { url, detail } => CliError::Connection {
+                    url,
+                    detail: format!("{detail}; run the same command again to resume"),
+                },
+                other => other,
+            })?;
+        file.write_all(&chunk)
+            .await
+            .map_err(|e| CliError::local(format!("cannot write {}: {e}", path.display())))?;
         hasher.update(&chunk);
         written += chunk.len() as u64;
         bar.set_position(written);
@@ -137,20 +189,32 @@ async fn fetch(client: &Client, bucket: &str, key: &str, path: &Path, head: &Obj
     bar.finish_and_clear();
 
     if written != head.size {
-        return Err(CliError::local(format!("{} has {written} bytes but the object has {}", path.display(), head.size)));
+        return Err(CliError::local(format!(
+            "{} has {written} bytes but the object has {}",
+            path.display(),
+            head.size
+        )));
     }
     if let Some(want) = plain_md5(&head.etag) {
         let got = hex::encode(hasher.finalize());
         if got != want {
-            return Err(CliError::local(format!("{} does not match the object's MD5 ETag (got {got}, expected {want})", path.display())));
+            return Err(CliError::local(format!(
+                "{} does not match the object's MD5 ETag (got {got}, expected {want})",
+                path.display()
+            )));
         }
     }
-    Ok(DownloadReport { path: path.to_owned(), size: head.size, resumed_from: start })
+    Ok(DownloadReport {
+        path: path.to_owned(),
+        size: head.size,
+        resumed_from: start,
+    })
 }
 
 /// The MD5 an ETag stands for, when it is a plain one (not multipart `-N`, not another scheme).
 fn plain_md5(etag: &str) -> Option<String> {
-    (etag.len() == 32 && etag.bytes().all(|b| b.is_ascii_hexdigit())).then(|| etag.to_ascii_lowercase())
+    (etag.len() == 32 && etag.bytes().all(|b| b.is_ascii_hexdigit()))
+        .then(|| etag.to_ascii_lowercase())
 }
 
 async fn hash_prefix(file: &mut tokio::fs::File, len: u64, hasher: &mut Md5) -> Result<()> {
@@ -158,7 +222,8 @@ async fn hash_prefix(file: &mut tokio::fs::File, len: u64, hasher: &mut Md5) -> 
     let mut buf = vec![0u8; 1 << 20];
     let mut left = len;
     while left > 0 {
-        let n = file.read(&mut buf[..left.min(buf.len() as u64) as usize]).await?;
+        let want = left.min(buf.len() as u64) as usize;
+        let n = file.read(&mut buf[..want]).await?;
         if n == 0 {
             break;
         }

@@ -83,7 +83,11 @@ pub async fn run(ctx: &Ctx, args: Args) -> Result<()> {
         Err(e) if catalog_missing(&e) => list_s3(&client, &bucket, &args.prefix, want).await?,
         Err(e) => return Err(e),
     };
-    let items: Vec<Item> = items.into_iter().skip(args.skip).take(args.limit.unwrap_or(usize::MAX)).collect();
+    let items: Vec<Item> = items
+        .into_iter()
+        .skip(args.skip)
+        .take(args.limit.unwrap_or(usize::MAX))
+        .collect();
     if args.json {
         print_json(&items);
         return Ok(());
@@ -92,7 +96,10 @@ pub async fn run(ctx: &Ctx, args: Args) -> Result<()> {
         eprintln!("no objects in s3://{bucket}/{}", args.prefix);
         return Ok(());
     }
-    println!("{:>10}  {:<24}  {:<19}  {:<22}  KEY", "SIZE", "TYPE", "MODIFIED", "MEDIA");
+    println!(
+        "{:>10}  {:<24}  {:<19}  {:<22}  KEY",
+        "SIZE", "TYPE", "MODIFIED", "MEDIA"
+    );
     for i in &items {
         println!(
             "{:>10}  {:<24}  {:<19}  {:<22}  {}",
@@ -112,12 +119,23 @@ fn catalog_missing(e: &CliError) -> bool {
     matches!(e.status(), Some(400 | 404 | 405 | 501))
 }
 
-async fn list_catalog(client: &Client, bucket: &str, prefix: &str, want: Option<usize>) -> Result<Vec<Item>> {
+async fn list_catalog(
+    client: &Client,
+    bucket: &str,
+    prefix: &str,
+    want: Option<usize>,
+) -> Result<Vec<Item>> {
     let mut out = Vec::new();
     let mut cursor: Option<String> = None;
     loop {
-        let limit = want.map_or(1000, |w| (w - out.len()).clamp(1, 1000)).to_string();
-        let mut q = vec![("bucket", bucket), ("prefix", prefix), ("limit", limit.as_str())];
+        let limit = want
+            .map_or(1000, |w| (w - out.len()).clamp(1, 1000))
+            .to_string();
+        let mut q = vec![
+            ("bucket", bucket),
+            ("prefix", prefix),
+            ("limit", limit.as_str()),
+        ];
         if let Some(c) = &cursor {
             q.push(("cursor", c));
         }
@@ -130,22 +148,33 @@ async fn list_catalog(client: &Client, bucket: &str, prefix: &str, want: Option<
     }
 }
 
-async fn list_s3(client: &Client, bucket: &str, prefix: &str, want: Option<usize>) -> Result<Vec<Item>> {
+async fn list_s3(
+    client: &Client,
+    bucket: &str,
+    prefix: &str,
+    want: Option<usize>,
+) -> Result<Vec<Item>> {
     let mut out = Vec::new();
     let mut token: Option<String> = None;
     loop {
         let max = want.map_or(1000, |w| (w - out.len()).clamp(1, 1000)) as u32;
-        let (entries, next) = client.list_objects(bucket, prefix, token.as_deref(), max).await?;
-        out.extend(entries.into_iter().map(|e| Item {
-            bucket: bucket.to_owned(),
-            content_type: mime_guess::from_path(&e.key).first().map(|m| m.essence_str().to_owned()),
-            key: e.key,
-            size: e.size,
-            etag: Some(e.etag),
-            modified: Some(e.modified),
-            description: None,
-            media: None,
-            variants: None,
+        let (entries, next) = client
+            .list_objects(bucket, prefix, token.as_deref(), max)
+            .await?;
+        out.extend(entries.into_iter().map(|e| {
+            Item {
+                bucket: bucket.to_owned(),
+                content_type: mime_guess::from_path(&e.key)
+                    .first()
+                    .map(|m| m.essence_str().to_owned()),
+                key: e.key,
+                size: e.size,
+                etag: Some(e.etag),
+                modified: Some(e.modified),
+                description: None,
+                media: None,
+                variants: None,
+            }
         }));
         if want.is_some_and(|w| out.len() >= w) || next.is_none() {
             return Ok(out);
@@ -160,11 +189,17 @@ fn short_time(t: &str) -> String {
 
 /// `1:23:45 1920x1080 h264` from the catalog's media facts.
 fn media_summary(media: Option<&serde_json::Value>) -> String {
-    let Some(m) = media.filter(|m| m.is_object()) else { return "-".into() };
+    let Some(m) = media.filter(|m| m.is_object()) else {
+        return "-".into();
+    };
     let mut parts = Vec::new();
     if let Some(d) = m["duration_secs"].as_f64() {
         let s = d.round() as u64;
-        parts.push(if s >= 3600 { format!("{}:{:02}:{:02}", s / 3600, s % 3600 / 60, s % 60) } else { format!("{}:{:02}", s / 60, s % 60) });
+        parts.push(if s >= 3600 {
+            format!("{}:{:02}:{:02}", s / 3600, s % 3600 / 60, s % 60)
+        } else {
+            format!("{}:{:02}", s / 60, s % 60)
+        });
     }
     if let (Some(w), Some(h)) = (m["width"].as_u64(), m["height"].as_u64()) {
         parts.push(format!("{w}x{h}"));
@@ -172,7 +207,11 @@ fn media_summary(media: Option<&serde_json::Value>) -> String {
     if let Some(c) = m["video_codec"].as_str().or(m["audio_codec"].as_str()) {
         parts.push(c.to_owned());
     }
-    if parts.is_empty() { "-".into() } else { parts.join(" ") }
+    if parts.is_empty() {
+        "-".into()
+    } else {
+        parts.join(" ")
+    }
 }
 
 #[cfg(test)]
@@ -184,6 +223,9 @@ mod tests {
         let m = serde_json::json!({"duration_secs": 3725.4, "width": 1920, "height": 1080, "video_codec": "h264"});
         assert_eq!(media_summary(Some(&m)), "1:02:05 1920x1080 h264");
         assert_eq!(media_summary(None), "-");
-        assert_eq!(short_time("2026-01-02T03:04:05.000Z"), "2026-01-02 03:04:05");
+        assert_eq!(
+            short_time("2026-01-02T03:04:05.000Z"),
+            "2026-01-02 03:04:05"
+        );
     }
 }

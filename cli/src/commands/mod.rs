@@ -51,5 +51,8 @@ pub struct BucketArg {
 
 /// Prints JSON to stdout, pretty for people.
 pub fn print_json(v: &impl serde::Serialize) {
-    println!("{}", serde_json::to_string_pretty(v).expect("values serialise"));
+    println!(
+        "{}",
+        serde_json::to_string_pretty(v).expect("values serialise")
+    );
 }

@@ -30,10 +30,23 @@ pub async fn run(ctx: &Ctx, args: Args) -> Result<()> {
         let version = v["version"].as_str().unwrap_or("?").to_owned();
         let uptime = v["uptime_secs"].as_u64();
         if args.json {
-            print_json(&json!({"url": client.base, "nebula": true, "version": version, "uptime_secs": uptime, "latency_ms": ms(latency)}));
+            print_json(
+                &json!({"url": client.base, "nebula": true, "version": version, "uptime_secs": uptime, "latency_ms": ms(latency)}),
+            );
         } else {
-            let up = uptime.map(|s| format!(", up {}", crate::progress::human_duration(Duration::from_secs(s)))).unwrap_or_default();
-            println!("nebula-gateway {version} at {} answered in {:.1} ms{up}", client.base, ms(latency));
+            let up = uptime
+                .map(|s| {
+                    format!(
+                        ", up {}",
+                        crate::progress::human_duration(Duration::from_secs(s))
+                    )
+                })
+                .unwrap_or_default();
+            println!(
+                "nebula-gateway {version} at {} answered in {:.1} ms{up}",
+                client.base,
+                ms(latency)
+            );
         }
         return Ok(());
     }
@@ -42,7 +55,9 @@ pub async fn run(ctx: &Ctx, args: Args) -> Result<()> {
     let buckets = client.list_buckets().await?;
     let latency = started.elapsed();
     if args.json {
-        print_json(&json!({"url": client.base, "nebula": false, "latency_ms": ms(latency), "buckets": buckets.len()}));
+        print_json(
+            &json!({"url": client.base, "nebula": false, "latency_ms": ms(latency), "buckets": buckets.len()}),
+        );
     } else {
         println!(
             "{} answered S3 ListBuckets in {:.1} ms ({} buckets), but it is not a Nebula gateway",

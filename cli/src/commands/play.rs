@@ -62,12 +62,22 @@ pub struct Args {
 
 /// The presigned playback URL, with the transcode request inside the signature so it cannot
 /// be altered.
-pub fn playback_url(client: &crate::client::Client, bucket: &str, key: &str, quality: Option<&str>, expires: Duration) -> Result<String> {
+pub fn playback_url(
+    client: &crate::client::Client,
+    bucket: &str,
+    key: &str,
+    quality: Option<&str>,
+    expires: Duration,
+) -> Result<String> {
     let query: Vec<(&str, &str)> = match quality {
         Some(q) => vec![("quality", q), ("transcode", "h264")],
         None => vec![],
     };
-    client.presign(&Method::GET, &client.url(bucket, Some(key), &query), expires)
+    client.presign(
+        &Method::GET,
+        &client.url(bucket, Some(key), &query),
+        expires,
+    )
 }
 
 /// Runs `nebula play`.
@@ -76,7 +86,13 @@ pub async fn run(ctx: &Ctx, args: Args) -> Result<()> {
     let bucket = settings.bucket(args.bucket.bucket.as_deref())?;
     // Check the object first: a player would only say "failed to open" for a typo.
     client.head_object(&bucket, &args.key).await?;
-    let url = playback_url(&client, &bucket, &args.key, args.quality.as_deref(), args.expires)?;
+    let url = playback_url(
+        &client,
+        &bucket,
+        &args.key,
+        args.quality.as_deref(),
+        args.expires,
+    )?;
     if args.print_url {
         println!("{url}");
         return Ok(());

@@ -27,9 +27,12 @@ pub struct Args {
 
 /// Parses `--expires`, refusing lifetimes S3 would refuse.
 pub fn parse_expiry(s: &str) -> std::result::Result<Duration, String> {
-    let d = humantime::parse_duration(s).map_err(|e| format!("{s:?} is not a duration like 1h or 30m: {e}"))?;
+    let d = humantime::parse_duration(s)
+        .map_err(|e| format!("{s:?} is not a duration like 1h or 30m: {e}"))?;
     if d > MAX_EXPIRY {
-        return Err(format!("{s} is longer than the 7-day maximum of presigned URLs"));
+        return Err(format!(
+            "{s} is longer than the 7-day maximum of presigned URLs"
+        ));
     }
     if d < Duration::from_secs(1) {
         return Err("the lifetime must be at least one second".into());
@@ -42,7 +45,11 @@ pub async fn run(ctx: &Ctx, args: Args) -> Result<()> {
     let (settings, client) = ctx.client().await?;
     let bucket = settings.bucket(args.bucket.bucket.as_deref())?;
     let method = if args.put { Method::PUT } else { Method::GET };
-    let url = client.presign(&method, &client.url(&bucket, Some(&args.key), &[]), args.expires)?;
+    let url = client.presign(
+        &method,
+        &client.url(&bucket, Some(&args.key), &[]),
+        args.expires,
+    )?;
     if url.is_empty() {
         return Err(CliError::local("signing produced an empty URL"));
     }

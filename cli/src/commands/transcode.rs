@@ -4,6 +4,7 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
+use clap::builder::TypedValueParser;
 use indicatif::{MultiProgress, ProgressBar};
 use serde_json::{Value, json};
 
@@ -103,7 +104,14 @@ fn percent(job: &Value) -> u64 {
 }
 
 fn line(job: &Value) -> String {
-    let mut s = format!("{}  {:<10}  {:>4}p  {:>3}%  {}", text(&job["id"]), text(&job["status"]), text(&job["quality"]), percent(job), text(&job["key"]));
+    let mut s = format!(
+        "{}  {:<10}  {:>4}p  {:>3}%  {}",
+        text(&job["id"]),
+        text(&job["status"]),
+        text(&job["quality"]),
+        percent(job),
+        text(&job["key"])
+    );
     if let Some(e) = job["error"].as_str().filter(|e| !e.is_empty()) {
         s.push_str(&format!("  ({e})"));
     }
@@ -122,13 +130,20 @@ pub async fn run_transcode(ctx: &Ctx, args: TranscodeArgs) -> Result<()> {
         for j in &jobs {
             println!("{}", line(j));
         }
-        eprintln!("follow them with `nebula transcode-status {} --watch`", args.key);
+        eprintln!(
+            "follow them with `nebula transcode-status {} --watch`",
+            args.key
+        );
     }
     Ok(())
 }
 
 async fn jobs_for(client: &Client, bucket: &str, key: &str) -> Result<Vec<Value>> {
-    Ok(jobs_of(client.api_get("jobs", &[("bucket", bucket), ("key", key)]).await?))
+    Ok(jobs_of(
+        client
+            .api_get("jobs", &[("bucket", bucket), ("key", key)])
+            .await?,
+    ))
 }
 
 /// Runs `nebula transcode-status`.
@@ -149,13 +164,24 @@ pub async fn run_status(ctx: &Ctx, args: StatusArgs) -> Result<()> {
         }
     }
     if args.watch && jobs.iter().any(|j| j["status"] == "failed") {
-        return Err(CliError::Remote { status: 200, code: "TranscodeFailed".into(), message: String::new(), resource: format!("s3://{bucket}/{}", args.key) });
+        return Err(CliError::Remote {
+            status: 200,
+            code: "TranscodeFailed".into(),
+            message: String::new(),
+            resource: format!("s3://{bucket}/{}", args.key),
+        });
     }
     Ok(())
 }
 
 /// Polls until every job is final, with one bar per job.
-async fn watch(client: &Client, bucket: &str, key: &str, mut jobs: Vec<Value>, show: bool) -> Result<Vec<Value>> {
+async fn watch(
+    client: &Client,
+    bucket: &str,
+    key: &str,
+    mut jobs: Vec<Value>,
+    show: bool,
+) -> Result<Vec<Value>> {
     let multi = MultiProgress::new();
     if !show {
         multi.set_draw_target(indicatif::ProgressDrawTarget::hidden());
@@ -164,11 +190,20 @@ async fn watch(client: &Client, bucket: &str, key: &str, mut jobs: Vec<Value>, s
     loop {
         for j in &jobs {
             let id = text(&j["id"]);
-            let bar = bars.entry(id.clone()).or_insert_with(|| multi.add(percent_bar(String::new())));
-            bar.set_message(format!("{id} {}p {}", text(&j["quality"]), text(&j["status"])));
+            let bar = bars
+                .entry(id.clone())
+                .or_insert_with(|| multi.add(percent_bar(String::new())));
+            bar.set_message(format!(
+                "{id} {}p {}",
+                text(&j["quality"]),
+                text(&j["status"])
+            ));
             bar.set_position(percent(j));
         }
-        if jobs.iter().all(|j| FINAL.contains(&j["status"].as_str().unwrap_or_default())) {
+        if jobs
+            .iter()
+            .all(|j| FINAL.contains(&j["status"].as_str().unwrap_or_default()))
+        {
             bars.values().for_each(|b| b.finish());
             multi.clear().ok();
             return Ok(jobs);
@@ -221,8 +256,17 @@ mod tests {
     fn shapes() {
         assert_eq!(jobs_of(json!({"jobs": [{"id": 1}]})).len(), 1);
         assert_eq!(jobs_of(json!([{"id": 1}, {"id": 2}])).len(), 2);
-        assert_eq!(percent(&json!({"status": "processing", "progress": 0.5})), 50);
-        assert_eq!(percent(&json!({"status": "processing", "progress": 42.0})), 42);
-        assert_eq!(percent(&json!({"status": "completed", "progress": null})), 100);
+        assert_eq!(
+            percent(&json!({"status": "processing", "progress": 0.5})),
+            50
+        );
+        assert_eq!(
+            percent(&json!({"status": "processing", "progress": 42.0})),
+            42
+        );
+        assert_eq!(
+            percent(&json!({"status": "completed", "progress": null})),
+            100
+        );
     }
 }

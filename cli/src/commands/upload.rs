@@ -81,14 +81,15 @@ pub async fn run(ctx: &Ctx, args: Args) -> Result<()> {
     let (settings, client) = ctx.client().await?;
     let bucket = settings.bucket(args.bucket.bucket.as_deref())?;
     if args.files.len() > 1 && args.key.as_deref().is_some_and(|k| !k.ends_with('/')) {
-        return Err(CliError::Usage("with several files, --key must be a prefix ending in `/`".into()));
+        return Err(CliError::Usage(
+            "with several files, --key must be a prefix ending in `/`".into(),
+        ));
     }
     let limit = args.limit_rate.map(RateLimit::new);
     for path in &args.files {
-        let name = path
-            .file_name()
-            .and_then(|n| n.to_str())
-            .ok_or_else(|| CliError::local(format!("{} has no usable file name", path.display())))?;
+        let name = path.file_name().and_then(|n| n.to_str()).ok_or_else(|| {
+            CliError::local(format!("{} has no usable file name", path.display()))
+        })?;
         let key = match &args.key {
             Some(k) if k.ends_with('/') => format!("{k}{name}"),
             Some(k) => k.clone(),
@@ -103,21 +104,44 @@ pub async fn run(ctx: &Ctx, args: Args) -> Result<()> {
             limit: limit.clone(),
         };
         let report = upload(&client, &spec, true).await?;
-        let resumed = if report.reused_parts > 0 { format!(", resumed: {} of {} parts were already there", report.reused_parts, report.parts) } else { String::new() };
-        eprintln!("uploaded {} ({}{resumed})", s3_uri(&bucket, &key), indicatif::HumanBytes(report.size));
+        let resumed = if report.reused_parts > 0 {
+            format!(
+                ", resumed: {} of {} parts were already there",
+                report.reused_parts, report.parts
+            )
+        } else {
+            String::new()
+        };
+        eprintln!(
+            "uploaded {} ({}{resumed})",
+            s3_uri(&bucket, &key),
+            indicatif::HumanBytes(report.size)
+        );
         println!("{key}");
     }
     Ok(())
 }
 
 /// Uploads one file according to `spec`.
-pub async fn upload(client: &Client, spec: &UploadSpec, show_progress: bool) -> Result<UploadReport> {
-    let meta = std::fs::metadata(&spec.path).map_err(|e| CliError::local(format!("cannot read {}: {e}", spec.path.display())))?;
+pub async fn upload(
+    client: &Client,
+    spec: &UploadSpec,
+    show_progress: bool,
+) -> Result<UploadReport> {
+    let meta = std::fs::metadata(&spec.path)
+        .map_err(|e| CliError::local(format!("cannot read {}: {e}", spec.path.display())))?;
     if !meta.is_file() {
-        return Err(CliError::local(format!("{} is not a regular file", spec.path.display())));
+        return Err(CliError::local(format!(
+            "{} is not a regular file",
+            spec.path.display()
+        )));
     }
     let size = meta.len();
-    let bar = if show_progress { bytes_bar(size, spec.key.clone()) } else { ProgressBar::hidden() };
+    let bar = if show_progress {
+        bytes_bar(size, spec.key.clone())
+    } else {
+        ProgressBar::hidden()
+    };
     let headers = object_headers(&spec.path, spec.description.as_deref());
     let result = if size <= MULTIPART_THRESHOLD {
         single_put(client, spec, &headers, size, &bar).await
@@ -142,20 +166,44 @@ fn header_text(s: &str) -> String {
     if s.chars().all(|c| c.is_ascii() && !c.is_ascii_control()) {
         s.to_owned()
     } else {
-        format!("=?UTF-8?B?{}?=", base64::engine::general_purpose::STANDARD.encode(s))
+        format!(
+            "=?UTF-8?B?{}?=",
+            base64::engine::general_purpose::STANDARD.encode(s)
+        )
     }
 }
 
-async fn single_put(client: &Client, spec: &UploadSpec, headers: &[(&str, String)], size: u64, bar: &ProgressBar) -> Result<UploadReport> {
-    let data = Bytes::from(tokio::fs::read(&spec.path).await.map_err(|e| CliError::local(format!("cannot read {}: {e}", spec.path.display())))?);
+async fn single_put(
+    client: &Client,
+    spec: &UploadSpec,
+    headers: &[(&str, String)],
+    size: u64,
+    bar: &ProgressBar,
+) -> Result<UploadReport> {
+    let data = Bytes::from(
+        tokio::fs::read(&spec.path)
+            .await
+            .map_err(|e| CliError::local(format!("cannot read {}: {e}", spec.path.display())))?,
+    );
     let md5 = Md5::digest(&data);
     let mut h = headers.to_vec();
-    h.push(("content-md5", base64::engine::general_purpose::STANDARD.encode(md5)));
+    h.push((
+        "content-md5",
+        base64::engine::general_purpose::STANDARD.encode(md5),
+    ));
     let hash = PayloadHash::of(&data);
-    let body = Body::Stream(body_stream(data, bar.clone(), spec.limit.clone()), size, hash);
+    let body = Body::Stream(
+        body_stream(data, bar.clone(), spec.limit.clone()),
+        size,
+        hash,
+    );
     let etag = client.put_object(&spec.bucket, &spec.key, &h, body).await?;
     check_etag(&etag, &hex::encode(md5), &spec.key, None)?;
-    Ok(UploadReport { size, reused_parts: 0, parts: 0 })
+    Ok(UploadReport {
+        size,
+        reused_parts: 0,
+        parts: 0,
+    })
 }
 
 /// Part size: 8 MiB, grown (in whole MiB) only when 10 000 parts would not hold the file.
@@ -163,24 +211,41 @@ pub fn part_size(size: u64) -> u64 {
     PART_SIZE.max(size.div_ceil(MAX_PARTS).div_ceil(MIB) * MIB)
 }
 
-async fn multipart(client: &Client, spec: &UploadSpec, headers: &[(&str, String)], size: u64, bar: &ProgressBar) -> Result<UploadReport> {
+async fn multipart(
+    client: &Client,
+    spec: &UploadSpec,
+    headers: &[(&str, String)],
+    size: u64,
+    bar: &ProgressBar,
+) -> Result<UploadReport> {
     let psize = part_size(size);
     let count = size.div_ceil(psize) as u32;
     let (bucket, key) = (spec.bucket.as_str(), spec.key.as_str());
 
     let (upload_id, existing) = match find_unfinished(client, bucket, key).await {
         Some((id, parts)) => {
-            eprintln!("resuming the unfinished upload of {} ({} parts already on the server)", s3_uri(bucket, key), parts.len());
+            eprintln!(
+                "resuming the unfinished upload of {} ({} parts already on the server)",
+                s3_uri(bucket, key),
+                parts.len()
+            );
             (id, parts)
         }
-        None => (client.create_multipart(bucket, key, headers).await?, HashMap::new()),
+        None => (
+            client.create_multipart(bucket, key, headers).await?,
+            HashMap::new(),
+        ),
     };
 
-    let file = Arc::new(std::fs::File::open(&spec.path).map_err(|e| CliError::local(format!("cannot open {}: {e}", spec.path.display())))?);
+    let file = Arc::new(
+        std::fs::File::open(&spec.path)
+            .map_err(|e| CliError::local(format!("cannot open {}: {e}", spec.path.display())))?,
+    );
     let reused = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let existing = Arc::new(existing);
     let jobs = (1..=count).map(|n| {
-        let (file, existing, reused, bar) = (file.clone(), existing.clone(), reused.clone(), bar.clone());
+        let (file, existing, reused, bar) =
+            (file.clone(), existing.clone(), reused.clone(), bar.clone());
         let (upload_id, limit) = (upload_id.clone(), spec.limit.clone());
         async move {
             let offset = (n as u64 - 1) * psize;
@@ -197,10 +262,19 @@ async fn multipart(client: &Client, spec: &UploadSpec, headers: &[(&str, String)
                 bar.inc(len);
                 return Ok::<_, CliError>((n, p.etag.clone()));
             }
-            let h = [("content-md5", base64::engine::general_purpose::STANDARD.encode(md5))];
-            let hash = PayloadHash::of(&data);
-            let body = Body::Stream(body_stream(data, bar.clone(), limit), len, hash);
-            let etag = client.upload_part(bucket, key, &upload_id, n, &h, body).await?;
+            let h = [(
+                "content-md5",
+                base64::engine::general_purpose::STANDARD.encode(md5),
+            )];
+            // Content-MD5 already protects the part; skipping SHA-256 saves a pass over it.
+            let body = Body::Stream(
+                body_stream(data, bar.clone(), limit),
+                len,
+                PayloadHash::Unsigned,
+            );
+            let etag = client
+                .upload_part(bucket, key, &upload_id, n, &h, body)
+                .await?;
             check_etag(&etag, &md5_hex, key, Some(n))?;
             Ok((n, etag))
         }
@@ -210,31 +284,57 @@ async fn multipart(client: &Client, spec: &UploadSpec, headers: &[(&str, String)
         .try_collect()
         .await
         .map_err(|e| match e {
-            CliError::Connection { url, detail } => CliError::Connection { url, detail: format!("{detail}; run the same command again to resume the upload") },
+            CliError::Connection { url, detail } => CliError::Connection {
+                url,
+                detail: format!("{detail}; run the same command again to resume the upload"),
+            },
             other => other,
         })?;
     parts.sort_by_key(|p| p.0);
-    client.complete_multipart(bucket, key, &upload_id, &parts).await?;
-    Ok(UploadReport { size, reused_parts: reused.load(std::sync::atomic::Ordering::Relaxed), parts: count as usize })
+    client
+        .complete_multipart(bucket, key, &upload_id, &parts)
+        .await?;
+    Ok(UploadReport {
+        size,
+        reused_parts: reused.load(std::sync::atomic::Ordering::Relaxed),
+        parts: count as usize,
+    })
 }
 
 /// The newest unfinished upload of exactly this key, with its parts. Servers that cannot list
 /// uploads simply get a fresh upload.
-async fn find_unfinished(client: &Client, bucket: &str, key: &str) -> Option<(String, HashMap<u32, PartEntry>)> {
+async fn find_unfinished(
+    client: &Client,
+    bucket: &str,
+    key: &str,
+) -> Option<(String, HashMap<u32, PartEntry>)> {
     let uploads = client.list_uploads(bucket, key).await.ok()?;
-    let newest = uploads.into_iter().max_by(|a, b| a.initiated.cmp(&b.initiated))?;
-    let parts = client.list_parts(bucket, key, &newest.upload_id).await.ok()?;
-    Some((newest.upload_id, parts.into_iter().map(|p| (p.number, p)).collect()))
+    let newest = uploads
+        .into_iter()
+        .max_by(|a, b| a.initiated.cmp(&b.initiated))?;
+    let parts = client
+        .list_parts(bucket, key, &newest.upload_id)
+        .await
+        .ok()?;
+    Some((
+        newest.upload_id,
+        parts.into_iter().map(|p| (p.number, p)).collect(),
+    ))
 }
 
 async fn read_range(file: Arc<std::fs::File>, offset: u64, len: u64) -> Result<Bytes> {
     tokio::task::spawn_blocking(move || {
         let mut buf = vec![0u8; len as usize];
-        file.read_exact_at(&mut buf, offset).map(|_| Bytes::from(buf))
+        file.read_exact_at(&mut buf, offset)
+            .map(|_| Bytes::from(buf))
     })
     .await
     .map_err(|e| CliError::local(format!("reading the file failed: {e}")))?
-    .map_err(|e| CliError::local(format!("cannot read the file (did it change during the upload?): {e}")))
+    .map_err(|e| {
+        CliError::local(format!(
+            "cannot read the file (did it change during the upload?): {e}"
+        ))
+    })
 }
 
 /// A plain 32-hex ETag must be the MD5 we sent; other ETags (e.g. other servers' schemes) are
@@ -242,8 +342,12 @@ async fn read_range(file: Arc<std::fs::File>, offset: u64, len: u64) -> Result<B
 fn check_etag(etag: &str, md5_hex: &str, key: &str, part: Option<u32>) -> Result<()> {
     let plain = etag.len() == 32 && etag.bytes().all(|b| b.is_ascii_hexdigit());
     if plain && !etag.eq_ignore_ascii_case(md5_hex) {
-        let what = part.map(|n| format!("part {n} of {key}")).unwrap_or_else(|| key.to_owned());
-        return Err(CliError::local(format!("the server stored different bytes for {what} (ETag {etag}, local MD5 {md5_hex})")));
+        let what = part
+            .map(|n| format!("part {n} of {key}"))
+            .unwrap_or_else(|| key.to_owned());
+        return Err(CliError::local(format!(
+            "the server stored different bytes for {what} (ETag {etag}, local MD5 {md5_hex})"
+        )));
     }
     Ok(())
 }

@@ -70,7 +70,19 @@ impl From<CatalogObject> for FileItem {
             modified: o.modified_at.format(&Rfc3339).unwrap_or_default(),
             description: o.description,
             media: o.media.map(Media::from),
-            variants: o.variants.into_iter().map(|(q, v)| (q, VariantItem { size: v.size, encoder: v.encoder })).collect(),
+            variants: o
+                .variants
+                .into_iter()
+                .map(|(q, v)| {
+                    (
+                        q,
+                        VariantItem {
+                            size: v.size,
+                            encoder: v.encoder,
+                        },
+                    )
+                })
+                .collect(),
         }
     }
 }
@@ -83,7 +95,11 @@ struct FilePage {
 
 /// The query parameters of a request, percent-decoded (`+` is a space, as forms send it).
 pub(super) fn query_params(query: Option<&str>) -> BTreeMap<String, String> {
-    let decode = |s: &str| percent_encoding::percent_decode_str(&s.replace('+', " ")).decode_utf8_lossy().into_owned();
+    let decode = |s: &str| {
+        percent_encoding::percent_decode_str(&s.replace('+', " "))
+            .decode_utf8_lossy()
+            .into_owned()
+    };
     query
         .unwrap_or("")
         .split('&')
@@ -96,24 +112,46 @@ pub(super) fn query_params(query: Option<&str>) -> BTreeMap<String, String> {
 }
 
 /// Reads `limit`: 1..=`max`, `default` when absent.
-pub(super) fn parse_limit(params: &BTreeMap<String, String>, default: u32, max: u32) -> Result<u32, ApiError> {
-    match params.get("limit").map(|s| s.trim()).filter(|s| !s.is_empty()) {
+pub(super) fn parse_limit(
+    params: &BTreeMap<String, String>,
+    default: u32,
+    max: u32,
+) -> Result<u32, ApiError> {
+    match params
+        .get("limit")
+        .map(|s| s.trim())
+        .filter(|s| !s.is_empty())
+    {
         None => Ok(default),
         Some(v) => match v.parse::<u32>() {
             Ok(n) if (1..=max).contains(&n) => Ok(n),
-            _ => Err(ApiError::new(StatusCode::BAD_REQUEST, "InvalidArgument", format!("limit must be a number from 1 to {max}, not '{v}'"))),
+            _ => Err(ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "InvalidArgument",
+                format!("limit must be a number from 1 to {max}, not '{v}'"),
+            )),
         },
     }
 }
 
 /// The catalog, or a 503 saying there is none.
 pub(super) fn catalog(state: &ApiState) -> Result<&Catalog, ApiError> {
-    state.catalog.as_ref().ok_or_else(|| ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "ServiceUnavailable", "no catalog is configured on this gateway"))
+    state.catalog.as_ref().ok_or_else(|| {
+        ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "ServiceUnavailable",
+            "no catalog is configured on this gateway",
+        )
+    })
 }
 
 /// A database problem as the API reports it: 503, the client may retry.
 pub(super) fn unavailable(e: impl std::fmt::Display) -> ApiError {
-    ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "ServiceUnavailable", format!("{e}; retry shortly"))
+    ApiError::new(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "ServiceUnavailable",
+        format!("{e}; retry shortly"),
+    )
 }
 
 /// `GET /files?bucket=&prefix=&limit=&cursor=`.
@@ -121,11 +159,24 @@ pub async fn list(state: &ApiState, query: Option<&str>) -> ApiResult {
     let params = query_params(query);
     let bucket = params.get("bucket").map(String::as_str).unwrap_or("");
     if bucket.is_empty() {
-        return Err(ApiError::new(StatusCode::BAD_REQUEST, "InvalidArgument", "the bucket parameter is required (files?bucket=NAME)"));
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "InvalidArgument",
+            "the bucket parameter is required (files?bucket=NAME)",
+        ));
     }
     let prefix = params.get("prefix").map(String::as_str).unwrap_or("");
     let limit = parse_limit(&params, DEFAULT_LIMIT, MAX_LIMIT)?;
-    let cursor = params.get("cursor").map(String::as_str).filter(|c| !c.is_empty());
-    let page = catalog(state)?.list_objects(bucket, prefix, limit, cursor).await.map_err(unavailable)?;
-    ok(&FilePage { items: page.objects.into_iter().map(FileItem::from).collect(), next_cursor: page.next_cursor })
+    let cursor = params
+        .get("cursor")
+        .map(String::as_str)
+        .filter(|c| !c.is_empty());
+    let page = catalog(state)?
+        .list_objects(bucket, prefix, limit, cursor)
+        .await
+        .map_err(unavailable)?;
+    ok(&FilePage {
+        items: page.objects.into_iter().map(FileItem::from).collect(),
+        next_cursor: page.next_cursor,
+    })
 }

@@ -74,18 +74,32 @@ fn read(path: &str) -> String {
 
 fn cpu() -> Cpu {
     let load = read("/proc/loadavg");
-    let mut it = load.split_whitespace().map(|v| v.parse::<f64>().unwrap_or(0.0));
-    let (load1, load5, load15) = (it.next().unwrap_or(0.0), it.next().unwrap_or(0.0), it.next().unwrap_or(0.0));
+    let mut it = load
+        .split_whitespace()
+        .map(|v| v.parse::<f64>().unwrap_or(0.0));
+    let (load1, load5, load15) = (
+        it.next().unwrap_or(0.0),
+        it.next().unwrap_or(0.0),
+        it.next().unwrap_or(0.0),
+    );
     // utime and stime are fields 14 and 15 of /proc/self/stat, after the parenthesised name.
     let stat = read("/proc/self/stat");
     let ticks: u64 = stat
         .rsplit_once(')')
-        .map(|(_, rest)| rest.split_whitespace().skip(11).take(2).filter_map(|v| v.parse::<u64>().ok()).sum())
+        .map(|(_, rest)| {
+            rest.split_whitespace()
+                .skip(11)
+                .take(2)
+                .filter_map(|v| v.parse::<u64>().ok())
+                .sum()
+        })
         .unwrap_or(0);
     // SAFETY: sysconf has no preconditions.
     let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
     Cpu {
-        cores: std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
+        cores: std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1),
         load1,
         load5,
         load15,
@@ -130,14 +144,24 @@ fn disk(path: &Path) -> Option<Disk> {
 
 /// Batteries as the kernel lists them; an empty list on machines without one.
 fn batteries() -> Vec<Battery> {
-    let Ok(rd) = std::fs::read_dir("/sys/class/power_supply") else { return Vec::new() };
+    let Ok(rd) = std::fs::read_dir("/sys/class/power_supply") else {
+        return Vec::new();
+    };
     rd.flatten()
         .filter(|e| read(&format!("{}/type", e.path().display())).trim() == "Battery")
         .map(|e| {
             let p = e.path();
-            let capacity = read(&format!("{}/capacity", p.display())).trim().parse().ok();
-            let status = Some(read(&format!("{}/status", p.display())).trim().to_owned()).filter(|s| !s.is_empty());
-            Battery { name: e.file_name().to_string_lossy().into_owned(), capacity_percent: capacity, status }
+            let capacity = read(&format!("{}/capacity", p.display()))
+                .trim()
+                .parse()
+                .ok();
+            let status = Some(read(&format!("{}/status", p.display())).trim().to_owned())
+                .filter(|s| !s.is_empty());
+            Battery {
+                name: e.file_name().to_string_lossy().into_owned(),
+                capacity_percent: capacity,
+                status,
+            }
         })
         .collect()
 }
@@ -147,20 +171,38 @@ pub async fn health(state: &ApiState) -> ApiResult {
     let database = match &state.catalog {
         Some(c) => {
             let h = c.health().await;
-            Database { engine: Some(h.engine), ok: h.ok, error: h.error }
+            Database {
+                engine: Some(h.engine),
+                ok: h.ok,
+                error: h.error,
+            }
         }
-        None => Database { engine: None, ok: false, error: Some("no catalog is configured".into()) },
+        None => Database {
+            engine: None,
+            ok: false,
+            error: Some("no catalog is configured".into()),
+        },
     };
     let media = match &state.media {
-        Some(m) => Media { enabled: true, encoder: Some(m.encoder().element_name()), max_transcodes: Some(m.max_transcodes()) },
-        None => Media { enabled: false, encoder: None, max_transcodes: None },
+        Some(m) => Media {
+            enabled: true,
+            encoder: Some(m.encoder().element_name()),
+            max_transcodes: Some(m.max_transcodes()),
+        },
+        None => Media {
+            enabled: false,
+            encoder: None,
+            max_transcodes: None,
+        },
     };
     let jobs = match &state.jobs {
         Some(j) if database.ok => j.counts().await.ok(),
         _ => None,
     };
     let root = state.store.root().to_owned();
-    let (disk, battery) = tokio::task::spawn_blocking(move || (disk(&root), batteries())).await.unwrap_or((None, Vec::new()));
+    let (disk, battery) = tokio::task::spawn_blocking(move || (disk(&root), batteries()))
+        .await
+        .unwrap_or((None, Vec::new()));
     let report = Health {
         status: if database.ok { "ok" } else { "degraded" },
         version: env!("CARGO_PKG_VERSION"),

@@ -22,19 +22,35 @@ struct TranscodeRequest {
 }
 
 fn jobs(state: &ApiState) -> Result<&Jobs, ApiError> {
-    state.jobs.as_ref().ok_or_else(|| ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "ServiceUnavailable", "transcode jobs are not available on this gateway (no catalog)"))
+    state.jobs.as_ref().ok_or_else(|| {
+        ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "ServiceUnavailable",
+            "transcode jobs are not available on this gateway (no catalog)",
+        )
+    })
 }
 
 fn job_error(e: JobError) -> ApiError {
     match e {
-        e @ JobError::NoSuchKey { .. } => ApiError::new(StatusCode::NOT_FOUND, "NoSuchKey", e.to_string()),
-        e @ JobError::NotVideo { .. } => ApiError::new(StatusCode::UNSUPPORTED_MEDIA_TYPE, "NotVideo", e.to_string()),
+        e @ JobError::NoSuchKey { .. } => {
+            ApiError::new(StatusCode::NOT_FOUND, "NoSuchKey", e.to_string())
+        }
+        e @ JobError::NotVideo { .. } => ApiError::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "NotVideo",
+            e.to_string(),
+        ),
         e @ (JobError::Database(_) | JobError::Catalog(_)) => unavailable(e),
     }
 }
 
 fn no_such_job(id: &str) -> ApiError {
-    ApiError::new(StatusCode::NOT_FOUND, "NoSuchJob", format!("no transcode job with id '{id}'"))
+    ApiError::new(
+        StatusCode::NOT_FOUND,
+        "NoSuchJob",
+        format!("no transcode job with id '{id}'"),
+    )
 }
 
 fn parse_quality(v: &serde_json::Value) -> Result<Quality, ApiError> {
@@ -44,7 +60,11 @@ fn parse_quality(v: &serde_json::Value) -> Result<Quality, ApiError> {
         other => other.to_string(),
     };
     Quality::from_str(&text).map_err(|_| {
-        ApiError::new(StatusCode::BAD_REQUEST, "InvalidQuality", format!("unknown quality {text}: use 240, 360, 480, 720 or 1080"))
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "InvalidQuality",
+            format!("unknown quality {text}: use 240, 360, 480, 720 or 1080"),
+        )
     })
 }
 
@@ -58,10 +78,18 @@ pub async fn transcode(state: &ApiState, body: &[u8]) -> ApiResult {
         )
     })?;
     if req.bucket.is_empty() || req.key.is_empty() {
-        return Err(ApiError::new(StatusCode::BAD_REQUEST, "InvalidArgument", "bucket and key must not be empty"));
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "InvalidArgument",
+            "bucket and key must not be empty",
+        ));
     }
     if req.qualities.is_empty() {
-        return Err(ApiError::new(StatusCode::BAD_REQUEST, "InvalidQuality", "qualities must list at least one of 240, 360, 480, 720, 1080"));
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "InvalidQuality",
+            "qualities must list at least one of 240, 360, 480, 720, 1080",
+        ));
     }
     let mut qualities = Vec::new();
     for v in &req.qualities {
@@ -70,7 +98,10 @@ pub async fn transcode(state: &ApiState, body: &[u8]) -> ApiResult {
             qualities.push(q);
         }
     }
-    let created = jobs(state)?.enqueue(&req.bucket, &req.key, &qualities).await.map_err(job_error)?;
+    let created = jobs(state)?
+        .enqueue(&req.bucket, &req.key, &qualities)
+        .await
+        .map_err(job_error)?;
     let (_, v) = ok(&serde_json::json!({ "jobs": created }))?;
     Ok((StatusCode::CREATED, v))
 }
@@ -79,7 +110,10 @@ pub async fn transcode(state: &ApiState, body: &[u8]) -> ApiResult {
 pub async fn list(state: &ApiState, query: Option<&str>) -> ApiResult {
     let params = query_params(query);
     let status = match params.get("status").filter(|s| !s.is_empty()) {
-        Some(s) => Some(JobStatus::from_str(s).map_err(|m| ApiError::new(StatusCode::BAD_REQUEST, "InvalidArgument", m))?),
+        Some(s) => Some(
+            JobStatus::from_str(s)
+                .map_err(|m| ApiError::new(StatusCode::BAD_REQUEST, "InvalidArgument", m))?,
+        ),
         None => None,
     };
     let filter = JobFilter {
@@ -93,7 +127,10 @@ pub async fn list(state: &ApiState, query: Option<&str>) -> ApiResult {
 }
 
 fn parse_id(id: &str) -> Result<i64, ApiError> {
-    id.parse::<i64>().ok().filter(|n| *n > 0).ok_or_else(|| no_such_job(id))
+    id.parse::<i64>()
+        .ok()
+        .filter(|n| *n > 0)
+        .ok_or_else(|| no_such_job(id))
 }
 
 /// `GET /jobs/{id}`.

@@ -59,7 +59,11 @@ pub struct ApiError {
 impl ApiError {
     /// An error with a status, a stable code and a sentence for people.
     pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
-        ApiError { status, code, message: message.into() }
+        ApiError {
+            status,
+            code,
+            message: message.into(),
+        }
     }
 }
 
@@ -68,7 +72,16 @@ pub type ApiResult = Result<(StatusCode, serde_json::Value), ApiError>;
 
 /// Serialises a value as a 200 answer.
 pub fn ok<T: Serialize>(v: &T) -> ApiResult {
-    Ok((StatusCode::OK, serde_json::to_value(v).map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "InternalError", e.to_string()))?))
+    Ok((
+        StatusCode::OK,
+        serde_json::to_value(v).map_err(|e| {
+            ApiError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "InternalError",
+                e.to_string(),
+            )
+        })?,
+    ))
 }
 
 /// The custom route serving the API.
@@ -86,8 +99,14 @@ impl ApiRoute {
 
 fn json_response(status: StatusCode, v: &serde_json::Value) -> S3Response<Body> {
     let mut headers = HeaderMap::new();
-    headers.insert(http::header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
-    headers.insert(http::header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    headers.insert(
+        http::header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    headers.insert(
+        http::header::CACHE_CONTROL,
+        HeaderValue::from_static("no-store"),
+    );
     let body = Body::from(Bytes::from(serde_json::to_vec(v).unwrap_or_default()));
     let mut resp = S3Response::with_headers(body, headers);
     resp.status = Some(status);
@@ -96,12 +115,20 @@ fn json_response(status: StatusCode, v: &serde_json::Value) -> S3Response<Body> 
 
 /// The path below `/_nebula/v1/`, without a trailing slash.
 fn api_path(uri: &Uri) -> Option<&str> {
-    uri.path().strip_prefix("/_nebula/v1/").map(|p| p.trim_end_matches('/'))
+    uri.path()
+        .strip_prefix("/_nebula/v1/")
+        .map(|p| p.trim_end_matches('/'))
 }
 
 #[async_trait::async_trait]
 impl S3Route for ApiRoute {
-    fn is_match(&self, _method: &Method, uri: &Uri, _headers: &HeaderMap, _ext: &mut http::Extensions) -> bool {
+    fn is_match(
+        &self,
+        _method: &Method,
+        uri: &Uri,
+        _headers: &HeaderMap,
+        _ext: &mut http::Extensions,
+    ) -> bool {
         uri.path() == "/_nebula" || uri.path().starts_with("/_nebula/")
     }
 
@@ -116,11 +143,18 @@ impl S3Route for ApiRoute {
         let result = if open || req.credentials.is_some() {
             self.dispatch(req).await
         } else {
-            Err(ApiError::new(StatusCode::FORBIDDEN, "AccessDenied", "sign API requests with the gateway's keys (SigV4 header or presigned URL)"))
+            Err(ApiError::new(
+                StatusCode::FORBIDDEN,
+                "AccessDenied",
+                "sign API requests with the gateway's keys (SigV4 header or presigned URL)",
+            ))
         };
         Ok(match result {
             Ok((status, v)) => json_response(status, &v),
-            Err(e) => json_response(e.status, &serde_json::json!({"error": {"code": e.code, "message": e.message}})),
+            Err(e) => json_response(
+                e.status,
+                &serde_json::json!({"error": {"code": e.code, "message": e.message}}),
+            ),
         })
     }
 }
@@ -128,18 +162,22 @@ impl S3Route for ApiRoute {
 impl ApiRoute {
     async fn dispatch(&self, mut req: S3Request<Body>) -> ApiResult {
         let Some(path) = api_path(&req.uri) else {
-            return Err(ApiError::new(StatusCode::NOT_FOUND, "NoSuchEndpoint", "the API lives under /_nebula/v1/"));
+            return Err(ApiError::new(
+                StatusCode::NOT_FOUND,
+                "NoSuchEndpoint",
+                "the API lives under /_nebula/v1/",
+            ));
         };
         let path = path.to_owned();
         let query = req.uri.query().map(str::to_owned);
         let query = query.as_deref();
         // `jobs/{id}` and `jobs/{id}/cancel`.
-        let job_path: Option<(&str, Option<&str>)> = path
-            .strip_prefix("jobs/")
-            .map(|rest| match rest.split_once('/') {
-                Some((id, action)) => (id, Some(action)),
-                None => (rest, None),
-            });
+        let job_path: Option<(&str, Option<&str>)> =
+            path.strip_prefix("jobs/")
+                .map(|rest| match rest.split_once('/') {
+                    Some((id, action)) => (id, Some(action)),
+                    None => (rest, None),
+                });
         match (req.method.clone(), path.as_str()) {
             (Method::GET, "files") => files::list(&self.state, query).await,
             (Method::POST, "transcode") => {
@@ -147,23 +185,43 @@ impl ApiRoute {
                     .input
                     .store_all_limited(jobs::MAX_BODY)
                     .await
-                    .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "MalformedJson", format!("cannot read the request body (at most 64 KiB): {e}")))?;
+                    .map_err(|e| {
+                        ApiError::new(
+                            StatusCode::BAD_REQUEST,
+                            "MalformedJson",
+                            format!("cannot read the request body (at most 64 KiB): {e}"),
+                        )
+                    })?;
                 jobs::transcode(&self.state, &body).await
             }
             (Method::GET, "jobs") => jobs::list(&self.state, query).await,
-            (Method::GET, _) if matches!(job_path, Some((_, None))) => jobs::get(&self.state, job_path.map(|p| p.0).unwrap_or("")).await,
+            (Method::GET, _) if matches!(job_path, Some((_, None))) => {
+                jobs::get(&self.state, job_path.map(|p| p.0).unwrap_or("")).await
+            }
             (Method::POST, _) if matches!(job_path, Some((_, Some("cancel")))) => {
                 jobs::cancel(&self.state, job_path.map(|p| p.0).unwrap_or("")).await
             }
-            (_, "files" | "transcode" | "jobs") => Err(ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "MethodNotAllowed", format!("{} is not allowed on /_nebula/v1/{path}", req.method))),
+            (_, "files" | "transcode" | "jobs") => Err(ApiError::new(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "MethodNotAllowed",
+                format!("{} is not allowed on /_nebula/v1/{path}", req.method),
+            )),
             (Method::GET, "ping") => ok(&serde_json::json!({
                 "service": "nebula-gateway",
                 "version": env!("CARGO_PKG_VERSION"),
                 "uptime_secs": self.state.started.elapsed().as_secs(),
             })),
             (Method::GET, "health") => health::health(&self.state).await,
-            (_, "ping" | "health") => Err(ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "MethodNotAllowed", format!("{} is not allowed on /_nebula/v1/{path}", req.method))),
-            _ => Err(ApiError::new(StatusCode::NOT_FOUND, "NoSuchEndpoint", format!("no API endpoint {} /_nebula/v1/{path}", req.method))),
+            (_, "ping" | "health") => Err(ApiError::new(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "MethodNotAllowed",
+                format!("{} is not allowed on /_nebula/v1/{path}", req.method),
+            )),
+            _ => Err(ApiError::new(
+                StatusCode::NOT_FOUND,
+                "NoSuchEndpoint",
+                format!("no API endpoint {} /_nebula/v1/{path}", req.method),
+            )),
         }
     }
 }

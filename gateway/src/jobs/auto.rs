@@ -15,7 +15,9 @@ use crate::store::meta::ObjectMeta;
 const PROBE_WAIT: Duration = Duration::from_secs(300);
 
 /// Containers browsers do not play (by extension, before or without a probe).
-const UNFRIENDLY_EXTENSIONS: &[&str] = &["mkv", "avi", "wmv", "flv", "ts", "m2ts", "mts", "mpg", "mpeg"];
+const UNFRIENDLY_EXTENSIONS: &[&str] = &[
+    "mkv", "avi", "wmv", "flv", "ts", "m2ts", "mts", "mpg", "mpeg",
+];
 
 /// Containers browsers do not play (probe names).
 const UNFRIENDLY_CONTAINERS: &[&str] = &["matroska", "avi", "asf", "flv", "mpegts", "mpeg"];
@@ -40,12 +42,19 @@ impl ObjectEvents for JobEvents {
     async fn written(&self, bucket: &str, key: &str, meta: &ObjectMeta) {
         self.inner.written(bucket, key, meta).await;
         let cfg = self.jobs.config();
-        if key.ends_with('/') || !crate::transcode::looks_like_video(meta.content_type.as_deref(), key) {
+        if key.ends_with('/')
+            || !crate::transcode::looks_like_video(meta.content_type.as_deref(), key)
+        {
             return;
         }
         // In the background: queuing must neither slow down nor fail the write.
         if !cfg.auto_qualities.is_empty() {
-            let (jobs, bucket, key, qualities) = (self.jobs.clone(), bucket.to_owned(), key.to_owned(), cfg.auto_qualities.clone());
+            let (jobs, bucket, key, qualities) = (
+                self.jobs.clone(),
+                bucket.to_owned(),
+                key.to_owned(),
+                cfg.auto_qualities.clone(),
+            );
             tokio::spawn(async move {
                 match jobs.enqueue(&bucket, &key, &qualities).await {
                     Ok(j) => tracing::info!(bucket, key, jobs = j.len(), "auto-transcode queued"),
@@ -54,7 +63,12 @@ impl ObjectEvents for JobEvents {
             });
         }
         if cfg.auto_web_friendly {
-            let (jobs, bucket, key, etag) = (self.jobs.clone(), bucket.to_owned(), key.to_owned(), meta.etag.clone());
+            let (jobs, bucket, key, etag) = (
+                self.jobs.clone(),
+                bucket.to_owned(),
+                key.to_owned(),
+                meta.etag.clone(),
+            );
             tokio::spawn(async move { jobs.web_friendly(bucket, key, etag).await });
         }
     }
@@ -66,11 +80,18 @@ impl ObjectEvents for JobEvents {
 
 /// Whether browsers play this source as it is (H.264 in MP4/MOV/WebM-ish containers).
 fn browser_friendly(key: &str, media: &MediaMeta) -> bool {
-    let ext = key.rsplit_once('.').map(|(_, e)| e.to_ascii_lowercase()).unwrap_or_default();
+    let ext = key
+        .rsplit_once('.')
+        .map(|(_, e)| e.to_ascii_lowercase())
+        .unwrap_or_default();
     if UNFRIENDLY_EXTENSIONS.contains(&ext.as_str()) {
         return false;
     }
-    if media.container.as_deref().is_some_and(|c| UNFRIENDLY_CONTAINERS.contains(&c)) {
+    if media
+        .container
+        .as_deref()
+        .is_some_and(|c| UNFRIENDLY_CONTAINERS.contains(&c))
+    {
         return false;
     }
     media.video_codec.as_deref().is_none_or(|c| c == "h264")
@@ -94,7 +115,11 @@ impl Jobs {
                 Err(e) => tracing::debug!(bucket, key, error = %e, "waiting for the probe"),
             }
             if tokio::time::Instant::now() > deadline {
-                tracing::info!(bucket, key, "no probe result in time; web-friendly rendition not queued");
+                tracing::info!(
+                    bucket,
+                    key,
+                    "no probe result in time; web-friendly rendition not queued"
+                );
                 return;
             }
             tokio::time::sleep(Duration::from_secs(1)).await;
@@ -104,7 +129,12 @@ impl Jobs {
         }
         let quality = Quality::for_output_height(media.height.min(1080));
         match self.enqueue(&bucket, &key, &[quality]).await {
-            Ok(_) => tracing::info!(bucket, key, quality = quality.height(), "web-friendly rendition queued"),
+            Ok(_) => tracing::info!(
+                bucket,
+                key,
+                quality = quality.height(),
+                "web-friendly rendition queued"
+            ),
             Err(e) => tracing::warn!(bucket, key, error = %e, "web-friendly rendition not queued"),
         }
     }
@@ -116,12 +146,24 @@ mod tests {
 
     #[test]
     fn friendly_sources() {
-        let h264_mp4 = MediaMeta { video_codec: Some("h264".into()), container: Some("mp4".into()), ..Default::default() };
+        let h264_mp4 = MediaMeta {
+            video_codec: Some("h264".into()),
+            container: Some("mp4".into()),
+            ..Default::default()
+        };
         assert!(browser_friendly("a.mp4", &h264_mp4));
         assert!(!browser_friendly("a.mkv", &h264_mp4));
-        let hevc = MediaMeta { video_codec: Some("hevc".into()), container: Some("mp4".into()), ..Default::default() };
+        let hevc = MediaMeta {
+            video_codec: Some("hevc".into()),
+            container: Some("mp4".into()),
+            ..Default::default()
+        };
         assert!(!browser_friendly("a.mp4", &hevc));
-        let ts = MediaMeta { video_codec: Some("h264".into()), container: Some("mpegts".into()), ..Default::default() };
+        let ts = MediaMeta {
+            video_codec: Some("h264".into()),
+            container: Some("mpegts".into()),
+            ..Default::default()
+        };
         assert!(!browser_friendly("clip", &ts));
     }
 }

@@ -45,7 +45,9 @@ pub enum JobError {
         key: String,
     },
     /// The object is not a video by content type or extension.
-    #[error("'{key}' is not a video (content type {content_type}): only video objects can be transcoded")]
+    #[error(
+        "'{key}' is not a video (content type {content_type}): only video objects can be transcoded"
+    )]
     NotVideo {
         /// Key asked for.
         key: String,
@@ -133,7 +135,12 @@ struct Inner {
 
 impl Jobs {
     /// The job system over the catalog's database. Call [`Jobs::start`] to run workers.
-    pub fn new(catalog: Catalog, store: Arc<Store>, media: Option<Arc<MediaService>>, config: JobsConfig) -> Self {
+    pub fn new(
+        catalog: Catalog,
+        store: Arc<Store>,
+        media: Option<Arc<MediaService>>,
+        config: JobsConfig,
+    ) -> Self {
         let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
             .ok()
             .map(|h| h.trim().to_owned())
@@ -163,7 +170,9 @@ impl Jobs {
     pub fn start(&self) {
         if self.inner.media.is_none() {
             if self.inner.config.workers > 0 {
-                tracing::warn!("transcode workers not started: media extensions are disabled on this machine");
+                tracing::warn!(
+                    "transcode workers not started: media extensions are disabled on this machine"
+                );
             }
             return;
         }
@@ -172,19 +181,33 @@ impl Jobs {
             let id = format!("{}:{n}", self.inner.worker_prefix);
             tokio::spawn(async move { jobs.worker_loop(id).await });
         }
-        tracing::info!(workers = self.inner.config.workers, lease_secs = self.inner.config.lease.as_secs(), "transcode workers started");
+        tracing::info!(
+            workers = self.inner.config.workers,
+            lease_secs = self.inner.config.lease.as_secs(),
+            "transcode workers started"
+        );
     }
 
     /// Queues one job per quality for `bucket/key`; an active job for the same object and
     /// quality is returned instead of a new one.
-    pub async fn enqueue(&self, bucket: &str, key: &str, qualities: &[Quality]) -> JobResult<Vec<Job>> {
+    pub async fn enqueue(
+        &self,
+        bucket: &str,
+        key: &str,
+        qualities: &[Quality],
+    ) -> JobResult<Vec<Job>> {
         let obj = self
             .inner
             .catalog
             .get_object(bucket, key)
             .await?
-            .ok_or_else(|| JobError::NoSuchKey { bucket: bucket.to_owned(), key: key.to_owned() })?;
-        if key.ends_with('/') || !crate::transcode::looks_like_video(obj.content_type.as_deref(), key) {
+            .ok_or_else(|| JobError::NoSuchKey {
+                bucket: bucket.to_owned(),
+                key: key.to_owned(),
+            })?;
+        if key.ends_with('/')
+            || !crate::transcode::looks_like_video(obj.content_type.as_deref(), key)
+        {
             return Err(JobError::NotVideo {
                 key: key.to_owned(),
                 content_type: obj.content_type.unwrap_or_else(|| "unknown".to_owned()),
@@ -229,8 +252,14 @@ impl Jobs {
     pub async fn shutdown(&self) {
         self.inner.stopping.store(true, Ordering::SeqCst);
         self.inner.wakeup.notify_waiters();
-        let running: Vec<(i64, Running)> =
-            self.inner.running.lock().expect("running lock").iter().map(|(id, r)| (*id, r.clone())).collect();
+        let running: Vec<(i64, Running)> = self
+            .inner
+            .running
+            .lock()
+            .expect("running lock")
+            .iter()
+            .map(|(id, r)| (*id, r.clone()))
+            .collect();
         for (id, r) in running {
             if let Err(e) = queue::release(self.db(), id, &r.worker).await {
                 tracing::warn!(job = id, error = %e, "cannot hand the job back to the queue; its lease will expire");
@@ -238,7 +267,9 @@ impl Jobs {
             r.cancel.cancel();
         }
         let deadline = tokio::time::Instant::now() + Duration::from_secs(3);
-        while !self.inner.running.lock().expect("running lock").is_empty() && tokio::time::Instant::now() < deadline {
+        while !self.inner.running.lock().expect("running lock").is_empty()
+            && tokio::time::Instant::now() < deadline
+        {
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }

@@ -27,8 +27,13 @@ pub enum JobStatus {
 
 impl JobStatus {
     /// All states, in the order the health report lists them.
-    pub const ALL: [JobStatus; 5] =
-        [JobStatus::Pending, JobStatus::Processing, JobStatus::Completed, JobStatus::Failed, JobStatus::Cancelled];
+    pub const ALL: [JobStatus; 5] = [
+        JobStatus::Pending,
+        JobStatus::Processing,
+        JobStatus::Completed,
+        JobStatus::Failed,
+        JobStatus::Cancelled,
+    ];
 
     /// The value stored in the `status` column.
     pub fn as_str(self) -> &'static str {
@@ -170,13 +175,18 @@ pub struct JobCounts {
 /// Now, to the second: lease times are compared as text on SQLite, where RFC 3339 with and
 /// without a fraction would not sort by time.
 fn now_secs() -> OffsetDateTime {
-    OffsetDateTime::now_utc().replace_nanosecond(0).unwrap_or_else(|_| OffsetDateTime::now_utc())
+    OffsetDateTime::now_utc()
+        .replace_nanosecond(0)
+        .unwrap_or_else(|_| OffsetDateTime::now_utc())
 }
 
 /// One job.
 pub(super) async fn get(db: &Db, id: i64) -> sqlx::Result<Option<Job>> {
-    let sql = format!("SELECT {JOB_COLUMNS} FROM transcode_jobs j JOIN objects o ON o.id = j.object_id WHERE j.id = $1");
-    let row: Option<JobRow> = on_pool!(db, pool => sqlx::query_as(&sql).bind(id).fetch_optional(pool).await?);
+    let sql = format!(
+        "SELECT {JOB_COLUMNS} FROM transcode_jobs j JOIN objects o ON o.id = j.object_id WHERE j.id = $1"
+    );
+    let row: Option<JobRow> =
+        on_pool!(db, pool => sqlx::query_as(&sql).bind(id).fetch_optional(pool).await?);
     Ok(row.map(Job::from))
 }
 
@@ -236,11 +246,17 @@ pub(super) async fn insert(db: &Db, object_id: i64, quality: Quality) -> sqlx::R
             return Ok(job);
         }
     }
-    Err(sqlx::Error::Protocol("the job queue kept changing while queuing; retry".into()))
+    Err(sqlx::Error::Protocol(
+        "the job queue kept changing while queuing; retry".into(),
+    ))
 }
 
 /// Takes the oldest pending job for `worker`: status processing, a lease, one more attempt.
-pub(super) async fn claim(db: &Db, worker: &str, lease: std::time::Duration) -> sqlx::Result<Option<Job>> {
+pub(super) async fn claim(
+    db: &Db,
+    worker: &str,
+    lease: std::time::Duration,
+) -> sqlx::Result<Option<Job>> {
     let now = now_secs();
     let until = now + lease;
     const SET: &str = "SET status = 'processing', worker_id = $1, started_at = $2, lease_expires_at = $3, \
@@ -312,7 +328,13 @@ pub(super) async fn expire_leases(db: &Db, max_attempts: u32) -> sqlx::Result<u6
 
 /// Records progress and extends the lease. `false` when the job is no longer this worker's
 /// to run (cancelled, or taken over after an expired lease): the pipeline must stop.
-pub(super) async fn renew(db: &Db, id: i64, worker: &str, progress: u8, lease: std::time::Duration) -> sqlx::Result<bool> {
+pub(super) async fn renew(
+    db: &Db,
+    id: i64,
+    worker: &str,
+    progress: u8,
+    lease: std::time::Duration,
+) -> sqlx::Result<bool> {
     let until = now_secs() + lease;
     let n = on_pool!(db, pool => {
         sqlx::query(

@@ -26,10 +26,17 @@ const RETRY: Duration = Duration::from_secs(5);
 
 /// How an attempt ended.
 enum Outcome {
-    Completed { path: String, size: u64, encoder: String },
+    Completed {
+        path: String,
+        size: u64,
+        encoder: String,
+    },
     Cancelled,
     /// `retry`: worth another attempt (a pipeline or I/O error), not a bad source.
-    Failed { error: String, retry: bool },
+    Failed {
+        error: String,
+        retry: bool,
+    },
 }
 
 impl Jobs {
@@ -60,26 +67,44 @@ impl Jobs {
     async fn run(&self, job: Job, worker: &str) {
         tracing::info!(job = job.id, bucket = %job.bucket, key = %job.key, quality = job.quality, attempt = job.attempts, worker, "job started");
         let cancel = CancelFlag::new();
+        self.inner.running.lock().expect("running lock").insert(
+            job.id,
+            Running {
+                cancel: cancel.clone(),
+                worker: worker.to_owned(),
+            },
+        );
+        let outcome = self.attempt(&job, worker, &cancel).await;
         self.inner
             .running
             .lock()
             .expect("running lock")
-            .insert(job.id, Running { cancel: cancel.clone(), worker: worker.to_owned() });
-        let outcome = self.attempt(&job, worker, &cancel).await;
-        self.inner.running.lock().expect("running lock").remove(&job.id);
+            .remove(&job.id);
         if self.inner.stopping.load(Ordering::SeqCst) && matches!(outcome, Outcome::Cancelled) {
             // Handed back to the queue by `shutdown`.
             return;
         }
         let db = self.db();
         let recorded = match &outcome {
-            Outcome::Completed { path, size, encoder } => {
-                queue::complete(db, job.id, worker, path, *size, encoder).await.map(|ok| ok.then(|| "completed".to_owned()))
-            }
+            Outcome::Completed {
+                path,
+                size,
+                encoder,
+            } => queue::complete(db, job.id, worker, path, *size, encoder)
+                .await
+                .map(|ok| ok.then(|| "completed".to_owned())),
             // The cancel is recorded by whoever asked for it (or the job was taken over).
             Outcome::Cancelled => Ok(Some("cancelled".to_owned())),
             Outcome::Failed { error, retry } => {
-                queue::fail(db, job.id, worker, error, *retry, self.inner.config.max_attempts).await
+                queue::fail(
+                    db,
+                    job.id,
+                    worker,
+                    error,
+                    *retry,
+                    self.inner.config.max_attempts,
+                )
+                .await
             }
         };
         match (recorded, &outcome) {
@@ -89,22 +114,38 @@ impl Jobs {
             (Ok(Some(status)), Outcome::Completed { size, .. }) => {
                 tracing::info!(job = job.id, status, size, "job completed")
             }
-            (Ok(Some(status)), Outcome::Cancelled) => tracing::info!(job = job.id, status, "job cancelled"),
-            (Ok(None), _) => tracing::info!(job = job.id, "job was cancelled or taken over meanwhile"),
-            (Err(e), _) => tracing::warn!(job = job.id, error = %e, "cannot record the job's result; its lease will expire"),
+            (Ok(Some(status)), Outcome::Cancelled) => {
+                tracing::info!(job = job.id, status, "job cancelled")
+            }
+            (Ok(None), _) => {
+                tracing::info!(job = job.id, "job was cancelled or taken over meanwhile")
+            }
+            (Err(e), _) => {
+                tracing::warn!(job = job.id, error = %e, "cannot record the job's result; its lease will expire")
+            }
         }
     }
 
     async fn attempt(&self, job: &Job, worker: &str, cancel: &CancelFlag) -> Outcome {
         let Some(svc) = self.inner.media.clone() else {
-            return Outcome::Failed { error: "media extensions are disabled on this gateway".into(), retry: true };
+            return Outcome::Failed {
+                error: "media extensions are disabled on this gateway".into(),
+                retry: true,
+            };
         };
         let Some(quality) = job.media_quality() else {
-            return Outcome::Failed { error: format!("unknown quality {}", job.quality), retry: false };
+            return Outcome::Failed {
+                error: format!("unknown quality {}", job.quality),
+                retry: false,
+            };
         };
         // The rendition is named after the ETag of the bytes actually read, so a replacement
         // written meanwhile never gets this file.
-        let (store, bucket, key) = (self.inner.store.clone(), job.bucket.clone(), job.key.clone());
+        let (store, bucket, key) = (
+            self.inner.store.clone(),
+            job.bucket.clone(),
+            job.key.clone(),
+        );
         let opened = tokio::task::spawn_blocking(move || {
             let path = parse_key(&key)?;
             store.open_object(&bucket, &path)
@@ -113,15 +154,32 @@ impl Jobs {
         let obj = match opened {
             Ok(Ok(o)) => o,
             Ok(Err(StoreError::NoSuchKey | StoreError::NoSuchBucket)) => {
-                return Outcome::Failed { error: "the object no longer exists".into(), retry: false };
+                return Outcome::Failed {
+                    error: "the object no longer exists".into(),
+                    retry: false,
+                };
             }
-            Ok(Err(e)) => return Outcome::Failed { error: format!("cannot open the object: {e}"), retry: true },
-            Err(e) => return Outcome::Failed { error: format!("worker task failed: {e}"), retry: true },
+            Ok(Err(e)) => {
+                return Outcome::Failed {
+                    error: format!("cannot open the object: {e}"),
+                    retry: true,
+                };
+            }
+            Err(e) => {
+                return Outcome::Failed {
+                    error: format!("worker task failed: {e}"),
+                    retry: true,
+                };
+            }
         };
         let dest = svc.rendition_path(&job.bucket, &job.key, &obj.meta.etag, quality);
         // Not named after the object, so invalidating its renditions never removes a file in
         // the making; `.part` is removed at the next start if the gateway dies.
-        let part = svc.dir().join(format!("job-{}-{}.part", job.id, uuid::Uuid::new_v4().simple()));
+        let part = svc.dir().join(format!(
+            "job-{}-{}.part",
+            job.id,
+            uuid::Uuid::new_v4().simple()
+        ));
         let progress = Arc::new(AtomicU8::new(0));
         let engine = svc.engine().clone();
         let (p, c, part_path) = (progress.clone(), cancel.clone(), part.clone());
@@ -129,7 +187,13 @@ impl Jobs {
         let mut task = tokio::task::spawn_blocking(move || {
             // GStreamer reopens the object through our descriptor: exactly the file we opened.
             let fd_path = PathBuf::from(format!("/proc/self/fd/{}", source.as_raw_fd()));
-            let r = engine.transcode_to_file(&fd_path, quality, &part_path, |v| p.store(v, Ordering::Relaxed), &c);
+            let r = engine.transcode_to_file(
+                &fd_path,
+                quality,
+                &part_path,
+                |v| p.store(v, Ordering::Relaxed),
+                &c,
+            );
             drop(source);
             r
         });
@@ -153,43 +217,92 @@ impl Jobs {
         let outcome = match result {
             Ok(Ok(o)) => o,
             Ok(Err(MediaError::Cancelled)) => return Outcome::Cancelled,
-            Ok(Err(e @ (MediaError::NotVideo(_) | MediaError::NotMedia(_) | MediaError::InvalidQuality(_)))) => {
-                return Outcome::Failed { error: e.to_string(), retry: false };
+            Ok(Err(
+                e @ (MediaError::NotVideo(_)
+                | MediaError::NotMedia(_)
+                | MediaError::InvalidQuality(_)),
+            )) => {
+                return Outcome::Failed {
+                    error: e.to_string(),
+                    retry: false,
+                };
             }
-            Ok(Err(e)) => return Outcome::Failed { error: e.to_string(), retry: true },
+            Ok(Err(e)) => {
+                return Outcome::Failed {
+                    error: e.to_string(),
+                    retry: true,
+                };
+            }
             Err(e) => {
                 let _ = std::fs::remove_file(&part);
-                return Outcome::Failed { error: format!("transcode task failed: {e}"), retry: true };
+                return Outcome::Failed {
+                    error: format!("transcode task failed: {e}"),
+                    retry: true,
+                };
             }
         };
         let encoder = outcome.encoder.element_name().to_owned();
         let install = {
             let (svc, part, dest, enc) = (svc.clone(), part.clone(), dest.clone(), encoder.clone());
-            tokio::task::spawn_blocking(move || svc.install_rendition(&part, &dest, outcome.width, outcome.height, &enc)).await
+            tokio::task::spawn_blocking(move || {
+                svc.install_rendition(&part, &dest, outcome.width, outcome.height, &enc)
+            })
+            .await
         };
         match install {
             Ok(Ok(())) => {}
             Ok(Err(e)) => {
                 let _ = std::fs::remove_file(&part);
-                return Outcome::Failed { error: format!("cannot install the rendition: {e}"), retry: true };
+                return Outcome::Failed {
+                    error: format!("cannot install the rendition: {e}"),
+                    retry: true,
+                };
             }
-            Err(e) => return Outcome::Failed { error: format!("worker task failed: {e}"), retry: true },
+            Err(e) => {
+                return Outcome::Failed {
+                    error: format!("worker task failed: {e}"),
+                    retry: true,
+                };
+            }
         }
         let rel = dest
             .strip_prefix(self.inner.store.root())
             .map(|p| p.display().to_string())
             .unwrap_or_else(|_| dest.display().to_string());
-        let variant = Variant { path: rel.clone(), size: outcome.bytes, encoder: encoder.clone() };
+        let variant = Variant {
+            path: rel.clone(),
+            size: outcome.bytes,
+            encoder: encoder.clone(),
+        };
         // The catalog lists renditions of the current bytes only.
         match self.inner.catalog.get_object(&job.bucket, &job.key).await {
             Ok(Some(o)) if o.etag == obj.meta.etag => {
-                if let Err(e) = self.inner.catalog.set_variant(&job.bucket, &job.key, &quality.height().to_string(), &variant).await {
+                if let Err(e) = self
+                    .inner
+                    .catalog
+                    .set_variant(
+                        &job.bucket,
+                        &job.key,
+                        &quality.height().to_string(),
+                        &variant,
+                    )
+                    .await
+                {
                     tracing::warn!(job = job.id, error = %e, "rendition not recorded in the catalog");
                 }
             }
-            Ok(_) => tracing::info!(job = job.id, "the object changed while transcoding; rendition kept but not listed"),
-            Err(e) => tracing::warn!(job = job.id, error = %e, "rendition not recorded in the catalog"),
+            Ok(_) => tracing::info!(
+                job = job.id,
+                "the object changed while transcoding; rendition kept but not listed"
+            ),
+            Err(e) => {
+                tracing::warn!(job = job.id, error = %e, "rendition not recorded in the catalog")
+            }
         }
-        Outcome::Completed { path: rel, size: outcome.bytes, encoder }
+        Outcome::Completed {
+            path: rel,
+            size: outcome.bytes,
+            encoder,
+        }
     }
 }

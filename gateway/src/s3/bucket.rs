@@ -9,25 +9,43 @@ use crate::error::StoreError;
 
 /// The single owner every bucket and object has on this gateway.
 pub(crate) fn owner() -> Owner {
-    Owner { display_name: Some("nebula".into()), id: Some("nebula".into()) }
+    Owner {
+        display_name: Some("nebula".into()),
+        id: Some("nebula".into()),
+    }
 }
 
 /// ListBuckets.
-pub(crate) async fn list_buckets(gw: &Gateway, req: S3Request<ListBucketsInput>) -> S3Result<S3Response<ListBucketsOutput>> {
+pub(crate) async fn list_buckets(
+    gw: &Gateway,
+    req: S3Request<ListBucketsInput>,
+) -> S3Result<S3Response<ListBucketsOutput>> {
     let store = gw.store.clone();
     let prefix = req.input.prefix.clone();
     let buckets = blocking(move || store.list_buckets()).await?;
     let buckets = buckets
         .into_iter()
         .filter(|b| prefix.as_deref().is_none_or(|p| b.name.starts_with(p)))
-        .map(|b| Bucket { name: Some(b.name), creation_date: Some(timestamp(b.created)), bucket_region: Some(gw.region.clone()) })
+        .map(|b| Bucket {
+            name: Some(b.name),
+            creation_date: Some(timestamp(b.created)),
+            bucket_region: Some(gw.region.clone()),
+        })
         .collect();
-    Ok(S3Response::new(ListBucketsOutput { buckets: Some(buckets), owner: Some(owner()), prefix: req.input.prefix, ..Default::default() }))
+    Ok(S3Response::new(ListBucketsOutput {
+        buckets: Some(buckets),
+        owner: Some(owner()),
+        prefix: req.input.prefix,
+        ..Default::default()
+    }))
 }
 
 /// CreateBucket: a folder. An owned bucket answers 200 in us-east-1 (AWS's legacy behaviour)
 /// and BucketAlreadyOwnedByYou elsewhere.
-pub(crate) async fn create_bucket(gw: &Gateway, req: S3Request<CreateBucketInput>) -> S3Result<S3Response<CreateBucketOutput>> {
+pub(crate) async fn create_bucket(
+    gw: &Gateway,
+    req: S3Request<CreateBucketInput>,
+) -> S3Result<S3Response<CreateBucketOutput>> {
     let input = req.input;
     let constraint = input
         .create_bucket_configuration
@@ -35,8 +53,13 @@ pub(crate) async fn create_bucket(gw: &Gateway, req: S3Request<CreateBucketInput
         .and_then(|c| c.location_constraint.as_ref())
         .map(|c| c.as_str().to_owned())
         .filter(|c| !c.is_empty());
-    let expected = if gw.region == "us-east-1" { None } else { Some(gw.region.clone()) };
-    if constraint != expected && !(constraint.as_deref() == Some("us-east-1") && expected.is_none()) {
+    let expected = if gw.region == "us-east-1" {
+        None
+    } else {
+        Some(gw.region.clone())
+    };
+    if constraint != expected && !(constraint.as_deref() == Some("us-east-1") && expected.is_none())
+    {
         return Err(crate::error::custom_error(
             "IllegalLocationConstraintException",
             http::StatusCode::BAD_REQUEST,
@@ -53,19 +76,30 @@ pub(crate) async fn create_bucket(gw: &Gateway, req: S3Request<CreateBucketInput
     if !created && gw.region != "us-east-1" {
         return Err(StoreError::BucketAlreadyOwnedByYou.into());
     }
-    Ok(S3Response::new(CreateBucketOutput { location: Some(format!("/{}", input.bucket)) }))
+    Ok(S3Response::new(CreateBucketOutput {
+        location: Some(format!("/{}", input.bucket)),
+    }))
 }
 
 /// HeadBucket.
-pub(crate) async fn head_bucket(gw: &Gateway, req: S3Request<HeadBucketInput>) -> S3Result<S3Response<HeadBucketOutput>> {
+pub(crate) async fn head_bucket(
+    gw: &Gateway,
+    req: S3Request<HeadBucketInput>,
+) -> S3Result<S3Response<HeadBucketOutput>> {
     let store = gw.store.clone();
     let bucket = req.input.bucket;
     blocking(move || store.bucket_fd(&bucket).map(drop)).await?;
-    Ok(S3Response::new(HeadBucketOutput { bucket_region: Some(gw.region.clone()), ..Default::default() }))
+    Ok(S3Response::new(HeadBucketOutput {
+        bucket_region: Some(gw.region.clone()),
+        ..Default::default()
+    }))
 }
 
 /// DeleteBucket: only when no object is left.
-pub(crate) async fn delete_bucket(gw: &Gateway, req: S3Request<DeleteBucketInput>) -> S3Result<S3Response<DeleteBucketOutput>> {
+pub(crate) async fn delete_bucket(
+    gw: &Gateway,
+    req: S3Request<DeleteBucketInput>,
+) -> S3Result<S3Response<DeleteBucketOutput>> {
     let store = gw.store.clone();
     let bucket = req.input.bucket;
     blocking(move || store.delete_bucket(&bucket)).await?;
@@ -80,8 +114,11 @@ pub(crate) async fn get_bucket_location(
     let store = gw.store.clone();
     let bucket = req.input.bucket;
     blocking(move || store.bucket_fd(&bucket).map(drop)).await?;
-    let location_constraint = (gw.region != "us-east-1").then(|| BucketLocationConstraint::from(gw.region.clone()));
-    Ok(S3Response::new(GetBucketLocationOutput { location_constraint }))
+    let location_constraint =
+        (gw.region != "us-east-1").then(|| BucketLocationConstraint::from(gw.region.clone()));
+    Ok(S3Response::new(GetBucketLocationOutput {
+        location_constraint,
+    }))
 }
 
 /// GetBucketVersioning: versioning is never enabled here.
@@ -110,18 +147,31 @@ fn owner_full_control() -> Vec<Grant> {
 }
 
 /// GetBucketAcl: the owner has full control; nothing else is granted.
-pub(crate) async fn get_bucket_acl(gw: &Gateway, req: S3Request<GetBucketAclInput>) -> S3Result<S3Response<GetBucketAclOutput>> {
+pub(crate) async fn get_bucket_acl(
+    gw: &Gateway,
+    req: S3Request<GetBucketAclInput>,
+) -> S3Result<S3Response<GetBucketAclOutput>> {
     let store = gw.store.clone();
     let bucket = req.input.bucket;
     blocking(move || store.bucket_fd(&bucket).map(drop)).await?;
-    Ok(S3Response::new(GetBucketAclOutput { grants: Some(owner_full_control()), owner: Some(owner()) }))
+    Ok(S3Response::new(GetBucketAclOutput {
+        grants: Some(owner_full_control()),
+        owner: Some(owner()),
+    }))
 }
 
 /// GetObjectAcl: the owner has full control.
-pub(crate) async fn get_object_acl(gw: &Gateway, req: S3Request<GetObjectAclInput>) -> S3Result<S3Response<GetObjectAclOutput>> {
+pub(crate) async fn get_object_acl(
+    gw: &Gateway,
+    req: S3Request<GetObjectAclInput>,
+) -> S3Result<S3Response<GetObjectAclOutput>> {
     let store = gw.store.clone();
     let input = req.input;
     let path = object_path(&input.key)?;
     blocking(move || store.open_object(&input.bucket, &path).map(drop)).await?;
-    Ok(S3Response::new(GetObjectAclOutput { grants: Some(owner_full_control()), owner: Some(owner()), ..Default::default() }))
+    Ok(S3Response::new(GetObjectAclOutput {
+        grants: Some(owner_full_control()),
+        owner: Some(owner()),
+        ..Default::default()
+    }))
 }

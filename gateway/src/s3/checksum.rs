@@ -31,7 +31,9 @@ pub(crate) struct Expect {
 }
 
 fn algo_index(name: &str) -> Option<usize> {
-    ALGOS.iter().position(|(a, h, _)| a.eq_ignore_ascii_case(name) || h.eq_ignore_ascii_case(name))
+    ALGOS
+        .iter()
+        .position(|(a, h, _)| a.eq_ignore_ascii_case(name) || h.eq_ignore_ascii_case(name))
 }
 
 fn get(c: &Checksum, i: usize) -> Option<&String> {
@@ -54,14 +56,20 @@ impl Expect {
     ) -> Result<Self, StoreError> {
         let mut e = Expect::default();
         if let Some(m) = content_md5 {
-            let raw = B64.decode(m.trim()).map_err(|_| StoreError::InvalidDigest("the Content-MD5 you specified was invalid".into()))?;
-            e.md5 = Some(raw.try_into().map_err(|_| StoreError::InvalidDigest("the Content-MD5 you specified was invalid".into()))?);
+            let raw = B64.decode(m.trim()).map_err(|_| {
+                StoreError::InvalidDigest("the Content-MD5 you specified was invalid".into())
+            })?;
+            e.md5 = Some(raw.try_into().map_err(|_| {
+                StoreError::InvalidDigest("the Content-MD5 you specified was invalid".into())
+            })?);
         }
         for (i, (name, header, len)) in ALGOS.iter().enumerate() {
             if let Some(v) = headers.get(*header) {
                 let v = v.to_str().unwrap_or("").trim().to_owned();
                 if B64.decode(&v).map(|d| d.len()) != Ok(*len) {
-                    return Err(StoreError::InvalidDigest(format!("value for {header} header is invalid")));
+                    return Err(StoreError::InvalidDigest(format!(
+                        "value for {header} header is invalid"
+                    )));
                 }
                 e.given[i] = Some(v);
                 e.compute[i] = true;
@@ -76,8 +84,12 @@ impl Expect {
             }
         }
         if let Some(a) = algorithm {
-            let i = algo_index(a.as_str())
-                .ok_or_else(|| StoreError::InvalidArgument(format!("checksum algorithm {} is not supported", a.as_str())))?;
+            let i = algo_index(a.as_str()).ok_or_else(|| {
+                StoreError::InvalidArgument(format!(
+                    "checksum algorithm {} is not supported",
+                    a.as_str()
+                ))
+            })?;
             e.compute[i] = true;
         }
         Ok(e)
@@ -105,21 +117,35 @@ impl Expect {
     }
 
     /// Checks the computed digests against headers and trailers; returns what to store.
-    pub(crate) fn verify(&self, md5: &[u8; 16], computed: &Checksum, trailers: Option<&HeaderMap>) -> Result<StoredChecksums, StoreError> {
+    pub(crate) fn verify(
+        &self,
+        md5: &[u8; 16],
+        computed: &Checksum,
+        trailers: Option<&HeaderMap>,
+    ) -> Result<StoredChecksums, StoreError> {
         if let Some(want) = &self.md5
             && want != md5
         {
-            return Err(StoreError::BadDigest("the Content-MD5 you specified did not match what we received".into()));
+            return Err(StoreError::BadDigest(
+                "the Content-MD5 you specified did not match what we received".into(),
+            ));
         }
         for (i, (name, header, len)) in ALGOS.iter().enumerate() {
-            let from_trailer = trailers.and_then(|t| t.get(*header)).and_then(|v| v.to_str().ok()).map(|s| s.trim().to_owned());
+            let from_trailer = trailers
+                .and_then(|t| t.get(*header))
+                .and_then(|v| v.to_str().ok())
+                .map(|s| s.trim().to_owned());
             let want = self.given[i].clone().or(from_trailer);
             let Some(want) = want else { continue };
             if B64.decode(&want).map(|d| d.len()) != Ok(*len) {
-                return Err(StoreError::InvalidDigest(format!("value for {header} is invalid")));
+                return Err(StoreError::InvalidDigest(format!(
+                    "value for {header} is invalid"
+                )));
             }
             if get(computed, i) != Some(&want) {
-                return Err(StoreError::BadDigest(format!("the {name} you specified did not match the calculated checksum")));
+                return Err(StoreError::BadDigest(format!(
+                    "the {name} you specified did not match the calculated checksum"
+                )));
             }
         }
         Ok(StoredChecksums {
@@ -140,7 +166,10 @@ mod tests {
     fn crc32_header_is_checked() {
         let mut h = HeaderMap::new();
         // CRC32 of "hello" is 0x3610a686.
-        h.insert("x-amz-checksum-crc32", B64.encode(0x3610a686u32.to_be_bytes()).parse().unwrap());
+        h.insert(
+            "x-amz-checksum-crc32",
+            B64.encode(0x3610a686u32.to_be_bytes()).parse().unwrap(),
+        );
         let e = Expect::from_request(None, &h, None).unwrap();
         let mut hasher = e.hasher();
         hasher.update(b"hello");
@@ -150,14 +179,23 @@ mod tests {
         let mut hasher = e.hasher();
         hasher.update(b"hellO");
         let bad = hasher.finalize();
-        assert!(matches!(e.verify(&md5, &bad, None), Err(StoreError::BadDigest(_))));
+        assert!(matches!(
+            e.verify(&md5, &bad, None),
+            Err(StoreError::BadDigest(_))
+        ));
     }
 
     #[test]
     fn malformed_digests_are_invalid() {
         let mut h = HeaderMap::new();
         h.insert("x-amz-checksum-sha256", "bm90LWEtc2hhMjU2".parse().unwrap());
-        assert!(matches!(Expect::from_request(None, &h, None), Err(StoreError::InvalidDigest(_))));
-        assert!(matches!(Expect::from_request(Some("%%%"), &HeaderMap::new(), None), Err(StoreError::InvalidDigest(_))));
+        assert!(matches!(
+            Expect::from_request(None, &h, None),
+            Err(StoreError::InvalidDigest(_))
+        ));
+        assert!(matches!(
+            Expect::from_request(Some("%%%"), &HeaderMap::new(), None),
+            Err(StoreError::InvalidDigest(_))
+        ));
     }
 }

@@ -75,7 +75,11 @@ impl Conditions<'_> {
     }
 
     /// For GET/HEAD: 304 with the validators, or 412.
-    pub(crate) fn check_read(&self, meta: &ObjectMeta, modified: SystemTime) -> Result<(), S3Error> {
+    pub(crate) fn check_read(
+        &self,
+        meta: &ObjectMeta,
+        modified: SystemTime,
+    ) -> Result<(), S3Error> {
         match self.evaluate(&meta.etag, modified) {
             Outcome::Proceed => Ok(()),
             Outcome::PreconditionFailed => Err(S3Error::new(S3ErrorCode::PreconditionFailed)),
@@ -96,7 +100,11 @@ impl Conditions<'_> {
     }
 
     /// For copy sources (`x-amz-copy-source-if-*`): every failure is 412.
-    pub(crate) fn check_copy_source(&self, meta: &ObjectMeta, modified: SystemTime) -> Result<(), S3Error> {
+    pub(crate) fn check_copy_source(
+        &self,
+        meta: &ObjectMeta,
+        modified: SystemTime,
+    ) -> Result<(), S3Error> {
         match self.evaluate(&meta.etag, modified) {
             Outcome::Proceed => Ok(()),
             _ => Err(S3Error::new(S3ErrorCode::PreconditionFailed)),
@@ -127,20 +135,43 @@ mod tests {
         let late = Timestamp::from(at(10_000));
         let m = at(5_000);
         // If-Match true wins over a failing If-Unmodified-Since.
-        let c = Conditions { if_match: Some(&good), if_unmodified_since: Some(&early), ..Default::default() };
+        let c = Conditions {
+            if_match: Some(&good),
+            if_unmodified_since: Some(&early),
+            ..Default::default()
+        };
         assert_eq!(c.evaluate("abc", m), Outcome::Proceed);
-        let c = Conditions { if_match: Some(&bad), ..Default::default() };
+        let c = Conditions {
+            if_match: Some(&bad),
+            ..Default::default()
+        };
         assert_eq!(c.evaluate("abc", m), Outcome::PreconditionFailed);
         // If-None-Match false wins over a "not modified" If-Modified-Since.
-        let c = Conditions { if_none_match: Some(&bad), if_modified_since: Some(&late), ..Default::default() };
+        let c = Conditions {
+            if_none_match: Some(&bad),
+            if_modified_since: Some(&late),
+            ..Default::default()
+        };
         assert_eq!(c.evaluate("abc", m), Outcome::Proceed);
-        let c = Conditions { if_none_match: Some(&good), ..Default::default() };
+        let c = Conditions {
+            if_none_match: Some(&good),
+            ..Default::default()
+        };
         assert_eq!(c.evaluate("abc", m), Outcome::NotModified);
-        let c = Conditions { if_modified_since: Some(&late), ..Default::default() };
+        let c = Conditions {
+            if_modified_since: Some(&late),
+            ..Default::default()
+        };
         assert_eq!(c.evaluate("abc", m), Outcome::NotModified);
-        let c = Conditions { if_modified_since: Some(&early), ..Default::default() };
+        let c = Conditions {
+            if_modified_since: Some(&early),
+            ..Default::default()
+        };
         assert_eq!(c.evaluate("abc", m), Outcome::Proceed);
-        let c = Conditions { if_none_match: Some(&ETagCondition::Any), ..Default::default() };
+        let c = Conditions {
+            if_none_match: Some(&ETagCondition::Any),
+            ..Default::default()
+        };
         assert_eq!(c.evaluate("abc", m), Outcome::NotModified);
     }
 }

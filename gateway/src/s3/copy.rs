@@ -12,23 +12,39 @@ use crate::store::{Commit, fsutil};
 /// Extracts bucket and key from `x-amz-copy-source`; access points and versions are not served.
 pub(crate) fn copy_source(src: &CopySource) -> S3Result<(String, String)> {
     match src {
-        CopySource::Bucket { bucket, key, version_id } => {
+        CopySource::Bucket {
+            bucket,
+            key,
+            version_id,
+        } => {
             if version_id.as_deref().is_some_and(|v| v != "null") {
-                return Err(S3Error::with_message(S3ErrorCode::NotImplemented, "this gateway does not keep object versions"));
+                return Err(S3Error::with_message(
+                    S3ErrorCode::NotImplemented,
+                    "this gateway does not keep object versions",
+                ));
             }
             Ok((bucket.to_string(), key.to_string()))
         }
-        _ => Err(S3Error::with_message(S3ErrorCode::NotImplemented, "only bucket/key copy sources are supported")),
+        _ => Err(S3Error::with_message(
+            S3ErrorCode::NotImplemented,
+            "only bucket/key copy sources are supported",
+        )),
     }
 }
 
 /// CopyObject.
-pub(crate) async fn copy_object(gw: &Gateway, req: S3Request<CopyObjectInput>) -> S3Result<S3Response<CopyObjectOutput>> {
+pub(crate) async fn copy_object(
+    gw: &Gateway,
+    req: S3Request<CopyObjectInput>,
+) -> S3Result<S3Response<CopyObjectOutput>> {
     let input = req.input;
     let (src_bucket, src_key) = copy_source(&input.copy_source)?;
     let src_path = object_path(&src_key)?;
     let dst_path = object_path(&input.key)?;
-    let replace = input.metadata_directive.as_ref().is_some_and(|d| d.as_str() == MetadataDirective::REPLACE);
+    let replace = input
+        .metadata_directive
+        .as_ref()
+        .is_some_and(|d| d.as_str() == MetadataDirective::REPLACE);
     if !replace && src_bucket == input.bucket && src_key == input.key {
         return Err(S3Error::with_message(
             S3ErrorCode::InvalidRequest,
@@ -64,7 +80,10 @@ pub(crate) async fn copy_object(gw: &Gateway, req: S3Request<CopyObjectInput>) -
             return Err(StoreError::PreconditionFailed);
         }
         if src_path.is_folder_marker != dst_path.is_folder_marker {
-            return Err(StoreError::InvalidRequest("a folder marker (key ending in '/') can only be copied to another folder marker".into()));
+            return Err(StoreError::InvalidRequest(
+                "a folder marker (key ending in '/') can only be copied to another folder marker"
+                    .into(),
+            ));
         }
         let tmp = store.create_temp(&dst_bucket)?;
         if !src_path.is_folder_marker {
@@ -80,7 +99,8 @@ pub(crate) async fn copy_object(gw: &Gateway, req: S3Request<CopyObjectInput>) -
             None => src.meta.clone(),
         };
         let meta = store.commit(tmp, &dst_bucket, &dst_path, meta, Commit::Replace)?;
-        let modified = std::time::UNIX_EPOCH + std::time::Duration::from_nanos(meta.mtime_ns.max(0) as u64);
+        let modified =
+            std::time::UNIX_EPOCH + std::time::Duration::from_nanos(meta.mtime_ns.max(0) as u64);
         Ok((meta, modified))
     })
     .await?;
@@ -96,5 +116,8 @@ pub(crate) async fn copy_object(gw: &Gateway, req: S3Request<CopyObjectInput>) -
         checksum_sha256: c.checksum_sha256,
         checksum_type: None,
     };
-    Ok(S3Response::new(CopyObjectOutput { copy_object_result: Some(result), ..Default::default() }))
+    Ok(S3Response::new(CopyObjectOutput {
+        copy_object_result: Some(result),
+        ..Default::default()
+    }))
 }

@@ -11,7 +11,10 @@ use crate::store::keys::parse_key;
 const MAX_DELETE_KEYS: usize = 1000;
 
 /// DeleteObject.
-pub(crate) async fn delete_object(gw: &Gateway, req: S3Request<DeleteObjectInput>) -> S3Result<S3Response<DeleteObjectOutput>> {
+pub(crate) async fn delete_object(
+    gw: &Gateway,
+    req: S3Request<DeleteObjectInput>,
+) -> S3Result<S3Response<DeleteObjectOutput>> {
     let input = req.input;
     let path = object_path(&input.key)?;
     let store = gw.store.clone();
@@ -22,11 +25,17 @@ pub(crate) async fn delete_object(gw: &Gateway, req: S3Request<DeleteObjectInput
 }
 
 /// DeleteObjects.
-pub(crate) async fn delete_objects(gw: &Gateway, req: S3Request<DeleteObjectsInput>) -> S3Result<S3Response<DeleteObjectsOutput>> {
+pub(crate) async fn delete_objects(
+    gw: &Gateway,
+    req: S3Request<DeleteObjectsInput>,
+) -> S3Result<S3Response<DeleteObjectsOutput>> {
     let input = req.input;
     let objects = input.delete.objects;
     if objects.len() > MAX_DELETE_KEYS {
-        return Err(S3Error::with_message(S3ErrorCode::MalformedXML, "a DeleteObjects request may name at most 1000 keys"));
+        return Err(S3Error::with_message(
+            S3ErrorCode::MalformedXML,
+            "a DeleteObjects request may name at most 1000 keys",
+        ));
     }
     let quiet = input.delete.quiet.unwrap_or(false);
     let store = gw.store.clone();
@@ -51,7 +60,10 @@ pub(crate) async fn delete_objects(gw: &Gateway, req: S3Request<DeleteObjectsInp
             Ok(()) => {
                 gw.deleted(&bucket, &key).await;
                 if !quiet {
-                    deleted.push(DeletedObject { key: Some(key), ..Default::default() });
+                    deleted.push(DeletedObject {
+                        key: Some(key),
+                        ..Default::default()
+                    });
                 }
             }
             Err(e) => {

@@ -13,8 +13,8 @@ use super::conditional::Conditions;
 use super::put::checksum_fields;
 use super::{Gateway, blocking, etag_of, object_path, parse_http_date, timestamp};
 use crate::error::StoreError;
-use crate::transcode::{MediaRequest, parse_query};
 use crate::store::meta::{IO_BLOCK, ObjectMeta};
+use crate::transcode::{MediaRequest, parse_query};
 
 /// Objects up to this size are read in the same blocking call that opens them: one thread hop
 /// per small GET.
@@ -89,7 +89,10 @@ fn prepare(
                 }
                 Some(r) => Some(r.check(obj.size).map_err(|_| StoreError::InvalidRange)?),
             };
-            let (start, end) = range.clone().map(|r| (r.start, r.end)).unwrap_or((0, obj.size));
+            let (start, end) = range
+                .clone()
+                .map(|r| (r.start, r.end))
+                .unwrap_or((0, obj.size));
             let small = if read_small && end - start <= SMALL_OBJECT {
                 let mut buf = vec![0u8; (end - start) as usize];
                 obj.file.read_exact_at(&mut buf, start)?;
@@ -97,7 +100,14 @@ fn prepare(
             } else {
                 None
             };
-            Ok(Ok(Prepared { meta: obj.meta, size: obj.size, modified: obj.modified, range, file: obj.file, small }))
+            Ok(Ok(Prepared {
+                meta: obj.meta,
+                size: obj.size,
+                modified: obj.modified,
+                range,
+                file: obj.file,
+                small,
+            }))
         })
         .await?
     }
@@ -121,12 +131,17 @@ pub(crate) fn file_body(file: File, start: u64, len: u64) -> StreamingBlob {
             off += want as u64;
         }
     });
-    let stream = futures::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|item| (item, rx)) });
+    let stream = futures::stream::unfold(rx, |mut rx| async move {
+        rx.recv().await.map(|item| (item, rx))
+    });
     StreamingBlob::wrap(stream)
 }
 
 /// GetObject.
-pub(crate) async fn get_object(gw: &Gateway, req: S3Request<GetObjectInput>) -> S3Result<S3Response<GetObjectOutput>> {
+pub(crate) async fn get_object(
+    gw: &Gateway,
+    req: S3Request<GetObjectInput>,
+) -> S3Result<S3Response<GetObjectOutput>> {
     if let MediaRequest::Transcode(quality) = parse_query(req.uri.query())? {
         let Some(media) = gw.media.clone() else {
             return Err(s3s::S3Error::with_message(
@@ -136,7 +151,15 @@ pub(crate) async fn get_object(gw: &Gateway, req: S3Request<GetObjectInput>) -> 
         };
         let input = req.input;
         let path = object_path(&input.key)?;
-        let (output, headers) = crate::transcode::serve(media, gw.store.clone(), input.bucket, path, quality, input.range).await?;
+        let (output, headers) = crate::transcode::serve(
+            media,
+            gw.store.clone(),
+            input.bucket,
+            path,
+            quality,
+            input.range,
+        )
+        .await?;
         return Ok(S3Response::with_headers(output, headers));
     }
     let input = req.input;
@@ -146,8 +169,20 @@ pub(crate) async fn get_object(gw: &Gateway, req: S3Request<GetObjectInput>) -> 
         if_modified_since: input.if_modified_since,
         if_unmodified_since: input.if_unmodified_since,
     };
-    let full_checksums = input.checksum_mode.as_ref().is_some_and(|m| m.as_str() == ChecksumMode::ENABLED);
-    let p = prepare(gw, input.bucket, &input.key, conds, input.range, input.part_number, true).await?;
+    let full_checksums = input
+        .checksum_mode
+        .as_ref()
+        .is_some_and(|m| m.as_str() == ChecksumMode::ENABLED);
+    let p = prepare(
+        gw,
+        input.bucket,
+        &input.key,
+        conds,
+        input.range,
+        input.part_number,
+        true,
+    )
+    .await?;
     let (start, len) = match &p.range {
         Some(r) => (r.start, r.end - r.start),
         None => (0, p.size),
@@ -156,12 +191,19 @@ pub(crate) async fn get_object(gw: &Gateway, req: S3Request<GetObjectInput>) -> 
         Some(bytes) => StreamingBlob::from(s3s::Body::from(bytes)),
         None => file_body(p.file, start, len),
     };
-    let c = if p.range.is_none() && full_checksums { checksum_fields(&p.meta.checksums) } else { Checksum::default() };
+    let c = if p.range.is_none() && full_checksums {
+        checksum_fields(&p.meta.checksums)
+    } else {
+        Checksum::default()
+    };
     let meta = p.meta;
     let output = GetObjectOutput {
         body: Some(body),
         content_length: Some(len as i64),
-        content_range: p.range.as_ref().map(|r| format!("bytes {}-{}/{}", r.start, r.end - 1, p.size)),
+        content_range: p
+            .range
+            .as_ref()
+            .map(|r| format!("bytes {}-{}/{}", r.start, r.end - 1, p.size)),
         accept_ranges: Some("bytes".into()),
         e_tag: Some(etag_of(&meta)),
         last_modified: Some(timestamp(p.modified)),
@@ -183,7 +225,10 @@ pub(crate) async fn get_object(gw: &Gateway, req: S3Request<GetObjectInput>) -> 
 }
 
 /// HeadObject.
-pub(crate) async fn head_object(gw: &Gateway, req: S3Request<HeadObjectInput>) -> S3Result<S3Response<HeadObjectOutput>> {
+pub(crate) async fn head_object(
+    gw: &Gateway,
+    req: S3Request<HeadObjectInput>,
+) -> S3Result<S3Response<HeadObjectOutput>> {
     let input = req.input;
     let conds = OwnedConditions {
         if_match: input.if_match,
@@ -191,14 +236,33 @@ pub(crate) async fn head_object(gw: &Gateway, req: S3Request<HeadObjectInput>) -
         if_modified_since: input.if_modified_since,
         if_unmodified_since: input.if_unmodified_since,
     };
-    let full_checksums = input.checksum_mode.as_ref().is_some_and(|m| m.as_str() == ChecksumMode::ENABLED);
-    let p = prepare(gw, input.bucket, &input.key, conds, input.range, input.part_number, false).await?;
+    let full_checksums = input
+        .checksum_mode
+        .as_ref()
+        .is_some_and(|m| m.as_str() == ChecksumMode::ENABLED);
+    let p = prepare(
+        gw,
+        input.bucket,
+        &input.key,
+        conds,
+        input.range,
+        input.part_number,
+        false,
+    )
+    .await?;
     let len = p.range.as_ref().map(|r| r.end - r.start).unwrap_or(p.size);
-    let c = if p.range.is_none() && full_checksums { checksum_fields(&p.meta.checksums) } else { Checksum::default() };
+    let c = if p.range.is_none() && full_checksums {
+        checksum_fields(&p.meta.checksums)
+    } else {
+        Checksum::default()
+    };
     let meta = p.meta;
     let output = HeadObjectOutput {
         content_length: Some(len as i64),
-        content_range: p.range.as_ref().map(|r| format!("bytes {}-{}/{}", r.start, r.end - 1, p.size)),
+        content_range: p
+            .range
+            .as_ref()
+            .map(|r| format!("bytes {}-{}/{}", r.start, r.end - 1, p.size)),
         accept_ranges: Some("bytes".into()),
         e_tag: Some(etag_of(&meta)),
         last_modified: Some(timestamp(p.modified)),

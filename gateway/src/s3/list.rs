@@ -27,7 +27,12 @@ const OWNER: &str = "nebula";
 const TOKEN_TAG: &str = "nebula1:";
 
 /// What `encoding-type=url` escapes: everything but unreserved characters and `/`, as S3 does.
-const KEY_ESCAPE: &AsciiSet = &NON_ALPHANUMERIC.remove(b'-').remove(b'_').remove(b'.').remove(b'~').remove(b'/');
+const KEY_ESCAPE: &AsciiSet = &NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'_')
+    .remove(b'.')
+    .remove(b'~')
+    .remove(b'/');
 
 /// One page of a listing, before S3 encoding.
 #[derive(Debug, Default)]
@@ -64,7 +69,8 @@ pub(crate) fn list_page(
             return None;
         }
         let rest = key.strip_prefix(prefix)?;
-        rest.find(delimiter).map(|i| key[..prefix.len() + i + delimiter.len()].to_owned())
+        rest.find(delimiter)
+            .map(|i| key[..prefix.len() + i + delimiter.len()].to_owned())
     };
     // A start position inside a common prefix (the previous page ended on that prefix): all its
     // keys roll up into a prefix at or before the position, so pass over them unread.
@@ -88,7 +94,9 @@ pub(crate) fn list_page(
             continue;
         }
         // A file that vanished since its folder was read is simply not listed.
-        let Some(info) = walker.info(&entry)? else { continue };
+        let Some(info) = walker.info(&entry)? else {
+            continue;
+        };
         if count == max_keys {
             page.truncated = true;
             break;
@@ -112,8 +120,24 @@ struct Params {
 impl Params {
     async fn run(self, gw: &Gateway) -> S3Result<Page> {
         let store = gw.store.clone();
-        let Params { bucket, prefix, delimiter, after, max_keys } = self;
-        blocking(move || list_page(&store, &bucket, &prefix, &delimiter, after.as_deref(), max_keys)).await
+        let Params {
+            bucket,
+            prefix,
+            delimiter,
+            after,
+            max_keys,
+        } = self;
+        blocking(move || {
+            list_page(
+                &store,
+                &bucket,
+                &prefix,
+                &delimiter,
+                after.as_deref(),
+                max_keys,
+            )
+        })
+        .await
     }
 }
 
@@ -135,7 +159,9 @@ fn parse_encoding(encoding: Option<&EncodingType>) -> S3Result<bool> {
     match encoding.map(EncodingType::as_str) {
         None => Ok(false),
         Some(EncodingType::URL) => Ok(true),
-        Some(_) => Err(invalid_argument("invalid encoding method specified (only 'url' is supported)")),
+        Some(_) => Err(invalid_argument(
+            "invalid encoding method specified (only 'url' is supported)",
+        )),
     }
 }
 
@@ -156,11 +182,18 @@ fn decode_token(token: &str) -> S3Result<String> {
 
 /// Applies `encoding-type=url` to a key-like value.
 fn encode(s: &str, url: bool) -> String {
-    if url { utf8_percent_encode(s, KEY_ESCAPE).to_string() } else { s.to_owned() }
+    if url {
+        utf8_percent_encode(s, KEY_ESCAPE).to_string()
+    } else {
+        s.to_owned()
+    }
 }
 
 fn owner() -> Owner {
-    Owner { display_name: Some(OWNER.to_owned()), id: Some(OWNER.to_owned()) }
+    Owner {
+        display_name: Some(OWNER.to_owned()),
+        id: Some(OWNER.to_owned()),
+    }
 }
 
 fn object_dto(o: &ObjectInfo, url: bool, with_owner: bool) -> Object {
@@ -169,18 +202,36 @@ fn object_dto(o: &ObjectInfo, url: bool, with_owner: bool) -> Object {
         size: Some(i64::try_from(o.size).unwrap_or(i64::MAX)),
         last_modified: Some(timestamp(o.modified)),
         e_tag: Some(ETag::Strong(o.etag.clone())),
-        storage_class: Some(ObjectStorageClass::from_static(ObjectStorageClass::STANDARD)),
+        storage_class: Some(ObjectStorageClass::from_static(
+            ObjectStorageClass::STANDARD,
+        )),
         owner: with_owner.then(owner),
         ..Default::default()
     }
 }
 
 /// Contents and CommonPrefixes of a page; empty lists are left out of the XML.
-fn page_lists(page: &Page, url: bool, with_owner: bool) -> (Option<ObjectList>, Option<CommonPrefixList>) {
-    let objects: ObjectList = page.objects.iter().map(|o| object_dto(o, url, with_owner)).collect();
-    let prefixes: CommonPrefixList =
-        page.prefixes.iter().map(|p| CommonPrefix { prefix: Some(encode(p, url)) }).collect();
-    ((!objects.is_empty()).then_some(objects), (!prefixes.is_empty()).then_some(prefixes))
+fn page_lists(
+    page: &Page,
+    url: bool,
+    with_owner: bool,
+) -> (Option<ObjectList>, Option<CommonPrefixList>) {
+    let objects: ObjectList = page
+        .objects
+        .iter()
+        .map(|o| object_dto(o, url, with_owner))
+        .collect();
+    let prefixes: CommonPrefixList = page
+        .prefixes
+        .iter()
+        .map(|p| CommonPrefix {
+            prefix: Some(encode(p, url)),
+        })
+        .collect();
+    (
+        (!objects.is_empty()).then_some(objects),
+        (!prefixes.is_empty()).then_some(prefixes),
+    )
 }
 
 fn key_count(page: &Page) -> i32 {
@@ -188,7 +239,10 @@ fn key_count(page: &Page) -> i32 {
 }
 
 /// ListObjects (V1): `marker` is the position; `NextMarker` is set whenever the page is truncated.
-pub(crate) async fn list_objects(gw: &Gateway, req: S3Request<ListObjectsInput>) -> S3Result<S3Response<ListObjectsOutput>> {
+pub(crate) async fn list_objects(
+    gw: &Gateway,
+    req: S3Request<ListObjectsInput>,
+) -> S3Result<S3Response<ListObjectsOutput>> {
     let input = req.input;
     let url = parse_encoding(input.encoding_type.as_ref())?;
     let params = Params {
@@ -207,7 +261,11 @@ pub(crate) async fn list_objects(gw: &Gateway, req: S3Request<ListObjectsInput>)
         marker: Some(encode(input.marker.as_deref().unwrap_or_default(), url)),
         max_keys: Some(i32::try_from(max_keys).unwrap_or(i32::MAX)),
         is_truncated: Some(page.truncated),
-        next_marker: if page.truncated { page.last.as_deref().map(|l| encode(l, url)) } else { None },
+        next_marker: if page.truncated {
+            page.last.as_deref().map(|l| encode(l, url))
+        } else {
+            None
+        },
         contents,
         common_prefixes,
         delimiter: input.delimiter.map(|d| encode(&d, url)),
@@ -218,15 +276,25 @@ pub(crate) async fn list_objects(gw: &Gateway, req: S3Request<ListObjectsInput>)
 }
 
 /// ListObjectsV2: the position is the continuation token if given, else `start-after`.
-pub(crate) async fn list_objects_v2(gw: &Gateway, req: S3Request<ListObjectsV2Input>) -> S3Result<S3Response<ListObjectsV2Output>> {
+pub(crate) async fn list_objects_v2(
+    gw: &Gateway,
+    req: S3Request<ListObjectsV2Input>,
+) -> S3Result<S3Response<ListObjectsV2Output>> {
     let input = req.input;
     let url = parse_encoding(input.encoding_type.as_ref())?;
-    let token_pos = input.continuation_token.as_deref().filter(|t| !t.is_empty()).map(decode_token).transpose()?;
+    let token_pos = input
+        .continuation_token
+        .as_deref()
+        .filter(|t| !t.is_empty())
+        .map(decode_token)
+        .transpose()?;
     let params = Params {
         bucket: input.bucket.clone(),
         prefix: input.prefix.clone().unwrap_or_default(),
         delimiter: input.delimiter.clone().unwrap_or_default(),
-        after: token_pos.or_else(|| input.start_after.clone()).filter(|a| !a.is_empty()),
+        after: token_pos
+            .or_else(|| input.start_after.clone())
+            .filter(|a| !a.is_empty()),
         max_keys: parse_max_keys(input.max_keys)?,
     };
     let (prefix, max_keys) = (params.prefix.clone(), params.max_keys);
@@ -239,7 +307,11 @@ pub(crate) async fn list_objects_v2(gw: &Gateway, req: S3Request<ListObjectsV2In
         key_count: Some(key_count(&page)),
         continuation_token: input.continuation_token,
         is_truncated: Some(page.truncated),
-        next_continuation_token: if page.truncated { page.last.as_deref().map(encode_token) } else { None },
+        next_continuation_token: if page.truncated {
+            page.last.as_deref().map(encode_token)
+        } else {
+            None
+        },
         contents,
         common_prefixes,
         delimiter: input.delimiter.map(|d| encode(&d, url)),
@@ -276,7 +348,10 @@ mod tests {
     }
 
     fn v2(bucket: &str) -> ListObjectsV2Input {
-        ListObjectsV2Input { bucket: bucket.into(), ..Default::default() }
+        ListObjectsV2Input {
+            bucket: bucket.into(),
+            ..Default::default()
+        }
     }
 
     /// Pages through a whole V2 listing; returns keys and prefixes in order, and the page count.
@@ -285,11 +360,24 @@ mod tests {
         let mut token = None;
         let mut pages = 0;
         loop {
-            let input = ListObjectsV2Input { continuation_token: token.clone(), ..base.clone() };
+            let input = ListObjectsV2Input {
+                continuation_token: token.clone(),
+                ..base.clone()
+            };
             let o = list_objects_v2(gw, request(input)).await.unwrap().output;
             pages += 1;
-            let keys: Vec<String> = o.contents.unwrap_or_default().into_iter().map(|c| c.key.unwrap()).collect();
-            let prefixes: Vec<String> = o.common_prefixes.unwrap_or_default().into_iter().map(|c| c.prefix.unwrap()).collect();
+            let keys: Vec<String> = o
+                .contents
+                .unwrap_or_default()
+                .into_iter()
+                .map(|c| c.key.unwrap())
+                .collect();
+            let prefixes: Vec<String> = o
+                .common_prefixes
+                .unwrap_or_default()
+                .into_iter()
+                .map(|c| c.prefix.unwrap())
+                .collect();
             assert_eq!(o.key_count, Some((keys.len() + prefixes.len()) as i32));
             // Keys and prefixes interleave in S3 order; merge them to compare with the walk.
             let mut items: Vec<String> = keys.into_iter().chain(prefixes).collect();
@@ -309,13 +397,23 @@ mod tests {
         let mut marker = None;
         let mut pages = 0;
         loop {
-            let input = ListObjectsInput { marker: marker.clone(), ..base.clone() };
+            let input = ListObjectsInput {
+                marker: marker.clone(),
+                ..base.clone()
+            };
             let o = list_objects(gw, request(input)).await.unwrap().output;
             pages += 1;
             let contents = o.contents.unwrap_or_default();
-            assert!(contents.iter().all(|c| c.owner.is_some()), "V1 always shows the owner");
+            assert!(
+                contents.iter().all(|c| c.owner.is_some()),
+                "V1 always shows the owner"
+            );
             let keys = contents.into_iter().map(|c| c.key.unwrap());
-            let prefixes = o.common_prefixes.unwrap_or_default().into_iter().map(|c| c.prefix.unwrap());
+            let prefixes = o
+                .common_prefixes
+                .unwrap_or_default()
+                .into_iter()
+                .map(|c| c.prefix.unwrap());
             let mut items: Vec<String> = keys.chain(prefixes).collect();
             items.sort();
             out.extend(items);
@@ -358,16 +456,30 @@ mod tests {
         let (got, pages) = all_v2(&gw, v2("bkt")).await;
         assert_eq!(pages, 4);
         assert_eq!(got, flat);
-        let delim = ListObjectsV2Input { delimiter: Some("/".into()), ..v2("bkt") };
+        let delim = ListObjectsV2Input {
+            delimiter: Some("/".into()),
+            ..v2("bkt")
+        };
         let (got, pages) = all_v2(&gw, delim).await;
         assert_eq!(pages, 3);
         assert_eq!(got, rolled);
-        let small = ListObjectsV2Input { delimiter: Some("/".into()), max_keys: Some(7), ..v2("bkt") };
+        let small = ListObjectsV2Input {
+            delimiter: Some("/".into()),
+            max_keys: Some(7),
+            ..v2("bkt")
+        };
         assert_eq!(all_v2(&gw, small).await.0, rolled);
 
-        let v1 = ListObjectsInput { bucket: "bkt".into(), ..Default::default() };
+        let v1 = ListObjectsInput {
+            bucket: "bkt".into(),
+            ..Default::default()
+        };
         assert_eq!(all_v1(&gw, v1.clone()).await, (flat, 4));
-        let v1_delim = ListObjectsInput { delimiter: Some("/".into()), max_keys: Some(333), ..v1 };
+        let v1_delim = ListObjectsInput {
+            delimiter: Some("/".into()),
+            max_keys: Some(333),
+            ..v1
+        };
         assert_eq!(all_v1(&gw, v1_delim).await.0, rolled);
     }
 
@@ -378,13 +490,52 @@ mod tests {
             t.put(k, b"1");
         }
         let gw = gateway(&t);
-        let o = list_objects_v2(&gw, request(ListObjectsV2Input { max_keys: Some(3), ..v2("bkt") })).await.unwrap().output;
+        let o = list_objects_v2(
+            &gw,
+            request(ListObjectsV2Input {
+                max_keys: Some(3),
+                ..v2("bkt")
+            }),
+        )
+        .await
+        .unwrap()
+        .output;
         assert_eq!((o.key_count, o.is_truncated), (Some(3), Some(false)));
-        let o = list_objects_v2(&gw, request(ListObjectsV2Input { max_keys: Some(2), ..v2("bkt") })).await.unwrap().output;
+        let o = list_objects_v2(
+            &gw,
+            request(ListObjectsV2Input {
+                max_keys: Some(2),
+                ..v2("bkt")
+            }),
+        )
+        .await
+        .unwrap()
+        .output;
         assert_eq!((o.key_count, o.is_truncated), (Some(2), Some(true)));
-        let o = list_objects_v2(&gw, request(ListObjectsV2Input { max_keys: Some(0), ..v2("bkt") })).await.unwrap().output;
-        assert_eq!((o.key_count, o.is_truncated, o.contents), (Some(0), Some(false), None));
-        let o = list_objects_v2(&gw, request(ListObjectsV2Input { max_keys: Some(5000), ..v2("bkt") })).await.unwrap().output;
+        let o = list_objects_v2(
+            &gw,
+            request(ListObjectsV2Input {
+                max_keys: Some(0),
+                ..v2("bkt")
+            }),
+        )
+        .await
+        .unwrap()
+        .output;
+        assert_eq!(
+            (o.key_count, o.is_truncated, o.contents),
+            (Some(0), Some(false), None)
+        );
+        let o = list_objects_v2(
+            &gw,
+            request(ListObjectsV2Input {
+                max_keys: Some(5000),
+                ..v2("bkt")
+            }),
+        )
+        .await
+        .unwrap()
+        .output;
         assert_eq!(o.max_keys, Some(1000));
     }
 
@@ -400,22 +551,65 @@ mod tests {
             let gw = gw.clone();
             async move {
                 let o = list_objects_v2(&gw, request(input)).await.unwrap().output;
-                let keys: Vec<String> = o.contents.unwrap_or_default().into_iter().map(|c| c.key.unwrap()).collect();
-                let cps: Vec<String> = o.common_prefixes.unwrap_or_default().into_iter().map(|c| c.prefix.unwrap()).collect();
+                let keys: Vec<String> = o
+                    .contents
+                    .unwrap_or_default()
+                    .into_iter()
+                    .map(|c| c.key.unwrap())
+                    .collect();
+                let cps: Vec<String> = o
+                    .common_prefixes
+                    .unwrap_or_default()
+                    .into_iter()
+                    .map(|c| c.prefix.unwrap())
+                    .collect();
                 (keys, cps)
             }
         };
-        let slash = || ListObjectsV2Input { delimiter: Some("/".into()), ..v2("bkt") };
-        assert_eq!(list(slash()).await, (vec!["c".into(), "d-1".into()], vec!["a/".into(), "b/".into(), "d-2/".into(), "m/".into()]));
-        let after = ListObjectsV2Input { start_after: Some("a/1".into()), ..slash() };
-        assert_eq!(list(after).await, (vec!["c".into(), "d-1".into()], vec!["b/".into(), "d-2/".into(), "m/".into()]));
-        let after_prefix = ListObjectsV2Input { start_after: Some("b/".into()), ..slash() };
-        assert_eq!(list(after_prefix).await.1, vec!["d-2/".to_string(), "m/".into()]);
-        let inner = ListObjectsV2Input { prefix: Some("b/".into()), ..slash() };
+        let slash = || ListObjectsV2Input {
+            delimiter: Some("/".into()),
+            ..v2("bkt")
+        };
+        assert_eq!(
+            list(slash()).await,
+            (
+                vec!["c".into(), "d-1".into()],
+                vec!["a/".into(), "b/".into(), "d-2/".into(), "m/".into()]
+            )
+        );
+        let after = ListObjectsV2Input {
+            start_after: Some("a/1".into()),
+            ..slash()
+        };
+        assert_eq!(
+            list(after).await,
+            (
+                vec!["c".into(), "d-1".into()],
+                vec!["b/".into(), "d-2/".into(), "m/".into()]
+            )
+        );
+        let after_prefix = ListObjectsV2Input {
+            start_after: Some("b/".into()),
+            ..slash()
+        };
+        assert_eq!(
+            list(after_prefix).await.1,
+            vec!["d-2/".to_string(), "m/".into()]
+        );
+        let inner = ListObjectsV2Input {
+            prefix: Some("b/".into()),
+            ..slash()
+        };
         assert_eq!(list(inner).await, (vec!["b/y".into()], vec!["b/x/".into()]));
-        let dash = ListObjectsV2Input { delimiter: Some("-".into()), ..v2("bkt") };
+        let dash = ListObjectsV2Input {
+            delimiter: Some("-".into()),
+            ..v2("bkt")
+        };
         assert_eq!(list(dash).await.1, vec!["d-".to_string()]);
-        let marker = ListObjectsV2Input { prefix: Some("m/".into()), ..slash() };
+        let marker = ListObjectsV2Input {
+            prefix: Some("m/".into()),
+            ..slash()
+        };
         assert_eq!(list(marker).await, (vec!["m/".into()], vec![]));
     }
 
@@ -433,14 +627,26 @@ mod tests {
             ..v2("bkt")
         };
         let o = list_objects_v2(&gw, request(input)).await.unwrap().output;
-        assert_eq!(o.contents.unwrap()[0].key.as_deref(), Some("dir%20%C3%A9/a%20b%2Bc%26.txt"));
-        assert_eq!(o.common_prefixes.unwrap()[0].prefix.as_deref(), Some("dir%20%C3%A9/sub/"));
+        assert_eq!(
+            o.contents.unwrap()[0].key.as_deref(),
+            Some("dir%20%C3%A9/a%20b%2Bc%26.txt")
+        );
+        assert_eq!(
+            o.common_prefixes.unwrap()[0].prefix.as_deref(),
+            Some("dir%20%C3%A9/sub/")
+        );
         assert_eq!(o.prefix.as_deref(), Some("dir%20%C3%A9/"));
         assert_eq!(o.start_after.as_deref(), Some("dir%20%C3%A9/a"));
         assert_eq!(o.delimiter.as_deref(), Some("/"));
-        assert_eq!(o.encoding_type.as_ref().map(EncodingType::as_str), Some("url"));
+        assert_eq!(
+            o.encoding_type.as_ref().map(EncodingType::as_str),
+            Some("url")
+        );
 
-        let bad = ListObjectsV2Input { encoding_type: Some(EncodingType::from("base64".to_owned())), ..v2("bkt") };
+        let bad = ListObjectsV2Input {
+            encoding_type: Some(EncodingType::from("base64".to_owned())),
+            ..v2("bkt")
+        };
         let err = list_objects_v2(&gw, request(bad)).await.unwrap_err();
         assert_eq!(*err.code(), S3ErrorCode::InvalidArgument);
     }
@@ -450,25 +656,73 @@ mod tests {
         let t = TempData::new();
         t.put("k", b"hello");
         let gw = gateway(&t);
-        let err = list_objects_v2(&gw, request(v2("missing"))).await.unwrap_err();
+        let err = list_objects_v2(&gw, request(v2("missing")))
+            .await
+            .unwrap_err();
         assert_eq!(*err.code(), S3ErrorCode::NoSuchBucket);
-        let err = list_objects(&gw, request(ListObjectsInput { bucket: "missing".into(), ..Default::default() })).await.unwrap_err();
+        let err = list_objects(
+            &gw,
+            request(ListObjectsInput {
+                bucket: "missing".into(),
+                ..Default::default()
+            }),
+        )
+        .await
+        .unwrap_err();
         assert_eq!(*err.code(), S3ErrorCode::NoSuchBucket);
         for bad in ["not a token", "Zm9vYmFy", "%%%"] {
-            let input = ListObjectsV2Input { continuation_token: Some(bad.into()), ..v2("bkt") };
+            let input = ListObjectsV2Input {
+                continuation_token: Some(bad.into()),
+                ..v2("bkt")
+            };
             let err = list_objects_v2(&gw, request(input)).await.unwrap_err();
             assert_eq!(*err.code(), S3ErrorCode::InvalidArgument, "{bad}");
         }
-        let err = list_objects_v2(&gw, request(ListObjectsV2Input { max_keys: Some(-1), ..v2("bkt") })).await.unwrap_err();
+        let err = list_objects_v2(
+            &gw,
+            request(ListObjectsV2Input {
+                max_keys: Some(-1),
+                ..v2("bkt")
+            }),
+        )
+        .await
+        .unwrap_err();
         assert_eq!(*err.code(), S3ErrorCode::InvalidArgument);
 
-        let o = list_objects_v2(&gw, request(v2("bkt"))).await.unwrap().output;
+        let o = list_objects_v2(&gw, request(v2("bkt")))
+            .await
+            .unwrap()
+            .output;
         let obj = &o.contents.unwrap()[0];
         assert!(obj.owner.is_none());
-        assert_eq!(obj.e_tag, Some(ETag::Strong("5d41402abc4b2a76b9719d911017c592".into())));
-        assert_eq!((obj.size, obj.storage_class.as_ref().map(ObjectStorageClass::as_str)), (Some(5), Some("STANDARD")));
-        let o = list_objects_v2(&gw, request(ListObjectsV2Input { fetch_owner: Some(true), ..v2("bkt") })).await.unwrap().output;
-        assert_eq!(o.contents.unwrap()[0].owner.as_ref().and_then(|o| o.id.as_deref()), Some("nebula"));
+        assert_eq!(
+            obj.e_tag,
+            Some(ETag::Strong("5d41402abc4b2a76b9719d911017c592".into()))
+        );
+        assert_eq!(
+            (
+                obj.size,
+                obj.storage_class.as_ref().map(ObjectStorageClass::as_str)
+            ),
+            (Some(5), Some("STANDARD"))
+        );
+        let o = list_objects_v2(
+            &gw,
+            request(ListObjectsV2Input {
+                fetch_owner: Some(true),
+                ..v2("bkt")
+            }),
+        )
+        .await
+        .unwrap()
+        .output;
+        assert_eq!(
+            o.contents.unwrap()[0]
+                .owner
+                .as_ref()
+                .and_then(|o| o.id.as_deref()),
+            Some("nebula")
+        );
     }
 
     /// Timing of the first page of a 100,000-key flat bucket (run with `--ignored --nocapture`,
@@ -487,7 +741,10 @@ mod tests {
         // CPU time of this thread as well as wall time: on a busy machine the wall time mostly
         // measures waiting for a core.
         let cpu = || {
-            let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+            let mut ts = libc::timespec {
+                tv_sec: 0,
+                tv_nsec: 0,
+            };
             // SAFETY: ts is a valid out-parameter.
             unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
             std::time::Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32)
@@ -498,20 +755,34 @@ mod tests {
             eprintln!("{label}: {:?} wall, {:?} cpu", wall.elapsed(), cpu() - cpu0);
             page
         };
-        assert_eq!(time("100k keys, first 1000", None, "", 1000).objects.len(), 1000);
+        assert_eq!(
+            time("100k keys, first 1000", None, "", 1000).objects.len(),
+            1000
+        );
         assert_eq!(time("100k keys, first 10", None, "", 10).objects.len(), 10);
-        let page = time("100k keys, 1000 from the middle", Some("050000.jpg"), "/", 1000);
+        let page = time(
+            "100k keys, 1000 from the middle",
+            Some("050000.jpg"),
+            "/",
+            1000,
+        );
         assert_eq!(page.objects[0].key, "050001.jpg");
         for i in 0..1000 {
-            std::fs::write(t.root.join("bkt/small").join(format!("{i:04}")), b"x").unwrap_or_else(|_| {
-                std::fs::create_dir_all(t.root.join("bkt/small")).unwrap();
-                std::fs::write(t.root.join("bkt/small").join(format!("{i:04}")), b"x").unwrap();
-            });
+            std::fs::write(t.root.join("bkt/small").join(format!("{i:04}")), b"x").unwrap_or_else(
+                |_| {
+                    std::fs::create_dir_all(t.root.join("bkt/small")).unwrap();
+                    std::fs::write(t.root.join("bkt/small").join(format!("{i:04}")), b"x").unwrap();
+                },
+            );
         }
         list_page(&t.store, "bkt", "small/", "", None, 1000).unwrap();
         let (wall, cpu0) = (std::time::Instant::now(), cpu());
         let page = list_page(&t.store, "bkt", "small/", "", None, 1000).unwrap();
-        eprintln!("1000 keys: {:?} wall, {:?} cpu", wall.elapsed(), cpu() - cpu0);
+        eprintln!(
+            "1000 keys: {:?} wall, {:?} cpu",
+            wall.elapsed(),
+            cpu() - cpu0
+        );
         assert_eq!((page.objects.len(), page.truncated), (1000, false));
     }
 }

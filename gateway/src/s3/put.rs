@@ -68,7 +68,10 @@ fn body_error(e: s3s::StdError) -> S3Error {
             "the chunk signature we calculated does not match the signature you provided",
         )
     } else {
-        S3Error::with_message(S3ErrorCode::IncompleteBody, format!("the request body could not be read: {text}"))
+        S3Error::with_message(
+            S3ErrorCode::IncompleteBody,
+            format!("the request body could not be read: {text}"),
+        )
     }
 }
 
@@ -83,7 +86,12 @@ pub(crate) async fn receive_body(
 ) -> S3Result<Received> {
     let (store2, bucket2) = (store.clone(), bucket.to_owned());
     let tmp = blocking(move || store2.create_temp(&bucket2)).await?;
-    let mut sink = Sink { tmp, md5: Md5::new(), hasher: expect.hasher(), size: 0 };
+    let mut sink = Sink {
+        tmp,
+        md5: Md5::new(),
+        hasher: expect.hasher(),
+        size: 0,
+    };
     let mut batch = BytesMut::new();
     if let Some(mut body) = body {
         while let Some(chunk) = body.next().await {
@@ -106,8 +114,15 @@ pub(crate) async fn receive_body(
     let md5: [u8; 16] = sink.md5.finalize().into();
     let computed = sink.hasher.finalize();
     let trailer_map = trailers.and_then(|t| t.take());
-    let checksums = expect.verify(&md5, &computed, trailer_map.as_ref()).map_err(S3Error::from)?;
-    Ok(Received { tmp: sink.tmp, size: sink.size, md5, checksums })
+    let checksums = expect
+        .verify(&md5, &computed, trailer_map.as_ref())
+        .map_err(S3Error::from)?;
+    Ok(Received {
+        tmp: sink.tmp,
+        size: sink.size,
+        md5,
+        checksums,
+    })
 }
 
 /// The S3 metadata a PUT (or CreateMultipartUpload, or CopyObject with REPLACE) sets.
@@ -126,7 +141,11 @@ impl WriteHeaders<'_> {
     /// Builds the metadata record (ETag and size are filled by the caller and the commit).
     pub(crate) fn to_meta(&self) -> ObjectMeta {
         ObjectMeta {
-            content_type: Some(self.content_type.map(str::to_owned).unwrap_or_else(|| guess_content_type(self.key))),
+            content_type: Some(
+                self.content_type
+                    .map(str::to_owned)
+                    .unwrap_or_else(|| guess_content_type(self.key)),
+            ),
             content_disposition: self.content_disposition.map(str::to_owned),
             content_encoding: self.content_encoding.and_then(strip_aws_chunked),
             content_language: self.content_language.map(str::to_owned),
@@ -134,7 +153,11 @@ impl WriteHeaders<'_> {
             expires: self.expires.and_then(format_http_date),
             user: self
                 .metadata
-                .map(|m| m.iter().map(|(k, v)| (k.to_ascii_lowercase(), v.clone())).collect())
+                .map(|m| {
+                    m.iter()
+                        .map(|(k, v)| (k.to_ascii_lowercase(), v.clone()))
+                        .collect()
+                })
                 .unwrap_or_default(),
             ..Default::default()
         }
@@ -144,7 +167,11 @@ impl WriteHeaders<'_> {
 /// `aws-chunked` describes the upload's framing, not the object: S3 drops it from the stored
 /// Content-Encoding and keeps any other coding (`aws-chunked,gzip` is stored as `gzip`).
 fn strip_aws_chunked(v: &str) -> Option<String> {
-    let rest: Vec<&str> = v.split(',').map(str::trim).filter(|c| !c.is_empty() && !c.eq_ignore_ascii_case("aws-chunked")).collect();
+    let rest: Vec<&str> = v
+        .split(',')
+        .map(str::trim)
+        .filter(|c| !c.is_empty() && !c.eq_ignore_ascii_case("aws-chunked"))
+        .collect();
     (!rest.is_empty()).then(|| rest.join(","))
 }
 
@@ -170,7 +197,10 @@ pub(crate) async fn write_precondition(
 ) -> S3Result<Commit> {
     if let Some(cond) = if_none_match {
         if !cond.is_any() {
-            return Err(S3Error::with_message(S3ErrorCode::NotImplemented, "If-None-Match on writes supports only '*'"));
+            return Err(S3Error::with_message(
+                S3ErrorCode::NotImplemented,
+                "If-None-Match on writes supports only '*'",
+            ));
         }
         return Ok(Commit::CreateOnly);
     }
@@ -191,12 +221,33 @@ pub(crate) async fn write_precondition(
 }
 
 /// PutObject: stream to a temp file, verify digests, then rename into place.
-pub(crate) async fn put_object(gw: &Gateway, req: S3Request<PutObjectInput>) -> S3Result<S3Response<PutObjectOutput>> {
+pub(crate) async fn put_object(
+    gw: &Gateway,
+    req: S3Request<PutObjectInput>,
+) -> S3Result<S3Response<PutObjectOutput>> {
     let input = req.input;
     let path = object_path(&input.key)?;
-    let expect = Expect::from_request(input.content_md5.as_deref(), &req.headers, input.checksum_algorithm.as_ref())?;
-    let mode = write_precondition(gw, &input.bucket, &input.key, input.if_match.as_ref(), input.if_none_match.as_ref()).await?;
-    let received = receive_body(&gw.store, &input.bucket, input.body, &expect, req.trailing_headers).await?;
+    let expect = Expect::from_request(
+        input.content_md5.as_deref(),
+        &req.headers,
+        input.checksum_algorithm.as_ref(),
+    )?;
+    let mode = write_precondition(
+        gw,
+        &input.bucket,
+        &input.key,
+        input.if_match.as_ref(),
+        input.if_none_match.as_ref(),
+    )
+    .await?;
+    let received = receive_body(
+        &gw.store,
+        &input.bucket,
+        input.body,
+        &expect,
+        req.trailing_headers,
+    )
+    .await?;
     let headers = WriteHeaders {
         key: &input.key,
         content_type: input.content_type.as_deref(),

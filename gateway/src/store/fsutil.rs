@@ -9,18 +9,28 @@ use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 
 fn cstr(p: &Path) -> io::Result<CString> {
-    CString::new(p.as_os_str().as_bytes()).map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "NUL in path"))
+    CString::new(p.as_os_str().as_bytes())
+        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "NUL in path"))
 }
 
 fn check(ret: libc::c_int) -> io::Result<libc::c_int> {
-    if ret < 0 { Err(io::Error::last_os_error()) } else { Ok(ret) }
+    if ret < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(ret)
+    }
 }
 
 /// Opens a folder as a descriptor usable as the base of `*at` calls.
 pub fn open_dir(path: &Path) -> io::Result<OwnedFd> {
     let c = cstr(path)?;
     // SAFETY: c is a valid NUL-terminated string; the returned fd is owned below.
-    let fd = check(unsafe { libc::open(c.as_ptr(), libc::O_PATH | libc::O_DIRECTORY | libc::O_CLOEXEC) })?;
+    let fd = check(unsafe {
+        libc::open(
+            c.as_ptr(),
+            libc::O_PATH | libc::O_DIRECTORY | libc::O_CLOEXEC,
+        )
+    })?;
     // SAFETY: fd was just returned by open and is not owned elsewhere.
     Ok(unsafe { OwnedFd::from_raw_fd(fd) })
 }
@@ -57,10 +67,16 @@ pub fn open_beneath(base: BorrowedFd<'_>, rel: &Path) -> io::Result<File> {
 /// For kernels before 5.6: walk the path one component at a time without following symlinks.
 fn open_nofollow_fallback(base: BorrowedFd<'_>, rel: &Path) -> io::Result<File> {
     let dir = open_parent_nofollow(base, rel, false)?;
-    let name = rel.file_name().ok_or_else(|| io::Error::from(io::ErrorKind::InvalidInput))?;
+    let name = rel
+        .file_name()
+        .ok_or_else(|| io::Error::from(io::ErrorKind::InvalidInput))?;
     let c = cstr(Path::new(name))?;
     let fd = check(unsafe {
-        libc::openat(dir.as_raw_fd(), c.as_ptr(), libc::O_RDONLY | libc::O_CLOEXEC | libc::O_NONBLOCK | libc::O_NOFOLLOW)
+        libc::openat(
+            dir.as_raw_fd(),
+            c.as_ptr(),
+            libc::O_RDONLY | libc::O_CLOEXEC | libc::O_NONBLOCK | libc::O_NOFOLLOW,
+        )
     })?;
     Ok(unsafe { File::from_raw_fd(fd) })
 }
@@ -70,7 +86,9 @@ fn open_nofollow_fallback(base: BorrowedFd<'_>, rel: &Path) -> io::Result<File> 
 pub fn open_parent_nofollow(base: BorrowedFd<'_>, rel: &Path, create: bool) -> io::Result<OwnedFd> {
     // SAFETY: dup of a valid descriptor.
     let mut cur = unsafe { OwnedFd::from_raw_fd(check(libc::dup(base.as_raw_fd()))?) };
-    let Some(parent) = rel.parent() else { return Ok(cur) };
+    let Some(parent) = rel.parent() else {
+        return Ok(cur);
+    };
     for comp in parent.components() {
         let c = cstr(Path::new(comp.as_os_str()))?;
         if create {
@@ -85,7 +103,11 @@ pub fn open_parent_nofollow(base: BorrowedFd<'_>, rel: &Path, create: bool) -> i
         }
         // SAFETY: valid fd and C string; result owned below.
         let fd = unsafe {
-            libc::openat(cur.as_raw_fd(), c.as_ptr(), libc::O_PATH | libc::O_DIRECTORY | libc::O_NOFOLLOW | libc::O_CLOEXEC)
+            libc::openat(
+                cur.as_raw_fd(),
+                c.as_ptr(),
+                libc::O_PATH | libc::O_DIRECTORY | libc::O_NOFOLLOW | libc::O_CLOEXEC,
+            )
         };
         if fd < 0 {
             let e = io::Error::last_os_error();
@@ -114,16 +136,43 @@ pub fn mkdir_at(dir: BorrowedFd<'_>, name: &Path) -> io::Result<()> {
 }
 
 /// Atomically replaces `to` in `to_dir` with `from` in `from_dir`.
-pub fn rename_at(from_dir: BorrowedFd<'_>, from: &Path, to_dir: BorrowedFd<'_>, to: &Path) -> io::Result<()> {
+pub fn rename_at(
+    from_dir: BorrowedFd<'_>,
+    from: &Path,
+    to_dir: BorrowedFd<'_>,
+    to: &Path,
+) -> io::Result<()> {
     let (a, b) = (cstr(from)?, cstr(to)?);
-    check(unsafe { libc::renameat(from_dir.as_raw_fd(), a.as_ptr(), to_dir.as_raw_fd(), b.as_ptr()) }).map(|_| ())
+    check(unsafe {
+        libc::renameat(
+            from_dir.as_raw_fd(),
+            a.as_ptr(),
+            to_dir.as_raw_fd(),
+            b.as_ptr(),
+        )
+    })
+    .map(|_| ())
 }
 
 /// Atomically creates `to` as a new name of `from`; fails with `AlreadyExists` if `to` exists.
 /// Used for conditional creates (`If-None-Match: *`) without a check-then-act race.
-pub fn link_at(from_dir: BorrowedFd<'_>, from: &Path, to_dir: BorrowedFd<'_>, to: &Path) -> io::Result<()> {
+pub fn link_at(
+    from_dir: BorrowedFd<'_>,
+    from: &Path,
+    to_dir: BorrowedFd<'_>,
+    to: &Path,
+) -> io::Result<()> {
     let (a, b) = (cstr(from)?, cstr(to)?);
-    check(unsafe { libc::linkat(from_dir.as_raw_fd(), a.as_ptr(), to_dir.as_raw_fd(), b.as_ptr(), 0) }).map(|_| ())
+    check(unsafe {
+        libc::linkat(
+            from_dir.as_raw_fd(),
+            a.as_ptr(),
+            to_dir.as_raw_fd(),
+            b.as_ptr(),
+            0,
+        )
+    })
+    .map(|_| ())
 }
 
 /// Removes the file `name` in `dir`.
@@ -142,7 +191,13 @@ pub fn rmdir_at(dir: BorrowedFd<'_>, name: &Path) -> io::Result<()> {
 pub fn fsync_dir(dir: BorrowedFd<'_>) -> io::Result<()> {
     // O_PATH descriptors cannot be fsync'ed: reopen the folder itself for reading.
     let dot = c".";
-    let fd = check(unsafe { libc::openat(dir.as_raw_fd(), dot.as_ptr(), libc::O_RDONLY | libc::O_DIRECTORY | libc::O_CLOEXEC) })?;
+    let fd = check(unsafe {
+        libc::openat(
+            dir.as_raw_fd(),
+            dot.as_ptr(),
+            libc::O_RDONLY | libc::O_DIRECTORY | libc::O_CLOEXEC,
+        )
+    })?;
     let f = unsafe { File::from_raw_fd(fd) };
     f.sync_all()
 }
@@ -155,11 +210,24 @@ pub fn copy_range(src: &File, mut src_off: u64, dst: &File, mut len: u64) -> io:
         let mut off = src_off as libc::loff_t;
         let chunk = len.min(1 << 30) as usize;
         let n = unsafe {
-            libc::copy_file_range(src.as_raw_fd(), &mut off, dst.as_raw_fd(), std::ptr::null_mut(), chunk, 0)
+            libc::copy_file_range(
+                src.as_raw_fd(),
+                &mut off,
+                dst.as_raw_fd(),
+                std::ptr::null_mut(),
+                chunk,
+                0,
+            )
         };
         if n < 0 {
             let e = io::Error::last_os_error();
-            if matches!(e.raw_os_error(), Some(libc::EXDEV) | Some(libc::ENOSYS) | Some(libc::EOPNOTSUPP) | Some(libc::EINVAL)) {
+            if matches!(
+                e.raw_os_error(),
+                Some(libc::EXDEV)
+                    | Some(libc::ENOSYS)
+                    | Some(libc::EOPNOTSUPP)
+                    | Some(libc::EINVAL)
+            ) {
                 // Fall back to a buffered copy in large blocks.
                 let mut s = src;
                 s.seek(SeekFrom::Start(src_off))?;
@@ -176,7 +244,10 @@ pub fn copy_range(src: &File, mut src_off: u64, dst: &File, mut len: u64) -> io:
             return Err(e);
         }
         if n == 0 {
-            return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "source file shorter than expected"));
+            return Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                "source file shorter than expected",
+            ));
         }
         src_off += n as u64;
         len -= n as u64;

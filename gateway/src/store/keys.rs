@@ -35,7 +35,9 @@ pub fn parse_key(key: &str) -> Result<ObjectPath, StoreError> {
         return Err(StoreError::KeyTooLong);
     }
     if key.contains('\0') {
-        return Err(StoreError::InvalidKey("the key contains a NUL character".into()));
+        return Err(StoreError::InvalidKey(
+            "the key contains a NUL character".into(),
+        ));
     }
     if key.starts_with('/') {
         return Err(StoreError::InvalidKey("the key starts with '/'".into()));
@@ -45,29 +47,42 @@ pub fn parse_key(key: &str) -> Result<ObjectPath, StoreError> {
         None => (key, false),
     };
     if body.is_empty() {
-        return Err(StoreError::InvalidKey("the key has no name before '/'".into()));
+        return Err(StoreError::InvalidKey(
+            "the key has no name before '/'".into(),
+        ));
     }
     let mut rel = PathBuf::new();
     for segment in body.split('/') {
         match segment {
-            "" => return Err(StoreError::InvalidKey("the key has an empty path segment ('//')".into())),
+            "" => {
+                return Err(StoreError::InvalidKey(
+                    "the key has an empty path segment ('//')".into(),
+                ));
+            }
             "." | ".." => {
                 return Err(StoreError::InvalidKey(format!(
                     "the key has a '{segment}' path segment, which could leave the bucket"
                 )));
             }
             s if s.starts_with(BUCKET_TMP_PREFIX) => {
-                return Err(StoreError::InvalidKey(format!("'{BUCKET_TMP_PREFIX}' is reserved by the gateway")));
+                return Err(StoreError::InvalidKey(format!(
+                    "'{BUCKET_TMP_PREFIX}' is reserved by the gateway"
+                )));
             }
             s if s.len() > 255 => {
                 return Err(StoreError::InvalidKey(
-                    "a path segment of the key is longer than the filesystem's 255-byte name limit".into(),
+                    "a path segment of the key is longer than the filesystem's 255-byte name limit"
+                        .into(),
                 ));
             }
             s => rel.push(s),
         }
     }
-    Ok(ObjectPath { key: key.to_owned(), rel, is_folder_marker })
+    Ok(ObjectPath {
+        key: key.to_owned(),
+        rel,
+        is_folder_marker,
+    })
 }
 
 /// Joins a relative path (as walked on disk) back into an S3 key.
@@ -103,14 +118,39 @@ mod tests {
     #[test]
     fn traversal_and_odd_keys_are_rejected() {
         for bad in [
-            "", "/etc/passwd", "../x", "a/../../b", "a/./b", "a//b", "..", ".", "a\0b", "/", "//", "a/..",
-            ".nebula-tmp/x", "a/.nebula-tmp-1",
+            "",
+            "/etc/passwd",
+            "../x",
+            "a/../../b",
+            "a/./b",
+            "a//b",
+            "..",
+            ".",
+            "a\0b",
+            "/",
+            "//",
+            "a/..",
+            ".nebula-tmp/x",
+            "a/.nebula-tmp-1",
         ] {
             assert!(parse_key(bad).is_err(), "{bad:?} must be rejected");
         }
-        assert!(matches!(parse_key(&"k".repeat(1025)), Err(StoreError::KeyTooLong)));
-        assert!(parse_key(&"k".repeat(1024)).is_err(), "a 1024-byte single segment exceeds NAME_MAX");
-        let long_ok = ["k".repeat(200), "k".repeat(200), "k".repeat(200), "k".repeat(200), "k".repeat(200)].join("/");
+        assert!(matches!(
+            parse_key(&"k".repeat(1025)),
+            Err(StoreError::KeyTooLong)
+        ));
+        assert!(
+            parse_key(&"k".repeat(1024)).is_err(),
+            "a 1024-byte single segment exceeds NAME_MAX"
+        );
+        let long_ok = [
+            "k".repeat(200),
+            "k".repeat(200),
+            "k".repeat(200),
+            "k".repeat(200),
+            "k".repeat(200),
+        ]
+        .join("/");
         assert!(parse_key(&long_ok).is_ok());
     }
 

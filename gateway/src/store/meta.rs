@@ -82,8 +82,16 @@ impl ObjectMeta {
     }
 
     /// Metadata for a file that arrived out of band: guessed type, computed or derived ETag.
-    pub fn for_out_of_band(file: &mut File, md: &std::fs::Metadata, name: &str) -> std::io::Result<Self> {
-        let etag = if md.len() <= OUT_OF_BAND_MD5_LIMIT { md5_of_file(file)? } else { derived_etag(md) };
+    pub fn for_out_of_band(
+        file: &mut File,
+        md: &std::fs::Metadata,
+        name: &str,
+    ) -> std::io::Result<Self> {
+        let etag = if md.len() <= OUT_OF_BAND_MD5_LIMIT {
+            md5_of_file(file)?
+        } else {
+            derived_etag(md)
+        };
         Ok(ObjectMeta {
             etag,
             size: md.len(),
@@ -96,14 +104,23 @@ impl ObjectMeta {
 
 /// Content type guessed from the key's extension.
 pub fn guess_content_type(name: &str) -> String {
-    mime_guess::from_path(name).first_or_octet_stream().essence_str().to_owned()
+    mime_guess::from_path(name)
+        .first_or_octet_stream()
+        .essence_str()
+        .to_owned()
 }
 
 /// A stable multipart-style ETag for large out-of-band files (not an MD5, which clients know
 /// from the `-1` suffix), derived from identity, size and modification time.
 fn derived_etag(md: &std::fs::Metadata) -> String {
     let mut h = Md5::new();
-    h.update(format!("{}:{}:{}:{}", md.dev(), md.ino(), md.len(), mtime_ns(md)));
+    h.update(format!(
+        "{}:{}:{}:{}",
+        md.dev(),
+        md.ino(),
+        md.len(),
+        mtime_ns(md)
+    ));
     format!("{}-1", hex::encode(h.finalize()))
 }
 
@@ -145,7 +162,11 @@ impl MetaStore {
             .map(|v| v.as_deref() == Some(b"1".as_slice()))
             .unwrap_or(false);
         let _ = std::fs::remove_file(&probe);
-        if ok { MetaStore::Xattr } else { MetaStore::Sidecar(sidecar_dir) }
+        if ok {
+            MetaStore::Xattr
+        } else {
+            MetaStore::Sidecar(sidecar_dir)
+        }
     }
 
     fn sidecar_path(dir: &Path, bucket: &str, rel: &Path, folder: bool) -> PathBuf {
@@ -161,13 +182,22 @@ impl MetaStore {
                 use xattr::FileExt;
                 file.get_xattr(XATTR_NAME).ok().flatten()?
             }
-            MetaStore::Sidecar(dir) => std::fs::read(Self::sidecar_path(dir, bucket, rel, folder)).ok()?,
+            MetaStore::Sidecar(dir) => {
+                std::fs::read(Self::sidecar_path(dir, bucket, rel, folder)).ok()?
+            }
         };
         serde_json::from_slice(&raw).ok()
     }
 
     /// Writes metadata for a file that is about to be renamed to `rel` (or already is there).
-    pub fn write(&self, file: &File, bucket: &str, rel: &Path, folder: bool, meta: &ObjectMeta) -> std::io::Result<()> {
+    pub fn write(
+        &self,
+        file: &File,
+        bucket: &str,
+        rel: &Path,
+        folder: bool,
+        meta: &ObjectMeta,
+    ) -> std::io::Result<()> {
         let raw = serde_json::to_vec(meta).map_err(std::io::Error::other)?;
         match self {
             MetaStore::Xattr => {

@@ -87,27 +87,48 @@ pub struct Store {
 }
 
 impl Store {
-    /// Opens (creating if needed) a data folder, probes xattr support and removes stale temp files.
+    /// Opens (creating if needed) a data folder for serving: probes xattr support and removes
+    /// temp files left by a crash.
     pub fn open(root: &Path) -> io::Result<Self> {
+        let store = Self::open_shared(root)?;
+        // Temp files left by a crash are never part of an object: drop them all.
+        let _ = std::fs::remove_dir_all(&store.tmp);
+        std::fs::create_dir_all(&store.tmp)?;
+        store.clean_bucket_temp_dirs();
+        Ok(store)
+    }
+
+    /// Opens a data folder that a running gateway may be using (e.g. for `reindex`): nothing
+    /// is removed, so its uploads in progress are untouched.
+    pub fn open_shared(root: &Path) -> io::Result<Self> {
         std::fs::create_dir_all(root)?;
         let root = root.canonicalize()?;
         let internal = root.join(RESERVED_DIR);
         std::fs::create_dir_all(&internal)?;
-        std::fs::set_permissions(&internal, std::os::unix::fs::PermissionsExt::from_mode(0o700))?;
+        std::fs::set_permissions(
+            &internal,
+            std::os::unix::fs::PermissionsExt::from_mode(0o700),
+        )?;
         let tmp = internal.join("tmp");
-        // Temp files left by a crash are never part of an object: drop them all.
-        let _ = std::fs::remove_dir_all(&tmp);
         std::fs::create_dir_all(&tmp)?;
         std::fs::create_dir_all(internal.join("multipart"))?;
         let meta = MetaStore::probe(&root, internal.join("meta"));
         let root_dev = std::fs::metadata(&root)?.dev();
-        let store = Store { root, internal, tmp, root_dev, meta };
+        let store = Store {
+            root,
+            internal,
+            tmp,
+            root_dev,
+            meta,
+        };
         store.clean_bucket_temp_dirs();
         Ok(store)
     }
 
     fn clean_bucket_temp_dirs(&self) {
-        let Ok(rd) = std::fs::read_dir(&self.root) else { return };
+        let Ok(rd) = std::fs::read_dir(&self.root) else {
+            return;
+        };
         for e in rd.flatten() {
             let p = e.path().join(BUCKET_TMP_PREFIX);
             if p.is_dir() {
@@ -132,7 +153,11 @@ impl Store {
     }
 
     fn bucket_path(&self, bucket: &str) -> StoreResult<PathBuf> {
-        if bucket.starts_with('.') || bucket.contains('/') || bucket.is_empty() || !s3s::path::check_bucket_name(bucket) {
+        if bucket.starts_with('.')
+            || bucket.contains('/')
+            || bucket.is_empty()
+            || !s3s::path::check_bucket_name(bucket)
+        {
             return Err(StoreError::InvalidBucketName(bucket.to_owned()));
         }
         Ok(self.root.join(bucket))
@@ -152,15 +177,22 @@ impl Store {
         let mut out = Vec::new();
         for e in std::fs::read_dir(&self.root)? {
             let e = e?;
-            let Some(name) = e.file_name().to_str().map(str::to_owned) else { continue };
+            let Some(name) = e.file_name().to_str().map(str::to_owned) else {
+                continue;
+            };
             if name.starts_with('.') || !s3s::path::check_bucket_name(&name) {
                 continue;
             }
-            let Ok(md) = std::fs::metadata(e.path()) else { continue };
+            let Ok(md) = std::fs::metadata(e.path()) else {
+                continue;
+            };
             if !md.is_dir() {
                 continue;
             }
-            let created = md.created().or_else(|_| md.modified()).unwrap_or(SystemTime::UNIX_EPOCH);
+            let created = md
+                .created()
+                .or_else(|_| md.modified())
+                .unwrap_or(SystemTime::UNIX_EPOCH);
             out.push(BucketInfo { name, created });
         }
         out.sort_by(|a, b| a.name.cmp(&b.name));
@@ -181,7 +213,9 @@ impl Store {
                 if path.is_dir() {
                     Ok(false)
                 } else {
-                    Err(StoreError::InvalidBucketName(format!("{bucket} (a file of that name is in the data folder)")))
+                    Err(StoreError::InvalidBucketName(format!(
+                        "{bucket} (a file of that name is in the data folder)"
+                    )))
                 }
             }
             Err(e) => Err(e.into()),
@@ -208,15 +242,24 @@ impl Store {
     /// arrived out of band or changed since).
     pub fn open_object(&self, bucket: &str, path: &ObjectPath) -> StoreResult<ObjectHandle> {
         let bfd = self.bucket_fd(bucket)?;
-        let mut file = fsutil::open_beneath(bfd.as_fd(), &path.rel).map_err(StoreError::from_lookup)?;
+        let mut file =
+            fsutil::open_beneath(bfd.as_fd(), &path.rel).map_err(StoreError::from_lookup)?;
         let md = file.metadata()?;
         if path.is_folder_marker {
             if !md.is_dir() {
                 return Err(StoreError::NoSuchKey);
             }
-            let meta = self.meta.read(&file, bucket, &path.rel, true).ok_or(StoreError::NoSuchKey)?;
+            let meta = self
+                .meta
+                .read(&file, bucket, &path.rel, true)
+                .ok_or(StoreError::NoSuchKey)?;
             let modified = md.modified().unwrap_or(SystemTime::UNIX_EPOCH);
-            return Ok(ObjectHandle { file, meta, size: 0, modified });
+            return Ok(ObjectHandle {
+                file,
+                meta,
+                size: 0,
+                modified,
+            });
         }
         if !md.is_file() {
             return Err(StoreError::NoSuchKey);
@@ -231,7 +274,12 @@ impl Store {
                     fresh = ObjectMeta {
                         checksums: Default::default(),
                         parts: None,
-                        ..ObjectMeta { etag: fresh.etag, size: fresh.size, mtime_ns: fresh.mtime_ns, ..old }
+                        ..ObjectMeta {
+                            etag: fresh.etag,
+                            size: fresh.size,
+                            mtime_ns: fresh.mtime_ns,
+                            ..old
+                        }
                     };
                 }
                 // Best effort: a read-only media folder simply recomputes next time.
@@ -240,7 +288,12 @@ impl Store {
             }
         };
         let modified = md.modified().unwrap_or(SystemTime::UNIX_EPOCH);
-        Ok(ObjectHandle { file, meta, size: md.len(), modified })
+        Ok(ObjectHandle {
+            file,
+            meta,
+            size: md.len(),
+            modified,
+        })
     }
 
     /// Creates a temp file on the same filesystem as the bucket's folder.
@@ -253,29 +306,52 @@ impl Store {
             // The bucket is another filesystem (a mounted media disk): a rename from the data
             // folder would not be atomic there, so stage beside the objects.
             fsutil::mkdir_at(bfd.as_fd(), Path::new(BUCKET_TMP_PREFIX))?;
-            fsutil::open_parent_nofollow(bfd.as_fd(), &Path::new(BUCKET_TMP_PREFIX).join("x"), false)?
+            fsutil::open_parent_nofollow(
+                bfd.as_fd(),
+                &Path::new(BUCKET_TMP_PREFIX).join("x"),
+                false,
+            )?
         };
         let name = PathBuf::from(format!("{}.tmp", uuid::Uuid::new_v4().simple()));
-        let c = std::ffi::CString::new(name.as_os_str().as_encoded_bytes()).expect("uuid has no NUL");
+        let c =
+            std::ffi::CString::new(name.as_os_str().as_encoded_bytes()).expect("uuid has no NUL");
         // SAFETY: valid fd and C string; result owned below.
         let fd = unsafe {
-            libc::openat(dir.as_raw_fd(), c.as_ptr(), libc::O_RDWR | libc::O_CREAT | libc::O_EXCL | libc::O_CLOEXEC, 0o644)
+            libc::openat(
+                dir.as_raw_fd(),
+                c.as_ptr(),
+                libc::O_RDWR | libc::O_CREAT | libc::O_EXCL | libc::O_CLOEXEC,
+                0o644,
+            )
         };
         if fd < 0 {
             return Err(io::Error::last_os_error().into());
         }
         // SAFETY: fresh descriptor.
         let file = unsafe { File::from_raw_fd(fd) };
-        Ok(TempFile { file, dir, name, done: false })
+        Ok(TempFile {
+            file,
+            dir,
+            name,
+            done: false,
+        })
     }
 
     /// Makes a fully written temp file the object at `path`: fsync, metadata, atomic rename (or
     /// link for create-only), folder fsync. Returns the metadata as recorded.
-    pub fn commit(&self, mut tmp: TempFile, bucket: &str, path: &ObjectPath, mut meta: ObjectMeta, mode: Commit) -> StoreResult<ObjectMeta> {
+    pub fn commit(
+        &self,
+        mut tmp: TempFile,
+        bucket: &str,
+        path: &ObjectPath,
+        mut meta: ObjectMeta,
+        mode: Commit,
+    ) -> StoreResult<ObjectMeta> {
         if path.is_folder_marker {
             if tmp.file.metadata()?.len() != 0 {
                 return Err(StoreError::InvalidArgument(
-                    "keys ending in '/' are folder markers on this gateway and must be empty".into(),
+                    "keys ending in '/' are folder markers on this gateway and must be empty"
+                        .into(),
                 ));
             }
             return self.commit_folder_marker(bucket, path, meta, mode);
@@ -284,16 +360,26 @@ impl Store {
         let md = tmp.file.metadata()?;
         meta.size = md.len();
         meta.mtime_ns = meta::mtime_ns(&md);
-        self.meta.write(&tmp.file, bucket, &path.rel, false, &meta)?;
+        self.meta
+            .write(&tmp.file, bucket, &path.rel, false, &meta)?;
         let bfd = self.bucket_fd(bucket)?;
-        let name = Path::new(path.rel.file_name().expect("validated keys have a file name"));
+        let name = Path::new(
+            path.rel
+                .file_name()
+                .expect("validated keys have a file name"),
+        );
         let mut attempts = 0;
         loop {
             attempts += 1;
-            let parent = fsutil::open_parent_nofollow(bfd.as_fd(), &path.rel, true).map_err(conflict_as_object)?;
+            let parent = fsutil::open_parent_nofollow(bfd.as_fd(), &path.rel, true)
+                .map_err(conflict_as_object)?;
             let res = match mode {
-                Commit::Replace => fsutil::rename_at(tmp.dir.as_fd(), &tmp.name, parent.as_fd(), name),
-                Commit::CreateOnly => fsutil::link_at(tmp.dir.as_fd(), &tmp.name, parent.as_fd(), name),
+                Commit::Replace => {
+                    fsutil::rename_at(tmp.dir.as_fd(), &tmp.name, parent.as_fd(), name)
+                }
+                Commit::CreateOnly => {
+                    fsutil::link_at(tmp.dir.as_fd(), &tmp.name, parent.as_fd(), name)
+                }
             };
             match res {
                 Ok(()) => {
@@ -307,9 +393,18 @@ impl Store {
                 // A concurrent delete pruned the folder between mkdir and rename: make it again.
                 Err(e) if e.kind() == io::ErrorKind::NotFound && attempts < 5 => continue,
                 Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
-                    return Err(if is_dir_at(&parent, name) { StoreError::KeyConflict("folder") } else { StoreError::PreconditionFailed });
+                    return Err(if is_dir_at(&parent, name) {
+                        StoreError::KeyConflict("folder")
+                    } else {
+                        StoreError::PreconditionFailed
+                    });
                 }
-                Err(e) if matches!(e.raw_os_error(), Some(libc::EISDIR) | Some(libc::ENOTEMPTY) | Some(libc::EEXIST)) => {
+                Err(e)
+                    if matches!(
+                        e.raw_os_error(),
+                        Some(libc::EISDIR) | Some(libc::ENOTEMPTY) | Some(libc::EEXIST)
+                    ) =>
+                {
                     return Err(StoreError::KeyConflict("folder"));
                 }
                 Err(e) => return Err(e.into()),
@@ -317,10 +412,21 @@ impl Store {
         }
     }
 
-    fn commit_folder_marker(&self, bucket: &str, path: &ObjectPath, mut meta: ObjectMeta, mode: Commit) -> StoreResult<ObjectMeta> {
+    fn commit_folder_marker(
+        &self,
+        bucket: &str,
+        path: &ObjectPath,
+        mut meta: ObjectMeta,
+        mode: Commit,
+    ) -> StoreResult<ObjectMeta> {
         let bfd = self.bucket_fd(bucket)?;
-        let parent = fsutil::open_parent_nofollow(bfd.as_fd(), &path.rel, true).map_err(conflict_as_object)?;
-        let name = Path::new(path.rel.file_name().expect("validated keys have a file name"));
+        let parent = fsutil::open_parent_nofollow(bfd.as_fd(), &path.rel, true)
+            .map_err(conflict_as_object)?;
+        let name = Path::new(
+            path.rel
+                .file_name()
+                .expect("validated keys have a file name"),
+        );
         fsutil::mkdir_at(parent.as_fd(), name)?;
         let dir = fsutil::open_beneath(bfd.as_fd(), &path.rel).map_err(StoreError::from_lookup)?;
         let md = dir.metadata()?;
@@ -344,10 +450,21 @@ impl Store {
         let bfd = self.bucket_fd(bucket)?;
         let parent = match fsutil::open_parent_nofollow(bfd.as_fd(), &path.rel, false) {
             Ok(p) => p,
-            Err(e) if matches!(e.kind(), io::ErrorKind::NotFound | io::ErrorKind::NotADirectory) => return Ok(()),
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::NotFound | io::ErrorKind::NotADirectory
+                ) =>
+            {
+                return Ok(());
+            }
             Err(e) => return Err(e.into()),
         };
-        let name = Path::new(path.rel.file_name().expect("validated keys have a file name"));
+        let name = Path::new(
+            path.rel
+                .file_name()
+                .expect("validated keys have a file name"),
+        );
         if path.is_folder_marker {
             match fsutil::open_beneath(bfd.as_fd(), &path.rel) {
                 Ok(dir) if dir.metadata()?.is_dir() => {
@@ -359,8 +476,20 @@ impl Store {
         } else {
             match fsutil::unlink_at(parent.as_fd(), name) {
                 Ok(()) => self.meta.remove(None, bucket, &path.rel, false),
-                Err(e) if matches!(e.kind(), io::ErrorKind::NotFound | io::ErrorKind::IsADirectory) => return Ok(()),
-                Err(e) if e.raw_os_error() == Some(libc::EISDIR) || e.raw_os_error() == Some(libc::EPERM) => return Ok(()),
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        io::ErrorKind::NotFound | io::ErrorKind::IsADirectory
+                    ) =>
+                {
+                    return Ok(());
+                }
+                Err(e)
+                    if e.raw_os_error() == Some(libc::EISDIR)
+                        || e.raw_os_error() == Some(libc::EPERM) =>
+                {
+                    return Ok(());
+                }
                 Err(e) => return Err(e.into()),
             }
         }
@@ -381,7 +510,9 @@ impl Store {
             {
                 break;
             }
-            let Ok(parent) = fsutil::open_parent_nofollow(bfd.as_fd(), dir, false) else { break };
+            let Ok(parent) = fsutil::open_parent_nofollow(bfd.as_fd(), dir, false) else {
+                break;
+            };
             let Some(name) = dir.file_name() else { break };
             if fsutil::rmdir_at(parent.as_fd(), Path::new(name)).is_err() {
                 break;
@@ -401,16 +532,28 @@ fn file_dev(fd: &OwnedFd) -> io::Result<u64> {
 }
 
 fn is_dir_at(dir: &OwnedFd, name: &Path) -> bool {
-    let Ok(c) = std::ffi::CString::new(name.as_os_str().as_encoded_bytes()) else { return false };
+    let Ok(c) = std::ffi::CString::new(name.as_os_str().as_encoded_bytes()) else {
+        return false;
+    };
     let mut st: libc::stat = unsafe { std::mem::zeroed() };
     // SAFETY: valid fd and C string; st is an out-parameter.
-    let r = unsafe { libc::fstatat(dir.as_raw_fd(), c.as_ptr(), &mut st, libc::AT_SYMLINK_NOFOLLOW) };
+    let r = unsafe {
+        libc::fstatat(
+            dir.as_raw_fd(),
+            c.as_ptr(),
+            &mut st,
+            libc::AT_SYMLINK_NOFOLLOW,
+        )
+    };
     r == 0 && (st.st_mode & libc::S_IFMT) == libc::S_IFDIR
 }
 
 /// A parent component of the key is a file: the key would need it to be a folder.
 fn conflict_as_object(e: io::Error) -> StoreError {
-    if e.kind() == io::ErrorKind::NotADirectory || e.raw_os_error() == Some(libc::ENOTDIR) || e.raw_os_error() == Some(libc::EEXIST) {
+    if e.kind() == io::ErrorKind::NotADirectory
+        || e.raw_os_error() == Some(libc::ENOTDIR)
+        || e.raw_os_error() == Some(libc::EEXIST)
+    {
         StoreError::KeyConflict("object")
     } else {
         StoreError::Io(e)

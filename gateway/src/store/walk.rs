@@ -57,10 +57,35 @@ struct Frame {
     dir: Rc<File>,
     /// Key prefix of everything inside: `""` for the bucket folder, else like `a/b/`.
     key: String,
-    /// Names in key order, subfolders with a trailing `/`; only those that can hold keys in range.
+    /// Names that can hold keys in range, subfolders with a trailing `/`. Sorted lazily: see
+    /// [`Frame::sort_more`].
     names: Vec<String>,
+    /// `names[..sorted]` are in final order and sort before all the others.
+    sorted: usize,
     /// Next name to visit.
     pos: usize,
+}
+
+/// Names put in order at a time at first; later rounds double.
+const FIRST_SORT: usize = 1024;
+
+impl Frame {
+    /// Puts the next batch of names in order. A page needs at most 1,001 names, so sorting all
+    /// of a 100,000-entry folder up front would be mostly wasted: select the smallest batch in
+    /// linear time, sort only that, and double the batch each round so a full walk stays
+    /// O(n log n).
+    fn sort_more(&mut self) {
+        let rest = &mut self.names[self.sorted..];
+        let batch = self.sorted.max(FIRST_SORT);
+        if rest.len() > batch {
+            rest.select_nth_unstable(batch);
+            rest[..batch].sort_unstable();
+            self.sorted += batch;
+        } else {
+            rest.sort_unstable();
+            self.sorted = self.names.len();
+        }
+    }
 }
 
 /// An ordered, lazy walk over the objects of one bucket.
@@ -79,7 +104,12 @@ pub struct Walker<'a> {
 impl<'a> Walker<'a> {
     /// Starts a walk over the keys of `bucket` that start with `prefix` and sort strictly after
     /// `after`. Fails with `NoSuchBucket` if the bucket folder does not exist.
-    pub fn new(store: &'a Store, bucket: &str, prefix: &str, after: Option<&str>) -> StoreResult<Self> {
+    pub fn new(
+        store: &'a Store,
+        bucket: &str,
+        prefix: &str,
+        after: Option<&str>,
+    ) -> StoreResult<Self> {
         let mut dir = Rc::new(File::from(store.bucket_fd(bucket)?));
         let mut walker = Walker {
             store,
@@ -100,7 +130,11 @@ impl<'a> Walker<'a> {
             return Ok(walker);
         }
         // Keys never have empty, `.` or `..` segments: a prefix folder with one holds nothing.
-        for comp in start.strip_suffix('/').into_iter().flat_map(|s| s.split('/')) {
+        for comp in start
+            .strip_suffix('/')
+            .into_iter()
+            .flat_map(|s| s.split('/'))
+        {
             if !is_key_segment(comp) {
                 return Ok(walker);
             }
@@ -123,7 +157,12 @@ impl<'a> Walker<'a> {
             return Ok(Some(e));
         }
         loop {
-            let Some(top) = self.stack.last_mut() else { return Ok(None) };
+            let Some(top) = self.stack.last_mut() else {
+                return Ok(None);
+            };
+            if top.pos == top.sorted && top.pos < top.names.len() {
+                top.sort_more();
+            }
             let Some(name) = top.names.get(top.pos) else {
                 self.stack.pop();
                 continue;
@@ -135,7 +174,10 @@ impl<'a> Walker<'a> {
                 continue;
             }
             let Some(dir_name) = name.strip_suffix('/') else {
-                return Ok(Some(Entry { key, kind: EntryKind::File { parent } }));
+                return Ok(Some(Entry {
+                    key,
+                    kind: EntryKind::File { parent },
+                }));
             };
             let sub = match open_subdir(&parent, dir_name) {
                 Ok(d) => Rc::new(d),
@@ -174,7 +216,12 @@ impl<'a> Walker<'a> {
         let key = entry.key.clone();
         let parent = match &entry.kind {
             EntryKind::Marker { modified, etag } => {
-                return Ok(Some(ObjectInfo { key, size: 0, modified: *modified, etag: etag.clone() }));
+                return Ok(Some(ObjectInfo {
+                    key,
+                    size: 0,
+                    modified: *modified,
+                    etag: etag.clone(),
+                }));
             }
             EntryKind::File { parent } => parent,
         };
@@ -188,15 +235,30 @@ impl<'a> Walker<'a> {
         if !md.is_file() {
             return Ok(None);
         }
-        if let Some(meta) = self.store.meta_store().read(&file, &self.bucket, Path::new(&entry.key), false)
+        if let Some(meta) =
+            self.store
+                .meta_store()
+                .read(&file, &self.bucket, Path::new(&entry.key), false)
             && meta.matches(&md)
         {
             let modified = md.modified().unwrap_or(SystemTime::UNIX_EPOCH);
-            return Ok(Some(ObjectInfo { key, size: md.len(), modified, etag: meta.etag }));
+            return Ok(Some(ObjectInfo {
+                key,
+                size: md.len(),
+                modified,
+                etag: meta.etag,
+            }));
         }
-        let Ok(path) = parse_key(&entry.key) else { return Ok(None) };
+        let Ok(path) = parse_key(&entry.key) else {
+            return Ok(None);
+        };
         match self.store.open_object(&self.bucket, &path) {
-            Ok(h) => Ok(Some(ObjectInfo { key, size: h.size, modified: h.modified, etag: h.meta.etag })),
+            Ok(h) => Ok(Some(ObjectInfo {
+                key,
+                size: h.size,
+                modified: h.modified,
+                etag: h.meta.etag,
+            })),
             Err(StoreError::NoSuchKey) => Ok(None),
             Err(e) => Err(e),
         }
@@ -214,20 +276,39 @@ impl<'a> Walker<'a> {
         }
         let rel = Path::new(key.trim_end_matches('/'));
         let meta = self.store.meta_store().read(dir, &self.bucket, rel, true)?;
-        let modified = dir.metadata().ok()?.modified().unwrap_or(SystemTime::UNIX_EPOCH);
-        let etag = if meta.etag.is_empty() { EMPTY_MD5.to_owned() } else { meta.etag };
-        Some(Entry { key: key.to_owned(), kind: EntryKind::Marker { modified, etag } })
+        let modified = dir
+            .metadata()
+            .ok()?
+            .modified()
+            .unwrap_or(SystemTime::UNIX_EPOCH);
+        let etag = if meta.etag.is_empty() {
+            EMPTY_MD5.to_owned()
+        } else {
+            meta.etag
+        };
+        Some(Entry {
+            key: key.to_owned(),
+            kind: EntryKind::Marker { modified, etag },
+        })
     }
 
     /// Reads the folder `dir` (key prefix `key`), keeping only names that can hold keys in range.
     fn push_frame(&mut self, dir: Rc<File>, key: String) -> io::Result<()> {
         // The parts of the prefix and start position below this folder; `None` when every key
         // here matches (the folder lies entirely inside the prefix, or after the start).
-        let prefix_rest = self.prefix.strip_prefix(key.as_str()).filter(|r| !r.is_empty());
-        let after_rest = self.after.as_deref().and_then(|a| a.strip_prefix(key.as_str()));
+        let prefix_rest = self
+            .prefix
+            .strip_prefix(key.as_str())
+            .filter(|r| !r.is_empty());
+        let after_rest = self
+            .after
+            .as_deref()
+            .and_then(|a| a.strip_prefix(key.as_str()));
         let mut names = Vec::new();
         read_dir_raw(&dir, |raw, kind| {
-            let Some(name) = std::str::from_utf8(raw).ok().filter(|n| is_key_segment(n)) else { return };
+            let Some(name) = std::str::from_utf8(raw).ok().filter(|n| is_key_segment(n)) else {
+                return;
+            };
             let name = match kind {
                 Kind::File => name.to_owned(),
                 Kind::Dir => format!("{name}/"),
@@ -237,15 +318,22 @@ impl<'a> Walker<'a> {
                 return;
             }
             let is_dir = kind == Kind::Dir;
-            let in_prefix = prefix_rest.is_none_or(|p| name.starts_with(p) || (is_dir && p.starts_with(&name)));
+            let in_prefix =
+                prefix_rest.is_none_or(|p| name.starts_with(p) || (is_dir && p.starts_with(&name)));
             // A folder before the start position may still hold keys after it (`a/` < `a/b`).
-            let in_range = after_rest.is_none_or(|a| name.as_str() > a || (is_dir && a.starts_with(&name)));
+            let in_range =
+                after_rest.is_none_or(|a| name.as_str() > a || (is_dir && a.starts_with(&name)));
             if in_prefix && in_range {
                 names.push(name);
             }
         })?;
-        names.sort_unstable();
-        self.stack.push(Frame { dir, key, names, pos: 0 });
+        self.stack.push(Frame {
+            dir,
+            key,
+            names,
+            sorted: 0,
+            pos: 0,
+        });
         Ok(())
     }
 }
@@ -258,7 +346,12 @@ pub fn has_any_object(store: &Store, bucket: &str, _path: &Path) -> StoreResult<
     // (folder, its relative path) pairs still to read; an explicit stack bounds nothing by depth.
     let mut todo = vec![(root, String::new())];
     while let Some((dir, rel)) = todo.pop() {
-        if !rel.is_empty() && store.meta_store().read(&dir, bucket, Path::new(&rel), true).is_some() {
+        if !rel.is_empty()
+            && store
+                .meta_store()
+                .read(&dir, bucket, Path::new(&rel), true)
+                .is_some()
+        {
             return Ok(true);
         }
         let mut subdirs = Vec::new();
@@ -277,7 +370,14 @@ pub fn has_any_object(store: &Store, bucket: &str, _path: &Path) -> StoreResult<
         }
         for name in subdirs {
             match open_subdir(&dir, &name) {
-                Ok(d) => todo.push((d, if rel.is_empty() { name } else { format!("{rel}/{name}") })),
+                Ok(d) => todo.push((
+                    d,
+                    if rel.is_empty() {
+                        name
+                    } else {
+                        format!("{rel}/{name}")
+                    },
+                )),
                 Err(e) if is_skippable(&e) => {}
                 Err(e) => return Err(e.into()),
             }
@@ -351,7 +451,13 @@ fn read_dir_raw(dir: &File, mut f: impl FnMut(&[u8], Kind)) -> io::Result<()> {
     // A fresh descriptor of the folder: `fdopendir` takes ownership and needs one opened for
     // reading (the bucket's own descriptor is `O_PATH`).
     // SAFETY: valid descriptor and a static C string.
-    let fd = unsafe { libc::openat(dir.as_raw_fd(), c".".as_ptr(), libc::O_RDONLY | libc::O_DIRECTORY | libc::O_CLOEXEC) };
+    let fd = unsafe {
+        libc::openat(
+            dir.as_raw_fd(),
+            c".".as_ptr(),
+            libc::O_RDONLY | libc::O_DIRECTORY | libc::O_CLOEXEC,
+        )
+    };
     if fd < 0 {
         return Err(io::Error::last_os_error());
     }
@@ -371,7 +477,11 @@ fn read_dir_raw(dir: &File, mut f: impl FnMut(&[u8], Kind)) -> io::Result<()> {
         let ent = unsafe { libc::readdir(dirp) };
         if ent.is_null() {
             let e = io::Error::last_os_error();
-            break if e.raw_os_error() == Some(0) { Ok(()) } else { Err(e) };
+            break if e.raw_os_error() == Some(0) {
+                Ok(())
+            } else {
+                Err(e)
+            };
         }
         // SAFETY: readdir returned a valid entry that stays valid until the next readdir call.
         let (name, d_type) = unsafe { (CStr::from_ptr((*ent).d_name.as_ptr()), (*ent).d_type) };
@@ -395,7 +505,9 @@ fn read_dir_raw(dir: &File, mut f: impl FnMut(&[u8], Kind)) -> io::Result<()> {
 /// File type by `fstatat` without following symlinks, for filesystems whose `readdir` does not
 /// report types.
 fn kind_by_stat(dir_fd: libc::c_int, name: &[u8]) -> Kind {
-    let Ok(c) = std::ffi::CString::new(name) else { return Kind::Other };
+    let Ok(c) = std::ffi::CString::new(name) else {
+        return Kind::Other;
+    };
     // SAFETY: st is a properly sized out-parameter.
     let mut st: libc::stat = unsafe { std::mem::zeroed() };
     // SAFETY: valid descriptor (owned by the open DIR stream) and C string.
@@ -425,7 +537,8 @@ pub(crate) mod tests {
 
     impl TempData {
         pub(crate) fn new() -> Self {
-            let root = std::env::temp_dir().join(format!("nebula-walk-{}", uuid::Uuid::new_v4().simple()));
+            let root =
+                std::env::temp_dir().join(format!("nebula-walk-{}", uuid::Uuid::new_v4().simple()));
             let store = Store::open(&root).unwrap();
             store.create_bucket("bkt").unwrap();
             TempData { store, root }
@@ -441,7 +554,15 @@ pub(crate) mod tests {
         /// Creates a folder marker through the store, as PutObject of `key/` does.
         pub(crate) fn marker(&self, key: &str) {
             let tmp = self.store.create_temp("bkt").unwrap();
-            self.store.commit(tmp, "bkt", &parse_key(key).unwrap(), ObjectMeta::default(), Commit::Replace).unwrap();
+            self.store
+                .commit(
+                    tmp,
+                    "bkt",
+                    &parse_key(key).unwrap(),
+                    ObjectMeta::default(),
+                    Commit::Replace,
+                )
+                .unwrap();
         }
 
         pub(crate) fn walk(&self, prefix: &str, after: Option<&str>) -> Vec<String> {
@@ -461,7 +582,19 @@ pub(crate) mod tests {
     }
 
     const KEYS: &[&str] = &[
-        "a-c", "a.txt", "a/b-", "a/b/c", "a/b/c.d", "a/b0", "a0", "z", "é/x", "日本.txt", "😀", "Z", "a/b/c-/d",
+        "a-c",
+        "a.txt",
+        "a/b-",
+        "a/b/c",
+        "a/b/c.d",
+        "a/b0",
+        "a0",
+        "z",
+        "é/x",
+        "日本.txt",
+        "😀",
+        "Z",
+        "a/b/c-/d",
     ];
 
     fn sorted(keys: &[&str]) -> Vec<String> {
@@ -480,7 +613,9 @@ pub(crate) mod tests {
         assert_eq!(got, sorted(KEYS));
         // The cases the folder-as-`name/` rule exists for.
         let pos = |k: &str| got.iter().position(|g| g == k).unwrap();
-        assert!(pos("a-c") < pos("a.txt") && pos("a.txt") < pos("a/b-") && pos("a/b/c") < pos("a/b0"));
+        assert!(
+            pos("a-c") < pos("a.txt") && pos("a.txt") < pos("a/b-") && pos("a/b/c") < pos("a/b0")
+        );
     }
 
     #[test]
@@ -494,8 +629,26 @@ pub(crate) mod tests {
         all.push("a/b/");
         let all = sorted(&all);
         let probes = [
-            "", "a", "a/", "a/b", "a/b/", "a/b/c", "a/b/c-/", "a/b/c-/d", "a/b/b", "a/b/zzz", "a-", "a.", "b", "é", "é/", "zz",
-            "😀", "a//", "../", ".nebula-tmp/",
+            "",
+            "a",
+            "a/",
+            "a/b",
+            "a/b/",
+            "a/b/c",
+            "a/b/c-/",
+            "a/b/c-/d",
+            "a/b/b",
+            "a/b/zzz",
+            "a-",
+            "a.",
+            "b",
+            "é",
+            "é/",
+            "zz",
+            "😀",
+            "a//",
+            "../",
+            ".nebula-tmp/",
         ];
         for prefix in probes {
             for after in probes.iter().map(|a| Some(*a)).chain([None]) {
@@ -504,7 +657,11 @@ pub(crate) mod tests {
                     .filter(|k| k.starts_with(prefix) && after.is_none_or(|a| k.as_str() > a))
                     .cloned()
                     .collect();
-                assert_eq!(t.walk(prefix, after), want, "prefix {prefix:?} after {after:?}");
+                assert_eq!(
+                    t.walk(prefix, after),
+                    want,
+                    "prefix {prefix:?} after {after:?}"
+                );
             }
         }
     }
@@ -516,11 +673,22 @@ pub(crate) mod tests {
         t.marker("photos/2024/");
         t.put("photos/2024/cat.jpg", b"meow");
         t.marker("empty-marker/");
-        assert_eq!(t.walk("", None), ["empty-marker/", "photos/", "photos/2024/", "photos/2024/cat.jpg"]);
+        assert_eq!(
+            t.walk("", None),
+            [
+                "empty-marker/",
+                "photos/",
+                "photos/2024/",
+                "photos/2024/cat.jpg"
+            ]
+        );
         let mut w = Walker::new(&t.store, "bkt", "photos/", None).unwrap();
         let e = w.next_entry().unwrap().unwrap();
         let info = w.info(&e).unwrap().unwrap();
-        assert_eq!((info.key.as_str(), info.size, info.etag.as_str()), ("photos/", 0, EMPTY_MD5));
+        assert_eq!(
+            (info.key.as_str(), info.size, info.etag.as_str()),
+            ("photos/", 0, EMPTY_MD5)
+        );
     }
 
     #[test]
@@ -534,10 +702,16 @@ pub(crate) mod tests {
         std::os::unix::fs::symlink(t.root.join("bkt/ok"), t.root.join("bkt/link-file")).unwrap();
         std::os::unix::fs::symlink(t.root.join("bkt/d"), t.root.join("bkt/link-dir")).unwrap();
         std::os::unix::fs::symlink("/etc", t.root.join("bkt/etc")).unwrap();
-        let bad = t.root.join("bkt").join(std::ffi::OsStr::from_bytes(b"bad-\xff"));
+        let bad = t
+            .root
+            .join("bkt")
+            .join(std::ffi::OsStr::from_bytes(b"bad-\xff"));
         std::fs::write(bad, b"5").unwrap();
         assert_eq!(t.walk("", None), ["d/real", "ok"]);
-        assert!(t.walk("etc/", None).is_empty(), "a symlinked folder is not walked into");
+        assert!(
+            t.walk("etc/", None).is_empty(),
+            "a symlinked folder is not walked into"
+        );
         assert!(t.walk("link-dir/", None).is_empty());
     }
 
@@ -556,7 +730,10 @@ pub(crate) mod tests {
         std::thread::sleep(std::time::Duration::from_millis(10));
         t.put("hello.txt", b"hello!");
         let info2 = w.info(&e).unwrap().unwrap();
-        assert_eq!((info2.etag.as_str(), info2.size), ("5a8dd3ad0756a93ded72b823b19dd877", 6));
+        assert_eq!(
+            (info2.etag.as_str(), info2.size),
+            ("5a8dd3ad0756a93ded72b823b19dd877", 6)
+        );
     }
 
     #[test]
@@ -587,7 +764,10 @@ pub(crate) mod tests {
     #[test]
     fn missing_bucket_is_no_such_bucket() {
         let t = TempData::new();
-        assert!(matches!(Walker::new(&t.store, "nope", "", None), Err(StoreError::NoSuchBucket)));
+        assert!(matches!(
+            Walker::new(&t.store, "nope", "", None),
+            Err(StoreError::NoSuchBucket)
+        ));
     }
 
     #[test]
@@ -600,7 +780,9 @@ pub(crate) mod tests {
         assert!(!has_any_object(&t.store, "bkt", &path).unwrap());
         t.marker("x/y/");
         assert!(has_any_object(&t.store, "bkt", &path).unwrap());
-        t.store.delete_object("bkt", &parse_key("x/y/").unwrap()).unwrap();
+        t.store
+            .delete_object("bkt", &parse_key("x/y/").unwrap())
+            .unwrap();
         t.put("x/y/z/file", b"1");
         assert!(has_any_object(&t.store, "bkt", &path).unwrap());
     }
