@@ -134,12 +134,21 @@ class Gateway:
         region: str | None = None,
         use_env: bool = False,
         extra_args: list[str] | None = None,
+        host: str = "127.0.0.1",
+        listen: str | None = None,
+        tls_ca: Path | None = None,
     ):
         self.workdir = Path(workdir)
         self.data_dir = self.workdir / "data"
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self.log_path = self.workdir / "gateway.log"
         self.port = free_port()
+        # Where clients and the readiness probe connect; `listen` overrides --listen (default
+        # host:port), e.g. an interface name that resolves to `host`.
+        self.host = host
+        self.listen = listen
+        # With TLS (--tls-cert in extra_args): the CA that signed the gateway's certificate.
+        self.tls_ca = tls_ca
         self.access_key = access_key
         self.secret_key = secret_key
         self.region = region or REGION
@@ -151,18 +160,18 @@ class Gateway:
     # -- identity -------------------------------------------------------------------------
     @property
     def endpoint(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        return f"{'https' if self.tls_ca else 'http'}://{self.hostport}"
 
     @property
     def hostport(self) -> str:
-        return f"127.0.0.1:{self.port}"
+        return f"{self.host}:{self.port}"
 
     @property
     def creds(self) -> Creds:
         return Creds(self.access_key, self.secret_key, self.region)
 
     def raw(self, creds: Creds | None = None) -> RawS3:
-        return RawS3("127.0.0.1", self.port, creds or self.creds)
+        return RawS3(self.host, self.port, creds or self.creds)
 
     @property
     def pid(self) -> int:
@@ -187,12 +196,12 @@ class Gateway:
         cmd = [str(binary), "serve"]
         if self.use_env:
             env["NEBULA_DATA_DIR"] = str(self.data_dir)
-            env["NEBULA_LISTEN"] = self.hostport
+            env["NEBULA_LISTEN"] = self.listen or self.hostport
             if self.access_key:
                 env["NEBULA_ACCESS_KEY"] = self.access_key
                 env["NEBULA_SECRET_KEY"] = self.secret_key
         else:
-            cmd += ["--data-dir", str(self.data_dir), "--listen", self.hostport]
+            cmd += ["--data-dir", str(self.data_dir), "--listen", self.listen or self.hostport]
             if self.access_key:
                 cmd += ["--access-key", self.access_key, "--secret-key", self.secret_key]
         if self.region != REGION or "--region" in self.extra_args:
@@ -216,7 +225,13 @@ class Gateway:
                     f"gateway exited early with {self.proc.returncode}: {' '.join(cmd)}\n{self.log_tail()}"
                 )
             try:
-                conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=2)
+                if self.tls_ca:
+                    import ssl
+
+                    ctx = ssl.create_default_context(cafile=str(self.tls_ca))
+                    conn = http.client.HTTPSConnection(self.host, self.port, timeout=2, context=ctx)
+                else:
+                    conn = http.client.HTTPConnection(self.host, self.port, timeout=2)
                 conn.request("GET", "/")
                 conn.getresponse().read()
                 conn.close()

@@ -362,6 +362,8 @@ def test_bad_inputs_get_json_errors(env, videos):
     assert error("GET", "jobs", [("status", "bogus")]) == (400, "InvalidArgument")
     assert error("GET", "files") == (400, "InvalidArgument")
     assert error("GET", "files", [("bucket", b), ("limit", "0")]) == (400, "InvalidArgument")
+    assert error("GET", "files", [("bucket", "no-such-bucket-x")]) == (404, "NoSuchBucket")
+    assert error("GET", "files", [("bucket", "../etc")]) == (400, "InvalidBucketName")
     assert error("GET", "jobs", sign=False) == (403, "AccessDenied")
     assert error("DELETE", "jobs") == (405, "MethodNotAllowed")
 
@@ -390,10 +392,12 @@ def test_database_down_gives_503(start_gateway):
     # Nothing listens on this port: the catalog is down from the start.
     url = f"postgres://postgres@127.0.0.1:{free_port()}/nebula?sslmode=disable"
     g = start_gateway(extra_args=["--database-url", url])
+    # The bucket exists on disk (the folder is the truth), so only the catalog can fail.
+    (g.data_dir / "down-bucket").mkdir()
     api = Api(g)
     for method, path, query, body in (
-        ("GET", "files", [("bucket", "x")], None),
-        ("POST", "transcode", None, {"bucket": "x", "key": "v.mp4", "qualities": [480]}),
+        ("GET", "files", [("bucket", "down-bucket")], None),
+        ("POST", "transcode", None, {"bucket": "down-bucket", "key": "v.mp4", "qualities": [480]}),
     ):
         st, doc = api.call(method, path, query, body)
         assert st == 503 and doc["error"]["code"] == "ServiceUnavailable", (path, st, doc)

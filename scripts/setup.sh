@@ -23,6 +23,8 @@ if [ "$WITH_TESTS" = 1 ]; then
   APT_PKGS+=(
     # real S3 clients, players and servers used by the tests and benchmarks
     ffmpeg mpv awscli rclone s3cmd curl postgresql nginx-light wrk time procps iproute2 docker-compose attr
+    # deployment tests: self-signed certificates, `systemd-analyze verify` of the unit
+    openssl systemd
   )
   command -v node >/dev/null || APT_PKGS+=(nodejs npm)
   python3 -m pip --version >/dev/null 2>&1 || APT_PKGS+=(python3-pip)

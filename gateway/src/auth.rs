@@ -1,8 +1,10 @@
 //! Who may call the gateway: the configured key pair (SigV4, verified by s3s), and the
 //! virtual-host parsing that must never mistake a plain host name for a bucket.
 
+use s3s::access::{S3Access, S3AccessContext};
 use s3s::auth::{S3Auth, SecretKey};
 use s3s::host::{S3Host, VirtualHost};
+use s3s::path::S3Path;
 use s3s::{S3Result, s3_error};
 
 /// The gateway's single access key / secret key pair.
@@ -33,6 +35,60 @@ impl S3Auth for KeyAuth {
                 "The AWS Access Key Id you provided does not exist in our records."
             ))
         }
+    }
+}
+
+/// Who may do what: signed requests (verified by s3s against [`KeyAuth`]) may do anything;
+/// unsigned ones may only read objects and list them in the buckets marked public-read
+/// (`--public-bucket`). s3s runs this before it reads the request body.
+#[derive(Debug, Clone, Default)]
+pub struct PublicRead {
+    buckets: std::collections::HashSet<String>,
+}
+
+/// Operations an anonymous client may run on a public-read bucket. GetObject covers the media
+/// extension (`?quality=`), which is GetObject with parameters.
+const ANONYMOUS_READ_OPS: &[&str] = &[
+    "GetObject",
+    "HeadObject",
+    "ListObjects",
+    "ListObjectsV2",
+    "HeadBucket",
+];
+
+impl PublicRead {
+    /// Access rules with these buckets public-read.
+    pub fn new<I: IntoIterator<Item = String>>(buckets: I) -> Self {
+        PublicRead {
+            buckets: buckets.into_iter().collect(),
+        }
+    }
+
+    /// True when an unsigned `op` on `path` is allowed.
+    pub fn allows_anonymous(&self, op: &str, path: &S3Path) -> bool {
+        let bucket = match path {
+            S3Path::Root => return false,
+            S3Path::Bucket { bucket } | S3Path::Object { bucket, .. } => bucket,
+        };
+        self.buckets.contains(&**bucket) && ANONYMOUS_READ_OPS.contains(&op)
+    }
+}
+
+#[async_trait::async_trait]
+impl S3Access for PublicRead {
+    async fn check(&self, cx: &mut S3AccessContext<'_>) -> S3Result<()> {
+        if cx.credentials().is_some() || self.allows_anonymous(cx.s3_op().name(), cx.s3_path()) {
+            return Ok(());
+        }
+        let message = match cx.s3_path() {
+            S3Path::Bucket { bucket } | S3Path::Object { bucket, .. }
+                if self.buckets.contains(&**bucket) =>
+            {
+                "this bucket is public-read: anonymous requests may only read and list objects"
+            }
+            _ => "Anonymous access is not allowed: sign the request with the gateway's keys",
+        };
+        Err(s3_error!(AccessDenied, "{message}"))
     }
 }
 
@@ -82,6 +138,24 @@ impl S3Host for DomainHost {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn anonymous_reads_only_on_public_buckets() {
+        let p = PublicRead::new(["pics".to_owned()]);
+        let obj = |b: &str| S3Path::Object {
+            bucket: b.into(),
+            key: "a.jpg".into(),
+        };
+        let bucket = |b: &str| S3Path::Bucket { bucket: b.into() };
+        assert!(p.allows_anonymous("GetObject", &obj("pics")));
+        assert!(p.allows_anonymous("HeadObject", &obj("pics")));
+        assert!(p.allows_anonymous("ListObjectsV2", &bucket("pics")));
+        assert!(!p.allows_anonymous("PutObject", &obj("pics")));
+        assert!(!p.allows_anonymous("DeleteObject", &obj("pics")));
+        assert!(!p.allows_anonymous("DeleteBucket", &bucket("pics")));
+        assert!(!p.allows_anonymous("GetObject", &obj("private")));
+        assert!(!p.allows_anonymous("ListBuckets", &S3Path::Root));
+    }
 
     #[test]
     fn only_subdomains_of_the_domain_are_buckets() {

@@ -42,7 +42,8 @@ pub struct ServeArgs {
     /// Folder holding the buckets (one sub-folder each) and the gateway's `.nebula` state.
     #[arg(long, env = "NEBULA_DATA_DIR", default_value = "./data")]
     pub data_dir: PathBuf,
-    /// Address to listen on.
+    /// Where to accept TCP connections: IP:PORT, HOST:PORT, INTERFACE:PORT (e.g. tailscale0:9000:
+    /// that interface's address), several separated by commas, or `none` (with --tailscale).
     #[arg(long, env = "NEBULA_LISTEN", default_value = "127.0.0.1:9000")]
     pub listen: String,
     /// Region this gateway answers for (SigV4 scopes must name it).
@@ -84,4 +85,54 @@ pub struct ServeArgs {
     /// Tries per transcode job (a lost worker or a pipeline error counts) before it fails.
     #[arg(long, env = "NEBULA_JOB_MAX_ATTEMPTS", default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..))]
     pub job_max_attempts: u32,
+    /// PEM certificate chain to serve HTTPS on the listener (needs --tls-key).
+    #[arg(long, env = "NEBULA_TLS_CERT")]
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key of --tls-cert (PKCS#8, PKCS#1 or SEC1).
+    #[arg(long, env = "NEBULA_TLS_KEY")]
+    pub tls_key: Option<PathBuf>,
+    /// Bucket anyone may read and list without signing (public-read); repeat, or comma-separate in the env.
+    #[arg(
+        long = "public-bucket",
+        env = "NEBULA_PUBLIC_BUCKETS",
+        value_delimiter = ','
+    )]
+    pub public_buckets: Vec<String>,
+    /// Seconds a client may take to send a request's headers (and to finish the TLS handshake).
+    #[arg(long, env = "NEBULA_HEADER_TIMEOUT_SECS", default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..))]
+    pub header_timeout_secs: u64,
+    /// Seconds a request body may go without data before the request fails (its upload is dropped).
+    #[arg(long, env = "NEBULA_BODY_TIMEOUT_SECS", default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..))]
+    pub body_timeout_secs: u64,
+    #[command(flatten)]
+    pub tailnet: TailnetArgs,
+}
+
+/// Settings of the in-process tailnet listener (the `tailscale` cargo feature).
+#[derive(Debug, Clone, Args)]
+pub struct TailnetArgs {
+    /// Join a tailnet in-process (tailscale-rs) and serve on the node's tailnet address too.
+    #[arg(long, env = "NEBULA_TAILSCALE")]
+    pub tailscale: bool,
+    /// Auth key for the node's first registration (TS_AUTH_KEY is read too); prefer the variable.
+    #[arg(long, env = "TS_AUTHKEY", hide_env_values = true)]
+    pub ts_authkey: Option<String>,
+    /// Hostname the node asks the tailnet for.
+    #[arg(long, env = "NEBULA_TS_HOSTNAME", default_value = "nebula")]
+    pub ts_hostname: String,
+    /// Control server URL (default: Tailscale's; e.g. a headscale server).
+    #[arg(long, env = "TS_CONTROL_URL")]
+    pub ts_control_url: Option<String>,
+    /// Seconds to wait for the control server at each step (joining, address, peer lookups).
+    #[arg(long, env = "NEBULA_TS_TIMEOUT_SECS", default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..))]
+    pub ts_timeout_secs: u64,
+    /// Port on the tailnet address (default: the port of the first --listen address, else 9000).
+    #[arg(long, env = "NEBULA_TS_PORT")]
+    pub ts_port: Option<u16>,
+    /// Tailnet nodes allowed to connect, by hostname or tag, e.g. laptop,tag:media (default: all).
+    #[arg(long, env = "NEBULA_TAILSCALE_ALLOW", default_value = "")]
+    pub tailscale_allow: String,
+    /// Exit when the tailnet cannot be joined, instead of serving only the local listener.
+    #[arg(long, env = "NEBULA_TAILSCALE_REQUIRED")]
+    pub tailscale_required: bool,
 }

@@ -75,3 +75,87 @@ pub fn resolve(
     f.sync_all()?;
     Ok((creds, true))
 }
+
+/// Secrets copied from documentation and sample files, refused on an exposed listener.
+/// Compared without regard to case.
+const SAMPLE_SECRETS: &[&str] = &[
+    "minioadmin",
+    "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY",
+    "secret",
+    "password",
+    "changeme",
+    "change-me",
+    "admin",
+    "nebula",
+    "secretkey",
+    "secret-key",
+    "minio123",
+    "minio1234",
+    "miniosecret",
+    "12345678",
+    "123456789",
+    "1234567890",
+    // compose/.env.example
+    "change-me-to-a-long-random-secret",
+];
+
+/// Shortest secret accepted on a listener other hosts can reach.
+pub const MIN_EXPOSED_SECRET_LEN: usize = 16;
+
+/// Why `secret` must not guard a gateway other hosts can reach, or `None` when it may.
+pub fn weak_secret(secret: &str) -> Option<String> {
+    if secret.is_empty() {
+        return Some("the secret key is empty".to_owned());
+    }
+    let lower = secret.to_ascii_lowercase();
+    if SAMPLE_SECRETS
+        .iter()
+        .any(|s| s.eq_ignore_ascii_case(secret))
+        || lower.contains("example")
+    {
+        return Some("the secret key is a well-known sample value".to_owned());
+    }
+    if secret.chars().count() < MIN_EXPOSED_SECRET_LEN {
+        return Some(format!(
+            "the secret key is shorter than {MIN_EXPOSED_SECRET_LEN} characters"
+        ));
+    }
+    let first = secret.chars().next().unwrap_or_default();
+    if secret.chars().all(|c| c == first) {
+        return Some("the secret key repeats one character".to_owned());
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn weak_secrets_are_named() {
+        for weak in [
+            "",
+            "minioadmin",
+            "MinioAdmin",
+            "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY",
+            "change-me-to-a-long-random-secret",
+            "short-secret",
+            "aaaaaaaaaaaaaaaaaaaaaaaa",
+            "my-example-secret-for-the-docs",
+        ] {
+            assert!(weak_secret(weak).is_some(), "{weak:?} passed");
+        }
+        assert_eq!(
+            weak_secret("nebula/test+Secret0123456789abcdefghijkl"),
+            None
+        );
+    }
+
+    #[test]
+    fn generated_secrets_pass() {
+        let dir = tempfile::tempdir().unwrap();
+        let (creds, generated) = resolve(None, None, dir.path()).unwrap();
+        assert!(generated);
+        assert_eq!(weak_secret(&creds.secret_key), None);
+    }
+}

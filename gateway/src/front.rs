@@ -2,6 +2,7 @@
 //! expiry cap, region check, S3's lenient Range handling) in one place, and logs each request.
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Instant;
 
 use http::{HeaderValue, Request, Response, StatusCode};
@@ -9,14 +10,30 @@ use hyper::body::Incoming;
 use s3s::service::S3Service;
 use s3s::{Body, HttpError};
 
+use crate::limits::{IdleTimeoutBody, Limits, MAX_XML_BODY};
+use crate::tailnet::{AllowList, TailnetPeer};
+
 /// SigV4's longest presigned URL lifetime (7 days).
 const MAX_PRESIGNED_EXPIRES: u64 = 604_800;
 
 /// Facts about the connection a request came on, passed to handlers as a request extension.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct PeerInfo {
     /// Remote address as seen by the listener.
     pub addr: Option<SocketAddr>,
+    /// The tailnet node the connection came from, when it came over the in-process tailnet
+    /// listener and the control plane knew the peer.
+    pub tailnet: Option<TailnetPeer>,
+}
+
+impl PeerInfo {
+    /// A peer known only by its address (plain TCP).
+    pub fn from_addr(addr: SocketAddr) -> Self {
+        PeerInfo {
+            addr: Some(addr),
+            tailnet: None,
+        }
+    }
 }
 
 /// The per-request entry point shared by all listeners.
@@ -27,6 +44,10 @@ pub struct Front {
     /// has already verified (see [`Front::replay_without_range`]). Never reached otherwise.
     verified: S3Service,
     region: String,
+    /// `--tailscale-allow`: which tailnet nodes may send requests (all when `None`).
+    tailnet_allow: Option<Arc<AllowList>>,
+    /// Time limits for connections and request bodies.
+    limits: Limits,
 }
 
 /// An S3 XML error response produced before s3s sees the request.
@@ -74,6 +95,15 @@ fn query_param<'a>(query: &'a str, name: &str) -> Option<std::borrow::Cow<'a, st
     })
 }
 
+fn content_length<B>(req: &Request<B>) -> Option<u64> {
+    req.headers()
+        .get(http::header::CONTENT_LENGTH)?
+        .to_str()
+        .ok()?
+        .parse()
+        .ok()
+}
+
 /// True when the client's SigV4 signature covers the `Range` header.
 fn range_is_signed<B>(req: &Request<B>) -> bool {
     let signed_in_header = req
@@ -106,7 +136,41 @@ impl Front {
             s3,
             verified,
             region,
+            tailnet_allow: None,
+            limits: Limits::default(),
         }
+    }
+
+    /// Sets the time limits (header read, body idle) for every listener serving this front.
+    pub fn with_limits(mut self, limits: Limits) -> Self {
+        self.limits = limits;
+        self
+    }
+
+    /// The time limits connections and request bodies are held to.
+    pub fn limits(&self) -> Limits {
+        self.limits
+    }
+
+    /// Restricts requests from tailnet peers to the nodes `allow` names (`--tailscale-allow`),
+    /// on top of SigV4. Connections that are not from the tailnet are not affected.
+    pub fn with_tailnet_allow(mut self, allow: Option<AllowList>) -> Self {
+        self.tailnet_allow = allow.map(Arc::new);
+        self
+    }
+
+    /// The 403 for a tailnet node that `--tailscale-allow` does not list.
+    fn tailnet_refusal(&self, peer: &PeerInfo) -> Option<Response<Body>> {
+        let allow = self.tailnet_allow.as_deref()?;
+        let node = peer.tailnet.as_ref()?;
+        if allow.permits(node) {
+            return None;
+        }
+        Some(xml_error(
+            StatusCode::FORBIDDEN,
+            "AccessDenied",
+            &format!("tailnet node {node} is not allowed to use this gateway (--tailscale-allow)"),
+        ))
     }
 
     /// s3s parses `Range` only after the signature check and answers 400 for a range S3 would
@@ -151,6 +215,25 @@ impl Front {
     /// Checks S3 enforces that s3s 0.14.1 does not; `Some` is the error to answer with.
     fn precheck(&self, req: &Request<Incoming>) -> Option<Response<Body>> {
         let query = req.uri().query().unwrap_or("");
+        // POST bodies are XML (DeleteObjects, CompleteMultipartUpload) except browser form
+        // uploads. s3s would read up to its XML limit before refusing; a declared length over
+        // it is refused now, before a client waiting on `Expect: 100-continue` sends anything.
+        if req.method() == http::Method::POST
+            && content_length(req).is_some_and(|n| n > MAX_XML_BODY as u64)
+            && !req
+                .headers()
+                .get(http::header::CONTENT_TYPE)
+                .and_then(|v| v.to_str().ok())
+                .is_some_and(|t| t.starts_with("multipart/form-data"))
+        {
+            return Some(xml_error(
+                StatusCode::BAD_REQUEST,
+                "MaxMessageLengthExceeded",
+                &format!(
+                    "Your request was too big: XML request bodies are limited to {MAX_XML_BODY} bytes"
+                ),
+            ));
+        }
         if let Some(exp) = query_param(query, "X-Amz-Expires") {
             match exp.parse::<u64>() {
                 Ok(n) if n <= MAX_PRESIGNED_EXPIRES => {}
@@ -229,11 +312,16 @@ impl Front {
                 req.headers_mut().remove(http::header::RANGE);
             }
         }
-        let mut resp = match self.precheck(&req) {
+        let refusal = self.tailnet_refusal(&peer).or_else(|| self.precheck(&req));
+        let mut resp = match refusal {
             Some(resp) => resp,
             None => {
                 req.extensions_mut().insert(peer.clone());
-                hyper::service::Service::call(&self.s3, req).await?
+                // A client that stops sending mid-body fails its request (and its temp file
+                // goes) instead of holding them until the connection dies.
+                let idle = self.limits.body_idle_timeout;
+                let req = req.map(|b| Body::http_body(IdleTimeoutBody::new(b, idle)));
+                self.s3.call(req).await?
             }
         };
         if let Some(parts) = replay
@@ -259,6 +347,7 @@ impl Front {
             status = resp.status().as_u16(),
             ms = started.elapsed().as_millis() as u64,
             peer = ?peer.addr,
+            node = %peer.tailnet.as_ref().map_or_else(|| "-".to_owned(), |n| n.to_string()),
             "request"
         );
         Ok(resp)

@@ -8,25 +8,44 @@ pub mod credentials;
 pub mod error;
 pub mod front;
 pub mod jobs;
+pub mod limits;
+pub mod listen;
 pub mod s3;
 pub mod server;
 pub mod store;
+pub mod tailnet;
+pub mod tls;
 pub mod transcode;
 
+use std::sync::Arc;
+
+use s3s::config::{S3Config, StaticConfigProvider};
 use s3s::service::S3ServiceBuilder;
 
-/// Builds the request entry point for a gateway.
+/// s3s settings: the XML body limit is ours (s3s's default is 20 MiB).
+fn s3s_config() -> Arc<StaticConfigProvider> {
+    let mut config = S3Config::default();
+    config.xml_max_body_size = limits::MAX_XML_BODY;
+    Arc::new(StaticConfigProvider::new(Arc::new(config)))
+}
+
+/// Builds the request entry point for a gateway; `public_buckets` may be read and listed
+/// without signing (`--public-bucket`).
 pub fn build_front(
     gateway: s3::Gateway,
     api: api::ApiState,
     creds: &credentials::Credentials,
     domain: Option<&str>,
+    public_buckets: &[String],
 ) -> front::Front {
     let region = gateway.region.clone();
     let mut verified = S3ServiceBuilder::new(gateway.clone());
     verified.set_validation(api::ApiAwareNames);
+    verified.set_config(s3s_config());
     let mut b = S3ServiceBuilder::new(gateway);
     b.set_auth(auth::KeyAuth::new(&creds.access_key, &creds.secret_key));
+    b.set_access(auth::PublicRead::new(public_buckets.iter().cloned()));
+    b.set_config(s3s_config());
     b.set_validation(api::ApiAwareNames);
     b.set_route(api::ApiRoute::new(api));
     if let Some(d) = domain {

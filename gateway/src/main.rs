@@ -1,13 +1,15 @@
 //! `nebula-gateway`: the server binary.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::Context;
 use clap::Parser;
 use nebula_gateway::catalog::Catalog;
 use nebula_gateway::config::{Cli, Command, ReindexArgs, ServeArgs};
+use nebula_gateway::limits::Limits;
 use nebula_gateway::transcode::{MediaService, parse_size};
-use nebula_gateway::{build_front, credentials, jobs, s3, server, store};
+use nebula_gateway::{build_front, credentials, jobs, listen, s3, server, store, tailnet};
 
 fn main() -> anyhow::Result<()> {
     tracing_subscriber::fmt()
@@ -32,6 +34,21 @@ fn main() -> anyhow::Result<()> {
 async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let auto_qualities = jobs::parse_qualities(&args.auto_transcode)
         .map_err(|e| anyhow::anyhow!("--auto-transcode: {e}"))?;
+    let listen = listen::ListenSpec::parse(&args.listen)?;
+    let tailnet_allow = tailnet::AllowList::parse(&args.tailnet.tailscale_allow)?;
+    if args.tailnet.tailscale && !tailnet::SUPPORTED {
+        return Err(tailnet::TailnetError::NotCompiledIn.into());
+    }
+    if listen == listen::ListenSpec::None && !args.tailnet.tailscale {
+        anyhow::bail!(
+            "--listen none leaves no way in: it is only valid with --tailscale (serve on the tailnet only)"
+        );
+    }
+    if tailnet_allow.is_some() && !args.tailnet.tailscale {
+        anyhow::bail!(
+            "--tailscale-allow needs --tailscale: only the in-process tailnet listener knows the peer's node (behind a tailscaled, use the tailnet's ACLs)"
+        );
+    }
     let store = store::Store::open(&args.data_dir)
         .with_context(|| format!("opening data folder {}", args.data_dir.display()))?;
     let (creds, generated) = credentials::resolve(
@@ -39,19 +56,51 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         args.secret_key.clone(),
         store.internal_dir(),
     )?;
-    let listener = tokio::net::TcpListener::bind(&args.listen)
-        .await
-        .with_context(|| format!("listening on {}", args.listen))?;
-    let addr = listener.local_addr()?;
-    let endpoint = format!("http://{addr}");
+    let limits = Limits {
+        header_read_timeout: Duration::from_secs(args.header_timeout_secs),
+        body_idle_timeout: Duration::from_secs(args.body_timeout_secs),
+    };
+    let tls = load_tls(&args, limits.header_read_timeout)?;
+    let listeners = listen::bind_all(&listen).await?;
+    let mut endpoints = Vec::new();
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    for l in &listeners {
+        endpoints.push(format!("{scheme}://{}", l.local_addr()?));
+    }
+    refuse_weak_secret_when_exposed(&listeners, args.tailnet.tailscale, &creds.secret_key)?;
+    let tailnet_cfg = tailnet_config(
+        &args,
+        &listen,
+        tailnet_allow.is_some(),
+        store.internal_dir(),
+    );
+    // With no local listener the tailnet is the only way in: failing to join is fatal then.
+    let required = args.tailnet.tailscale_required || listen == listen::ListenSpec::None;
+    let joined = match &tailnet_cfg {
+        Some(cfg) if required => {
+            let node = tailnet::join(cfg).await.context("--tailscale (required)")?;
+            endpoints.push(format!("http://{}", node.local_addr()));
+            Some(node)
+        }
+        _ => None,
+    };
     tracing::info!(data_dir = %store.root().display(), metadata = ?store.meta_store(), "data folder ready");
     print_banner(
-        &endpoint,
+        &endpoints,
         &args.region,
         &creds,
         generated,
         store.internal_dir(),
     );
+    match (&tailnet_cfg, &joined) {
+        (_, Some(node)) => println!("  tailnet     joined as {}", node.name()),
+        (Some(cfg), None) => println!(
+            "  tailnet     joining as {} (up to {} s; the local listener serves meanwhile)",
+            cfg.hostname,
+            cfg.timeout.as_secs()
+        ),
+        (None, None) => {}
+    }
     let media = start_media(&args, store.internal_dir()).await?;
     let store = Arc::new(store);
     let catalog = Catalog::start(args.database_url.as_deref(), store.clone())
@@ -86,12 +135,153 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         catalog: Some(catalog),
         jobs: Some(jobs.clone()),
     };
-    let front = build_front(gateway, api, &creds, args.domain.as_deref());
-    server::serve_tcp(listener, front, server::shutdown_signal()).await;
+    let public_buckets: Vec<String> = args
+        .public_buckets
+        .iter()
+        .map(|b| b.trim().to_owned())
+        .filter(|b| !b.is_empty())
+        .collect();
+    if !public_buckets.is_empty() {
+        println!("  public-read {}", public_buckets.join(", "));
+    }
+    let front = build_front(
+        gateway,
+        api,
+        &creds,
+        args.domain.as_deref(),
+        &public_buckets,
+    );
+    let front = front.with_tailnet_allow(tailnet_allow).with_limits(limits);
+    serve_all(listeners, tls, tailnet_cfg.map(|cfg| (cfg, joined)), front).await;
     // Running jobs go back to the queue instead of holding the exit until they finish.
     jobs.shutdown().await;
     tracing::info!("stopped");
     Ok(())
+}
+
+/// `--tls-cert` / `--tls-key`, both or neither.
+fn load_tls(
+    args: &ServeArgs,
+    handshake_timeout: Duration,
+) -> anyhow::Result<Option<nebula_gateway::tls::Tls>> {
+    match (&args.tls_cert, &args.tls_key) {
+        (None, None) => Ok(None),
+        (Some(cert), Some(key)) => Ok(Some(
+            nebula_gateway::tls::Tls::load(cert, key, handshake_timeout)
+                .context("--tls-cert/--tls-key")?,
+        )),
+        _ => anyhow::bail!("give both --tls-cert and --tls-key (PEM files), or neither"),
+    }
+}
+
+/// Refuses to serve other hosts (a non-loopback listener, or the tailnet) with an empty,
+/// short or sample secret: such a key is the first thing anyone scanning for S3 tries.
+fn refuse_weak_secret_when_exposed(
+    listeners: &[tokio::net::TcpListener],
+    tailnet: bool,
+    secret: &str,
+) -> anyhow::Result<()> {
+    let exposed = listeners
+        .iter()
+        .filter_map(|l| l.local_addr().ok())
+        .find(|a| !a.ip().is_loopback())
+        .map(|a| format!("listening on {a}"))
+        .or(tailnet.then(|| "serving on the tailnet".to_owned()));
+    if let (Some(exposed), Some(reason)) = (exposed, credentials::weak_secret(secret)) {
+        anyhow::bail!(
+            "refusing to start: {reason}, and the gateway would be {exposed}, reachable from other hosts. \
+             Set --secret-key / NEBULA_SECRET_KEY to a long random value (e.g. `openssl rand -base64 30`), \
+             or give no keys to have a pair generated, or listen on 127.0.0.1 only"
+        );
+    }
+    Ok(())
+}
+
+/// The tailnet settings, when `--tailscale` is on.
+fn tailnet_config(
+    args: &ServeArgs,
+    listen: &listen::ListenSpec,
+    restricted: bool,
+    internal: &std::path::Path,
+) -> Option<tailnet::TailnetConfig> {
+    let t = &args.tailnet;
+    if !t.tailscale {
+        return None;
+    }
+    Some(tailnet::TailnetConfig {
+        // Both spellings are in use: TS_AUTHKEY (tailscaled, docs) and TS_AUTH_KEY (tailscale-rs).
+        auth_key: t
+            .ts_authkey
+            .clone()
+            .or_else(|| std::env::var("TS_AUTH_KEY").ok())
+            .filter(|k| !k.is_empty()),
+        hostname: t.ts_hostname.clone(),
+        control_url: t.ts_control_url.clone().filter(|u| !u.is_empty()),
+        timeout: std::time::Duration::from_secs(t.ts_timeout_secs),
+        state_dir: internal.join("tailscale"),
+        port: t
+            .ts_port
+            .or(listen.first_port().filter(|p| *p != 0))
+            .unwrap_or(9000),
+        restricted,
+    })
+}
+
+/// Serves `front` on every TCP listener and, with `--tailscale`, on the tailnet (joined in the
+/// background unless it was joined at start, so an unreachable control server never holds up
+/// the local listener) until SIGINT/SIGTERM; then drains the connections of all of them.
+async fn serve_all(
+    listeners: Vec<tokio::net::TcpListener>,
+    tls: Option<nebula_gateway::tls::Tls>,
+    tailnet: Option<(tailnet::TailnetConfig, Option<tailnet::Tailnet>)>,
+    front: nebula_gateway::front::Front,
+) {
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    let stop = tokio_util::sync::CancellationToken::new();
+    let signal = tokio::spawn({
+        let stop = stop.clone();
+        async move {
+            server::shutdown_signal().await;
+            stop.cancel();
+        }
+    });
+    let tcp =
+        futures::future::join_all(listeners.into_iter().map(|l| {
+            server::accept_tcp(l, tls.clone(), front.clone(), &graceful, stop.cancelled())
+        }));
+    let tailnet = async {
+        let (cfg, joined) = tailnet?;
+        let node = match joined {
+            Some(node) => node,
+            None => tokio::select! {
+                joined = tailnet::join(&cfg) => match joined {
+                    Ok(node) => {
+                        tracing::info!(node = %node.name(), "tailnet: serving on http://{}", node.local_addr());
+                        node
+                    }
+                    Err(e) => {
+                        tracing::error!("{e}; serving on the local listener only (--tailscale-required makes this fatal)");
+                        return None;
+                    }
+                },
+                () = stop.cancelled() => return None,
+            },
+        };
+        node.accept(front.clone(), &graceful, stop.cancelled())
+            .await;
+        Some(node)
+    };
+    let ((), node) = tokio::join!(
+        async {
+            tcp.await;
+        },
+        tailnet
+    );
+    server::drain(graceful).await;
+    if let Some(node) = node {
+        node.shutdown().await;
+    }
+    signal.abort();
 }
 
 /// `reindex`: reconciles the catalog with the data folder (rebuilding a lost database) and
@@ -157,7 +347,7 @@ async fn start_media(
 }
 
 fn print_banner(
-    endpoint: &str,
+    endpoints: &[String],
     region: &str,
     c: &credentials::Credentials,
     generated: bool,
@@ -171,7 +361,12 @@ fn print_banner(
     } else {
         "as configured".to_owned()
     };
-    println!("Nebula gateway listening on {endpoint}");
+    // The first address is the one the client examples use; with `--listen none` and the
+    // tailnet not joined yet there is none to show.
+    let endpoint = endpoints
+        .first()
+        .map_or("http://<tailnet address>", String::as_str);
+    println!("Nebula gateway listening on {}", endpoints.join(", "));
     println!("  region      {region}");
     println!("  access key  {}", c.access_key);
     println!("  secret key  {}  ({origin})", c.secret_key);

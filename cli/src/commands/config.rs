@@ -83,6 +83,15 @@ pub async fn run_config(ctx: &Ctx, args: Args) -> Result<()> {
 }
 
 fn prompt(question: &str, current: Option<&str>) -> Result<Option<String>> {
+    ask(question, current, false)
+}
+
+/// Asks for a secret: not echoed when typed at a terminal (piped input is read as a line).
+fn prompt_secret(question: &str) -> Result<Option<String>> {
+    ask(question, None, true)
+}
+
+fn ask(question: &str, current: Option<&str>, secret: bool) -> Result<Option<String>> {
     let mut err = std::io::stderr();
     match current {
         Some(c) => write!(err, "{question} [{c}]: "),
@@ -90,7 +99,11 @@ fn prompt(question: &str, current: Option<&str>) -> Result<Option<String>> {
     }?;
     err.flush()?;
     let mut line = String::new();
-    std::io::stdin().lock().read_line(&mut line)?;
+    if secret && std::io::IsTerminal::is_terminal(&std::io::stdin()) {
+        line = console::Term::stderr().read_secure_line()?;
+    } else {
+        std::io::stdin().lock().read_line(&mut line)?;
+    }
     let line = line.trim();
     Ok(if line.is_empty() {
         current.map(str::to_owned)
@@ -112,7 +125,7 @@ pub async fn run_login(ctx: &Ctx, args: Args) -> Result<()> {
         file.access_key = prompt("Access key", file.access_key.as_deref())?;
     }
     if args.secret_key.is_none() {
-        file.secret_key = prompt("Secret key", None)?.or(file.secret_key);
+        file.secret_key = prompt_secret("Secret key")?.or(file.secret_key);
     }
     let (Some(access), Some(secret)) = (file.access_key.clone(), file.secret_key.clone()) else {
         return Err(CliError::Usage(

@@ -165,6 +165,26 @@ pub async fn list(state: &ApiState, query: Option<&str>) -> ApiResult {
             "the bucket parameter is required (files?bucket=NAME)",
         ));
     }
+    // The folder is the truth: a bucket the catalog has not seen yet still lists (empty), a
+    // missing one is a 404 as in S3, not an empty page.
+    match state.store.bucket_fd(bucket) {
+        Ok(_) => {}
+        Err(crate::error::StoreError::NoSuchBucket) => {
+            return Err(ApiError::new(
+                StatusCode::NOT_FOUND,
+                "NoSuchBucket",
+                format!("bucket '{bucket}' does not exist"),
+            ));
+        }
+        Err(crate::error::StoreError::InvalidBucketName(_)) => {
+            return Err(ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "InvalidBucketName",
+                format!("'{bucket}' is not a valid bucket name"),
+            ));
+        }
+        Err(e) => return Err(unavailable(e)),
+    }
     let prefix = params.get("prefix").map(String::as_str).unwrap_or("");
     let limit = parse_limit(&params, DEFAULT_LIMIT, MAX_LIMIT)?;
     let cursor = params

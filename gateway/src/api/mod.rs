@@ -206,11 +206,23 @@ impl ApiRoute {
                 "MethodNotAllowed",
                 format!("{} is not allowed on /_nebula/v1/{path}", req.method),
             )),
-            (Method::GET, "ping") => ok(&serde_json::json!({
-                "service": "nebula-gateway",
-                "version": env!("CARGO_PKG_VERSION"),
-                "uptime_secs": self.state.started.elapsed().as_secs(),
-            })),
+            (Method::GET, "ping") => {
+                let mut pong = serde_json::json!({
+                    "service": "nebula-gateway",
+                    "version": env!("CARGO_PKG_VERSION"),
+                    "uptime_secs": self.state.started.elapsed().as_secs(),
+                });
+                // Over the tailnet, the caller's node as the gateway sees it (what
+                // --tailscale-allow matches), to check an allow-list from a client.
+                if let Some(node) = req
+                    .extensions
+                    .get::<crate::front::PeerInfo>()
+                    .and_then(|p| p.tailnet.as_ref())
+                {
+                    pong["tailnet_node"] = serde_json::json!(node);
+                }
+                ok(&pong)
+            }
             (Method::GET, "health") => health::health(&self.state).await,
             (_, "ping" | "health") => Err(ApiError::new(
                 StatusCode::METHOD_NOT_ALLOWED,

@@ -13,6 +13,8 @@ use super::conditional::Conditions;
 use super::put::checksum_fields;
 use super::{Gateway, blocking, etag_of, object_path, parse_http_date, timestamp};
 use crate::error::StoreError;
+use crate::store::ObjectHandle;
+use crate::store::fsutil;
 use crate::store::meta::{IO_BLOCK, ObjectMeta};
 use crate::transcode::{MediaRequest, parse_query};
 
@@ -53,6 +55,67 @@ struct Prepared {
     small: Option<Bytes>,
 }
 
+/// How [`settle`] may read a small object's bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum SmallRead {
+    /// Not at all (HEAD).
+    No,
+    /// Only from the page cache; otherwise the body is streamed from the blocking pool.
+    Cached,
+    /// With a blocking read (already on the blocking pool).
+    Blocking,
+}
+
+/// Conditionals, part number and range of an opened object; reads small ones whole.
+fn settle(
+    obj: ObjectHandle,
+    conds: &OwnedConditions,
+    range: Option<Range>,
+    part_number: Option<i32>,
+    read: SmallRead,
+) -> Result<S3Result<Prepared>, StoreError> {
+    if let Err(e) = conds.borrow().check_read(&obj.meta, obj.modified) {
+        return Ok(Err(e));
+    }
+    if let Some(n) = part_number
+        && (n != 1 || obj.meta.parts.is_some())
+    {
+        return Ok(Err(crate::error::custom_error(
+            "InvalidPartNumber",
+            http::StatusCode::RANGE_NOT_SATISFIABLE,
+            "this gateway serves partNumber=1 of single-part objects only",
+        )));
+    }
+    let range = match range {
+        None => None,
+        Some(_) if obj.size == 0 => return Err(StoreError::InvalidRange),
+        Some(r) => Some(r.check(obj.size).map_err(|_| StoreError::InvalidRange)?),
+    };
+    let (start, end) = range
+        .clone()
+        .map(|r| (r.start, r.end))
+        .unwrap_or((0, obj.size));
+    let small = if read != SmallRead::No && end - start <= SMALL_OBJECT {
+        let mut buf = vec![0u8; (end - start) as usize];
+        if read == SmallRead::Blocking {
+            obj.file.read_exact_at(&mut buf, start)?;
+            Some(Bytes::from(buf))
+        } else {
+            fsutil::pread_cached(&obj.file, &mut buf, start).map(|()| Bytes::from(buf))
+        }
+    } else {
+        None
+    };
+    Ok(Ok(Prepared {
+        meta: obj.meta,
+        size: obj.size,
+        modified: obj.modified,
+        range,
+        file: obj.file,
+        small,
+    }))
+}
+
 fn prepare(
     gw: &Gateway,
     bucket: String,
@@ -66,48 +129,28 @@ fn prepare(
     let path = object_path(key);
     async move {
         let path = path?;
+        // The hot path: a recently served object is opened, checked and (if small and in the
+        // page cache) read right here. A hop to the blocking pool costs two thread wake-ups,
+        // more than the whole request otherwise; it is taken only when the disk may be needed.
+        let cached = store
+            .try_open_object_cached(&bucket, &path)
+            .map_err(s3s::S3Error::from)?;
+        if let Some(obj) = cached {
+            let read = if read_small {
+                SmallRead::Cached
+            } else {
+                SmallRead::No
+            };
+            return settle(obj, &conds, range, part_number, read).map_err(s3s::S3Error::from)?;
+        }
         blocking(move || {
             let obj = store.open_object(&bucket, &path)?;
-            match conds.borrow().check_read(&obj.meta, obj.modified) {
-                Ok(()) => {}
-                Err(e) => return Ok(Err(e)),
-            }
-            if let Some(n) = part_number
-                && (n != 1 || obj.meta.parts.is_some())
-            {
-                return Ok(Err(crate::error::custom_error(
-                    "InvalidPartNumber",
-                    http::StatusCode::RANGE_NOT_SATISFIABLE,
-                    "this gateway serves partNumber=1 of single-part objects only",
-                )));
-            }
-            let range = match range {
-                None => None,
-                Some(r) if obj.size == 0 => {
-                    let _ = r;
-                    return Err(StoreError::InvalidRange);
-                }
-                Some(r) => Some(r.check(obj.size).map_err(|_| StoreError::InvalidRange)?),
-            };
-            let (start, end) = range
-                .clone()
-                .map(|r| (r.start, r.end))
-                .unwrap_or((0, obj.size));
-            let small = if read_small && end - start <= SMALL_OBJECT {
-                let mut buf = vec![0u8; (end - start) as usize];
-                obj.file.read_exact_at(&mut buf, start)?;
-                Some(Bytes::from(buf))
+            let read = if read_small {
+                SmallRead::Blocking
             } else {
-                None
+                SmallRead::No
             };
-            Ok(Ok(Prepared {
-                meta: obj.meta,
-                size: obj.size,
-                modified: obj.modified,
-                range,
-                file: obj.file,
-                small,
-            }))
+            settle(obj, &conds, range, part_number, read)
         })
         .await?
     }
@@ -122,8 +165,7 @@ pub(crate) fn file_body(file: File, start: u64, len: u64) -> StreamingBlob {
         let end = start + len;
         while off < end {
             let want = ((end - off) as usize).min(IO_BLOCK);
-            let mut buf = vec![0u8; want];
-            let res = file.read_exact_at(&mut buf, off).map(|()| Bytes::from(buf));
+            let res = fsutil::read_block_at(&file, want, off).map(Bytes::from);
             let failed = res.is_err();
             if tx.blocking_send(res).is_err() || failed {
                 return;

@@ -64,6 +64,78 @@ pub fn open_beneath(base: BorrowedFd<'_>, rel: &Path) -> io::Result<File> {
     Ok(unsafe { File::from_raw_fd(ret as libc::c_int) })
 }
 
+/// `openat2` that succeeds only when every path component is already in the kernel's lookup
+/// cache (`RESOLVE_CACHED`, Linux 5.12): such an open never waits for the disk, so it may run on
+/// an async worker thread. `Ok(None)` means "not cached, or not known here" (including any
+/// error, and kernels without `RESOLVE_CACHED`): the caller takes its blocking path, which
+/// gives the authoritative answer.
+pub fn openat2_cached(
+    base: BorrowedFd<'_>,
+    rel: &Path,
+    flags: libc::c_int,
+    resolve: u64,
+) -> Option<File> {
+    let c = cstr(rel).ok()?;
+    // SAFETY: open_how is plain data; all-zero is its documented default.
+    let mut how: libc::open_how = unsafe { std::mem::zeroed() };
+    how.flags = (flags | libc::O_CLOEXEC) as u64;
+    how.resolve = resolve | libc::RESOLVE_CACHED;
+    // SAFETY: arguments follow openat2(2); `how` lives across the call.
+    let ret = unsafe {
+        libc::syscall(
+            libc::SYS_openat2,
+            base.as_raw_fd(),
+            c.as_ptr(),
+            &how as *const libc::open_how,
+            std::mem::size_of::<libc::open_how>(),
+        )
+    };
+    // SAFETY: a non-negative result is a fresh descriptor from openat2.
+    (ret >= 0).then(|| unsafe { File::from_raw_fd(ret as libc::c_int) })
+}
+
+/// Reads `buf.len()` bytes at `off` only if they are all in the page cache (`RWF_NOWAIT`), so
+/// the read never waits for the disk. `None` when some are not (or the filesystem cannot
+/// tell): the caller reads on the blocking pool instead.
+pub fn pread_cached(file: &File, buf: &mut [u8], off: u64) -> Option<()> {
+    let iov = libc::iovec {
+        iov_base: buf.as_mut_ptr().cast(),
+        iov_len: buf.len(),
+    };
+    // SAFETY: one iovec describing `buf`, which outlives the call.
+    let n = unsafe {
+        libc::preadv2(
+            file.as_raw_fd(),
+            &iov,
+            1,
+            off as libc::off_t,
+            libc::RWF_NOWAIT,
+        )
+    };
+    // A short read means part of the range was not cached (or the file shrank): let the
+    // blocking path sort it out.
+    (n >= 0 && n as usize == buf.len()).then_some(())
+}
+
+/// `statx` of `name` in `dir` without following a symlink: size, times and identity of a
+/// folder entry without opening it.
+pub fn statx_at(dir: BorrowedFd<'_>, name: &str) -> io::Result<libc::statx> {
+    let c = CString::new(name).map_err(|_| io::Error::from_raw_os_error(libc::ENOENT))?;
+    // SAFETY: statx is plain data; all-zero is a valid value to be overwritten.
+    let mut st: libc::statx = unsafe { std::mem::zeroed() };
+    // SAFETY: valid descriptor, C string and out-parameter.
+    check(unsafe {
+        libc::statx(
+            dir.as_raw_fd(),
+            c.as_ptr(),
+            libc::AT_SYMLINK_NOFOLLOW | libc::AT_STATX_SYNC_AS_STAT,
+            libc::STATX_BASIC_STATS,
+            &mut st,
+        )
+    })?;
+    Ok(st)
+}
+
 /// For kernels before 5.6: walk the path one component at a time without following symlinks.
 fn open_nofollow_fallback(base: BorrowedFd<'_>, rel: &Path) -> io::Result<File> {
     let dir = open_parent_nofollow(base, rel, false)?;
@@ -200,6 +272,97 @@ pub fn fsync_dir(dir: BorrowedFd<'_>) -> io::Result<()> {
     })?;
     let f = unsafe { File::from_raw_fd(fd) };
     f.sync_all()
+}
+
+/// Reads exactly `len` bytes at `off` into a fresh buffer that is never zero-filled first:
+/// streaming a large object is a few memory copies per byte, and clearing every 1 MiB block
+/// before the read overwrites it would add one more.
+pub fn read_block_at(file: &File, len: usize, off: u64) -> io::Result<Vec<u8>> {
+    let mut buf: Vec<u8> = Vec::with_capacity(len);
+    while buf.len() < len {
+        let filled = buf.len();
+        // SAFETY: the kernel writes at most `len - filled` bytes into the spare capacity
+        // starting at `filled`, which the allocation above provides.
+        let n = unsafe {
+            libc::pread(
+                file.as_raw_fd(),
+                buf.as_mut_ptr().add(filled).cast(),
+                len - filled,
+                (off + filled as u64) as libc::off_t,
+            )
+        };
+        if n < 0 {
+            let e = io::Error::last_os_error();
+            if e.kind() == io::ErrorKind::Interrupted {
+                continue;
+            }
+            return Err(e);
+        }
+        if n == 0 {
+            return Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                "file shorter than expected",
+            ));
+        }
+        // SAFETY: the kernel initialised these `n` bytes just above.
+        unsafe { buf.set_len(filled + n as usize) };
+    }
+    Ok(buf)
+}
+
+/// Copies `len` bytes from `src` at `src_off` to `dst` at `dst_off` in the kernel (reflinks
+/// where the filesystem can). Unlike [`copy_range`] it leaves the file offsets alone, so
+/// several threads can fill different ranges of one file at once.
+pub fn copy_range_at(
+    src: &File,
+    mut src_off: u64,
+    dst: &File,
+    mut dst_off: u64,
+    mut len: u64,
+) -> io::Result<()> {
+    use std::os::unix::fs::FileExt;
+    while len > 0 {
+        let mut so = src_off as libc::loff_t;
+        let mut d = dst_off as libc::loff_t;
+        let chunk = len.min(1 << 30) as usize;
+        // SAFETY: valid descriptors; the offsets are read and advanced by the kernel.
+        let n = unsafe {
+            libc::copy_file_range(src.as_raw_fd(), &mut so, dst.as_raw_fd(), &mut d, chunk, 0)
+        };
+        if n < 0 {
+            let e = io::Error::last_os_error();
+            if matches!(
+                e.raw_os_error(),
+                Some(libc::EXDEV)
+                    | Some(libc::ENOSYS)
+                    | Some(libc::EOPNOTSUPP)
+                    | Some(libc::EINVAL)
+            ) {
+                // Fall back to positioned reads and writes in large blocks.
+                let mut buf = vec![0u8; super::meta::IO_BLOCK];
+                while len > 0 {
+                    let want = (len as usize).min(buf.len());
+                    src.read_exact_at(&mut buf[..want], src_off)?;
+                    dst.write_all_at(&buf[..want], dst_off)?;
+                    src_off += want as u64;
+                    dst_off += want as u64;
+                    len -= want as u64;
+                }
+                return Ok(());
+            }
+            return Err(e);
+        }
+        if n == 0 {
+            return Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                "source file shorter than expected",
+            ));
+        }
+        src_off += n as u64;
+        dst_off += n as u64;
+        len -= n as u64;
+    }
+    Ok(())
 }
 
 /// Copies `len` bytes from `src` at `src_off` to the current end of `dst` in the kernel

@@ -15,6 +15,8 @@ use serde::{Deserialize, Serialize};
 
 /// Name of the extended attribute that holds [`ObjectMeta`].
 pub const XATTR_NAME: &str = "user.nebula";
+/// [`XATTR_NAME`] for direct libc calls.
+const XATTR_NAME_C: &std::ffi::CStr = c"user.nebula";
 
 /// Files that arrived out of band and are larger than this get a derived ETag instead of a full
 /// MD5, so the first listing of a large media folder does not read every byte.
@@ -140,6 +142,34 @@ pub fn md5_of_file(file: &mut File) -> std::io::Result<String> {
     Ok(hex::encode(h.finalize()))
 }
 
+/// Reads and parses the `user.nebula` xattr of an open file. One `fgetxattr` into a stack
+/// buffer covers the usual record (the `xattr` crate asks for the size first: two calls per
+/// read, and this runs for every GET, HEAD and listed key); only larger records are re-read.
+fn read_xattr_json(file: &File) -> Option<ObjectMeta> {
+    use std::os::fd::AsRawFd;
+    let name = XATTR_NAME_C;
+    let mut stack = [0u8; 1024];
+    // SAFETY: valid descriptor, NUL-terminated name, and a buffer of the length passed.
+    let n = unsafe {
+        libc::fgetxattr(
+            file.as_raw_fd(),
+            name.as_ptr(),
+            stack.as_mut_ptr().cast(),
+            stack.len(),
+        )
+    };
+    if n >= 0 {
+        return serde_json::from_slice(&stack[..n as usize]).ok();
+    }
+    if std::io::Error::last_os_error().raw_os_error() != Some(libc::ERANGE) {
+        return None;
+    }
+    // A large record (many user metadata pairs): the crate sizes the buffer for us.
+    use xattr::FileExt;
+    let raw = file.get_xattr(XATTR_NAME).ok().flatten()?;
+    serde_json::from_slice(&raw).ok()
+}
+
 /// Where metadata is kept on this data folder.
 #[derive(Debug, Clone)]
 pub enum MetaStore {
@@ -178,10 +208,7 @@ impl MetaStore {
     /// Reads the metadata of an open object file (or folder, for markers).
     pub fn read(&self, file: &File, bucket: &str, rel: &Path, folder: bool) -> Option<ObjectMeta> {
         let raw = match self {
-            MetaStore::Xattr => {
-                use xattr::FileExt;
-                file.get_xattr(XATTR_NAME).ok().flatten()?
-            }
+            MetaStore::Xattr => return read_xattr_json(file),
             MetaStore::Sidecar(dir) => {
                 std::fs::read(Self::sidecar_path(dir, bucket, rel, folder)).ok()?
             }
@@ -229,5 +256,90 @@ impl MetaStore {
                 let _ = std::fs::remove_file(Self::sidecar_path(dir, bucket, rel, folder));
             }
         }
+    }
+}
+
+/// What `stat` says about a version of a file. Any change to the bytes, the xattrs or the name
+/// of a file moves its ctime, so metadata recorded for one stamp holds as long as the file
+/// still shows that stamp.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct FileStamp {
+    dev: u64,
+    ino: u64,
+    size: u64,
+    mtime_ns: i128,
+    ctime_ns: i128,
+}
+
+impl FileStamp {
+    /// The stamp of a file from its metadata.
+    pub fn of(md: &std::fs::Metadata) -> Self {
+        FileStamp {
+            dev: md.dev(),
+            ino: md.ino(),
+            size: md.len(),
+            mtime_ns: mtime_ns(md),
+            ctime_ns: i128::from(md.ctime()) * 1_000_000_000 + i128::from(md.ctime_nsec()),
+        }
+    }
+
+    /// The file's identity: device and inode.
+    pub fn id(&self) -> FileId {
+        (self.dev, self.ino)
+    }
+
+    /// The stamp from a raw `statx` result (listing, which stats without opening).
+    pub fn of_statx(st: &libc::statx) -> Self {
+        let ns = |t: &libc::statx_timestamp| {
+            i128::from(t.tv_sec) * 1_000_000_000 + i128::from(t.tv_nsec)
+        };
+        FileStamp {
+            dev: libc::makedev(st.stx_dev_major, st.stx_dev_minor),
+            ino: st.stx_ino,
+            size: st.stx_size,
+            mtime_ns: ns(&st.stx_mtime),
+            ctime_ns: ns(&st.stx_ctime),
+        }
+    }
+}
+
+/// Device and inode number.
+pub type FileId = (u64, u64);
+
+/// Entries kept before the cache starts over: bounds its memory to a few MiB.
+const META_CACHE_ENTRIES: usize = 16 * 1024;
+
+/// Recently read object metadata by file, so a hot GET or a repeated listing does not read and
+/// parse the xattr again (on ext4 a record this size lives in an extra block: the `getxattr`
+/// costs more than the rest of the lookup). Entries are checked against the file's current
+/// [`FileStamp`], so a changed file is never answered from here.
+#[derive(Debug, Default)]
+pub struct MetaCache {
+    map: std::sync::Mutex<
+        std::collections::HashMap<FileId, (FileStamp, std::sync::Arc<ObjectMeta>)>,
+    >,
+}
+
+impl MetaCache {
+    /// The metadata recorded for this version of the file, if cached.
+    pub fn get(&self, stamp: &FileStamp) -> Option<std::sync::Arc<ObjectMeta>> {
+        let map = self.map.lock().unwrap_or_else(|e| e.into_inner());
+        match map.get(&(stamp.dev, stamp.ino)) {
+            Some((s, meta)) if s == stamp => Some(meta.clone()),
+            _ => None,
+        }
+    }
+
+    /// Remembers the metadata of a file version (replacing what was kept for that file).
+    pub fn put(&self, stamp: FileStamp, meta: &ObjectMeta) {
+        let mut map = self.map.lock().unwrap_or_else(|e| e.into_inner());
+        if map.len() >= META_CACHE_ENTRIES {
+            // Starting over is simpler than LRU and costs only re-reads of xattrs.
+            map.clear();
+        }
+        map.insert(
+            (stamp.dev, stamp.ino),
+            (stamp, std::sync::Arc::new(meta.clone())),
+        );
     }
 }

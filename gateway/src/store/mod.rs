@@ -19,7 +19,7 @@ use std::time::SystemTime;
 
 use crate::error::{StoreError, StoreResult};
 use keys::{BUCKET_TMP_PREFIX, ObjectPath};
-use meta::{MetaStore, ObjectMeta};
+use meta::{FileStamp, MetaCache, MetaStore, ObjectMeta};
 
 /// Name of the reserved folder inside the data folder.
 pub const RESERVED_DIR: &str = ".nebula";
@@ -80,10 +80,16 @@ pub enum Commit {
 #[derive(Debug)]
 pub struct Store {
     root: PathBuf,
+    /// The data folder, for `*at` lookups of bucket folders.
+    root_fd: OwnedFd,
     internal: PathBuf,
     tmp: PathBuf,
     root_dev: u64,
     meta: MetaStore,
+    /// Metadata of recently opened or listed objects, by file version.
+    meta_cache: MetaCache,
+    /// Sorted listings of big folders, by folder version.
+    dir_cache: walk::DirCache,
 }
 
 impl Store {
@@ -114,12 +120,16 @@ impl Store {
         std::fs::create_dir_all(internal.join("multipart"))?;
         let meta = MetaStore::probe(&root, internal.join("meta"));
         let root_dev = std::fs::metadata(&root)?.dev();
+        let root_fd = fsutil::open_dir(&root)?;
         let store = Store {
             root,
+            root_fd,
             internal,
             tmp,
             root_dev,
             meta,
+            meta_cache: MetaCache::default(),
+            dir_cache: walk::DirCache::default(),
         };
         store.clean_bucket_temp_dirs();
         Ok(store)
@@ -150,6 +160,32 @@ impl Store {
     /// Where object metadata is kept.
     pub fn meta_store(&self) -> &MetaStore {
         &self.meta
+    }
+
+    /// Recorded metadata of a regular file as it is now (`md` from the open file), from the
+    /// cache or the metadata store; `None` if none is recorded or it no longer matches.
+    pub fn recorded_meta(
+        &self,
+        file: &File,
+        md: &std::fs::Metadata,
+        bucket: &str,
+        rel: &Path,
+    ) -> Option<ObjectMeta> {
+        let stamp = FileStamp::of(md);
+        if let Some(m) = self.meta_cache.get(&stamp) {
+            return Some((*m).clone());
+        }
+        let meta = self.meta.read(file, bucket, rel, false)?;
+        if !meta.matches(md) {
+            return None;
+        }
+        self.meta_cache.put(stamp, &meta);
+        Some(meta)
+    }
+
+    /// The cached ETag of a listed file version (see [`MetaCache`]).
+    pub(crate) fn cached_etag(&self, stamp: &FileStamp) -> Option<String> {
+        self.meta_cache.get(stamp).map(|m| m.etag.clone())
     }
 
     fn bucket_path(&self, bucket: &str) -> StoreResult<PathBuf> {
@@ -264,9 +300,10 @@ impl Store {
         if !md.is_file() {
             return Err(StoreError::NoSuchKey);
         }
-        let meta = match self.meta.read(&file, bucket, &path.rel, false) {
-            Some(m) if m.matches(&md) => m,
-            stale => {
+        let meta = match self.recorded_meta(&file, &md, bucket, &path.rel) {
+            Some(m) => m,
+            None => {
+                let stale = self.meta.read(&file, bucket, &path.rel, false);
                 let mut fresh = ObjectMeta::for_out_of_band(&mut file, &md, &path.key)?;
                 if let Some(old) = stale {
                     // The bytes changed out of band: keep what the uploader said about them,
@@ -282,8 +319,16 @@ impl Store {
                         }
                     };
                 }
-                // Best effort: a read-only media folder simply recomputes next time.
-                let _ = self.meta.write(&file, bucket, &path.rel, false, &fresh);
+                // Best effort: on a read-only media folder the cache keeps the derived ETag
+                // for as long as the file stays as it is (a written xattr moves the ctime, so
+                // the next read caches the record instead).
+                if self
+                    .meta
+                    .write(&file, bucket, &path.rel, false, &fresh)
+                    .is_err()
+                {
+                    self.meta_cache.put(FileStamp::of(&md), &fresh);
+                }
                 fresh
             }
         };
@@ -294,6 +339,53 @@ impl Store {
             size: md.len(),
             modified,
         })
+    }
+
+    /// [`Store::open_object`] for the hot path, on an async worker thread: succeeds only when
+    /// nothing can wait for the disk or take long (every name in the kernel's lookup cache,
+    /// recorded metadata that still matches the file). `Ok(None)` means "ask
+    /// [`Store::open_object`] on the blocking pool", which also produces every error answer.
+    ///
+    /// What remains are an `fstat` and an `fgetxattr` on the open file: the inode is in memory
+    /// once the open succeeded, and the xattr (in the inode or its one extra block) is read
+    /// from the buffer cache where a recently served object has it.
+    pub fn try_open_object_cached(
+        &self,
+        bucket: &str,
+        path: &ObjectPath,
+    ) -> StoreResult<Option<ObjectHandle>> {
+        // Sidecar metadata is a path lookup and a file read of its own; folder markers are rare.
+        if path.is_folder_marker || !matches!(self.meta, MetaStore::Xattr) {
+            return Ok(None);
+        }
+        // One lookup from the data folder for `bucket/key`, following no symlink at all: with
+        // validated names (no `..`, no empty segment, bucket names without `/` or a leading
+        // dot) it can then only reach the file `open_object` would open. A bucket folder that
+        // is a symlink, or a symlink inside the bucket, takes the blocking path, which follows
+        // them the way `open_object` allows.
+        self.bucket_path(bucket)?;
+        let Some(file) = fsutil::openat2_cached(
+            self.root_fd.as_fd(),
+            &Path::new(bucket).join(&path.rel),
+            libc::O_RDONLY | libc::O_NONBLOCK,
+            libc::RESOLVE_BENEATH | libc::RESOLVE_NO_SYMLINKS,
+        ) else {
+            return Ok(None);
+        };
+        let md = file.metadata()?;
+        if !md.is_file() {
+            return Ok(None);
+        }
+        let Some(meta) = self.recorded_meta(&file, &md, bucket, &path.rel) else {
+            // Out of band or changed: the ETag must be derived, which reads the file.
+            return Ok(None);
+        };
+        Ok(Some(ObjectHandle {
+            file,
+            meta,
+            size: md.len(),
+            modified: md.modified().unwrap_or(SystemTime::UNIX_EPOCH),
+        }))
     }
 
     /// Creates a temp file on the same filesystem as the bucket's folder.

@@ -536,9 +536,7 @@ impl Store {
             }
         }
         let tmp = self.create_temp(bucket)?;
-        for (file, part) in assembly.files.iter().zip(&assembly.parts) {
-            fsutil::copy_range(file, 0, &tmp.file, part.size)?;
-        }
+        concatenate(&assembly, &tmp.file)?;
         let meta = self.commit(tmp, bucket, path, meta, mode)?;
         // The object is in place. A staging folder that cannot be removed is only clutter: the
         // upload can still be aborted.
@@ -549,6 +547,64 @@ impl Store {
         Ok(meta)
     }
 }
+
+/// Copies the parts into `dst` at their final offsets. On a filesystem without reflinks the
+/// kernel copies every byte (a 1 GiB upload is 1 GiB of memory copies, CPU bound): the parts
+/// are split across a few threads, each copying whole parts to their own offsets, so the
+/// completion takes a fraction of the time of one sequential copy.
+fn concatenate(assembly: &Assembly, dst: &File) -> io::Result<()> {
+    let total: u64 = assembly.parts.iter().map(|p| p.size).sum();
+    // Starts at the offset where each part goes, in part order.
+    let starts: Vec<u64> = assembly
+        .parts
+        .iter()
+        .scan(0u64, |off, p| {
+            let start = *off;
+            *off += p.size;
+            Some(start)
+        })
+        .collect();
+    dst.set_len(total)?;
+    let threads = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1)
+        .clamp(1, COPY_THREADS);
+    // Small uploads are not worth a thread.
+    if threads == 1 || assembly.parts.len() < 2 || total < PARALLEL_COPY_MIN {
+        for ((file, part), start) in assembly.files.iter().zip(&assembly.parts).zip(&starts) {
+            fsutil::copy_range_at(file, 0, dst, *start, part.size)?;
+        }
+        return Ok(());
+    }
+    // Part i goes to thread i % threads: parts are mostly the same size, so the work is even.
+    std::thread::scope(|scope| {
+        let workers: Vec<_> = (0..threads)
+            .map(|t| {
+                let starts = &starts;
+                scope.spawn(move || -> io::Result<()> {
+                    for (i, (file, part)) in assembly.files.iter().zip(&assembly.parts).enumerate()
+                    {
+                        if i % threads == t {
+                            fsutil::copy_range_at(file, 0, dst, starts[i], part.size)?;
+                        }
+                    }
+                    Ok(())
+                })
+            })
+            .collect();
+        for w in workers {
+            w.join()
+                .unwrap_or_else(|_| Err(io::Error::other("part copy thread panicked")))?;
+        }
+        Ok(())
+    })
+}
+
+/// Most threads a completion copies with.
+const COPY_THREADS: usize = 4;
+
+/// Uploads smaller than this are concatenated on one thread.
+const PARALLEL_COPY_MIN: u64 = 64 * 1024 * 1024;
 
 #[cfg(test)]
 mod tests {

@@ -9,15 +9,19 @@
 //! Folders are read through descriptors opened without following symlinks, so a symlink inside a
 //! bucket never leads a listing outside it; symlinks and other special files are not listed.
 
+use std::collections::HashMap;
 use std::ffi::CStr;
 use std::fs::File;
 use std::io;
-use std::os::fd::{AsRawFd, FromRawFd};
+use std::os::fd::{AsFd, AsRawFd, FromRawFd};
 use std::path::Path;
 use std::rc::Rc;
+use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
 
+use super::fsutil;
 use super::keys::{BUCKET_TMP_PREFIX, MAX_KEY_LEN, parse_key};
+use super::meta::{FileId, FileStamp};
 use super::{EMPTY_MD5, Store};
 use crate::error::{StoreError, StoreResult};
 
@@ -57,34 +61,140 @@ struct Frame {
     dir: Rc<File>,
     /// Key prefix of everything inside: `""` for the bucket folder, else like `a/b/`.
     key: String,
-    /// Names that can hold keys in range, subfolders with a trailing `/`. Sorted lazily: see
-    /// [`Frame::sort_more`].
-    names: Vec<String>,
-    /// `names[..sorted]` are in final order and sort before all the others.
-    sorted: usize,
-    /// Next name to visit.
-    pos: usize,
+    /// The folder's names still to visit.
+    names: Names,
+}
+
+/// The names of one folder, subfolders with a trailing `/`.
+enum Names {
+    /// Read for this walk: only names that can hold keys in range. Sorted lazily: see
+    /// [`Names::sort_more`].
+    Own {
+        names: Vec<String>,
+        /// `names[..sorted]` are in final order and sort before all the others.
+        sorted: usize,
+        /// Next name to visit.
+        pos: usize,
+    },
+    /// A big folder's complete, sorted listing from the [`DirCache`]; names out of range are
+    /// passed over here.
+    Shared {
+        names: Arc<Vec<String>>,
+        pos: usize,
+        /// Names must start with this (the part of the listing prefix below the folder).
+        prefix: Option<String>,
+        /// Names must sort after this, or be a folder holding it.
+        after: Option<String>,
+    },
 }
 
 /// Names put in order at a time at first; later rounds double.
 const FIRST_SORT: usize = 1024;
 
-impl Frame {
+impl Names {
     /// Puts the next batch of names in order. A page needs at most 1,001 names, so sorting all
     /// of a 100,000-entry folder up front would be mostly wasted: select the smallest batch in
     /// linear time, sort only that, and double the batch each round so a full walk stays
     /// O(n log n).
-    fn sort_more(&mut self) {
-        let rest = &mut self.names[self.sorted..];
-        let batch = self.sorted.max(FIRST_SORT);
+    fn sort_more(names: &mut [String], sorted: &mut usize) {
+        let rest = &mut names[*sorted..];
+        let batch = (*sorted).max(FIRST_SORT);
         if rest.len() > batch {
             rest.select_nth_unstable(batch);
             rest[..batch].sort_unstable();
-            self.sorted += batch;
+            *sorted += batch;
         } else {
             rest.sort_unstable();
-            self.sorted = self.names.len();
+            *sorted = names.len();
         }
+    }
+
+    /// The next name in order, or `None` when the folder is done.
+    fn next(&mut self) -> Option<String> {
+        match self {
+            Names::Own { names, sorted, pos } => {
+                if *pos == *sorted && *pos < names.len() {
+                    Self::sort_more(names, sorted);
+                }
+                let name = names.get(*pos)?.clone();
+                *pos += 1;
+                Some(name)
+            }
+            Names::Shared {
+                names,
+                pos,
+                prefix,
+                after,
+            } => loop {
+                let name = names.get(*pos)?;
+                *pos += 1;
+                let is_dir = name.ends_with('/');
+                if let Some(p) = prefix.as_deref()
+                    && !(name.starts_with(p) || (is_dir && p.starts_with(name.as_str())))
+                {
+                    if name.as_str() > p {
+                        // Sorted: nothing later starts with the prefix either.
+                        *pos = names.len();
+                        return None;
+                    }
+                    continue;
+                }
+                if let Some(a) = after.as_deref()
+                    && !(name.as_str() > a || (is_dir && a.starts_with(name.as_str())))
+                {
+                    continue;
+                }
+                return Some(name.clone());
+            },
+        }
+    }
+}
+
+/// The smallest name in a folder that can match `s` (a prefix or start position below the
+/// folder): `s` itself, or the subfolder `s` points into.
+fn lower_bound(s: &str) -> &str {
+    match s.find('/') {
+        Some(i) => &s[..=i],
+        None => s,
+    }
+}
+
+/// Folders with at least this many entries have their sorted listing cached.
+const DIR_CACHE_MIN_NAMES: usize = 1000;
+/// Names kept in the cache at most (a few MiB); past that it starts over.
+const DIR_CACHE_MAX_NAMES: usize = 256 * 1024;
+/// A folder changed more recently than this is not cached: its timestamps might not move on
+/// the next change (coarse filesystem clocks), so the cache could not notice it.
+const DIR_CACHE_SETTLE: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// A cached folder listing: the folder's stamp, its key prefix and its sorted names.
+type CachedDir = (FileStamp, String, Arc<Vec<String>>);
+
+/// Complete sorted listings of big folders, by folder, valid while the folder shows the same
+/// [`FileStamp`] (adding, removing or renaming an entry moves a folder's mtime and ctime).
+/// Reading a 100,000-entry folder costs tens of milliseconds of kernel time, paid again for
+/// every page of a listing without this; with it, a page of an unchanged folder is a lookup.
+#[derive(Debug, Default)]
+pub struct DirCache {
+    map: Mutex<HashMap<FileId, CachedDir>>,
+}
+
+impl DirCache {
+    fn get(&self, stamp: &FileStamp, key: &str) -> Option<Arc<Vec<String>>> {
+        let map = self.map.lock().unwrap_or_else(|e| e.into_inner());
+        match map.get(&stamp.id()) {
+            Some((s, k, names)) if s == stamp && k == key => Some(names.clone()),
+            _ => None,
+        }
+    }
+
+    fn put(&self, stamp: FileStamp, key: &str, names: Arc<Vec<String>>) {
+        let mut map = self.map.lock().unwrap_or_else(|e| e.into_inner());
+        let held: usize = map.values().map(|(_, _, n)| n.len()).sum();
+        if held + names.len() > DIR_CACHE_MAX_NAMES {
+            map.clear();
+        }
+        map.insert(stamp.id(), (stamp, key.to_owned(), names));
     }
 }
 
@@ -160,14 +270,10 @@ impl<'a> Walker<'a> {
             let Some(top) = self.stack.last_mut() else {
                 return Ok(None);
             };
-            if top.pos == top.sorted && top.pos < top.names.len() {
-                top.sort_more();
-            }
-            let Some(name) = top.names.get(top.pos) else {
+            let Some(name) = top.names.next() else {
                 self.stack.pop();
                 continue;
             };
-            top.pos += 1;
             let key = format!("{}{}", top.key, name);
             let parent = Rc::clone(&top.dir);
             if self.skip.as_deref().is_some_and(|s| key.starts_with(s)) {
@@ -226,6 +332,24 @@ impl<'a> Walker<'a> {
             EntryKind::File { parent } => parent,
         };
         let name = entry.key.rsplit('/').next().unwrap_or(&entry.key);
+        // Usually one `statx` per key: a file whose version was seen before (a repeated
+        // listing, a GET) has its ETag in the store's cache, with no open and no xattr read.
+        if let Ok(st) = fsutil::statx_at(parent.as_fd(), name)
+            && u32::from(st.stx_mode) & libc::S_IFMT == libc::S_IFREG
+            && let Some(etag) = self.store.cached_etag(&FileStamp::of_statx(&st))
+        {
+            let modified = SystemTime::UNIX_EPOCH
+                + std::time::Duration::new(
+                    u64::try_from(st.stx_mtime.tv_sec).unwrap_or(0),
+                    st.stx_mtime.tv_nsec,
+                );
+            return Ok(Some(ObjectInfo {
+                key,
+                size: st.stx_size,
+                modified,
+                etag,
+            }));
+        }
         let file = match open_file_at(parent, name) {
             Ok(f) => f,
             Err(e) if is_skippable(&e) => return Ok(None),
@@ -237,9 +361,7 @@ impl<'a> Walker<'a> {
         }
         if let Some(meta) =
             self.store
-                .meta_store()
-                .read(&file, &self.bucket, Path::new(&entry.key), false)
-            && meta.matches(&md)
+                .recorded_meta(&file, &md, &self.bucket, Path::new(&entry.key))
         {
             let modified = md.modified().unwrap_or(SystemTime::UNIX_EPOCH);
             return Ok(Some(ObjectInfo {
@@ -304,38 +426,102 @@ impl<'a> Walker<'a> {
             .after
             .as_deref()
             .and_then(|a| a.strip_prefix(key.as_str()));
-        let mut names = Vec::new();
-        read_dir_raw(&dir, |raw, kind| {
-            let Some(name) = std::str::from_utf8(raw).ok().filter(|n| is_key_segment(n)) else {
-                return;
-            };
-            let name = match kind {
-                Kind::File => name.to_owned(),
-                Kind::Dir => format!("{name}/"),
-                Kind::Other => return,
-            };
-            if key.len() + name.len() > MAX_KEY_LEN {
-                return;
-            }
-            let is_dir = kind == Kind::Dir;
+        let in_range = |name: &str| {
+            let is_dir = name.ends_with('/');
             let in_prefix =
-                prefix_rest.is_none_or(|p| name.starts_with(p) || (is_dir && p.starts_with(&name)));
+                prefix_rest.is_none_or(|p| name.starts_with(p) || (is_dir && p.starts_with(name)));
             // A folder before the start position may still hold keys after it (`a/` < `a/b`).
-            let in_range =
-                after_rest.is_none_or(|a| name.as_str() > a || (is_dir && a.starts_with(&name)));
-            if in_prefix && in_range {
-                names.push(name);
+            let in_range = after_rest.is_none_or(|a| name > a || (is_dir && a.starts_with(name)));
+            in_prefix && in_range
+        };
+        let before = dir.metadata()?;
+        let stamp = FileStamp::of(&before);
+        let cache = &self.store.dir_cache;
+        let shared = match cache.get(&stamp, &key) {
+            Some(names) => Some(names),
+            None => {
+                let read_at = SystemTime::now();
+                let mut names = Vec::new();
+                read_dir_raw(&dir, |raw, kind| {
+                    if let Some(name) = entry_name(&key, raw, kind) {
+                        names.push(name);
+                    }
+                })?;
+                if names.len() >= DIR_CACHE_MIN_NAMES && settled(&before, read_at) {
+                    names.sort_unstable();
+                    let names = Arc::new(names);
+                    // Only a listing of the folder as stamped may be kept.
+                    if dir
+                        .metadata()
+                        .is_ok_and(|after| FileStamp::of(&after) == stamp)
+                    {
+                        cache.put(stamp, &key, names.clone());
+                    }
+                    Some(names)
+                } else {
+                    names.retain(|n| in_range(n));
+                    self.stack.push(Frame {
+                        dir,
+                        key,
+                        names: Names::Own {
+                            names,
+                            sorted: 0,
+                            pos: 0,
+                        },
+                    });
+                    return Ok(());
+                }
             }
-        })?;
+        };
+        let names = shared.expect("set above");
+        let lower = [prefix_rest, after_rest]
+            .into_iter()
+            .flatten()
+            .map(lower_bound)
+            .max()
+            .unwrap_or("");
+        let pos = names.partition_point(|n| n.as_str() < lower);
+        let (prefix, after) = (
+            prefix_rest.map(str::to_owned),
+            after_rest.map(str::to_owned),
+        );
         self.stack.push(Frame {
             dir,
             key,
-            names,
-            sorted: 0,
-            pos: 0,
+            names: Names::Shared {
+                names,
+                pos,
+                prefix,
+                after,
+            },
         });
         Ok(())
     }
+}
+
+/// The walk's name for a folder entry (subfolders get a trailing `/`), or `None` for entries
+/// that cannot be (part of) a key below `key`.
+fn entry_name(key: &str, raw: &[u8], kind: Kind) -> Option<String> {
+    let name = std::str::from_utf8(raw)
+        .ok()
+        .filter(|n| is_key_segment(n))?;
+    let name = match kind {
+        Kind::File => name.to_owned(),
+        Kind::Dir => format!("{name}/"),
+        Kind::Other => return None,
+    };
+    (key.len() + name.len() <= MAX_KEY_LEN).then_some(name)
+}
+
+/// True when a folder last changed well before `read_at` (see [`DIR_CACHE_SETTLE`]).
+fn settled(md: &std::fs::Metadata, read_at: SystemTime) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    let ctime = SystemTime::UNIX_EPOCH
+        + std::time::Duration::new(
+            u64::try_from(md.ctime()).unwrap_or(0),
+            u32::try_from(md.ctime_nsec()).unwrap_or(0),
+        );
+    ctime + DIR_CACHE_SETTLE < read_at
 }
 
 /// True when the bucket folder holds at least one object (file or folder marker). Anything else
@@ -734,6 +920,55 @@ pub(crate) mod tests {
             (info2.etag.as_str(), info2.size),
             ("5a8dd3ad0756a93ded72b823b19dd877", 6)
         );
+    }
+
+    #[test]
+    fn big_folders_are_listed_from_the_cache_until_they_change() {
+        let t = TempData::new();
+        let mut all: Vec<String> = (0..1200).map(|i| format!("k{i:05}")).collect();
+        for k in &all {
+            t.put(k, b"x");
+        }
+        t.put("k00100x/in", b"x");
+        all.push("k00100x/in".into());
+        all.sort();
+        // Only folders that have settled are cached.
+        std::thread::sleep(DIR_CACHE_SETTLE + std::time::Duration::from_millis(200));
+        assert_eq!(t.walk("", None), all, "first walk reads the folder");
+        assert_eq!(
+            t.store.dir_cache.map.lock().unwrap().len(),
+            1,
+            "the bucket folder is cached"
+        );
+        assert_eq!(t.walk("", None), all, "second walk uses the cache");
+        for (prefix, after) in [
+            ("k0010", None),
+            ("k0010", Some("k00100")),
+            ("k0010", Some("k00100x/")),
+            ("k0011", Some("k00100x/in")),
+            ("", Some("k01199")),
+            ("", Some("k00599")),
+            ("zz", None),
+        ] {
+            let want: Vec<String> = all
+                .iter()
+                .filter(|k| k.starts_with(prefix) && after.is_none_or(|a| k.as_str() > a))
+                .cloned()
+                .collect();
+            assert_eq!(
+                t.walk(prefix, after),
+                want,
+                "prefix {prefix:?} after {after:?}"
+            );
+        }
+        // A new entry changes the folder's stamp: the cache is not used for it.
+        t.put("k00000a", b"x");
+        all.push("k00000a".into());
+        all.sort();
+        assert_eq!(t.walk("", None), all);
+        std::fs::remove_file(t.root.join("bkt/k00001")).unwrap();
+        all.retain(|k| k != "k00001");
+        assert_eq!(t.walk("", None), all);
     }
 
     #[test]
