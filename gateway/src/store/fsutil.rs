@@ -365,55 +365,14 @@ pub fn copy_range_at(
     Ok(())
 }
 
-/// Copies `len` bytes from `src` at `src_off` to the current end of `dst` in the kernel
-/// (reflinks where the filesystem can), without passing through user space.
-pub fn copy_range(src: &File, mut src_off: u64, dst: &File, mut len: u64) -> io::Result<()> {
-    use std::io::{Read, Seek, SeekFrom, Write};
-    while len > 0 {
-        let mut off = src_off as libc::loff_t;
-        let chunk = len.min(1 << 30) as usize;
-        let n = unsafe {
-            libc::copy_file_range(
-                src.as_raw_fd(),
-                &mut off,
-                dst.as_raw_fd(),
-                std::ptr::null_mut(),
-                chunk,
-                0,
-            )
-        };
-        if n < 0 {
-            let e = io::Error::last_os_error();
-            if matches!(
-                e.raw_os_error(),
-                Some(libc::EXDEV)
-                    | Some(libc::ENOSYS)
-                    | Some(libc::EOPNOTSUPP)
-                    | Some(libc::EINVAL)
-            ) {
-                // Fall back to a buffered copy in large blocks.
-                let mut s = src;
-                s.seek(SeekFrom::Start(src_off))?;
-                let mut d = dst;
-                let mut buf = vec![0u8; super::meta::IO_BLOCK];
-                while len > 0 {
-                    let want = (len as usize).min(buf.len());
-                    s.read_exact(&mut buf[..want])?;
-                    d.write_all(&buf[..want])?;
-                    len -= want as u64;
-                }
-                return Ok(());
-            }
-            return Err(e);
-        }
-        if n == 0 {
-            return Err(io::Error::new(
-                io::ErrorKind::UnexpectedEof,
-                "source file shorter than expected",
-            ));
-        }
-        src_off += n as u64;
-        len -= n as u64;
-    }
+/// Copies `len` bytes from `src` at `src_off` to the current position of `dst` in the kernel
+/// (reflinks where the filesystem can), without passing through user space; `dst`'s position
+/// moves past the copied bytes, as a write would.
+pub fn copy_range(src: &File, src_off: u64, dst: &File, len: u64) -> io::Result<()> {
+    use std::io::{Seek, SeekFrom};
+    let mut d = dst;
+    let pos = d.stream_position()?;
+    copy_range_at(src, src_off, dst, pos, len)?;
+    d.seek(SeekFrom::Start(pos + len))?;
     Ok(())
 }
