@@ -105,6 +105,21 @@ impl Client {
             .collect())
     }
 
+    /// Signed GET on a bucket with a query (the listing calls); the XML body as text.
+    async fn bucket_get(&self, bucket: &str, q: &[(&str, &str)], what: &str) -> Result<String> {
+        let url = self.url(bucket, None, q);
+        let resp = self
+            .send(
+                Method::GET,
+                &url,
+                &[],
+                Body::Empty,
+                &format!("s3://{bucket}"),
+            )
+            .await?;
+        text(resp, what).await
+    }
+
     /// One page of ListObjectsV2: entries and the continuation token.
     pub async fn list_objects(
         &self,
@@ -122,17 +137,7 @@ impl Client {
         if let Some(t) = token {
             q.push(("continuation-token", t));
         }
-        let url = self.url(bucket, None, &q);
-        let resp = self
-            .send(
-                Method::GET,
-                &url,
-                &[],
-                Body::Empty,
-                &format!("s3://{bucket}"),
-            )
-            .await?;
-        let body = text(resp, "ListObjectsV2").await?;
+        let body = self.bucket_get(bucket, &q, "ListObjectsV2").await?;
         let doc = parse(&body, "ListObjectsV2")?;
         let items = elements(&doc, "Contents")
             .map(|n| ObjectEntry {
@@ -224,17 +229,7 @@ impl Client {
                 q.push(("key-marker", &key_marker));
                 q.push(("upload-id-marker", &id_marker));
             }
-            let url = self.url(bucket, None, &q);
-            let resp = self
-                .send(
-                    Method::GET,
-                    &url,
-                    &[],
-                    Body::Empty,
-                    &format!("s3://{bucket}"),
-                )
-                .await?;
-            let body = text(resp, "ListMultipartUploads").await?;
+            let body = self.bucket_get(bucket, &q, "ListMultipartUploads").await?;
             let doc = parse(&body, "ListMultipartUploads")?;
             for n in elements(&doc, "Upload") {
                 let entry = UploadEntry {

@@ -606,22 +606,18 @@ fn cstring(name: &str) -> io::Result<std::ffi::CString> {
 
 /// Opens the subfolder `name` of `dir` for reading, refusing symlinks.
 fn open_subdir(dir: &File, name: &str) -> io::Result<File> {
-    let c = cstring(name)?;
-    let flags = libc::O_RDONLY | libc::O_DIRECTORY | libc::O_NOFOLLOW | libc::O_CLOEXEC;
-    // SAFETY: valid descriptor and C string; the result is owned below.
-    let fd = unsafe { libc::openat(dir.as_raw_fd(), c.as_ptr(), flags) };
-    if fd < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    // SAFETY: fresh descriptor.
-    Ok(unsafe { File::from_raw_fd(fd) })
+    open_nofollow_at(dir, name, libc::O_DIRECTORY)
 }
 
 /// Opens the file `name` in `dir` for reading metadata, refusing symlinks. Non-blocking so a
 /// FIFO swapped in meanwhile cannot hang the listing.
 fn open_file_at(dir: &File, name: &str) -> io::Result<File> {
+    open_nofollow_at(dir, name, libc::O_NONBLOCK)
+}
+
+fn open_nofollow_at(dir: &File, name: &str, extra: libc::c_int) -> io::Result<File> {
     let c = cstring(name)?;
-    let flags = libc::O_RDONLY | libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_CLOEXEC;
+    let flags = libc::O_RDONLY | libc::O_NOFOLLOW | libc::O_CLOEXEC | extra;
     // SAFETY: valid descriptor and C string; the result is owned below.
     let fd = unsafe { libc::openat(dir.as_raw_fd(), c.as_ptr(), flags) };
     if fd < 0 {
