@@ -43,24 +43,28 @@ pub fn open_beneath(base: BorrowedFd<'_>, rel: &Path) -> io::Result<File> {
     let mut how: libc::open_how = unsafe { std::mem::zeroed() };
     how.flags = (libc::O_RDONLY | libc::O_CLOEXEC | libc::O_NONBLOCK) as u64;
     how.resolve = libc::RESOLVE_BENEATH | libc::RESOLVE_NO_MAGICLINKS;
-    // SAFETY: arguments follow openat2(2); `how` lives across the call.
+    match openat2(base, &c, &how) {
+        Err(e) if e.raw_os_error() == Some(libc::ENOSYS) => open_nofollow_fallback(base, rel),
+        other => other,
+    }
+}
+
+/// The raw `openat2(2)` call.
+fn openat2(base: BorrowedFd<'_>, path: &std::ffi::CStr, how: &libc::open_how) -> io::Result<File> {
+    // SAFETY: arguments follow openat2(2); `how` and `path` live across the call.
     let ret = unsafe {
         libc::syscall(
             libc::SYS_openat2,
             base.as_raw_fd(),
-            c.as_ptr(),
-            &how as *const libc::open_how,
+            path.as_ptr(),
+            how as *const libc::open_how,
             std::mem::size_of::<libc::open_how>(),
         )
     };
     if ret < 0 {
-        let err = io::Error::last_os_error();
-        if err.raw_os_error() == Some(libc::ENOSYS) {
-            return open_nofollow_fallback(base, rel);
-        }
-        return Err(err);
+        return Err(io::Error::last_os_error());
     }
-    // SAFETY: ret is a fresh descriptor from openat2.
+    // SAFETY: a non-negative result is a fresh descriptor from openat2.
     Ok(unsafe { File::from_raw_fd(ret as libc::c_int) })
 }
 
@@ -80,18 +84,7 @@ pub fn openat2_cached(
     let mut how: libc::open_how = unsafe { std::mem::zeroed() };
     how.flags = (flags | libc::O_CLOEXEC) as u64;
     how.resolve = resolve | libc::RESOLVE_CACHED;
-    // SAFETY: arguments follow openat2(2); `how` lives across the call.
-    let ret = unsafe {
-        libc::syscall(
-            libc::SYS_openat2,
-            base.as_raw_fd(),
-            c.as_ptr(),
-            &how as *const libc::open_how,
-            std::mem::size_of::<libc::open_how>(),
-        )
-    };
-    // SAFETY: a non-negative result is a fresh descriptor from openat2.
-    (ret >= 0).then(|| unsafe { File::from_raw_fd(ret as libc::c_int) })
+    openat2(base, &c, &how).ok()
 }
 
 /// Reads `buf.len()` bytes at `off` only if they are all in the page cache (`RWF_NOWAIT`), so
