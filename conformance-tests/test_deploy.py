@@ -393,9 +393,11 @@ def test_stalled_put_body_cut_off_and_cleaned(limits_gw):
     bucket = new_bucket_name("stall")
     assert limits_gw.raw().put_bucket(bucket).status == 200
     path = object_path(bucket, "stalled.bin")
-    head = signed_head(limits_gw, "PUT", path, [], {"content-length": str(MIB)})
+    # More than the gateway gathers in memory (1 MiB) before its first write: the stalled
+    # PUT has a temp file on disk, which must go.
+    head = signed_head(limits_gw, "PUT", path, [], {"content-length": str(8 * MIB)})
     with socket.create_connection(("127.0.0.1", limits_gw.port), timeout=10) as s:
-        s.sendall(head + b"x" * (100 * 1024))
+        s.sendall(head + b"x" * (3 * MIB))
         time.sleep(0.5)
         assert _tmp_files(limits_gw), "the PUT should be streaming into a temp file"
         start = time.monotonic()

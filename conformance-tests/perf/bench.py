@@ -43,8 +43,7 @@ MEDIA_BUCKET = "bench-media"
 CREDS = Creds("NEBULAPERFACCESSKEY1", "nebula/perf+Secret0123456789abcdefghijk", "us-east-1")
 SMALL_OBJECTS = 100  # distinct 4 KiB objects read by the small GETs
 MID_OBJECTS = 8  # distinct "16 MiB" objects
-PUT_SMALL_KEYS = 1000
-PUT_LARGE_KEYS = 8
+PUT_LARGE_KEYS = 8  # "16 MiB" PUTs overwrite these in turn
 RANGE_REQUESTS = 1000  # seeded random offsets per run
 FPS = 30
 
@@ -61,12 +60,13 @@ class Scale:
     upload: int  # "1 GiB"
     part: int
     list_big: int  # "100,000 keys"
+    put_small_keys: int  # new keys per small-PUT run (more than a run can write)
     list_repeats: int
     video_seconds: int
 
 
-FULL = Scale(10, 2, 2, 16 * MIB, 256 * MIB, 1 * MIB, 16 * MIB, 1 * GIB, 64 * MIB, 100_000, 20, 20)
-SMOKE = Scale(1, 0, 1, 1 * MIB, 8 * MIB, 64 * KIB, 1 * MIB, 16 * MIB, 8 * MIB, 2_000, 3, 2)
+FULL = Scale(10, 2, 2, 16 * MIB, 256 * MIB, 1 * MIB, 16 * MIB, 1 * GIB, 64 * MIB, 100_000, 100_000, 20, 20)
+SMOKE = Scale(1, 0, 1, 1 * MIB, 8 * MIB, 64 * KIB, 1 * MIB, 16 * MIB, 8 * MIB, 2_000, 5_000, 3, 2)
 LIST_SMALL = 1000
 UPLOAD_THREADS = 4
 
@@ -206,11 +206,14 @@ class Bench:
         for rnd in range(sc.rounds):
             for kind in ("nginx", NEBULA):
                 server = self.server(kind)
-                reqs, n_check, expect = self.requests(kind, server.hostport, method, size, range_size)
+                run_id = f"{id}-r{rnd}-{kind}"
+                reqs, n_check, expect = self.requests(kind, server.hostport, method, size, range_size, run_id)
+                warm = (self.requests(kind, server.hostport, method, size, range_size, run_id + "-warm")[0]
+                        if method == "PUT" else None)
 
                 def run(server: Server) -> dict:
                     loads.check_requests(server.hostport, reqs[:n_check], expect)
-                    res = loads.run_wrk(server, reqs, conc, sc.duration, self.work, sc.warmup)
+                    res = loads.run_wrk(server, reqs, conc, sc.duration, self.work, sc.warmup, warm)
                     ok = res["requests"] - res["errors"]["status"]
                     if ok <= 0:
                         raise RuntimeError(f"no successful requests: {res}")
@@ -224,9 +227,17 @@ class Bench:
 
                 self.measure(metric, kind, run, server, round=rnd)
 
-    def requests(self, kind: str, hostport: str, method: str, size: int,
-                 range_size: int | None) -> tuple[list[Req], int, int | None]:
-        """The request list for one run, how many leading entries to check, expected body length."""
+    def requests(self, kind: str, hostport: str, method: str, size: int, range_size: int | None,
+                 run_id: str) -> tuple[list[Req], int, int | None]:
+        """The request list for one run, how many leading entries to check, expected body length.
+
+        Small PUTs create new keys, unique to the run. Overwriting a fixed set of keys frees an
+        inode per PUT, and ext4 without a journal (this machine's root filesystem) then skips
+        every inode freed in the last 60 to 360 seconds when it allocates the next one, reading
+        each from the inode table: the cost of a file creation grows with the deletions of the
+        previous minutes. In runs that alternate between servers, each run would pay for the
+        previous server's deletions. Large PUTs free a few inodes a second and keep overwriting.
+        """
         def url(m: str, key: str) -> str:
             return loads.target(kind, CREDS, hostport, m, BUCKET, key)
 
@@ -242,8 +253,11 @@ class Bench:
             keys = ([f"get-4k-{i:03d}" for i in range(SMALL_OBJECTS)] if size == 4 * KIB else
                     [f"get-mid-{i}" for i in range(MID_OBJECTS)] if size == self.scale.get_mid else ["get-big-0"])
             return [Req("GET", url("GET", k)) for k in keys], len(keys), size
-        n = PUT_SMALL_KEYS if size <= 64 * KIB else PUT_LARGE_KEYS
-        return [Req("PUT", url("PUT", f"put-{size}-{i:04d}"), None, size) for i in range(n)], 1, None
+        if size <= 64 * KIB:
+            keys = [f"put-new/{run_id}/{i:06d}" for i in range(self.scale.put_small_keys)]
+        else:
+            keys = [f"put-{size}-{i:04d}" for i in range(PUT_LARGE_KEYS)]
+        return [Req("PUT", url("PUT", k), None, size) for k in keys], 1, None
 
     def wrk_metrics(self) -> None:
         sc = self.scale
@@ -257,7 +271,7 @@ class Bench:
         self.wrk_metric("range_1m_c8", f"GET {size_label(sc.range_size)} ranges", "GET", sc.get_big, 8, False,
                         [Target("ratio_min", 0.7)], range_size=sc.range_size)
         for c in (1, 8):
-            self.wrk_metric(f"put_4k_c{c}", "PUT 4 KiB", "PUT", 4 * KIB, c, True,
+            self.wrk_metric(f"put_4k_c{c}", "PUT 4 KiB new keys", "PUT", 4 * KIB, c, True,
                             [Target("ratio_min", 0.5)] if c == 8 else [])
         for c in (1, 8):
             self.wrk_metric(f"put_16m_c{c}", f"PUT {size_label(sc.put_large)}", "PUT", sc.put_large, c, False,

@@ -26,6 +26,7 @@ from servers import Server, host_busy_s
 HERE = Path(__file__).resolve().parent
 LUA = HERE / "requests.lua"
 PRESIGN_EXPIRES = 6 * 3600
+NGINX_PUTS = "/.nginx-puts"
 
 
 # --------------------------------------------------------------------------------------------
@@ -90,10 +91,14 @@ class Req:
 
 def target(server_kind: str, creds: Creds, hostport: str, method: str, bucket: str, key: str,
            extra_query: list[tuple[str, str]] | None = None) -> str:
-    """The request target: a presigned path+query for the gateway, the plain path for nginx."""
+    """The request target: a presigned path+query for the gateway, the plain path for nginx.
+
+    nginx writes (PUT) below DATA/.nginx-puts, on the same disk but outside every bucket: the
+    gateway would otherwise find them at its next start as files that arrived out of band, and
+    hash and catalog them while the next run is being measured."""
     path = object_path(bucket, key)
     if server_kind == "nginx":
-        return path
+        return NGINX_PUTS + path if method == "PUT" else path
     return presign(creds, method, hostport, path, PRESIGN_EXPIRES, extra_query=extra_query)
 
 
@@ -124,15 +129,18 @@ def check_requests(hostport: str, reqs: list[Req], expect_len: int | None) -> No
 
 
 def run_wrk(server: Server, reqs: list[Req], concurrency: int, duration: float, workdir: Path,
-            warmup: float) -> dict:
+            warmup: float, warm_reqs: list[Req] | None = None) -> dict:
+    """One measured wrk run, after an untimed warm-up on `warm_reqs` (default: the same list)."""
     list_file = workdir / f"wrk-{server.name}.tsv"
     list_file.write_text("".join(r.line() for r in reqs))
+    warm_file = workdir / f"wrk-{server.name}-warm.tsv"
+    warm_file.write_text("".join(r.line() for r in (warm_reqs or reqs)))
     threads = min(concurrency, os.cpu_count() or 2)
 
-    def wrk(seconds: float) -> dict:
+    def wrk(seconds: float, requests: Path = list_file) -> dict:
         cmd = [
             "wrk", f"-t{threads}", f"-c{concurrency}", f"-d{max(1, round(seconds))}s", "--timeout", "120s",
-            "-s", str(LUA), f"http://{server.hostport}", "--", str(list_file),
+            "-s", str(LUA), f"http://{server.hostport}", "--", str(requests), str(threads),
         ]
         p = subprocess.run(cmd, capture_output=True, text=True, timeout=seconds + 180)
         m = re.search(r"^WRK_RESULT (.*)$", p.stdout, re.M)
@@ -141,10 +149,11 @@ def run_wrk(server: Server, reqs: list[Req], concurrency: int, duration: float, 
         return json.loads(m.group(1))
 
     if warmup > 0:
-        wrk(warmup)
+        wrk(warmup, warm_file)
     with Window(server) as w:
         res = wrk(duration)
     list_file.unlink()
+    warm_file.unlink()
     return {**res, **w.fields()}
 
 

@@ -8,7 +8,7 @@
 //! (up to [`FOLLOW_WAIT`]) and are then served from the finished file: one pipeline per
 //! rendition.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::fs::File;
 use std::io::Write;
 use std::os::fd::AsRawFd;
@@ -156,6 +156,9 @@ pub struct MediaService {
     dir: PathBuf,
     cache_limit: u64,
     inflight: Mutex<HashMap<String, watch::Receiver<bool>>>,
+    /// Objects (by [`MediaService::object_prefix`]) that may have renditions on disk: a write
+    /// to any other object does not look at the renditions folder at all.
+    with_renditions: Mutex<HashSet<String>>,
 }
 
 impl MediaService {
@@ -167,13 +170,16 @@ impl MediaService {
         cache_limit: u64,
     ) -> std::io::Result<Self> {
         std::fs::create_dir_all(&dir)?;
-        // Partial renditions from a crash are useless.
+        let mut with_renditions = HashSet::new();
         if let Ok(rd) = std::fs::read_dir(&dir) {
             for e in rd.flatten() {
                 let name = e.file_name();
                 let name = name.to_string_lossy();
+                // Partial renditions from a crash are useless.
                 if name.ends_with(".part") || name.ends_with(".part.faststart") {
                     let _ = std::fs::remove_file(e.path());
+                } else if let Some(prefix) = prefix_of_rendition(&name) {
+                    with_renditions.insert(prefix.to_owned());
                 }
             }
         }
@@ -184,7 +190,22 @@ impl MediaService {
             dir,
             cache_limit,
             inflight: Mutex::new(HashMap::new()),
+            with_renditions: Mutex::new(with_renditions),
         })
+    }
+
+    /// Notes that the rendition at `path` exists, for [`MediaService::invalidate`].
+    fn note_rendition(&self, path: &Path) {
+        if let Some(prefix) = path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .and_then(prefix_of_rendition)
+        {
+            self.with_renditions
+                .lock()
+                .expect("renditions index lock")
+                .insert(prefix.to_owned());
+        }
     }
 
     /// The encoder in use.
@@ -261,13 +282,29 @@ impl MediaService {
         };
         std::fs::write(dest.with_extension("json"), serde_json::to_vec(&info)?)?;
         std::fs::rename(part, dest)?;
+        self.note_rendition(dest);
         self.evict();
         Ok(())
     }
 
-    /// Removes every rendition of an object (it was replaced or deleted).
-    pub fn invalidate(&self, bucket: &str, key: &str) {
-        let prefix = format!("{}-", Self::object_prefix(bucket, key));
+    /// Removes every rendition of an object (it was replaced or deleted). Free for an object
+    /// that has none, which is nearly every write; otherwise the folder is cleaned on the
+    /// blocking pool.
+    pub fn invalidate(self: &Arc<Self>, bucket: &str, key: &str) {
+        let prefix = Self::object_prefix(bucket, key);
+        let had = self
+            .with_renditions
+            .lock()
+            .expect("renditions index lock")
+            .remove(&prefix);
+        if had {
+            let svc = self.clone();
+            tokio::task::spawn_blocking(move || svc.remove_renditions(&prefix));
+        }
+    }
+
+    fn remove_renditions(&self, prefix: &str) {
+        let prefix = format!("{prefix}-");
         let Ok(rd) = std::fs::read_dir(&self.dir) else {
             return;
         };
@@ -304,6 +341,11 @@ impl MediaService {
             total = total.saturating_sub(len);
         }
     }
+}
+
+/// The object prefix of a rendition's file name (`<object prefix>-<variant>.mp4`).
+fn prefix_of_rendition(name: &str) -> Option<&str> {
+    name.strip_suffix(".mp4")?.split_once('-').map(|(p, _)| p)
 }
 
 fn media_error(e: MediaError) -> S3Error {
@@ -570,6 +612,7 @@ impl TeeStream {
                 && std::fs::rename(&self.part, &self.final_path).is_ok();
             if ok {
                 self.finished = true;
+                self.svc.note_rendition(&self.final_path);
                 let svc = self.svc.clone();
                 tokio::task::spawn_blocking(move || svc.evict());
             }

@@ -10,7 +10,7 @@ impl ObjectEvents for Catalog {
     async fn written(&self, bucket: &str, key: &str, meta: &ObjectMeta) {
         // The bytes are committed already: a database problem must not fail the request.
         // The reconcile scan at the next start (or `reindex`) repairs the row.
-        if let Err(e) = self.upsert(&NewObject::from_meta(bucket, key, meta)).await {
+        if let Err(e) = self.upsert(NewObject::from_meta(bucket, key, meta)).await {
             tracing::warn!(bucket, key, error = %e, "catalog not updated after write; the next reconcile repairs it");
         }
     }

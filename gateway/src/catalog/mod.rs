@@ -12,6 +12,7 @@ mod events;
 mod model;
 mod probe;
 mod scan;
+mod writer;
 
 use std::path::Path;
 use std::str::FromStr;
@@ -99,6 +100,36 @@ macro_rules! on_pool {
 }
 pub(crate) use on_pool;
 
+/// Upserts `$rows` (a `Vec<NewObject>`) inside the transaction `$tx`, in statements of a few
+/// hundred rows (under both engines' bind-parameter limits). Media and renditions survive only
+/// if the bytes (ETag and size) are unchanged.
+macro_rules! upsert_rows {
+    ($tx:ident, $rows:expr, $now:expr) => {
+        for chunk in $rows.chunks($crate::catalog::writer::UPSERTS_PER_STATEMENT) {
+            let mut qb = sqlx::QueryBuilder::new(
+                "INSERT INTO objects (bucket, key, size, etag, content_type, user_metadata, sha256, mtime_ns, \
+                 created_at, modified_at, probe_status) ",
+            );
+            qb.push_values(chunk, |mut b, r| {
+                b.push_bind(&r.bucket)
+                    .push_bind(&r.key)
+                    .push_bind(r.size)
+                    .push_bind(&r.etag)
+                    .push_bind(&r.content_type)
+                    .push_bind(&r.user_metadata)
+                    .push_bind(&r.sha256)
+                    .push_bind(r.mtime_ns)
+                    .push_bind($now)
+                    .push_bind(r.modified_at)
+                    .push_bind(r.probe_status);
+            });
+            qb.push($crate::catalog::UPSERT_TAIL);
+            qb.build().execute(&mut *$tx).await?;
+        }
+    };
+}
+pub(crate) use upsert_rows;
+
 /// Result of [`Catalog::health`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Health {
@@ -116,6 +147,8 @@ pub struct Catalog {
     db: Db,
     /// Wakes the background prober when a write queued a probe.
     probe_wakeup: Arc<Notify>,
+    /// Group commit of the changes requests make.
+    writer: writer::Writer,
 }
 
 impl Catalog {
@@ -145,6 +178,7 @@ impl Catalog {
         Ok(Catalog {
             db,
             probe_wakeup: Arc::new(Notify::new()),
+            writer: writer::Writer::default(),
         })
     }
 
@@ -368,10 +402,11 @@ impl Catalog {
         Ok(res > 0)
     }
 
-    /// Creates or updates the row of one object from its filesystem metadata. Media and
-    /// renditions survive only if the bytes (ETag and size) are unchanged.
-    pub(crate) async fn upsert(&self, row: &NewObject) -> CatalogResult<()> {
-        self.upsert_batch(std::slice::from_ref(row)).await
+    /// Creates or updates the row of one object from its filesystem metadata, committed
+    /// together with other requests' changes. Media and renditions survive only if the bytes
+    /// (ETag and size) are unchanged.
+    pub(crate) async fn upsert(&self, row: NewObject) -> Result<(), String> {
+        self.apply(writer::Change::Upsert(row)).await
     }
 
     /// Upserts many rows in one transaction.
@@ -382,28 +417,7 @@ impl Catalog {
         let now = time::OffsetDateTime::now_utc();
         on_pool!(&self.db, pool => {
             let mut tx = pool.begin().await?;
-            // Small chunks keep the statement under both engines' bind-parameter limits.
-            for chunk in rows.chunks(200) {
-                let mut qb = sqlx::QueryBuilder::new(
-                    "INSERT INTO objects (bucket, key, size, etag, content_type, user_metadata, sha256, mtime_ns, \
-                     created_at, modified_at, probe_status) ",
-                );
-                qb.push_values(chunk, |mut b, r| {
-                    b.push_bind(&r.bucket)
-                        .push_bind(&r.key)
-                        .push_bind(r.size)
-                        .push_bind(&r.etag)
-                        .push_bind(&r.content_type)
-                        .push_bind(&r.user_metadata)
-                        .push_bind(&r.sha256)
-                        .push_bind(r.mtime_ns)
-                        .push_bind(now)
-                        .push_bind(r.modified_at)
-                        .push_bind(r.probe_status);
-                });
-                qb.push(UPSERT_TAIL);
-                qb.build().execute(&mut *tx).await?;
-            }
+            upsert_rows!(tx, rows, now);
             tx.commit().await?;
         });
         if rows
@@ -415,12 +429,14 @@ impl Catalog {
         Ok(())
     }
 
-    /// Removes the row of one object (and, through the foreign key, its jobs).
-    pub(crate) async fn delete(&self, bucket: &str, key: &str) -> CatalogResult<()> {
-        on_pool!(&self.db, pool => {
-            sqlx::query("DELETE FROM objects WHERE bucket = $1 AND key = $2").bind(bucket).bind(key).execute(pool).await?;
-        });
-        Ok(())
+    /// Removes the row of one object (and, through the foreign key, its jobs), committed
+    /// together with other requests' changes.
+    pub(crate) async fn delete(&self, bucket: &str, key: &str) -> Result<(), String> {
+        self.apply(writer::Change::Delete {
+            bucket: bucket.to_owned(),
+            key: key.to_owned(),
+        })
+        .await
     }
 
     /// Records a probe result, unless the object changed since it was queued (other ETag).
@@ -469,7 +485,7 @@ impl Catalog {
 
 /// Shared tail of the upsert: refresh the filesystem's columns, and drop media and renditions
 /// when the bytes changed (they described other bytes).
-const UPSERT_TAIL: &str = " ON CONFLICT (bucket, key) DO UPDATE SET \
+pub(crate) const UPSERT_TAIL: &str = " ON CONFLICT (bucket, key) DO UPDATE SET \
     size = excluded.size, etag = excluded.etag, content_type = excluded.content_type, \
     user_metadata = excluded.user_metadata, sha256 = excluded.sha256, mtime_ns = excluded.mtime_ns, \
     modified_at = excluded.modified_at, \

@@ -71,14 +71,14 @@ async fn migrate_is_idempotent_and_refuses_newer_schema() {
 async fn rows_follow_writes_and_keep_media_only_for_same_bytes() {
     let dir = tempfile::tempdir().unwrap();
     let c = catalog(dir.path()).await;
-    c.upsert(&NewObject::from_meta(
+    c.upsert(NewObject::from_meta(
         "bkt",
         "v/clip.mp4",
         &meta("e1", 10, "video/mp4"),
     ))
     .await
     .unwrap();
-    c.upsert(&NewObject::from_meta(
+    c.upsert(NewObject::from_meta(
         "bkt",
         "notes.txt",
         &meta("e2", 3, "text/plain"),
@@ -123,7 +123,7 @@ async fn rows_follow_writes_and_keep_media_only_for_same_bytes() {
     assert!(!c.set_variant("bkt", "missing", "480", &v).await.unwrap());
 
     // Same bytes again (e.g. a metadata-only copy): media and renditions stay.
-    c.upsert(&NewObject::from_meta(
+    c.upsert(NewObject::from_meta(
         "bkt",
         "v/clip.mp4",
         &meta("e1", 10, "video/mp4"),
@@ -137,7 +137,7 @@ async fn rows_follow_writes_and_keep_media_only_for_same_bytes() {
     assert_eq!(c.next_pending_probe().await.unwrap(), None);
 
     // New bytes: both are dropped and the object is probed again.
-    c.upsert(&NewObject::from_meta(
+    c.upsert(NewObject::from_meta(
         "bkt",
         "v/clip.mp4",
         &meta("e3", 11, "video/mp4"),
@@ -176,7 +176,7 @@ async fn list_pages_by_prefix_in_key_order() {
         .map(|k| NewObject::from_meta("bkt", k, &meta("e", 1, "text/plain")))
         .collect();
     c.upsert_batch(&rows).await.unwrap();
-    c.upsert(&NewObject::from_meta(
+    c.upsert(NewObject::from_meta(
         "other",
         "a/9",
         &meta("e", 1, "text/plain"),
@@ -274,4 +274,65 @@ fn urls() {
     ));
     assert_eq!(redact("postgres://u:secret@h/db"), "postgres://u:***@h/db");
     assert_eq!(redact("postgres://u@h/db"), "postgres://u@h/db");
+}
+
+#[tokio::test]
+async fn concurrent_changes_are_committed_together_in_arrival_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let c = catalog(dir.path()).await;
+    // Many writers at once, several of them on the same keys, so batches hold the same key
+    // more than once (one multi-row statement may not).
+    let mut tasks = Vec::new();
+    for i in 0..64u64 {
+        let c = c.clone();
+        tasks.push(tokio::spawn(async move {
+            let key = format!("k{}", i % 8);
+            c.upsert(NewObject::from_meta(
+                "bkt",
+                &key,
+                &meta(&format!("e{i}"), i, "text/plain"),
+            ))
+            .await
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap().unwrap();
+    }
+    for k in 0..8 {
+        assert!(
+            c.get_object("bkt", &format!("k{k}"))
+                .await
+                .unwrap()
+                .is_some(),
+            "k{k}"
+        );
+    }
+    // Within one caller, order holds: a write then a delete leaves no row, a delete then a
+    // write leaves the write.
+    let (a, b) = tokio::join!(
+        async {
+            c.upsert(NewObject::from_meta(
+                "bkt",
+                "k0",
+                &meta("x", 1, "text/plain"),
+            ))
+            .await
+            .unwrap();
+            c.delete("bkt", "k0").await.unwrap();
+        },
+        async {
+            c.delete("bkt", "k1").await.unwrap();
+            c.upsert(NewObject::from_meta(
+                "bkt",
+                "k1",
+                &meta("y", 2, "text/plain"),
+            ))
+            .await
+            .unwrap();
+        }
+    );
+    let ((), ()) = (a, b);
+    assert!(c.get_object("bkt", "k0").await.unwrap().is_none());
+    let k1 = c.get_object("bkt", "k1").await.unwrap().unwrap();
+    assert_eq!((k1.etag.as_str(), k1.size), ("y", 2));
 }

@@ -9,6 +9,7 @@ mod get;
 mod list;
 mod multipart;
 mod put;
+mod receive;
 
 use std::sync::Arc;
 use std::time::SystemTime;
@@ -77,8 +78,7 @@ impl Gateway {
     /// Renditions of a replaced or deleted object are never served again.
     fn invalidate_renditions(&self, bucket: &str, key: &str) {
         if let Some(media) = &self.media {
-            let (media, bucket, key) = (media.clone(), bucket.to_owned(), key.to_owned());
-            tokio::task::spawn_blocking(move || media.invalidate(&bucket, &key));
+            media.invalidate(bucket, key);
         }
     }
 }

@@ -17,7 +17,8 @@ use s3s::{S3Error, S3ErrorCode, S3Request, S3Response, S3Result};
 use super::checksum::Expect;
 use super::copy::copy_source;
 use super::get::OwnedConditions;
-use super::put::{WriteHeaders, checksum_fields, receive_body, write_precondition};
+use super::put::{WriteHeaders, checksum_fields, write_precondition};
+use super::receive::{Dest, Landed, receive_body};
 use super::{Gateway, blocking, object_path, timestamp};
 use crate::error::StoreError;
 use crate::store::meta::{IO_BLOCK, StoredChecksums};
@@ -257,8 +258,11 @@ pub(crate) async fn upload_part(
         input.key.clone(),
         input.upload_id.clone(),
     );
-    // Refuse before reading the body: the upload must exist.
-    let record = blocking(move || store.open_upload(&bucket, &key, &id)).await?;
+    let declared = input.content_length.and_then(|n| u64::try_from(n).ok());
+    // Refuse before reading the body: the upload must exist. The part goes straight into its
+    // place in the object when it can.
+    let (record, slot) =
+        blocking(move || store.begin_part(&bucket, &key, &id, number, declared)).await?;
     let algorithm = input
         .checksum_algorithm
         .clone()
@@ -268,26 +272,25 @@ pub(crate) async fn upload_part(
         &req.headers,
         algorithm.as_ref(),
     )?;
-    let received = receive_body(
-        &gw.store,
-        &input.bucket,
-        input.body,
-        &expect,
-        req.trailing_headers,
-    )
-    .await?;
+    let dest = match slot {
+        Some(slot) => Dest::Slot(slot),
+        None => Dest::Temp {
+            store: gw.store.clone(),
+            bucket: input.bucket.clone(),
+        },
+    };
+    let received = receive_body(dest, input.body, &expect, req.trailing_headers).await?;
     let store = gw.store.clone();
     let (bucket, key, id) = (input.bucket, input.key, input.upload_id);
-    let part = blocking(move || {
-        store.put_part(
-            &bucket,
-            &key,
-            &id,
-            number,
-            received.tmp,
-            received.md5,
-            received.checksums,
-        )
+    let (md5, checksums) = (received.md5, received.checksums);
+    let part = blocking(move || match received.landed {
+        Landed::Slot(slot) => store.finish_slot(slot, received.size, md5, checksums),
+        Landed::Temp(tmp) => store.put_part(&bucket, &key, &id, number, tmp, md5, checksums),
+        Landed::Memory(bytes) => {
+            let tmp = store.internal_temp()?;
+            tmp.file.write_all_at(&bytes, 0)?;
+            store.put_part(&bucket, &key, &id, number, tmp, md5, checksums)
+        }
     })
     .await?;
     let c = checksum_fields(&part.checksums);
@@ -925,6 +928,132 @@ mod tests {
             S3ErrorCode::NoSuchUpload
         );
         assert!(gw.store.list_uploads("bkt").unwrap().is_empty());
+    }
+
+    fn assembly_ino(gw: &Gateway, id: &str) -> Option<u64> {
+        use std::os::unix::fs::MetadataExt;
+        let path = gw
+            .store
+            .internal_dir()
+            .join("multipart")
+            .join(id)
+            .join("object");
+        std::fs::metadata(path).ok().map(|m| m.ino())
+    }
+
+    fn object_ino(gw: &Gateway, key: &str) -> u64 {
+        use std::os::unix::fs::MetadataExt;
+        std::fs::metadata(gw.store.root().join("bkt").join(key))
+            .unwrap()
+            .ino()
+    }
+
+    #[tokio::test]
+    async fn equal_parts_are_written_in_place_and_the_assembly_becomes_the_object() {
+        let (_d, gw) = gateway();
+        let id = create(&gw, "in-place").await;
+        let parts: Vec<Vec<u8>> = (1..=4u8)
+            .map(|i| pattern(if i == 4 { 3 * MIB + 7 } else { 5 * MIB }, i))
+            .collect();
+        // Arrival order is not part order: part 2 fixes the stride here.
+        let mut etags = vec![String::new(); 4];
+        for n in [2usize, 1, 4, 3] {
+            etags[n - 1] = upload(&gw, "in-place", &id, n as i32, parts[n - 1].clone())
+                .await
+                .unwrap();
+        }
+        let staged = gw.store.list_parts(&id).unwrap();
+        assert_eq!(
+            staged.iter().map(|p| p.number).collect::<Vec<_>>(),
+            [1, 2, 3, 4]
+        );
+        assert_eq!(staged[3].size, 3 * MIB as u64 + 7);
+        let ino = assembly_ino(&gw, &id).expect("parts were written into the assembly file");
+        let listed: Vec<(i32, &str)> = etags
+            .iter()
+            .enumerate()
+            .map(|(i, e)| (i as i32 + 1, e.as_str()))
+            .collect();
+        let out = complete(&gw, "in-place", &id, &listed).await.unwrap();
+        let want: Vec<&[u8]> = parts.iter().map(Vec::as_slice).collect();
+        assert_eq!(out.e_tag.unwrap().value(), expected_etag(&want));
+        // Nothing was copied: the assembly file itself was renamed into the bucket.
+        assert_eq!(object_ino(&gw, "in-place"), ino);
+        assert!(read_object(&gw, "in-place").0 == parts.concat());
+    }
+
+    #[tokio::test]
+    async fn parts_that_do_not_line_up_with_their_slots_are_copied() {
+        let (_d, gw) = gateway();
+        let id = create(&gw, "k").await;
+        let (p1, p2, p3) = (
+            pattern(5 * MIB, 1),
+            pattern(5 * MIB, 2),
+            pattern(5 * MIB, 3),
+        );
+        let e1 = upload(&gw, "k", &id, 1, p1.clone()).await.unwrap();
+        let e2 = upload(&gw, "k", &id, 2, p2.clone()).await.unwrap();
+        let e3 = upload(&gw, "k", &id, 3, p3.clone()).await.unwrap();
+        // A rejected completion changes nothing...
+        assert_eq!(
+            code(complete(&gw, "k", &id, &[(1, &e1), (3, &e2)]).await),
+            S3ErrorCode::InvalidPart
+        );
+        // ...and leaving out part 2 moves part 3 to where part 2's slot is.
+        complete(&gw, "k", &id, &[(1, &e1), (3, &e3)])
+            .await
+            .unwrap();
+        assert!(read_object(&gw, "k").0 == [p1, p3].concat());
+    }
+
+    #[tokio::test]
+    async fn reuploaded_and_oversized_parts_go_to_their_own_files() {
+        let (_d, gw) = gateway();
+        let id = create(&gw, "k").await;
+        let (p1, p2) = (pattern(5 * MIB, 1), pattern(5 * MIB, 2));
+        let e1 = upload(&gw, "k", &id, 1, p1.clone()).await.unwrap();
+        let _ = upload(&gw, "k", &id, 2, p2.clone()).await.unwrap();
+        // A second upload of part 2 must not touch the first one's bytes until it has
+        // succeeded; one larger than the stride cannot fit in a slot at all.
+        let p2b = pattern(6 * MIB, 9);
+        let e2b = upload(&gw, "k", &id, 2, p2b.clone()).await.unwrap();
+        let p3 = pattern(5 * MIB + 1, 3);
+        let e3 = upload(&gw, "k", &id, 3, p3.clone()).await.unwrap();
+        complete(&gw, "k", &id, &[(1, &e1), (2, &e2b), (3, &e3)])
+            .await
+            .unwrap();
+        assert!(read_object(&gw, "k").0 == [p1, p2b, p3].concat());
+    }
+
+    #[tokio::test]
+    async fn a_failed_in_place_part_leaves_no_record_and_its_retry_succeeds() {
+        let (_d, gw) = gateway();
+        let id = create(&gw, "k").await;
+        let p1 = pattern(5 * MIB, 1);
+        let e1 = upload(&gw, "k", &id, 1, p1.clone()).await.unwrap();
+        // The body stops short of its Content-Length.
+        let p2 = pattern(5 * MIB, 2);
+        let chunks: Vec<Result<Bytes, std::io::Error>> = vec![
+            Ok(Bytes::copy_from_slice(&p2[..MIB])),
+            Err(std::io::Error::other("connection reset")),
+        ];
+        let input = UploadPartInput {
+            bucket: "bkt".into(),
+            key: "k".into(),
+            upload_id: id.clone(),
+            part_number: 2,
+            content_length: Some(p2.len() as i64),
+            body: Some(StreamingBlob::wrap(futures::stream::iter(chunks))),
+            ..Default::default()
+        };
+        assert!(upload_part(&gw, req(input)).await.is_err());
+        let staged = gw.store.list_parts(&id).unwrap();
+        assert_eq!(staged.iter().map(|p| p.number).collect::<Vec<_>>(), [1]);
+        let e2 = upload(&gw, "k", &id, 2, p2.clone()).await.unwrap();
+        complete(&gw, "k", &id, &[(1, &e1), (2, &e2)])
+            .await
+            .unwrap();
+        assert!(read_object(&gw, "k").0 == [p1, p2].concat());
     }
 
     #[tokio::test]

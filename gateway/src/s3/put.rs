@@ -1,129 +1,14 @@
-//! PutObject, and the streaming of request bodies into temp files shared with UploadPart.
+//! PutObject, and what writes share: the metadata a write sets and write preconditions.
 
-use std::io::Write;
-use std::sync::Arc;
-
-use bytes::{Bytes, BytesMut};
-use futures::StreamExt;
-use md5::{Digest, Md5};
 use s3s::dto::*;
-use s3s::{S3Error, S3ErrorCode, S3Request, S3Response, S3Result, TrailingHeaders};
+use s3s::{S3Error, S3ErrorCode, S3Request, S3Response, S3Result};
 
 use super::checksum::Expect;
+use super::receive::{Dest, Landed, receive_body};
 use super::{Gateway, blocking, etag_of, format_http_date, object_path};
 use crate::error::StoreError;
+use crate::store::Commit;
 use crate::store::meta::{ObjectMeta, StoredChecksums, guess_content_type};
-use crate::store::{Commit, Store, TempFile};
-
-/// Bytes gathered before one write to disk: large writes keep syscalls and thread hops rare.
-const WRITE_BATCH: usize = 1024 * 1024;
-
-/// A request body written to a temp file, with its digests verified.
-pub(crate) struct Received {
-    /// The temp file holding the body.
-    pub tmp: TempFile,
-    /// Body length.
-    pub size: u64,
-    /// MD5 of the body (the ETag of a single PUT, the part ETag of UploadPart).
-    pub md5: [u8; 16],
-    /// Checksums computed (and verified where the client sent values).
-    pub checksums: StoredChecksums,
-}
-
-struct Sink {
-    tmp: TempFile,
-    md5: Md5,
-    hasher: s3s::checksum::ChecksumHasher,
-    size: u64,
-}
-
-impl Sink {
-    fn write(mut self, buf: Bytes) -> Result<Self, StoreError> {
-        self.tmp.file.write_all(&buf)?;
-        self.md5.update(&buf);
-        self.hasher.update(&buf);
-        self.size += buf.len() as u64;
-        Ok(self)
-    }
-}
-
-/// Maps a failure of the request body stream to the S3 error the client should see: s3s
-/// reports signature and length problems as errors in the stream itself.
-fn body_error(e: s3s::StdError) -> S3Error {
-    let other = match e.downcast::<S3Error>() {
-        Ok(s3) => return *s3,
-        Err(other) => other,
-    };
-    // s3s's stream error types are private; their messages name the failed check.
-    let text = other.to_string();
-    if text.contains("Sha256Mismatch") {
-        crate::error::custom_error(
-            "XAmzContentSHA256Mismatch",
-            http::StatusCode::BAD_REQUEST,
-            "the provided 'x-amz-content-sha256' header does not match what was computed",
-        )
-    } else if text.contains("SignatureMismatch") {
-        S3Error::with_message(
-            S3ErrorCode::SignatureDoesNotMatch,
-            "the chunk signature we calculated does not match the signature you provided",
-        )
-    } else {
-        S3Error::with_message(
-            S3ErrorCode::IncompleteBody,
-            format!("the request body could not be read: {text}"),
-        )
-    }
-}
-
-/// Streams a request body into a new temp file for `bucket`, hashing as it goes, then checks
-/// Content-MD5 and checksums (from headers or aws-chunked trailers). Nothing is committed here.
-pub(crate) async fn receive_body(
-    store: &Arc<Store>,
-    bucket: &str,
-    body: Option<StreamingBlob>,
-    expect: &Expect,
-    trailers: Option<TrailingHeaders>,
-) -> S3Result<Received> {
-    let (store2, bucket2) = (store.clone(), bucket.to_owned());
-    let tmp = blocking(move || store2.create_temp(&bucket2)).await?;
-    let mut sink = Sink {
-        tmp,
-        md5: Md5::new(),
-        hasher: expect.hasher(),
-        size: 0,
-    };
-    let mut batch = BytesMut::new();
-    if let Some(mut body) = body {
-        while let Some(chunk) = body.next().await {
-            let chunk = chunk.map_err(body_error)?;
-            if batch.is_empty() && chunk.len() >= WRITE_BATCH {
-                sink = blocking(move || sink.write(chunk)).await?;
-                continue;
-            }
-            batch.extend_from_slice(&chunk);
-            if batch.len() >= WRITE_BATCH {
-                let buf = batch.split().freeze();
-                sink = blocking(move || sink.write(buf)).await?;
-            }
-        }
-    }
-    if !batch.is_empty() {
-        let buf = batch.freeze();
-        sink = blocking(move || sink.write(buf)).await?;
-    }
-    let md5: [u8; 16] = sink.md5.finalize().into();
-    let computed = sink.hasher.finalize();
-    let trailer_map = trailers.and_then(|t| t.take());
-    let checksums = expect
-        .verify(&md5, &computed, trailer_map.as_ref())
-        .map_err(S3Error::from)?;
-    Ok(Received {
-        tmp: sink.tmp,
-        size: sink.size,
-        md5,
-        checksums,
-    })
-}
 
 /// The S3 metadata a PUT (or CreateMultipartUpload, or CopyObject with REPLACE) sets.
 pub(crate) struct WriteHeaders<'a> {
@@ -240,14 +125,11 @@ pub(crate) async fn put_object(
         input.if_none_match.as_ref(),
     )
     .await?;
-    let received = receive_body(
-        &gw.store,
-        &input.bucket,
-        input.body,
-        &expect,
-        req.trailing_headers,
-    )
-    .await?;
+    let dest = Dest::Temp {
+        store: gw.store.clone(),
+        bucket: input.bucket.clone(),
+    };
+    let received = receive_body(dest, input.body, &expect, req.trailing_headers).await?;
     let headers = WriteHeaders {
         key: &input.key,
         content_type: input.content_type.as_deref(),
@@ -263,8 +145,14 @@ pub(crate) async fn put_object(
     meta.checksums = received.checksums;
     let (store, bucket) = (gw.store.clone(), input.bucket.clone());
     let size = received.size;
-    let tmp = received.tmp;
-    let meta = blocking(move || store.commit(tmp, &bucket, &path, meta, mode)).await?;
+    let meta = blocking(move || match received.landed {
+        Landed::Memory(bytes) => store.commit_bytes(&bytes, &bucket, &path, meta, mode),
+        Landed::Temp(tmp) => store.commit(tmp, &bucket, &path, meta, mode),
+        Landed::Slot(_) => Err(StoreError::InvalidRequest(
+            "a PUT body cannot land in a multipart slot".into(),
+        )),
+    })
+    .await?;
     gw.written(&input.bucket, &input.key, &meta).await;
     let c = checksum_fields(&meta.checksums);
     let output = PutObjectOutput {

@@ -369,3 +369,76 @@ pub fn copy_range(src: &File, src_off: u64, dst: &File, len: u64) -> io::Result<
     d.seek(SeekFrom::Start(pos + len))?;
     Ok(())
 }
+
+/// Writes every buffer of `bufs`, in order, at `off` with as few `pwritev` calls as the kernel
+/// allows: a request body arrives in many small pieces, and gathering them into one buffer
+/// first would copy every byte once more.
+pub fn pwritev_all(file: &File, bufs: &[bytes::Bytes], mut off: u64) -> io::Result<()> {
+    // IOV_MAX is 1024 on Linux; callers batch far fewer pieces than that.
+    let mut iovs: Vec<libc::iovec> = bufs
+        .iter()
+        .filter(|b| !b.is_empty())
+        .map(|b| libc::iovec {
+            iov_base: b.as_ptr() as *mut libc::c_void,
+            iov_len: b.len(),
+        })
+        .collect();
+    let mut start = 0;
+    while start < iovs.len() {
+        let count = (iovs.len() - start).min(1024);
+        // SAFETY: the iovecs point into `bufs`, which outlive the call; the kernel only reads.
+        let n = unsafe {
+            libc::pwritev(
+                file.as_raw_fd(),
+                iovs[start..].as_ptr(),
+                count as libc::c_int,
+                off as libc::off_t,
+            )
+        };
+        if n < 0 {
+            let e = io::Error::last_os_error();
+            if e.kind() == io::ErrorKind::Interrupted {
+                continue;
+            }
+            return Err(e);
+        }
+        if n == 0 {
+            return Err(io::Error::new(
+                io::ErrorKind::WriteZero,
+                "pwritev wrote nothing",
+            ));
+        }
+        off += n as u64;
+        // Skip what was written; a short write leaves a partly written iovec to resume.
+        let mut left = n as usize;
+        while left > 0 {
+            let iov = &mut iovs[start];
+            if left >= iov.iov_len {
+                left -= iov.iov_len;
+                start += 1;
+            } else {
+                // SAFETY: still inside the same buffer.
+                iov.iov_base = unsafe { iov.iov_base.cast::<u8>().add(left).cast() };
+                iov.iov_len -= left;
+                left = 0;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Asks the kernel to start writing `len` bytes at `off` back to disk now, without waiting
+/// (`sync_file_range(SYNC_FILE_RANGE_WRITE)`): a large upload then reaches the disk while the
+/// rest of it is still arriving, and the fsync that makes it durable has only the tail left to
+/// wait for. Purely an optimisation: errors are ignored, the fsync reports real ones.
+pub fn start_writeback(file: &File, off: u64, len: u64) {
+    // SAFETY: plain syscall on a valid descriptor.
+    unsafe {
+        libc::sync_file_range(
+            file.as_raw_fd(),
+            off as libc::off64_t,
+            len as libc::off64_t,
+            libc::SYNC_FILE_RANGE_WRITE,
+        );
+    }
+}

@@ -15,6 +15,7 @@ use std::io;
 use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::SystemTime;
 
 use crate::error::{StoreError, StoreResult};
@@ -54,9 +55,23 @@ pub struct ObjectHandle {
 pub struct TempFile {
     /// The open temp file.
     pub file: File,
-    dir: OwnedFd,
+    dir: Arc<OwnedFd>,
     name: PathBuf,
     done: bool,
+}
+
+impl TempFile {
+    /// A file that is committed like a temp file but is never removed by the drop: a
+    /// multipart upload's assembly file, which must survive a failed completion because its
+    /// parts are still the upload's.
+    pub(crate) fn kept(file: File, dir: Arc<OwnedFd>, name: PathBuf) -> Self {
+        TempFile {
+            file,
+            dir,
+            name,
+            done: true,
+        }
+    }
 }
 
 impl Drop for TempFile {
@@ -84,6 +99,9 @@ pub struct Store {
     root_fd: OwnedFd,
     internal: PathBuf,
     tmp: PathBuf,
+    /// The temp folder, opened once: every upload creates a file in it. Replaced if the
+    /// folder is (another gateway sharing the data folder empties it when it starts).
+    tmp_fd: std::sync::RwLock<Arc<OwnedFd>>,
     root_dev: u64,
     meta: MetaStore,
     /// Metadata of recently opened or listed objects, by file version.
@@ -96,10 +114,11 @@ impl Store {
     /// Opens (creating if needed) a data folder for serving: probes xattr support and removes
     /// temp files left by a crash.
     pub fn open(root: &Path) -> io::Result<Self> {
-        let store = Self::open_shared(root)?;
+        let mut store = Self::open_shared(root)?;
         // Temp files left by a crash are never part of an object: drop them all.
         let _ = std::fs::remove_dir_all(&store.tmp);
         std::fs::create_dir_all(&store.tmp)?;
+        store.tmp_fd = std::sync::RwLock::new(Arc::new(fsutil::open_dir(&store.tmp)?));
         store.clean_bucket_temp_dirs();
         Ok(store)
     }
@@ -121,11 +140,13 @@ impl Store {
         let meta = MetaStore::probe(&root, internal.join("meta"));
         let root_dev = std::fs::metadata(&root)?.dev();
         let root_fd = fsutil::open_dir(&root)?;
+        let tmp_fd = std::sync::RwLock::new(Arc::new(fsutil::open_dir(&tmp)?));
         let store = Store {
             root,
             root_fd,
             internal,
             tmp,
+            tmp_fd,
             root_dev,
             meta,
             meta_cache: MetaCache::default(),
@@ -391,48 +412,85 @@ impl Store {
     /// Creates a temp file on the same filesystem as the bucket's folder.
     pub fn create_temp(&self, bucket: &str) -> StoreResult<TempFile> {
         let bfd = self.bucket_fd(bucket)?;
-        let bdev = file_dev(&bfd)?;
-        let dir = if bdev == self.root_dev {
-            fsutil::open_dir(&self.tmp)?
+        self.create_temp_for(&bfd)
+    }
+
+    /// [`Store::create_temp`] for a bucket folder already open.
+    fn create_temp_for(&self, bfd: &OwnedFd) -> StoreResult<TempFile> {
+        let dir = if file_dev(bfd)? == self.root_dev {
+            return self.internal_temp();
         } else {
             // The bucket is another filesystem (a mounted media disk): a rename from the data
             // folder would not be atomic there, so stage beside the objects.
             fsutil::mkdir_at(bfd.as_fd(), Path::new(BUCKET_TMP_PREFIX))?;
-            fsutil::open_parent_nofollow(
+            Arc::new(fsutil::open_parent_nofollow(
                 bfd.as_fd(),
                 &Path::new(BUCKET_TMP_PREFIX).join("x"),
                 false,
-            )?
+            )?)
         };
-        let name = PathBuf::from(format!("{}.tmp", uuid::Uuid::new_v4().simple()));
-        let c =
-            std::ffi::CString::new(name.as_os_str().as_encoded_bytes()).expect("uuid has no NUL");
-        // SAFETY: valid fd and C string; result owned below.
-        let fd = unsafe {
-            libc::openat(
-                dir.as_raw_fd(),
-                c.as_ptr(),
-                libc::O_RDWR | libc::O_CREAT | libc::O_EXCL | libc::O_CLOEXEC,
-                0o644,
-            )
-        };
-        if fd < 0 {
-            return Err(io::Error::last_os_error().into());
+        temp_in(dir)
+    }
+
+    /// A temp file in the reserved temp folder (same filesystem as the staging area).
+    pub fn internal_temp(&self) -> StoreResult<TempFile> {
+        let dir = self
+            .tmp_fd
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        match temp_in(dir) {
+            Err(StoreError::Io(e)) if e.kind() == io::ErrorKind::NotFound => {
+                // The folder was removed under us: make it again and retry once.
+                std::fs::create_dir_all(&self.tmp)?;
+                let fresh = Arc::new(fsutil::open_dir(&self.tmp)?);
+                *self.tmp_fd.write().unwrap_or_else(|e| e.into_inner()) = fresh.clone();
+                temp_in(fresh)
+            }
+            other => other,
         }
-        // SAFETY: fresh descriptor.
-        let file = unsafe { File::from_raw_fd(fd) };
-        Ok(TempFile {
-            file,
-            dir,
-            name,
-            done: false,
-        })
+    }
+
+    /// True when `bucket`'s folder is on the data folder's filesystem, so a file staged in the
+    /// reserved folder can be renamed into it.
+    pub fn bucket_on_root_fs(&self, bucket: &str) -> StoreResult<bool> {
+        Ok(file_dev(&self.bucket_fd(bucket)?)? == self.root_dev)
+    }
+
+    /// Writes a small body that arrived whole and commits it as the object at `path`: one
+    /// call, so a small PUT costs one trip to the blocking pool.
+    pub fn commit_bytes(
+        &self,
+        bytes: &[u8],
+        bucket: &str,
+        path: &ObjectPath,
+        meta: ObjectMeta,
+        mode: Commit,
+    ) -> StoreResult<ObjectMeta> {
+        let bfd = self.bucket_fd(bucket)?;
+        let tmp = self.create_temp_for(&bfd)?;
+        std::os::unix::fs::FileExt::write_all_at(&tmp.file, bytes, 0)?;
+        self.commit_in(&bfd, tmp, bucket, path, meta, mode)
     }
 
     /// Makes a fully written temp file the object at `path`: fsync, metadata, atomic rename (or
     /// link for create-only), folder fsync. Returns the metadata as recorded.
     pub fn commit(
         &self,
+        tmp: TempFile,
+        bucket: &str,
+        path: &ObjectPath,
+        meta: ObjectMeta,
+        mode: Commit,
+    ) -> StoreResult<ObjectMeta> {
+        let bfd = self.bucket_fd(bucket)?;
+        self.commit_in(&bfd, tmp, bucket, path, meta, mode)
+    }
+
+    /// [`Store::commit`] into a bucket folder already open.
+    fn commit_in(
+        &self,
+        bfd: &OwnedFd,
         mut tmp: TempFile,
         bucket: &str,
         path: &ObjectPath,
@@ -446,7 +504,7 @@ impl Store {
                         .into(),
                 ));
             }
-            return self.commit_folder_marker(bucket, path, meta, mode);
+            return self.commit_folder_marker(bfd, bucket, path, meta, mode);
         }
         tmp.file.sync_all()?;
         let md = tmp.file.metadata()?;
@@ -454,7 +512,6 @@ impl Store {
         meta.mtime_ns = meta::mtime_ns(&md);
         self.meta
             .write(&tmp.file, bucket, &path.rel, false, &meta)?;
-        let bfd = self.bucket_fd(bucket)?;
         let name = Path::new(
             path.rel
                 .file_name()
@@ -506,12 +563,12 @@ impl Store {
 
     fn commit_folder_marker(
         &self,
+        bfd: &OwnedFd,
         bucket: &str,
         path: &ObjectPath,
         mut meta: ObjectMeta,
         mode: Commit,
     ) -> StoreResult<ObjectMeta> {
-        let bfd = self.bucket_fd(bucket)?;
         let parent = fsutil::open_parent_nofollow(bfd.as_fd(), &path.rel, true)
             .map_err(conflict_as_object)?;
         let name = Path::new(
@@ -612,6 +669,32 @@ impl Store {
             cur = dir.parent();
         }
     }
+}
+
+/// Creates a fresh, uniquely named temp file in `dir`.
+pub(crate) fn temp_in(dir: Arc<OwnedFd>) -> StoreResult<TempFile> {
+    let name = PathBuf::from(format!("{}.tmp", uuid::Uuid::new_v4().simple()));
+    let c = std::ffi::CString::new(name.as_os_str().as_encoded_bytes()).expect("uuid has no NUL");
+    // SAFETY: valid fd and C string; result owned below.
+    let fd = unsafe {
+        libc::openat(
+            dir.as_raw_fd(),
+            c.as_ptr(),
+            libc::O_RDWR | libc::O_CREAT | libc::O_EXCL | libc::O_CLOEXEC,
+            0o644,
+        )
+    };
+    if fd < 0 {
+        return Err(io::Error::last_os_error().into());
+    }
+    // SAFETY: fresh descriptor.
+    let file = unsafe { File::from_raw_fd(fd) };
+    Ok(TempFile {
+        file,
+        dir,
+        name,
+        done: false,
+    })
 }
 
 fn file_dev(fd: &OwnedFd) -> io::Result<u64> {

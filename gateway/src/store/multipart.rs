@@ -1,22 +1,38 @@
 //! Multipart upload staging under the reserved folder.
 //!
 //! Each upload is a folder `DATA/.nebula/multipart/<upload id>/` holding `upload.json` (what
-//! CreateMultipartUpload was told) and, per part, `part-NNNNN` (the bytes) beside
-//! `part-NNNNN.json` (size, MD5, checksums). The record is written before the bytes are renamed
-//! into place and names the inode it describes: a record that lost a race with another upload of
-//! the same part number (or a crash between the two renames) is recognised, and the part's MD5 is
-//! then recomputed from the bytes instead of trusted. Temp files live in `DATA/.nebula/tmp`,
-//! which is emptied at start, so a crash mid-part leaves nothing that matters in a staging folder.
+//! CreateMultipartUpload was told) and, per part, `part-NNNNN.json` (size, MD5, checksums and
+//! where the bytes are).
 //!
-//! A `flock` on the staging folder orders the steps that must not interleave: part commits hold
-//! it shared, completion and abort hold it exclusively and then remove the folder, so whoever
-//! waited finds the upload gone instead of half-assembled.
+//! **Parts in place.** Clients cut an upload into parts of one size (all but the last), so part
+//! N usually starts at `(N - 1) × part size` in the finished object. The first part to arrive
+//! fixes that stride (`stride`), and each later part that fits is written straight into the
+//! upload's assembly file (`object`) at its offset, claiming its slot once (`part-NNNNN.slot`).
+//! Completion then has nothing to copy when the listed parts are exactly those slots: the
+//! assembly file is renamed into the bucket as the object. Without this, a 1 GiB upload is
+//! written to disk twice and copied once in memory. Parts that do not fit (another size, a
+//! second upload of a slot, UploadPartCopy, a bucket on another filesystem) are kept as
+//! `part-NNNNN` files and copied into place at completion, as is everything when the listed
+//! parts do not line up with the slots.
+//!
+//! A part file's record is written before the bytes are renamed into place and names the inode
+//! it describes: a record that lost a race with another upload of the same part number (or a
+//! crash between the two renames) is recognised, and the part's MD5 is then recomputed from the
+//! bytes instead of trusted. An in-place part's record is written only after its bytes are on
+//! disk. Temp files live in `DATA/.nebula/tmp`, which is emptied at start, so a crash mid-part
+//! leaves nothing that matters in a staging folder.
+//!
+//! A `flock` on the staging folder orders the steps that must not interleave: part commits (and
+//! in-place parts for as long as they write) hold it shared, completion and abort hold it
+//! exclusively and then remove the folder, so whoever waited finds the upload gone instead of
+//! half-assembled, and no part is still writing into an assembly file being completed.
 
 use std::fs::File;
 use std::io::{self, Write};
 use std::os::fd::{AsFd, AsRawFd};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use md5::{Digest, Md5};
@@ -33,7 +49,16 @@ pub const MIN_PART_SIZE: u64 = 5 * 1024 * 1024;
 /// S3's highest part number.
 pub const MAX_PART_NUMBER: u32 = 10_000;
 
+/// S3's largest object: parts are never placed beyond it.
+pub const MAX_OBJECT_SIZE: u64 = 5 << 40;
+
 const UPLOAD_FILE: &str = "upload.json";
+
+/// The file in-place parts are written into at their offsets in the finished object.
+const ASSEMBLY_FILE: &str = "object";
+
+/// The part size the first part fixed: part N's slot starts at `(N - 1) × stride`.
+const STRIDE_FILE: &str = "stride";
 
 /// What CreateMultipartUpload was told, kept as `upload.json` until completion or abort.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -71,8 +96,11 @@ struct PartRecord {
     md5: String,
     #[serde(default)]
     checksums: StoredChecksums,
-    /// Inode of the `part-NNNNN` file this record describes.
+    /// Inode of the `part-NNNNN` file (or of the assembly file) this record describes.
     ino: u64,
+    /// Offset of the bytes in the assembly file, for a part written in place.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    in_place: Option<u64>,
 }
 
 /// One uploaded part.
@@ -119,7 +147,36 @@ pub struct Assembly {
     pub parts: Vec<PartInfo>,
     /// Sum of the part sizes.
     pub size: u64,
-    files: Vec<File>,
+    /// Where each listed part's bytes are.
+    sources: Vec<PartData>,
+    /// The assembly file, if any part was written in place.
+    assembly: Option<File>,
+    /// Every in-place part the staging folder records (listed or not): (number, offset).
+    in_place: Vec<(u32, u64)>,
+    dir: PathBuf,
+    _lock: File,
+}
+
+/// Where a part's bytes are.
+#[derive(Debug)]
+enum PartData {
+    /// Its own file.
+    File(File),
+    /// The assembly file, from this offset.
+    InPlace(u64),
+}
+
+/// A part being written straight into its upload's assembly file, at its slot. Holds the
+/// upload's lock shared, so no completion or abort runs until the part is finished or dropped.
+#[derive(Debug)]
+pub struct PartSlot {
+    /// The assembly file.
+    pub file: File,
+    /// Where the part starts in it.
+    pub offset: u64,
+    /// The most bytes the slot holds (the stride): more would run into the next part.
+    pub capacity: u64,
+    number: u32,
     dir: PathBuf,
     _lock: File,
 }
@@ -151,6 +208,11 @@ pub fn is_upload_id(id: &str) -> bool {
 
 fn part_name(number: u32) -> String {
     format!("part-{number:05}")
+}
+
+/// The part number of a part file or of its record.
+fn part_number_of_entry(name: &str) -> Option<u32> {
+    parse_part_name(name.strip_suffix(".json").unwrap_or(name))
 }
 
 fn parse_part_name(name: &str) -> Option<u32> {
@@ -224,14 +286,46 @@ fn fsync_path(dir: &Path) -> io::Result<()> {
     fsutil::fsync_dir(fsutil::open_dir(dir)?.as_fd())
 }
 
+fn read_part_record(dir: &Path, number: u32) -> Option<PartRecord> {
+    std::fs::read(dir.join(format!("{}.json", part_name(number))))
+        .ok()
+        .and_then(|raw| serde_json::from_slice(&raw).ok())
+}
+
+/// The in-place offset of a record, if its bytes are still in `assembly` as recorded.
+fn in_place_offset(record: &PartRecord, assembly: Option<&std::fs::Metadata>) -> Option<u64> {
+    let off = record.in_place?;
+    let md = assembly?;
+    (md.ino() == record.ino && md.len() >= off + record.size).then_some(off)
+}
+
 /// Opens a part with what is known about it (see the module docs on stale records).
-fn read_part(dir: &Path, number: u32) -> io::Result<(PartInfo, File)> {
+/// `NotFound` when the part has no bytes on record.
+fn read_part(
+    dir: &Path,
+    number: u32,
+    assembly: Option<&std::fs::Metadata>,
+) -> io::Result<(PartInfo, PartData)> {
     let name = part_name(number);
+    let record = read_part_record(dir, number);
+    if let Some(r) = &record
+        && r.in_place.is_some()
+    {
+        let off = in_place_offset(r, assembly).ok_or(io::ErrorKind::NotFound)?;
+        let modified = std::fs::metadata(dir.join(format!("{name}.json")))?
+            .modified()
+            .unwrap_or(SystemTime::UNIX_EPOCH);
+        let info = PartInfo {
+            number,
+            etag: r.md5.clone(),
+            size: r.size,
+            checksums: r.checksums.clone(),
+            modified,
+        };
+        return Ok((info, PartData::InPlace(off)));
+    }
     let mut file = File::open(dir.join(&name))?;
     let md = file.metadata()?;
-    let record: Option<PartRecord> = std::fs::read(dir.join(format!("{name}.json")))
-        .ok()
-        .and_then(|raw| serde_json::from_slice(&raw).ok());
     let (etag, checksums) = match record {
         Some(r) if r.ino == md.ino() && r.size == md.len() => (r.md5, r.checksums),
         _ => (md5_of_file(&mut file)?, StoredChecksums::default()),
@@ -245,8 +339,58 @@ fn read_part(dir: &Path, number: u32) -> io::Result<(PartInfo, File)> {
             checksums,
             modified,
         },
-        file,
+        PartData::File(file),
     ))
+}
+
+/// The assembly file's metadata, if the upload has one.
+fn assembly_metadata(dir: &Path) -> io::Result<Option<std::fs::Metadata>> {
+    match std::fs::metadata(dir.join(ASSEMBLY_FILE)) {
+        Ok(md) => Ok(Some(md)),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
+/// The part numbers that have a file or a record in a staging folder.
+fn staged_part_numbers(dir: &Path) -> StoreResult<Vec<u32>> {
+    let mut numbers = Vec::new();
+    for entry in std::fs::read_dir(dir).map_err(no_upload_if_missing)? {
+        if let Some(n) = entry?.file_name().to_str().and_then(part_number_of_entry) {
+            numbers.push(n);
+        }
+    }
+    numbers.sort_unstable();
+    numbers.dedup();
+    Ok(numbers)
+}
+
+/// The stride an upload's first part fixed, if one did.
+fn read_stride(dir: &Path) -> io::Result<Option<u64>> {
+    match std::fs::read_to_string(dir.join(STRIDE_FILE)) {
+        Ok(s) => Ok(s.trim().parse().ok()),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
+/// Fixes the stride at `len` unless a concurrent part fixed it first; returns the stride.
+/// Written whole under a temp name and linked, so no one reads a half-written value.
+fn claim_stride(dir: &Path, len: u64) -> io::Result<u64> {
+    let tmp = dir.join(format!(
+        "{STRIDE_FILE}.{}.tmp",
+        uuid::Uuid::new_v4().simple()
+    ));
+    std::fs::write(&tmp, len.to_string())?;
+    let linked = std::fs::hard_link(&tmp, dir.join(STRIDE_FILE));
+    let _ = std::fs::remove_file(&tmp);
+    match linked {
+        Ok(()) => Ok(len),
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
+            read_stride(dir)?.ok_or_else(|| io::Error::other("unreadable stride record"))
+        }
+        Err(e) => Err(e),
+    }
 }
 
 /// True when every checksum the client listed for a part matches one computed at upload.
@@ -307,23 +451,6 @@ impl Store {
         Ok(record)
     }
 
-    /// A temp file in the reserved temp folder (same filesystem as the staging area).
-    pub fn internal_temp(&self) -> StoreResult<TempFile> {
-        let dir = fsutil::open_dir(&self.tmp)?;
-        let name = PathBuf::from(format!("{}.tmp", uuid::Uuid::new_v4().simple()));
-        let file = File::options()
-            .read(true)
-            .write(true)
-            .create_new(true)
-            .open(self.tmp.join(&name))?;
-        Ok(TempFile {
-            file,
-            dir,
-            name,
-            done: false,
-        })
-    }
-
     /// Makes a fully written temp file part `number` of an upload, replacing any earlier upload
     /// of that part number.
     #[allow(clippy::too_many_arguments)]
@@ -355,6 +482,7 @@ impl Store {
             md5: hex::encode(md5),
             checksums,
             ino: md.ino(),
+            in_place: None,
         };
         let _lock = lock(&dir, false)?;
         let name = part_name(number);
@@ -372,23 +500,113 @@ impl Store {
         })
     }
 
+    /// Checks that an upload exists before a part's body is read, and claims the part's slot
+    /// in the assembly file when the part can be written in place (see the module docs):
+    /// `declared` is the body length the request announced.
+    pub fn begin_part(
+        &self,
+        bucket: &str,
+        key: &str,
+        id: &str,
+        number: u32,
+        declared: Option<u64>,
+    ) -> StoreResult<(UploadRecord, Option<PartSlot>)> {
+        let record = self.open_upload(bucket, key, id)?;
+        let Some(len) = declared.filter(|&n| n > 0) else {
+            return Ok((record, None));
+        };
+        // The assembly file is renamed into the bucket at the end: same filesystem only.
+        if !self.bucket_on_root_fs(bucket)? {
+            return Ok((record, None));
+        }
+        let dir = self.upload_dir(id)?;
+        let lock = lock(&dir, false)?;
+        let stride = match read_stride(&dir)? {
+            Some(s) => s,
+            // A short first arrival (other than part 1) is likely the last part: it must not
+            // fix a stride every other part is too big for.
+            None if number == 1 || len >= MIN_PART_SIZE => claim_stride(&dir, len)?,
+            None => return Ok((record, None)),
+        };
+        let offset = u64::from(number - 1).checked_mul(stride);
+        let Some(offset) = offset.filter(|o| len <= stride && o + len <= MAX_OBJECT_SIZE) else {
+            return Ok((record, None));
+        };
+        // A slot is written once: a second upload of the part goes to its own file, so a
+        // failed re-upload can never damage the bytes the first one left.
+        let claim = dir.join(format!("{}.slot", part_name(number)));
+        match File::options().write(true).create_new(true).open(claim) {
+            Ok(_) => {}
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => return Ok((record, None)),
+            Err(e) => return Err(e.into()),
+        }
+        let file = File::options()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(dir.join(ASSEMBLY_FILE))?;
+        Ok((
+            record,
+            Some(PartSlot {
+                file,
+                offset,
+                capacity: stride,
+                number,
+                dir,
+                _lock: lock,
+            }),
+        ))
+    }
+
+    /// Records a part whose `size` bytes were written into its slot: they are made durable
+    /// first, so a record never describes bytes a crash could lose.
+    pub fn finish_slot(
+        &self,
+        slot: PartSlot,
+        size: u64,
+        md5: [u8; 16],
+        checksums: StoredChecksums,
+    ) -> StoreResult<PartInfo> {
+        if size > slot.capacity {
+            return Err(StoreError::InvalidRequest(
+                "the part is larger than its declared length".into(),
+            ));
+        }
+        slot.file.sync_data()?;
+        let record = PartRecord {
+            size,
+            md5: hex::encode(md5),
+            checksums,
+            ino: slot.file.metadata()?.ino(),
+            in_place: Some(slot.offset),
+        };
+        let name = format!("{}.json", part_name(slot.number));
+        write_json_atomic(&slot.dir, &name, &record)?;
+        fsync_path(&slot.dir)?;
+        Ok(PartInfo {
+            number: slot.number,
+            etag: record.md5,
+            size,
+            checksums: record.checksums,
+            modified: SystemTime::now(),
+        })
+    }
+
     /// The parts uploaded so far, by part number.
     pub fn list_parts(&self, id: &str) -> StoreResult<Vec<PartInfo>> {
         let dir = self.upload_dir(id)?;
-        let mut parts = Vec::new();
-        for entry in std::fs::read_dir(&dir).map_err(no_upload_if_missing)? {
-            let entry = entry?;
-            let Some(number) = entry.file_name().to_str().and_then(parse_part_name) else {
-                continue;
-            };
-            match read_part(&dir, number) {
+        let numbers = staged_part_numbers(&dir)?;
+        let assembly = assembly_metadata(&dir)?;
+        let mut parts = Vec::with_capacity(numbers.len());
+        for number in numbers {
+            match read_part(&dir, number, assembly.as_ref()) {
                 Ok((info, _)) => parts.push(info),
-                // Removed by a concurrent completion or abort.
+                // No bytes on record, or removed by a concurrent completion or abort.
                 Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
                 Err(e) => return Err(e.into()),
             }
         }
-        parts.sort_by_key(|p| p.number);
         Ok(parts)
     }
 
@@ -466,8 +684,21 @@ impl Store {
         if requested.windows(2).any(|w| w[0].number >= w[1].number) {
             return Err(StoreError::InvalidPartOrder);
         }
+        let assembly_md = assembly_metadata(&dir)?;
+        let assembly = match &assembly_md {
+            Some(_) => Some(File::open(dir.join(ASSEMBLY_FILE))?),
+            None => None,
+        };
+        let mut in_place = Vec::new();
+        for number in staged_part_numbers(&dir)? {
+            if let Some(off) = read_part_record(&dir, number)
+                .and_then(|r| in_place_offset(&r, assembly_md.as_ref()))
+            {
+                in_place.push((number, off));
+            }
+        }
         let mut parts = Vec::with_capacity(requested.len());
-        let mut files = Vec::with_capacity(requested.len());
+        let mut sources = Vec::with_capacity(requested.len());
         for want in requested {
             let number = u32::try_from(want.number)
                 .ok()
@@ -475,7 +706,7 @@ impl Store {
                 .ok_or_else(|| {
                     StoreError::InvalidPart(format!("part number {} is out of range", want.number))
                 })?;
-            let (info, file) = match read_part(&dir, number) {
+            let (info, data) = match read_part(&dir, number, assembly_md.as_ref()) {
                 Ok(p) => p,
                 Err(e) if e.kind() == io::ErrorKind::NotFound => {
                     return Err(StoreError::InvalidPart(format!(
@@ -495,7 +726,7 @@ impl Store {
                 )));
             }
             parts.push(info);
-            files.push(file);
+            sources.push(data);
         }
         if let Some(small) = parts[..parts.len() - 1]
             .iter()
@@ -508,7 +739,9 @@ impl Store {
             record,
             parts,
             size,
-            files,
+            sources,
+            assembly,
+            in_place,
             dir,
             _lock: lock,
         })
@@ -535,9 +768,15 @@ impl Store {
                 return Err(StoreError::PreconditionFailed);
             }
         }
-        let tmp = self.create_temp(bucket)?;
-        concatenate(&assembly, &tmp.file)?;
-        let meta = self.commit(tmp, bucket, path, meta, mode)?;
+        let meta = if let Some(file) = self.assembly_in_place(&assembly)? {
+            let dir = Arc::new(fsutil::open_dir(&assembly.dir)?);
+            let tmp = TempFile::kept(file, dir, PathBuf::from(ASSEMBLY_FILE));
+            self.commit(tmp, bucket, path, meta, mode)?
+        } else {
+            let tmp = self.create_temp(bucket)?;
+            concatenate(&assembly, &tmp.file)?;
+            self.commit(tmp, bucket, path, meta, mode)?
+        };
         // The object is in place. A staging folder that cannot be removed is only clutter: the
         // upload can still be aborted.
         if let Err(e) = std::fs::remove_dir_all(&assembly.dir) {
@@ -548,31 +787,94 @@ impl Store {
     }
 }
 
-/// Copies the parts into `dst` at their final offsets. On a filesystem without reflinks the
-/// kernel copies every byte (a 1 GiB upload is 1 GiB of memory copies, CPU bound): the parts
-/// are split across a few threads, each copying whole parts to their own offsets, so the
-/// completion takes a fraction of the time of one sequential copy.
-fn concatenate(assembly: &Assembly, dst: &File) -> io::Result<()> {
-    let total: u64 = assembly.parts.iter().map(|p| p.size).sum();
-    // Starts at the offset where each part goes, in part order.
-    let starts: Vec<u64> = assembly
-        .parts
+impl Store {
+    /// The assembly file, completed, when the listed parts allow it: every in-place part the
+    /// upload holds is listed and already sits at its final offset. The other listed parts are
+    /// then copied into the gaps between them, where only bytes no record describes can be.
+    /// `None` leaves everything untouched, and the parts are concatenated into a new file.
+    fn assembly_in_place(&self, assembly: &Assembly) -> StoreResult<Option<File>> {
+        let Some(file) = &assembly.assembly else {
+            return Ok(None);
+        };
+        if !self.bucket_on_root_fs(&assembly.record.bucket)? {
+            return Ok(None);
+        }
+        let starts = final_offsets(&assembly.parts);
+        let lined_up = assembly.in_place.iter().all(|&(number, off)| {
+            assembly
+                .parts
+                .iter()
+                .zip(&assembly.sources)
+                .zip(&starts)
+                .any(|((p, data), &start)| {
+                    p.number == number
+                        && start == off
+                        && matches!(data, PartData::InPlace(o) if *o == off)
+                })
+        });
+        if !lined_up {
+            return Ok(None);
+        }
+        // The in-place parts were opened read-only for checking; writing needs a new handle.
+        let out = File::options()
+            .read(true)
+            .write(true)
+            .open(assembly.dir.join(ASSEMBLY_FILE))?;
+        if out.metadata()?.ino() != file.metadata()?.ino() {
+            return Ok(None);
+        }
+        for ((part, data), &start) in assembly.parts.iter().zip(&assembly.sources).zip(&starts) {
+            if let PartData::File(src) = data {
+                fsutil::copy_range_at(src, 0, &out, start, part.size)?;
+            }
+        }
+        // Drops what lies past the object: bytes of parts no record describes any more.
+        out.set_len(assembly.size)?;
+        Ok(Some(out))
+    }
+}
+
+/// Where each part starts in the finished object.
+fn final_offsets(parts: &[PartInfo]) -> Vec<u64> {
+    parts
         .iter()
         .scan(0u64, |off, p| {
             let start = *off;
             *off += p.size;
             Some(start)
         })
-        .collect();
-    dst.set_len(total)?;
+        .collect()
+}
+
+/// Copies the bytes of one part to `dst` at `start`.
+fn copy_part(assembly: &Assembly, i: usize, dst: &File, start: u64) -> io::Result<()> {
+    let size = assembly.parts[i].size;
+    match &assembly.sources[i] {
+        PartData::File(src) => fsutil::copy_range_at(src, 0, dst, start, size),
+        PartData::InPlace(off) => {
+            let src = assembly
+                .assembly
+                .as_ref()
+                .ok_or_else(|| io::Error::other("in-place part without an assembly file"))?;
+            fsutil::copy_range_at(src, *off, dst, start, size)
+        }
+    }
+}
+
+/// Copies the parts into `dst` at their final offsets. On a filesystem without reflinks the
+/// kernel copies every byte (a 1 GiB upload is 1 GiB of memory copies, CPU bound): the parts
+/// are split across a few threads, each copying whole parts to their own offsets.
+fn concatenate(assembly: &Assembly, dst: &File) -> io::Result<()> {
+    let starts = final_offsets(&assembly.parts);
+    dst.set_len(assembly.size)?;
     let threads = std::thread::available_parallelism()
         .map(|n| n.get())
         .unwrap_or(1)
         .clamp(1, COPY_THREADS);
     // Small uploads are not worth a thread.
-    if threads == 1 || assembly.parts.len() < 2 || total < PARALLEL_COPY_MIN {
-        for ((file, part), start) in assembly.files.iter().zip(&assembly.parts).zip(&starts) {
-            fsutil::copy_range_at(file, 0, dst, *start, part.size)?;
+    if threads == 1 || assembly.parts.len() < 2 || assembly.size < PARALLEL_COPY_MIN {
+        for (i, start) in starts.iter().enumerate() {
+            copy_part(assembly, i, dst, *start)?;
         }
         return Ok(());
     }
@@ -582,10 +884,9 @@ fn concatenate(assembly: &Assembly, dst: &File) -> io::Result<()> {
             .map(|t| {
                 let starts = &starts;
                 scope.spawn(move || -> io::Result<()> {
-                    for (i, (file, part)) in assembly.files.iter().zip(&assembly.parts).enumerate()
-                    {
+                    for (i, start) in starts.iter().enumerate() {
                         if i % threads == t {
-                            fsutil::copy_range_at(file, 0, dst, starts[i], part.size)?;
+                            copy_part(assembly, i, dst, *start)?;
                         }
                     }
                     Ok(())
@@ -678,6 +979,7 @@ mod tests {
             md5: hex::encode(Md5::digest(b"other")),
             checksums: Default::default(),
             ino: 1,
+            in_place: None,
         };
         write_json_atomic(&dir, "part-00001.json", &fake).unwrap();
         let parts = s.list_parts(&id).unwrap();
