@@ -2,7 +2,6 @@
 
 use std::fs::File;
 use std::io;
-use std::os::unix::fs::FileExt;
 use std::time::SystemTime;
 
 use bytes::Bytes;
@@ -21,9 +20,6 @@ use crate::transcode::{MediaRequest, parse_query};
 /// Objects up to this size are read in the same blocking call that opens them: one thread hop
 /// per small GET.
 const SMALL_OBJECT: u64 = 256 * 1024;
-
-/// Chunks read ahead of the client per large GET: bounds memory while overlapping disk and network.
-const READ_AHEAD: usize = 2;
 
 /// The owned conditional headers of a request, so they can move to the blocking pool.
 #[derive(Debug, Default, Clone)]
@@ -95,16 +91,12 @@ fn settle(
         .clone()
         .map(|r| (r.start, r.end))
         .unwrap_or((0, obj.size));
-    let small = if read != SmallRead::No && end - start <= SMALL_OBJECT {
-        let mut buf = vec![0u8; (end - start) as usize];
-        if read == SmallRead::Blocking {
-            obj.file.read_exact_at(&mut buf, start)?;
-            Some(Bytes::from(buf))
-        } else {
-            fsutil::pread_cached(&obj.file, &mut buf, start).map(|()| Bytes::from(buf))
-        }
-    } else {
-        None
+    let len = (end - start) as usize;
+    let small = match read {
+        _ if end - start > SMALL_OBJECT => None,
+        SmallRead::No => None,
+        SmallRead::Blocking => Some(Bytes::from(fsutil::read_block_at(&obj.file, len, start)?)),
+        SmallRead::Cached => fsutil::read_block_cached(&obj.file, len, start).map(Bytes::from),
     };
     Ok(Ok(Prepared {
         meta: obj.meta,
@@ -156,27 +148,66 @@ fn prepare(
     }
 }
 
-/// Streams `len` bytes of `file` from `start`, read in large blocks on the blocking pool, at
-/// most [`READ_AHEAD`] blocks ahead of the client. Dropping the body stops the reader.
+/// Streams `len` bytes of `file` from `start` in large blocks. A block in the page cache (the
+/// usual case for anything recently served) is read right on the async worker, as hyper asks
+/// for it: a trip to the blocking pool and back costs two thread wake-ups per block. A block
+/// that must come from the disk is read on the blocking pool. Dropping the body stops it.
 pub(crate) fn file_body(file: File, start: u64, len: u64) -> StreamingBlob {
-    let (tx, rx) = tokio::sync::mpsc::channel::<io::Result<Bytes>>(READ_AHEAD);
-    tokio::task::spawn_blocking(move || {
-        let mut off = start;
-        let end = start + len;
-        while off < end {
-            let want = ((end - off) as usize).min(IO_BLOCK);
-            let res = fsutil::read_block_at(&file, want, off).map(Bytes::from);
-            let failed = res.is_err();
-            if tx.blocking_send(res).is_err() || failed {
-                return;
-            }
-            off += want as u64;
+    StreamingBlob::wrap(FileStream {
+        file: std::sync::Arc::new(file),
+        off: start,
+        end: start + len,
+        reading: None,
+    })
+}
+
+struct FileStream {
+    file: std::sync::Arc<File>,
+    off: u64,
+    end: u64,
+    reading: Option<tokio::task::JoinHandle<io::Result<Vec<u8>>>>,
+}
+
+impl futures::Stream for FileStream {
+    type Item = io::Result<Bytes>;
+
+    fn poll_next(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Self::Item>> {
+        use std::task::Poll;
+        if let Some(h) = self.reading.as_mut() {
+            let res = std::task::ready!(std::pin::Pin::new(h).poll(cx));
+            self.reading = None;
+            return Poll::Ready(Some(match res {
+                Ok(Ok(buf)) => {
+                    self.off += buf.len() as u64;
+                    Ok(Bytes::from(buf))
+                }
+                Ok(Err(e)) => {
+                    self.off = self.end;
+                    Err(e)
+                }
+                Err(e) => {
+                    self.off = self.end;
+                    Err(io::Error::other(e))
+                }
+            }));
         }
-    });
-    let stream = futures::stream::unfold(rx, |mut rx| async move {
-        rx.recv().await.map(|item| (item, rx))
-    });
-    StreamingBlob::wrap(stream)
+        if self.off >= self.end {
+            return Poll::Ready(None);
+        }
+        let want = ((self.end - self.off) as usize).min(IO_BLOCK);
+        if let Some(buf) = fsutil::read_block_cached(&self.file, want, self.off) {
+            self.off += want as u64;
+            return Poll::Ready(Some(Ok(Bytes::from(buf))));
+        }
+        let (file, off) = (self.file.clone(), self.off);
+        self.reading = Some(tokio::task::spawn_blocking(move || {
+            fsutil::read_block_at(&file, want, off)
+        }));
+        self.poll_next(cx)
+    }
 }
 
 /// GetObject.

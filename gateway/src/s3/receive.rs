@@ -108,7 +108,10 @@ impl Sink {
     fn write(mut self, pieces: &[Bytes], full: bool) -> Result<Self, StoreError> {
         let len: u64 = pieces.iter().map(|b| b.len() as u64).sum();
         let (file, at) = match &self.out {
-            Out::Temp(t) => (&t.file, self.size),
+            Out::Temp(t) => {
+                fsutil::pwritev_all(&t.file, pieces, self.size)?;
+                (&t.file, self.size)
+            }
             Out::Slot(s) => {
                 if self.size + len > s.capacity {
                     // It would overwrite the next part's slot.
@@ -116,10 +119,11 @@ impl Sink {
                         "the part is larger than its declared Content-Length".into(),
                     ));
                 }
-                (&s.file, s.offset + self.size)
+                let at = s.offset + self.size;
+                s.write_at(pieces, at)?;
+                (&s.file, at)
             }
         };
-        fsutil::pwritev_all(file, pieces, at)?;
         if full {
             fsutil::start_writeback(file, at, len);
         }

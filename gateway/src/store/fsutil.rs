@@ -87,15 +87,17 @@ pub fn openat2_cached(
     openat2(base, &c, &how).ok()
 }
 
-/// Reads `buf.len()` bytes at `off` only if they are all in the page cache (`RWF_NOWAIT`), so
-/// the read never waits for the disk. `None` when some are not (or the filesystem cannot
-/// tell): the caller reads on the blocking pool instead.
-pub fn pread_cached(file: &File, buf: &mut [u8], off: u64) -> Option<()> {
+/// Reads `len` bytes at `off` into a fresh buffer, but only if they are all in the page cache
+/// (`RWF_NOWAIT`), so the read never waits for the disk and may run on an async worker.
+/// `None` when some are not (or the filesystem cannot tell): the caller reads on the blocking
+/// pool instead.
+pub fn read_block_cached(file: &File, len: usize, off: u64) -> Option<Vec<u8>> {
+    let mut buf: Vec<u8> = Vec::with_capacity(len);
     let iov = libc::iovec {
         iov_base: buf.as_mut_ptr().cast(),
-        iov_len: buf.len(),
+        iov_len: len,
     };
-    // SAFETY: one iovec describing `buf`, which outlives the call.
+    // SAFETY: one iovec describing the buffer's spare capacity, which outlives the call.
     let n = unsafe {
         libc::preadv2(
             file.as_raw_fd(),
@@ -107,7 +109,12 @@ pub fn pread_cached(file: &File, buf: &mut [u8], off: u64) -> Option<()> {
     };
     // A short read means part of the range was not cached (or the file shrank): let the
     // blocking path sort it out.
-    (n >= 0 && n as usize == buf.len()).then_some(())
+    if n < 0 || n as usize != len {
+        return None;
+    }
+    // SAFETY: the kernel initialised all `len` bytes.
+    unsafe { buf.set_len(len) };
+    Some(buf)
 }
 
 /// `statx` of `name` in `dir` without following a symlink: size, times and identity of a

@@ -108,6 +108,8 @@ pub struct Store {
     meta_cache: MetaCache,
     /// Sorted listings of big folders, by folder version.
     dir_cache: walk::DirCache,
+    /// Write turns in multipart assembly files.
+    assembly_writes: multipart::AssemblyWrites,
 }
 
 impl Store {
@@ -151,6 +153,7 @@ impl Store {
             meta,
             meta_cache: MetaCache::default(),
             dir_cache: walk::DirCache::default(),
+            assembly_writes: multipart::AssemblyWrites::default(),
         };
         store.clean_bucket_temp_dirs();
         Ok(store)

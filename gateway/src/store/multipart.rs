@@ -176,9 +176,41 @@ pub struct PartSlot {
     pub offset: u64,
     /// The most bytes the slot holds (the stride): more would run into the next part.
     pub capacity: u64,
+    /// Taken around each write into the assembly file, shared by the upload's parts: the
+    /// kernel serialises writes to one file anyway, and waiters spinning on its inode lock
+    /// burned as much CPU as the writes themselves; this one puts them to sleep.
+    writes: Arc<std::sync::Mutex<()>>,
     number: u32,
     dir: PathBuf,
     _lock: File,
+}
+
+impl PartSlot {
+    /// Writes `pieces` at `at` in the assembly file, one part at a time.
+    pub fn write_at(&self, pieces: &[bytes::Bytes], at: u64) -> io::Result<()> {
+        let _turn = self.writes.lock().unwrap_or_else(|e| e.into_inner());
+        fsutil::pwritev_all(&self.file, pieces, at)
+    }
+}
+
+/// The write locks of the assembly files being written, by upload id.
+#[derive(Debug, Default)]
+pub struct AssemblyWrites {
+    map: std::sync::Mutex<std::collections::HashMap<String, std::sync::Weak<std::sync::Mutex<()>>>>,
+}
+
+impl AssemblyWrites {
+    fn for_upload(&self, id: &str) -> Arc<std::sync::Mutex<()>> {
+        let mut map = self.map.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(lock) = map.get(id).and_then(std::sync::Weak::upgrade) {
+            return lock;
+        }
+        // Uploads no part is writing any more drop out here.
+        map.retain(|_, w| w.strong_count() > 0);
+        let lock = Arc::new(std::sync::Mutex::new(()));
+        map.insert(id.to_owned(), Arc::downgrade(&lock));
+        lock
+    }
 }
 
 impl Assembly {
@@ -552,6 +584,7 @@ impl Store {
                 file,
                 offset,
                 capacity: stride,
+                writes: self.assembly_writes.for_upload(id),
                 number,
                 dir,
                 _lock: lock,
