@@ -163,7 +163,19 @@ pub fn open_parent_nofollow(base: BorrowedFd<'_>, rel: &Path, create: bool) -> i
     };
     for comp in parent.components() {
         let c = cstr(Path::new(comp.as_os_str()))?;
-        if create {
+        let open = |dir: &OwnedFd| {
+            // SAFETY: valid fd and C string.
+            unsafe {
+                libc::openat(
+                    dir.as_raw_fd(),
+                    c.as_ptr(),
+                    libc::O_PATH | libc::O_DIRECTORY | libc::O_NOFOLLOW | libc::O_CLOEXEC,
+                )
+            }
+        };
+        // The folder usually exists already: try it before making it.
+        let mut fd = open(&cur);
+        if fd < 0 && create && io::Error::last_os_error().raw_os_error() == Some(libc::ENOENT) {
             // SAFETY: valid fd and C string.
             let r = unsafe { libc::mkdirat(cur.as_raw_fd(), c.as_ptr(), 0o755) };
             if r < 0 {
@@ -172,15 +184,8 @@ pub fn open_parent_nofollow(base: BorrowedFd<'_>, rel: &Path, create: bool) -> i
                     return Err(e);
                 }
             }
+            fd = open(&cur);
         }
-        // SAFETY: valid fd and C string; result owned below.
-        let fd = unsafe {
-            libc::openat(
-                cur.as_raw_fd(),
-                c.as_ptr(),
-                libc::O_PATH | libc::O_DIRECTORY | libc::O_NOFOLLOW | libc::O_CLOEXEC,
-            )
-        };
         if fd < 0 {
             let e = io::Error::last_os_error();
             // ENOTDIR: the component is a file (or a symlink, which we refuse to write through).
