@@ -11,7 +11,10 @@ use std::sync::{Arc, OnceLock};
 use tokio::sync::{mpsc, oneshot};
 
 use super::model::NewObject;
-use super::{Catalog, CatalogResult, Db, on_pool, upsert_rows};
+use sqlx::pool::PoolConnection;
+use sqlx::{Postgres, Sqlite};
+
+use super::{Catalog, CatalogResult, Db, upsert_rows};
 
 /// Most changes one transaction carries.
 const MAX_BATCH: usize = 256;
@@ -31,6 +34,23 @@ pub(crate) enum Change {
         /// Object key.
         key: String,
     },
+}
+
+/// The writer's own connection, kept from batch to batch: one taken from the pool for every
+/// batch costs a liveness check (a round trip to the database) on top of the batch.
+enum Held {
+    Sqlite(PoolConnection<Sqlite>),
+    Postgres(PoolConnection<Postgres>),
+}
+
+/// Runs the same body on whichever connection is held; `$c` is bound to it.
+macro_rules! on_held {
+    ($held:expr, $c:ident => $body:expr) => {
+        match $held {
+            Held::Sqlite($c) => $body,
+            Held::Postgres($c) => $body,
+        }
+    };
 }
 
 struct Queued {
@@ -69,6 +89,7 @@ impl Catalog {
     }
 
     async fn write_loop(self, mut rx: mpsc::UnboundedReceiver<Queued>) {
+        let mut held: Option<Held> = None;
         while let Some(first) = rx.recv().await {
             let mut batch = vec![first];
             while batch.len() < MAX_BATCH {
@@ -79,21 +100,40 @@ impl Catalog {
             }
             let (changes, waiters): (Vec<Change>, Vec<_>) =
                 batch.into_iter().map(|q| (q.change, q.done)).unzip();
-            let outcome = self
-                .commit_changes(changes)
-                .await
-                .map_err(|e| e.to_string());
+            let outcome = match held.take() {
+                Some(c) => Ok(c),
+                None => self.hold().await,
+            };
+            let outcome = match outcome {
+                Ok(mut conn) => {
+                    let res = self.commit_changes(&mut conn, changes).await;
+                    // A connection that failed a batch is not trusted with the next one.
+                    if res.is_ok() {
+                        held = Some(conn);
+                    }
+                    res
+                }
+                Err(e) => Err(e),
+            }
+            .map_err(|e| e.to_string());
             for w in waiters {
                 let _ = w.send(outcome.clone());
             }
         }
     }
 
+    async fn hold(&self) -> CatalogResult<Held> {
+        Ok(match &self.db {
+            Db::Sqlite(pool) => Held::Sqlite(pool.acquire().await?),
+            Db::Postgres(pool) => Held::Postgres(pool.acquire().await?),
+        })
+    }
+
     /// Applies `changes` in order in one transaction: runs of upserts go in multi-row
     /// statements, deletes one by one. A batch of upserts that fits one statement is sent
     /// without BEGIN and COMMIT (a statement is a transaction of its own): one round trip to
     /// the database instead of three.
-    async fn commit_changes(&self, changes: Vec<Change>) -> CatalogResult<()> {
+    async fn commit_changes(&self, conn: &mut Held, changes: Vec<Change>) -> CatalogResult<()> {
         let mut probes = false;
         let now = time::OffsetDateTime::now_utc();
         if changes.len() <= UPSERTS_PER_STATEMENT
@@ -107,17 +147,17 @@ impl Catalog {
                     rows.push(row);
                 }
             }
-            on_pool!(&self.db, pool => {
-                let mut conn = pool.acquire().await?;
-                upsert_rows!(conn, rows, now);
+            on_held!(conn, c => {
+                let c = &mut **c;
+                upsert_rows!(c, rows, now);
             });
             if probes {
                 self.probe_wakeup.notify_one();
             }
             return Ok(());
         }
-        on_pool!(&self.db, pool => {
-            let mut tx = pool.begin().await?;
+        on_held!(conn, c => {
+            let mut tx = sqlx::Connection::begin(&mut **c).await?;
             let mut run: Vec<NewObject> = Vec::new();
             for change in changes {
                 match change {

@@ -279,6 +279,24 @@ pub fn fsync_dir(dir: BorrowedFd<'_>) -> io::Result<()> {
     f.sync_all()
 }
 
+/// What a read or write call that returned `n` achieved: the bytes it moved, `None` when it
+/// was interrupted and should be retried, an error when it failed or moved nothing (`stalled`,
+/// with `what` as the message).
+fn progress(n: isize, stalled: io::ErrorKind, what: &str) -> io::Result<Option<usize>> {
+    if n < 0 {
+        let e = io::Error::last_os_error();
+        return if e.kind() == io::ErrorKind::Interrupted {
+            Ok(None)
+        } else {
+            Err(e)
+        };
+    }
+    if n == 0 {
+        return Err(io::Error::new(stalled, what.to_owned()));
+    }
+    Ok(Some(n as usize))
+}
+
 /// Reads exactly `len` bytes at `off` into a fresh buffer that is never zero-filled first:
 /// streaming a large object is a few memory copies per byte, and clearing every 1 MiB block
 /// before the read overwrites it would add one more.
@@ -296,21 +314,16 @@ pub fn read_block_at(file: &File, len: usize, off: u64) -> io::Result<Vec<u8>> {
                 (off + filled as u64) as libc::off_t,
             )
         };
-        if n < 0 {
-            let e = io::Error::last_os_error();
-            if e.kind() == io::ErrorKind::Interrupted {
-                continue;
-            }
-            return Err(e);
-        }
-        if n == 0 {
-            return Err(io::Error::new(
-                io::ErrorKind::UnexpectedEof,
-                "file shorter than expected",
-            ));
-        }
+        let Some(n) = progress(
+            n,
+            io::ErrorKind::UnexpectedEof,
+            "file shorter than expected",
+        )?
+        else {
+            continue;
+        };
         // SAFETY: the kernel initialised these `n` bytes just above.
-        unsafe { buf.set_len(filled + n as usize) };
+        unsafe { buf.set_len(filled + n) };
     }
     Ok(buf)
 }
@@ -407,22 +420,12 @@ pub fn pwritev_all(file: &File, bufs: &[bytes::Bytes], mut off: u64) -> io::Resu
                 off as libc::off_t,
             )
         };
-        if n < 0 {
-            let e = io::Error::last_os_error();
-            if e.kind() == io::ErrorKind::Interrupted {
-                continue;
-            }
-            return Err(e);
-        }
-        if n == 0 {
-            return Err(io::Error::new(
-                io::ErrorKind::WriteZero,
-                "pwritev wrote nothing",
-            ));
-        }
+        let Some(n) = progress(n, io::ErrorKind::WriteZero, "pwritev wrote nothing")? else {
+            continue;
+        };
         off += n as u64;
         // Skip what was written; a short write leaves a partly written iovec to resume.
-        let mut left = n as usize;
+        let mut left = n;
         while left > 0 {
             let iov = &mut iovs[start];
             if left >= iov.iov_len {
