@@ -41,6 +41,7 @@ KIB, MIB, GIB = 1 << 10, 1 << 20, 1 << 30
 BUCKET = "bench-data"
 MEDIA_BUCKET = "bench-media"
 CREDS = Creds("NEBULAPERFACCESSKEY1", "nebula/perf+Secret0123456789abcdefghijk", "us-east-1")
+FLOOR = "fs floor"  # floor.c, the durable-write floor for small PUTs
 SMALL_OBJECTS = 100  # distinct 4 KiB objects read by the small GETs
 MID_OBJECTS = 8  # distinct "16 MiB" objects
 PUT_LARGE_KEYS = 8  # "16 MiB" PUTs overwrite these in turn
@@ -217,17 +218,36 @@ class Bench:
 
     # -- wrk metrics --------------------------------------------------------------------------
     def wrk_metric(self, id: str, label: str, method: str, size: int, conc: int, per_op: bool,
-                   targets: list[Target], range_size: int | None = None) -> None:
+                   targets: list[Target], range_size: int | None = None, floor: bool = False) -> None:
+        """One wrk metric against nginx. With `floor` (small PUTs), every round also runs floor.c
+        and a second metric, `<id>_floor`, sets the same gateway runs against it."""
         if not self.wanted(id):
             return
         sc = self.scale
+        params = {"method": method, "size": size, "range": range_size, "concurrency": conc, "duration_s": sc.duration}
         metric = Metric(
             id, f"{label} c{conc}", "op/s" if per_op else "MiB/s", "µs/op" if per_op else "CPU s/GiB",
-            True, "nginx", targets, {"method": method, "size": size, "range": range_size, "concurrency": conc,
-                                      "duration_s": sc.duration},
+            True, "nginx", targets, params,
         )
         self.metrics.append(metric)
+        floor_metric = None
+        if floor:
+            floor_metric = Metric(f"{id}_floor", f"{label} c{conc}", metric.unit, metric.cpu_unit, True, FLOOR, [],
+                                  {**params, "floor": "floor.c: create, write, fsync, rename, fsync folder; "
+                                                      f"{conc} threads, no HTTP"})
+            self.metrics.append(floor_metric)
+            floor_bin = loads.build_floor(self.work)
         for rnd in range(sc.rounds):
+            if floor_metric:
+                run_id = f"{id}-r{rnd}-floor"
+
+                def run_floor(_: Server | None, run_id=run_id) -> dict:
+                    res = loads.run_floor(floor_bin, self.fresh_data(run_id), f"{BUCKET}/put-new/{run_id}", conc,
+                                          size, sc.duration, sc.warmup)
+                    return {**res, "value": res["ops"] / res["seconds"],
+                            "cpu_per_unit": res["server_cpu_s"] / res["ops"] * 1e6}
+
+                self.measure(floor_metric, FLOOR, run_floor, round=rnd)
             for kind in ("nginx", NEBULA):
                 run_id = f"{id}-r{rnd}-{kind}"
                 server = self.server(kind, self.fresh_data(run_id) if method == "PUT" and size <= 64 * KIB else None)
@@ -249,7 +269,9 @@ class Bench:
                         value, cpu = moved / MIB / seconds, res["server_cpu_s"] / (moved / GIB)
                     return {**res, "value": value, "cpu_per_unit": cpu, "ok_requests": ok}
 
-                self.measure(metric, kind, run, server, round=rnd)
+                raw = self.measure(metric, kind, run, server, round=rnd)
+                if floor_metric and kind == NEBULA:
+                    floor_metric.add_run(NEBULA, raw)
 
     def requests(self, kind: str, hostport: str, method: str, size: int, range_size: int | None,
                  run_id: str) -> tuple[list[Req], int, int | None]:
@@ -296,7 +318,7 @@ class Bench:
                         [Target("ratio_min", 0.7)], range_size=sc.range_size)
         for c in (1, 8):
             self.wrk_metric(f"put_4k_c{c}", "PUT 4 KiB new keys", "PUT", 4 * KIB, c, True,
-                            [Target("ratio_min", 0.5)] if c == 8 else [])
+                            [Target("ratio_min", 0.5)] if c == 8 else [], floor=c == 8)
         for c in (1, 8):
             self.wrk_metric(f"put_16m_c{c}", f"PUT {size_label(sc.put_large)}", "PUT", sc.put_large, c, False,
                             [Target("ratio_min", 0.8)])

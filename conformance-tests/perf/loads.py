@@ -158,6 +158,53 @@ def run_wrk(server: Server, reqs: list[Req], concurrency: int, duration: float, 
 
 
 # --------------------------------------------------------------------------------------------
+# the durable-write floor for small PUTs (floor.c): the filesystem's part of a PUT, no server
+
+
+def build_floor(workdir: Path) -> Path:
+    """Compiles floor.c (cc is there: cargo links with it)."""
+    binary = workdir / "floor"
+    subprocess.run(["cc", "-O2", "-pthread", "-o", str(binary), str(HERE / "floor.c")], check=True,
+                   capture_output=True, timeout=120)
+    return binary
+
+
+def run_floor(binary: Path, data_dir: Path, dst: str, threads: int, size: int, duration: float,
+              warmup: float) -> dict:
+    """One floor run into DATA/<dst> (temp files in DATA/.floor-tmp), after an untimed warm-up
+    into DATA/<dst>-warm. The floor program stands in for the server: its CPU is its own."""
+    tmp = data_dir / ".floor-tmp"
+    tmp.mkdir(exist_ok=True)
+
+    def floor(seconds: float, into: Path) -> dict:
+        into.mkdir(parents=True)
+        proc = subprocess.Popen([str(binary), str(tmp), str(into), str(threads), str(seconds), str(size)],
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        out, err = proc.stdout.read(), proc.stderr.read()
+        _, status, ru = os.wait4(proc.pid, 0)
+        proc.returncode = os.waitstatus_to_exitcode(status)
+        m = re.fullmatch(r"ops=(\d+) seconds=([\d.]+)\s*", out)
+        if proc.returncode != 0 or not m:
+            raise RuntimeError(f"floor failed ({proc.returncode}): {out[-300:]} {err[-600:]}")
+        return {"ops": int(m.group(1)), "seconds": float(m.group(2)),
+                "cpu_s": ru.ru_utime + ru.ru_stime}
+
+    if warmup > 0:
+        floor(warmup, data_dir / f"{dst}-warm")
+    with Window(None) as w:
+        res = floor(duration, data_dir / dst)
+    return {
+        **w.fields(),
+        "ops": res["ops"],
+        "seconds": res["seconds"],
+        "server_cpu_s": res["cpu_s"],
+        "client_cpu_s": w.client_cpu_s - res["cpu_s"],
+        # Not comparable: wait4's maxrss still counts the forked Python before the exec.
+        "peak_rss_kib": None,
+    }
+
+
+# --------------------------------------------------------------------------------------------
 # large upload: one PUT with curl (nginx), presigned-style multipart with 4 threads (gateway)
 
 

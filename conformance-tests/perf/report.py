@@ -179,4 +179,6 @@ Medians over the rounds; ±x% = half the min-max spread of the rounds. ratio = N
 the metric's own value (for wall times and TTFB lower is better). CPU = server CPU (utime+stime
 from /proc; nginx = master + workers; gst-launch = the child) per unit. RSS = peak RSS in MiB
 (gateway VmHWM; nginx workers summed; gst-launch maxrss). busy = most cores other processes used
-during a run of that metric (> 0.3 means the numbers are noisy)."""
+during a run of that metric (> 0.3 means the numbers are noisy). fs floor = floor.c: the
+filesystem steps of a durable small PUT (create, write, fsync, rename, fsync folder) with no
+server; its CPU is the program's own."""
