@@ -107,7 +107,7 @@ impl Sink {
     /// writeback at once (a large body is still arriving).
     fn write(mut self, pieces: &[Bytes], full: bool) -> Result<Self, StoreError> {
         let len: u64 = pieces.iter().map(|b| b.len() as u64).sum();
-        let (file, at) = match &self.out {
+        let (file, at) = match &mut self.out {
             Out::Temp(t) => {
                 fsutil::pwritev_all(&t.file, pieces, self.size)?;
                 (&t.file, self.size)

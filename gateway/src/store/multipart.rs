@@ -180,16 +180,34 @@ pub struct PartSlot {
     /// kernel serialises writes to one file anyway, and waiters spinning on its inode lock
     /// burned as much CPU as the writes themselves; this one puts them to sleep.
     writes: Arc<std::sync::Mutex<()>>,
+    /// The part's bytes on their way to the assembly file, past the page cache.
+    direct: Option<fsutil::DirectAppender>,
     number: u32,
     dir: PathBuf,
     _lock: File,
 }
 
 impl PartSlot {
-    /// Writes `pieces` at `at` in the assembly file, one part at a time.
-    pub fn write_at(&self, pieces: &[bytes::Bytes], at: u64) -> io::Result<()> {
+    /// Writes `pieces` at `at` in the assembly file (just after the part's earlier pieces),
+    /// one part at a time.
+    pub fn write_at(&mut self, pieces: &[bytes::Bytes], at: u64) -> io::Result<()> {
         let _turn = self.writes.lock().unwrap_or_else(|e| e.into_inner());
-        fsutil::pwritev_all(&self.file, pieces, at)
+        match &mut self.direct {
+            Some(d) => {
+                debug_assert_eq!(d.end(), at);
+                d.write(pieces)
+            }
+            None => fsutil::pwritev_all(&self.file, pieces, at),
+        }
+    }
+
+    /// Writes what the part still holds in memory.
+    fn flush(&mut self) -> io::Result<()> {
+        let _turn = self.writes.lock().unwrap_or_else(|e| e.into_inner());
+        match &mut self.direct {
+            Some(d) => d.finish(),
+            None => Ok(()),
+        }
     }
 }
 
@@ -572,12 +590,14 @@ impl Store {
             Err(e) if e.kind() == io::ErrorKind::AlreadyExists => return Ok((record, None)),
             Err(e) => return Err(e.into()),
         }
+        let path = dir.join(ASSEMBLY_FILE);
         let file = File::options()
             .read(true)
             .write(true)
             .create(true)
             .truncate(false)
-            .open(dir.join(ASSEMBLY_FILE))?;
+            .open(&path)?;
+        let direct = fsutil::DirectAppender::new(&path, &file, offset)?;
         Ok((
             record,
             Some(PartSlot {
@@ -585,6 +605,7 @@ impl Store {
                 offset,
                 capacity: stride,
                 writes: self.assembly_writes.for_upload(id),
+                direct,
                 number,
                 dir,
                 _lock: lock,
@@ -596,7 +617,7 @@ impl Store {
     /// first, so a record never describes bytes a crash could lose.
     pub fn finish_slot(
         &self,
-        slot: PartSlot,
+        mut slot: PartSlot,
         size: u64,
         md5: [u8; 16],
         checksums: StoredChecksums,
@@ -606,6 +627,7 @@ impl Store {
                 "the part is larger than its declared length".into(),
             ));
         }
+        slot.flush()?;
         slot.file.sync_data()?;
         let record = PartRecord {
             size,
