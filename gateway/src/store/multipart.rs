@@ -13,7 +13,9 @@
 //! written to disk twice and copied once in memory. Parts that do not fit (another size, a
 //! second upload of a slot, UploadPartCopy, a bucket on another filesystem) are kept as
 //! `part-NNNNN` files and copied into place at completion, as is everything when the listed
-//! parts do not line up with the slots.
+//! parts do not line up with the slots. In-place parts are written with `O_DIRECT` through an
+//! aligned buffer (`fsutil::DirectAppender`): a large upload then costs no page-cache copy and
+//! no writeback, and each part's `fdatasync` has little left to do.
 //!
 //! A part file's record is written before the bytes are renamed into place and names the inode
 //! it describes: a record that lost a race with another upload of the same part number (or a
