@@ -157,6 +157,13 @@ def run_wrk(server: Server, reqs: list[Req], concurrency: int, duration: float, 
     return {**res, **w.fields()}
 
 
+def reap(proc: subprocess.Popen) -> resource.struct_rusage:
+    """Waits for `proc` (setting its returncode) and returns its own resource usage."""
+    _, status, ru = os.wait4(proc.pid, 0)
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    return ru
+
+
 # --------------------------------------------------------------------------------------------
 # the durable-write floor for small PUTs (floor.c): the filesystem's part of a PUT, no server
 
@@ -181,8 +188,7 @@ def run_floor(binary: Path, data_dir: Path, dst: str, threads: int, size: int, d
         proc = subprocess.Popen([str(binary), str(tmp), str(into), str(threads), str(seconds), str(size)],
                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         out, err = proc.stdout.read(), proc.stderr.read()
-        _, status, ru = os.wait4(proc.pid, 0)
-        proc.returncode = os.waitstatus_to_exitcode(status)
+        ru = reap(proc)
         m = re.fullmatch(r"ops=(\d+) seconds=([\d.]+)\s*", out)
         if proc.returncode != 0 or not m:
             raise RuntimeError(f"floor failed ({proc.returncode}): {out[-300:]} {err[-600:]}")
@@ -327,8 +333,7 @@ def gst_to_pipe(args: list[str], out: Path) -> dict:
                     ttfb = time.monotonic() - w.t0
                 size += len(b)
                 f.write(b)
-        _, status, ru = os.wait4(proc.pid, 0)
-        proc.returncode = os.waitstatus_to_exitcode(status)
+        ru = reap(proc)
     drain.join()
     if proc.returncode != 0 or ttfb is None:
         raise RuntimeError(f"gst-launch failed ({proc.returncode}): {b''.join(errors)[-600:]!r}")

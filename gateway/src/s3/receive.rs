@@ -107,10 +107,12 @@ impl Sink {
     /// writeback at once (a large body is still arriving).
     fn write(mut self, pieces: &[Bytes], full: bool) -> Result<Self, StoreError> {
         let len: u64 = pieces.iter().map(|b| b.len() as u64).sum();
-        let (file, at) = match &mut self.out {
+        match &mut self.out {
             Out::Temp(t) => {
                 fsutil::pwritev_all(&t.file, pieces, self.size)?;
-                (&t.file, self.size)
+                if full {
+                    fsutil::start_writeback(&t.file, self.size, len);
+                }
             }
             Out::Slot(s) => {
                 if self.size + len > s.capacity {
@@ -119,13 +121,8 @@ impl Sink {
                         "the part is larger than its declared Content-Length".into(),
                     ));
                 }
-                let at = s.offset + self.size;
-                s.write_at(pieces, at)?;
-                (&s.file, at)
+                s.write_at(pieces, s.offset + self.size, full)?;
             }
-        };
-        if full {
-            fsutil::start_writeback(file, at, len);
         }
         self.size += len;
         Ok(self)

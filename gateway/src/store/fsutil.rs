@@ -470,11 +470,11 @@ const DIRECT_BLOCK: usize = 1024 * 1024;
 /// cache. Copying every byte into the page cache and writing it back later cost more CPU than
 /// the copy into this buffer (here several times more, when the kernel had just freed the
 /// pages it then reuses), and the fsync at the end has nothing left to write back. The last
-/// bytes that do not fill an aligned block go through the ordinary handle. A filesystem that
-/// refuses `O_DIRECT` (at open or at the first write) gets ordinary writes throughout.
+/// bytes that do not fill an aligned block go through the ordinary handle the caller passes
+/// (`buffered`, on the same file), as does everything if a write is refused after all.
 pub struct DirectAppender {
+    /// The `O_DIRECT` handle; None once a write was refused.
     direct: Option<File>,
-    buffered: File,
     buf: Vec<u8>,
     /// Where the aligned window starts in `buf`.
     start: usize,
@@ -494,31 +494,30 @@ impl std::fmt::Debug for DirectAppender {
 }
 
 impl DirectAppender {
-    /// An appender writing `buffered`'s file (also opened at `path` with `O_DIRECT`) from
-    /// `pos`; None when `pos` is not aligned.
-    pub fn new(path: &Path, buffered: &File, pos: u64) -> io::Result<Option<Self>> {
+    /// An appender writing the file at `path` from `pos`; None when `pos` is not aligned or
+    /// the filesystem refuses `O_DIRECT` (the caller then writes as usual).
+    pub fn new(path: &Path, pos: u64) -> Option<Self> {
         if !pos.is_multiple_of(DIRECT_ALIGN as u64) {
-            return Ok(None);
+            return None;
         }
         let direct = File::options()
             .write(true)
             .custom_flags(libc::O_DIRECT | libc::O_CLOEXEC)
             .open(path)
-            .ok();
+            .ok()?;
         let buf = vec![0u8; DIRECT_BLOCK + DIRECT_ALIGN];
         let start = buf.as_ptr().align_offset(DIRECT_ALIGN);
-        Ok(Some(DirectAppender {
-            direct,
-            buffered: buffered.try_clone()?,
+        Some(DirectAppender {
+            direct: Some(direct),
             buf,
             start,
             fill: 0,
             pos,
-        }))
+        })
     }
 
     /// Appends `pieces`; every full block goes to disk now.
-    pub fn write(&mut self, pieces: &[bytes::Bytes]) -> io::Result<()> {
+    pub fn write(&mut self, pieces: &[bytes::Bytes], buffered: &File) -> io::Result<()> {
         for piece in pieces {
             let mut piece = &piece[..];
             while !piece.is_empty() {
@@ -528,7 +527,7 @@ impl DirectAppender {
                 self.fill += take;
                 piece = &piece[take..];
                 if self.fill == DIRECT_BLOCK {
-                    self.flush(DIRECT_BLOCK)?;
+                    self.flush(DIRECT_BLOCK, buffered)?;
                 }
             }
         }
@@ -537,14 +536,14 @@ impl DirectAppender {
 
     /// Writes whatever is still buffered: the aligned part directly, the rest through the
     /// ordinary handle.
-    pub fn finish(&mut self) -> io::Result<()> {
+    pub fn finish(&mut self, buffered: &File) -> io::Result<()> {
         let aligned = self.fill / DIRECT_ALIGN * DIRECT_ALIGN;
         if aligned > 0 {
-            self.flush(aligned)?;
+            self.flush(aligned, buffered)?;
         }
         if self.fill > 0 {
             let window = &self.buf[self.start..self.start + self.fill];
-            self.buffered.write_all_at(window, self.pos)?;
+            buffered.write_all_at(window, self.pos)?;
             self.pos += self.fill as u64;
             self.fill = 0;
         }
@@ -552,18 +551,18 @@ impl DirectAppender {
     }
 
     /// Writes the first `len` (aligned) buffered bytes and keeps the rest for the next block.
-    fn flush(&mut self, len: usize) -> io::Result<()> {
+    fn flush(&mut self, len: usize, buffered: &File) -> io::Result<()> {
         let window = &self.buf[self.start..self.start + len];
         let direct = match &self.direct {
             Some(f) => f.write_all_at(window, self.pos),
-            None => self.buffered.write_all_at(window, self.pos),
+            None => buffered.write_all_at(window, self.pos),
         };
         match direct {
             Ok(()) => {}
             // Refused after all (some filesystems accept the flag, then not the write).
             Err(e) if e.raw_os_error() == Some(libc::EINVAL) && self.direct.is_some() => {
                 self.direct = None;
-                self.buffered.write_all_at(window, self.pos)?;
+                buffered.write_all_at(window, self.pos)?;
             }
             Err(e) => return Err(e),
         }
@@ -600,24 +599,18 @@ mod tests {
         // Bytes before the slot must survive; the slot starts at an aligned offset.
         file.write_all_at(b"head", 0).expect("head");
         let at = 2 * DIRECT_ALIGN as u64;
-        assert!(
-            DirectAppender::new(&path, &file, at + 1)
-                .expect("new")
-                .is_none()
-        );
-        let mut d = DirectAppender::new(&path, &file, at)
-            .expect("new")
-            .expect("aligned");
+        assert!(DirectAppender::new(&path, at + 1).is_none());
+        let mut d = DirectAppender::new(&path, at).expect("aligned, and ext4 takes O_DIRECT");
         let data: Vec<u8> = (0..3 * DIRECT_BLOCK + 12_345)
             .map(|i| (i * 7 % 251) as u8)
             .collect();
         // Pieces of awkward sizes, across block boundaries.
         let pieces: Vec<Bytes> = data.chunks(100_003).map(Bytes::copy_from_slice).collect();
         let (first, rest) = pieces.split_at(5);
-        d.write(first).expect("write");
-        d.write(rest).expect("write");
+        d.write(first, &file).expect("write");
+        d.write(rest, &file).expect("write");
         assert_eq!(d.end(), at + data.len() as u64);
-        d.finish().expect("finish");
+        d.finish(&file).expect("finish");
         let all = std::fs::read(&path).expect("read");
         assert_eq!(&all[..4], b"head");
         assert_eq!(all.len() as u64, at + data.len() as u64);

@@ -191,15 +191,23 @@ pub struct PartSlot {
 
 impl PartSlot {
     /// Writes `pieces` at `at` in the assembly file (just after the part's earlier pieces),
-    /// one part at a time.
-    pub fn write_at(&mut self, pieces: &[bytes::Bytes], at: u64) -> io::Result<()> {
+    /// one part at a time. A `full` batch that went through the page cache is passed on to
+    /// writeback at once (more of the part is still arriving); direct writes are on disk.
+    pub fn write_at(&mut self, pieces: &[bytes::Bytes], at: u64, full: bool) -> io::Result<()> {
         let _turn = self.writes.lock().unwrap_or_else(|e| e.into_inner());
         match &mut self.direct {
             Some(d) => {
                 debug_assert_eq!(d.end(), at);
-                d.write(pieces)
+                d.write(pieces, &self.file)
             }
-            None => fsutil::pwritev_all(&self.file, pieces, at),
+            None => {
+                fsutil::pwritev_all(&self.file, pieces, at)?;
+                if full {
+                    let len = pieces.iter().map(|p| p.len() as u64).sum();
+                    fsutil::start_writeback(&self.file, at, len);
+                }
+                Ok(())
+            }
         }
     }
 
@@ -207,7 +215,7 @@ impl PartSlot {
     fn flush(&mut self) -> io::Result<()> {
         let _turn = self.writes.lock().unwrap_or_else(|e| e.into_inner());
         match &mut self.direct {
-            Some(d) => d.finish(),
+            Some(d) => d.finish(&self.file),
             None => Ok(()),
         }
     }
@@ -599,7 +607,7 @@ impl Store {
             .create(true)
             .truncate(false)
             .open(&path)?;
-        let direct = fsutil::DirectAppender::new(&path, &file, offset)?;
+        let direct = fsutil::DirectAppender::new(&path, offset);
         Ok((
             record,
             Some(PartSlot {
