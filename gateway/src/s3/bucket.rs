@@ -4,16 +4,8 @@
 use s3s::dto::*;
 use s3s::{S3Request, S3Response, S3Result};
 
-use super::{Gateway, blocking, object_path, timestamp};
+use super::{Gateway, blocking, object_path, owner, timestamp};
 use crate::error::StoreError;
-
-/// The single owner every bucket and object has on this gateway.
-pub(crate) fn owner() -> Owner {
-    Owner {
-        display_name: Some("nebula".into()),
-        id: Some("nebula".into()),
-    }
-}
 
 /// ListBuckets.
 pub(crate) async fn list_buckets(

@@ -1,15 +1,19 @@
-//! Content-MD5 and `x-amz-checksum-*` verification for uploads (headers or aws-chunked trailers).
+//! Content-MD5 and `x-amz-checksum-*`: verification for uploads (headers or aws-chunked
+//! trailers), the checksums S3 echoes, and the composite checksum of a multipart object.
 //! s3s parses these headers but leaves checking the data against them to the backend.
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as B64;
 use http::HeaderMap;
+use md5::{Digest, Md5};
 use s3s::checksum::ChecksumHasher;
 use s3s::crypto::Checksum as _;
-use s3s::dto::{Checksum, ChecksumAlgorithm};
+use s3s::dto::{Checksum, ChecksumAlgorithm, ChecksumType, CompletedPart};
+use std::os::unix::fs::FileExt;
 
 use crate::error::StoreError;
-use crate::store::meta::StoredChecksums;
+use crate::store::meta::{IO_BLOCK, StoredChecksums};
+use crate::store::multipart::{PartInfo, UploadRecord};
 
 /// The checksum algorithms S3 knows, with their header names and digest sizes.
 const ALGOS: [(&str, &str, usize); 5] = [
@@ -156,6 +160,111 @@ impl Expect {
             sha256: computed.checksum_sha256.clone(),
         })
     }
+}
+
+/// Output checksums as S3 echoes them.
+pub(crate) fn checksum_fields(c: &StoredChecksums) -> Checksum {
+    Checksum {
+        checksum_crc32: c.crc32.clone(),
+        checksum_crc32c: c.crc32c.clone(),
+        checksum_crc64nvme: c.crc64nvme.clone(),
+        checksum_sha1: c.sha1.clone(),
+        checksum_sha256: c.sha256.clone(),
+        checksum_type: None,
+    }
+}
+
+/// The checksums a CompleteMultipartUpload part list gives for one part.
+pub(crate) fn stored_from_request(c: &CompletedPart) -> StoredChecksums {
+    StoredChecksums {
+        crc32: c.checksum_crc32.clone(),
+        crc32c: c.checksum_crc32c.clone(),
+        crc64nvme: c.checksum_crc64nvme.clone(),
+        sha1: c.checksum_sha1.clone(),
+        sha256: c.checksum_sha256.clone(),
+    }
+}
+
+/// MD5 and the upload's checksum of the first `len` bytes of a file, read in large blocks.
+pub(crate) fn hash_file(
+    file: &std::fs::File,
+    len: u64,
+    algorithm: Option<&ChecksumAlgorithm>,
+) -> Result<([u8; 16], StoredChecksums), StoreError> {
+    let expect = Expect::from_request(None, &HeaderMap::new(), algorithm)?;
+    let mut hasher = expect.hasher();
+    let mut md5 = Md5::new();
+    let mut buf = vec![0u8; IO_BLOCK];
+    let mut off = 0;
+    while off < len {
+        let want = (len - off).min(buf.len() as u64) as usize;
+        let n = file.read_at(&mut buf[..want], off)?;
+        if n == 0 {
+            return Err(StoreError::Io(std::io::Error::new(
+                std::io::ErrorKind::UnexpectedEof,
+                "copied part is short",
+            )));
+        }
+        md5.update(&buf[..n]);
+        hasher.update(&buf[..n]);
+        off += n as u64;
+    }
+    let md5: [u8; 16] = md5.finalize().into();
+    let checksums = expect.verify(&md5, &hasher.finalize(), None)?;
+    Ok((md5, checksums))
+}
+
+/// The stored value of one algorithm, by its S3 name.
+fn checksum_value(c: &StoredChecksums, algorithm: &str) -> Option<String> {
+    match algorithm {
+        "CRC32" => c.crc32.clone(),
+        "CRC32C" => c.crc32c.clone(),
+        "SHA1" => c.sha1.clone(),
+        "SHA256" => c.sha256.clone(),
+        _ => None,
+    }
+}
+
+/// S3's composite ("checksum of checksums", `-N` suffix) checksum for uploads created with a
+/// checksum algorithm, when every part has that checksum. Full-object CRCs would need CRC
+/// combination and are not offered; without a value nothing is claimed.
+pub(crate) fn composite_checksums(record: &UploadRecord, parts: &[PartInfo]) -> StoredChecksums {
+    let mut out = StoredChecksums::default();
+    let Some(alg) = record.checksum_algorithm.as_deref() else {
+        return out;
+    };
+    if record
+        .checksum_type
+        .as_deref()
+        .is_some_and(|t| t.eq_ignore_ascii_case(ChecksumType::FULL_OBJECT))
+    {
+        return out;
+    }
+    let Ok(expect) = Expect::from_request(
+        None,
+        &HeaderMap::new(),
+        Some(&ChecksumAlgorithm::from(alg.to_owned())),
+    ) else {
+        return out;
+    };
+    let mut hasher = expect.hasher();
+    for p in parts {
+        let Some(raw) = checksum_value(&p.checksums, alg).and_then(|v| B64.decode(v).ok()) else {
+            return out;
+        };
+        hasher.update(&raw);
+    }
+    let sum = hasher.finalize();
+    let n = parts.len();
+    let composite = |v: Option<String>| v.map(|v| format!("{v}-{n}"));
+    match alg {
+        "CRC32" => out.crc32 = composite(sum.checksum_crc32),
+        "CRC32C" => out.crc32c = composite(sum.checksum_crc32c),
+        "SHA1" => out.sha1 = composite(sum.checksum_sha1),
+        "SHA256" => out.sha256 = composite(sum.checksum_sha256),
+        _ => {}
+    }
+    out
 }
 
 #[cfg(test)]

@@ -112,6 +112,50 @@ impl Conditions<'_> {
     }
 }
 
+/// The owned conditional headers of a request, so they can move to the blocking pool.
+#[derive(Debug, Default, Clone)]
+pub(crate) struct OwnedConditions {
+    pub if_match: Option<ETagCondition>,
+    pub if_none_match: Option<ETagCondition>,
+    pub if_modified_since: Option<Timestamp>,
+    pub if_unmodified_since: Option<Timestamp>,
+}
+
+/// The four conditional headers of an s3s input, taken once for every operation that has them:
+/// `conditions!(input)` for a read (`if_match`, ...), `conditions!(copy_source input)` for a
+/// copy source (`copy_source_if_match`, ...).
+macro_rules! conditions {
+    ($input:ident) => {
+        $crate::s3::conditional::OwnedConditions {
+            if_match: $input.if_match,
+            if_none_match: $input.if_none_match,
+            if_modified_since: $input.if_modified_since,
+            if_unmodified_since: $input.if_unmodified_since,
+        }
+    };
+    (copy_source $input:ident) => {
+        $crate::s3::conditional::OwnedConditions {
+            if_match: $input.copy_source_if_match,
+            if_none_match: $input.copy_source_if_none_match,
+            if_modified_since: $input.copy_source_if_modified_since,
+            if_unmodified_since: $input.copy_source_if_unmodified_since,
+        }
+    };
+}
+pub(crate) use conditions;
+
+impl OwnedConditions {
+    /// The conditions, borrowed for evaluation.
+    pub(crate) fn borrow(&self) -> Conditions<'_> {
+        Conditions {
+            if_match: self.if_match.as_ref(),
+            if_none_match: self.if_none_match.as_ref(),
+            if_modified_since: self.if_modified_since.as_ref(),
+            if_unmodified_since: self.if_unmodified_since.as_ref(),
+        }
+    }
+}
+
 fn httpdate(t: SystemTime) -> String {
     let ts = Timestamp::from(t);
     super::format_http_date(&ts).unwrap_or_default()

@@ -1,10 +1,14 @@
-//! CopyObject: kernel-side copy into a temp file, metadata COPY or REPLACE, atomic rename.
+//! CopyObject and UploadPartCopy: kernel-side copies (reflinks where the filesystem has them)
+//! into a temp file, committed with an atomic rename; CopyObject takes the metadata as COPY or
+//! REPLACE, UploadPartCopy makes (a range of) the source a part of an upload.
 
 use s3s::dto::*;
 use s3s::{S3Error, S3ErrorCode, S3Request, S3Response, S3Result};
 
-use super::conditional::Conditions;
-use super::put::{WriteHeaders, checksum_fields};
+use super::checksum::{checksum_fields, hash_file};
+use super::conditional::{Conditions, conditions};
+use super::multipart::{algorithm_of, part_etag, part_number};
+use super::put::WriteHeaders;
 use super::{Gateway, blocking, etag_of, object_path, timestamp};
 use crate::error::StoreError;
 use crate::store::{Commit, fsutil};
@@ -64,12 +68,7 @@ pub(crate) async fn copy_object(
         }
         .to_meta()
     });
-    let conds = super::get::OwnedConditions {
-        if_match: input.copy_source_if_match,
-        if_none_match: input.copy_source_if_none_match,
-        if_modified_since: input.copy_source_if_modified_since,
-        if_unmodified_since: input.copy_source_if_unmodified_since,
-    };
+    let conds = conditions!(copy_source input);
     let store = gw.store.clone();
     let dst_bucket = input.bucket.clone();
     let (bucket, key) = (input.bucket.clone(), input.key.clone());
@@ -118,6 +117,90 @@ pub(crate) async fn copy_object(
     };
     Ok(S3Response::new(CopyObjectOutput {
         copy_object_result: Some(result),
+        ..Default::default()
+    }))
+}
+
+/// Parses `x-amz-copy-source-range: bytes=first-last` (both required, inclusive).
+fn parse_copy_range(s: &str) -> Result<(u64, u64), StoreError> {
+    let bad = || {
+        StoreError::InvalidArgument(
+            "The x-amz-copy-source-range value must be of the form bytes=first-last where first and last are the zero-based offsets of the first and last bytes to copy".into(),
+        )
+    };
+    let (a, b) = s
+        .trim()
+        .strip_prefix("bytes=")
+        .and_then(|r| r.split_once('-'))
+        .ok_or_else(bad)?;
+    let (a, b) = (
+        a.trim().parse::<u64>().map_err(|_| bad())?,
+        b.trim().parse::<u64>().map_err(|_| bad())?,
+    );
+    if a > b {
+        return Err(bad());
+    }
+    Ok((a, b))
+}
+
+/// UploadPartCopy: a kernel copy of (a range of) an existing object becomes a part.
+pub(crate) async fn upload_part_copy(
+    gw: &Gateway,
+    req: S3Request<UploadPartCopyInput>,
+) -> S3Result<S3Response<UploadPartCopyOutput>> {
+    let input = req.input;
+    let number = part_number(input.part_number)?;
+    let (src_bucket, src_key) = copy_source(&input.copy_source)?;
+    let src_path = object_path(&src_key)?;
+    let range = input
+        .copy_source_range
+        .as_deref()
+        .map(parse_copy_range)
+        .transpose()?;
+    let conds = conditions!(copy_source input);
+    let store = gw.store.clone();
+    let (bucket, key, id) = (input.bucket, input.key, input.upload_id);
+    let part = blocking(move || {
+        let record = store.open_upload(&bucket, &key, &id)?;
+        let src = store.open_object(&src_bucket, &src_path)?;
+        if conds
+            .borrow()
+            .check_copy_source(&src.meta, src.modified)
+            .is_err()
+        {
+            return Err(StoreError::PreconditionFailed);
+        }
+        let (start, len) = match range {
+            None => (0, src.size),
+            Some((first, last)) if last < src.size => (first, last - first + 1),
+            Some(_) => {
+                return Err(StoreError::InvalidArgument(format!(
+                    "Range specified is not valid for source object of size: {}",
+                    src.size
+                )));
+            }
+        };
+        let tmp = store.internal_temp()?;
+        if len > 0 {
+            fsutil::copy_range(&src.file, start, &tmp.file, len)?;
+        }
+        // Hash what landed in the part, not the source, which may change under us.
+        let (md5, checksums) = hash_file(&tmp.file, len, algorithm_of(&record).as_ref())?;
+        store.put_part(&bucket, &key, &id, number, tmp, md5, checksums)
+    })
+    .await?;
+    let c = checksum_fields(&part.checksums);
+    let result = CopyPartResult {
+        e_tag: Some(part_etag(&part)),
+        last_modified: Some(timestamp(part.modified)),
+        checksum_crc32: c.checksum_crc32,
+        checksum_crc32c: c.checksum_crc32c,
+        checksum_crc64nvme: c.checksum_crc64nvme,
+        checksum_sha1: c.checksum_sha1,
+        checksum_sha256: c.checksum_sha256,
+    };
+    Ok(S3Response::new(UploadPartCopyOutput {
+        copy_part_result: Some(result),
         ..Default::default()
     }))
 }

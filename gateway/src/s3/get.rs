@@ -8,8 +8,8 @@ use bytes::Bytes;
 use s3s::dto::*;
 use s3s::{S3Request, S3Response, S3Result};
 
-use super::conditional::Conditions;
-use super::put::checksum_fields;
+use super::checksum::checksum_fields;
+use super::conditional::{OwnedConditions, conditions};
 use super::{Gateway, blocking, etag_of, object_path, parse_http_date, timestamp};
 use crate::error::StoreError;
 use crate::store::ObjectHandle;
@@ -21,24 +21,31 @@ use crate::transcode::{MediaRequest, parse_query};
 /// per small GET.
 const SMALL_OBJECT: u64 = 256 * 1024;
 
-/// The owned conditional headers of a request, so they can move to the blocking pool.
-#[derive(Debug, Default, Clone)]
-pub(crate) struct OwnedConditions {
-    pub if_match: Option<ETagCondition>,
-    pub if_none_match: Option<ETagCondition>,
-    pub if_modified_since: Option<Timestamp>,
-    pub if_unmodified_since: Option<Timestamp>,
+/// What GetObject and HeadObject both ask, taken from either input once by [`read_request!`].
+struct ReadRequest {
+    bucket: String,
+    key: String,
+    conds: OwnedConditions,
+    range: Option<Range>,
+    part_number: Option<i32>,
+    /// `x-amz-checksum-mode: ENABLED`: the stored checksums are echoed on whole-object reads.
+    checksum_mode: bool,
 }
 
-impl OwnedConditions {
-    pub(crate) fn borrow(&self) -> Conditions<'_> {
-        Conditions {
-            if_match: self.if_match.as_ref(),
-            if_none_match: self.if_none_match.as_ref(),
-            if_modified_since: self.if_modified_since.as_ref(),
-            if_unmodified_since: self.if_unmodified_since.as_ref(),
+macro_rules! read_request {
+    ($input:ident) => {
+        ReadRequest {
+            bucket: $input.bucket,
+            key: $input.key,
+            conds: conditions!($input),
+            range: $input.range,
+            part_number: $input.part_number,
+            checksum_mode: $input
+                .checksum_mode
+                .as_ref()
+                .is_some_and(|m| m.as_str() == ChecksumMode::ENABLED),
         }
-    }
+    };
 }
 
 /// An object ready to be sent: metadata, the byte range and (for small ones) the bytes.
@@ -47,8 +54,62 @@ struct Prepared {
     size: u64,
     modified: SystemTime,
     range: Option<std::ops::Range<u64>>,
+    checksum_mode: bool,
     file: File,
     small: Option<Bytes>,
+}
+
+impl Prepared {
+    /// Where the bytes sent start, and how many there are.
+    fn span(&self) -> (u64, u64) {
+        match &self.range {
+            Some(r) => (r.start, r.end - r.start),
+            None => (0, self.size),
+        }
+    }
+
+    /// The checksums to echo: stored ones only for a whole object, and only when asked for.
+    fn checksums(&self) -> Checksum {
+        if self.range.is_none() && self.checksum_mode {
+            checksum_fields(&self.meta.checksums)
+        } else {
+            Checksum::default()
+        }
+    }
+}
+
+/// Builds the output of GetObject or HeadObject (`$out`) from a [`Prepared`] object: the
+/// headers both answer with are set here, once for both (as Garage's `object_headers`); the
+/// trailing `field: value` pairs add what only one of them has (GET's body).
+macro_rules! object_output {
+    ($out:ident, $p:ident $(, $field:ident: $value:expr)* $(,)?) => {{
+        let (_, len) = $p.span();
+        let c = $p.checksums();
+        $out {
+            content_length: Some(len as i64),
+            content_range: $p
+                .range
+                .as_ref()
+                .map(|r| format!("bytes {}-{}/{}", r.start, r.end - 1, $p.size)),
+            accept_ranges: Some("bytes".into()),
+            e_tag: Some(etag_of(&$p.meta)),
+            last_modified: Some(timestamp($p.modified)),
+            content_type: $p.meta.content_type.clone(),
+            content_disposition: $p.meta.content_disposition.clone(),
+            content_encoding: $p.meta.content_encoding.clone(),
+            content_language: $p.meta.content_language.clone(),
+            cache_control: $p.meta.cache_control.clone(),
+            expires: $p.meta.expires.as_deref().and_then(parse_http_date),
+            metadata: (!$p.meta.user.is_empty()).then(|| $p.meta.user.clone().into_iter().collect()),
+            checksum_crc32: c.checksum_crc32,
+            checksum_crc32c: c.checksum_crc32c,
+            checksum_crc64nvme: c.checksum_crc64nvme,
+            checksum_sha1: c.checksum_sha1,
+            checksum_sha256: c.checksum_sha256,
+            $($field: $value,)*
+            ..Default::default()
+        }
+    }};
 }
 
 /// How [`settle`] may read a small object's bytes.
@@ -65,15 +126,13 @@ enum SmallRead {
 /// Conditionals, part number and range of an opened object; reads small ones whole.
 fn settle(
     obj: ObjectHandle,
-    conds: &OwnedConditions,
-    range: Option<Range>,
-    part_number: Option<i32>,
+    req: &ReadRequest,
     read: SmallRead,
 ) -> Result<S3Result<Prepared>, StoreError> {
-    if let Err(e) = conds.borrow().check_read(&obj.meta, obj.modified) {
+    if let Err(e) = req.conds.borrow().check_read(&obj.meta, obj.modified) {
         return Ok(Err(e));
     }
-    if let Some(n) = part_number
+    if let Some(n) = req.part_number
         && (n != 1 || obj.meta.parts.is_some())
     {
         return Ok(Err(crate::error::custom_error(
@@ -82,7 +141,7 @@ fn settle(
             "this gateway serves partNumber=1 of single-part objects only",
         )));
     }
-    let range = match range {
+    let range = match &req.range {
         None => None,
         Some(_) if obj.size == 0 => return Err(StoreError::InvalidRange),
         Some(r) => Some(r.check(obj.size).map_err(|_| StoreError::InvalidRange)?),
@@ -103,6 +162,7 @@ fn settle(
         size: obj.size,
         modified: obj.modified,
         range,
+        checksum_mode: req.checksum_mode,
         file: obj.file,
         small,
     }))
@@ -110,22 +170,18 @@ fn settle(
 
 fn prepare(
     gw: &Gateway,
-    bucket: String,
-    key: &str,
-    conds: OwnedConditions,
-    range: Option<Range>,
-    part_number: Option<i32>,
+    req: ReadRequest,
     read_small: bool,
 ) -> impl std::future::Future<Output = S3Result<Prepared>> + use<> {
     let store = gw.store.clone();
-    let path = object_path(key);
+    let path = object_path(&req.key);
     async move {
         let path = path?;
         // The hot path: a recently served object is opened, checked and (if small and in the
         // page cache) read right here. A hop to the blocking pool costs two thread wake-ups,
         // more than the whole request otherwise; it is taken only when the disk may be needed.
         let cached = store
-            .try_open_object_cached(&bucket, &path)
+            .try_open_object_cached(&req.bucket, &path)
             .map_err(s3s::S3Error::from)?;
         if let Some(obj) = cached {
             let read = if read_small {
@@ -133,16 +189,16 @@ fn prepare(
             } else {
                 SmallRead::No
             };
-            return settle(obj, &conds, range, part_number, read).map_err(s3s::S3Error::from)?;
+            return settle(obj, &req, read).map_err(s3s::S3Error::from)?;
         }
         blocking(move || {
-            let obj = store.open_object(&bucket, &path)?;
+            let obj = store.open_object(&req.bucket, &path)?;
             let read = if read_small {
                 SmallRead::Blocking
             } else {
                 SmallRead::No
             };
-            settle(obj, &conds, range, part_number, read)
+            settle(obj, &req, read)
         })
         .await?
     }
@@ -236,64 +292,12 @@ pub(crate) async fn get_object(
         return Ok(S3Response::with_headers(output, headers));
     }
     let input = req.input;
-    let conds = OwnedConditions {
-        if_match: input.if_match,
-        if_none_match: input.if_none_match,
-        if_modified_since: input.if_modified_since,
-        if_unmodified_since: input.if_unmodified_since,
-    };
-    let full_checksums = input
-        .checksum_mode
-        .as_ref()
-        .is_some_and(|m| m.as_str() == ChecksumMode::ENABLED);
-    let p = prepare(
-        gw,
-        input.bucket,
-        &input.key,
-        conds,
-        input.range,
-        input.part_number,
-        true,
-    )
-    .await?;
-    let (start, len) = match &p.range {
-        Some(r) => (r.start, r.end - r.start),
-        None => (0, p.size),
-    };
-    let body = match p.small {
+    let p = prepare(gw, read_request!(input), true).await?;
+    let (start, len) = p.span();
+    let output = object_output!(GetObjectOutput, p, body: Some(match p.small {
         Some(bytes) => StreamingBlob::from(s3s::Body::from(bytes)),
         None => file_body(p.file, start, len),
-    };
-    let c = if p.range.is_none() && full_checksums {
-        checksum_fields(&p.meta.checksums)
-    } else {
-        Checksum::default()
-    };
-    let meta = p.meta;
-    let output = GetObjectOutput {
-        body: Some(body),
-        content_length: Some(len as i64),
-        content_range: p
-            .range
-            .as_ref()
-            .map(|r| format!("bytes {}-{}/{}", r.start, r.end - 1, p.size)),
-        accept_ranges: Some("bytes".into()),
-        e_tag: Some(etag_of(&meta)),
-        last_modified: Some(timestamp(p.modified)),
-        content_type: meta.content_type.clone(),
-        content_disposition: meta.content_disposition.clone(),
-        content_encoding: meta.content_encoding.clone(),
-        content_language: meta.content_language.clone(),
-        cache_control: meta.cache_control.clone(),
-        expires: meta.expires.as_deref().and_then(parse_http_date),
-        metadata: (!meta.user.is_empty()).then(|| meta.user.clone().into_iter().collect()),
-        checksum_crc32: c.checksum_crc32,
-        checksum_crc32c: c.checksum_crc32c,
-        checksum_crc64nvme: c.checksum_crc64nvme,
-        checksum_sha1: c.checksum_sha1,
-        checksum_sha256: c.checksum_sha256,
-        ..Default::default()
-    };
+    }));
     Ok(S3Response::new(output))
 }
 
@@ -303,55 +307,6 @@ pub(crate) async fn head_object(
     req: S3Request<HeadObjectInput>,
 ) -> S3Result<S3Response<HeadObjectOutput>> {
     let input = req.input;
-    let conds = OwnedConditions {
-        if_match: input.if_match,
-        if_none_match: input.if_none_match,
-        if_modified_since: input.if_modified_since,
-        if_unmodified_since: input.if_unmodified_since,
-    };
-    let full_checksums = input
-        .checksum_mode
-        .as_ref()
-        .is_some_and(|m| m.as_str() == ChecksumMode::ENABLED);
-    let p = prepare(
-        gw,
-        input.bucket,
-        &input.key,
-        conds,
-        input.range,
-        input.part_number,
-        false,
-    )
-    .await?;
-    let len = p.range.as_ref().map(|r| r.end - r.start).unwrap_or(p.size);
-    let c = if p.range.is_none() && full_checksums {
-        checksum_fields(&p.meta.checksums)
-    } else {
-        Checksum::default()
-    };
-    let meta = p.meta;
-    let output = HeadObjectOutput {
-        content_length: Some(len as i64),
-        content_range: p
-            .range
-            .as_ref()
-            .map(|r| format!("bytes {}-{}/{}", r.start, r.end - 1, p.size)),
-        accept_ranges: Some("bytes".into()),
-        e_tag: Some(etag_of(&meta)),
-        last_modified: Some(timestamp(p.modified)),
-        content_type: meta.content_type.clone(),
-        content_disposition: meta.content_disposition.clone(),
-        content_encoding: meta.content_encoding.clone(),
-        content_language: meta.content_language.clone(),
-        cache_control: meta.cache_control.clone(),
-        expires: meta.expires.as_deref().and_then(parse_http_date),
-        metadata: (!meta.user.is_empty()).then(|| meta.user.clone().into_iter().collect()),
-        checksum_crc32: c.checksum_crc32,
-        checksum_crc32c: c.checksum_crc32c,
-        checksum_crc64nvme: c.checksum_crc64nvme,
-        checksum_sha1: c.checksum_sha1,
-        checksum_sha256: c.checksum_sha256,
-        ..Default::default()
-    };
-    Ok(S3Response::new(output))
+    let p = prepare(gw, read_request!(input), false).await?;
+    Ok(S3Response::new(object_output!(HeadObjectOutput, p)))
 }

@@ -1,4 +1,6 @@
-//! ListObjects (V1) and ListObjectsV2 over the ordered bucket walk.
+//! The listings: ListObjects (V1) and ListObjectsV2 over the ordered bucket walk, ListParts and
+//! ListMultipartUploads over the store's multipart staging. All show the one owner
+//! ([`super::owner`]) and escape `encoding-type=url` values with one set ([`super::url_encode`]).
 //!
 //! Both versions share one paging function: walk keys strictly after a position, roll keys up
 //! into common prefixes at the delimiter, stop after `max-keys` results and look one result
@@ -7,32 +9,23 @@
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
 use s3s::dto::*;
 use s3s::{S3Error, S3ErrorCode, S3Request, S3Response, S3Result};
 
-use super::{Gateway, blocking, timestamp};
+use super::checksum::checksum_fields;
+use super::multipart::{algorithm_of, part_etag};
+use super::{Gateway, blocking, owner, timestamp, url_encode};
 use crate::error::StoreResult;
 use crate::store::Store;
+use crate::store::multipart::{PartInfo, UploadInfo, UploadRecord};
 use crate::store::walk::{ObjectInfo, Walker};
 
 /// S3's default and largest page size.
 const MAX_KEYS: usize = 1000;
 
-/// Owner shown in listings (the gateway has one account).
-const OWNER: &str = "nebula";
-
 /// Continuation tokens are this tag plus the position, base64url-encoded: the tag lets a token
 /// the gateway did not issue be rejected instead of being read as some position.
 const TOKEN_TAG: &str = "nebula1:";
-
-/// What `encoding-type=url` escapes: everything but unreserved characters and `/`, as S3 does.
-const KEY_ESCAPE: &AsciiSet = &NON_ALPHANUMERIC
-    .remove(b'-')
-    .remove(b'_')
-    .remove(b'.')
-    .remove(b'~')
-    .remove(b'/');
 
 /// One page of a listing, before S3 encoding.
 #[derive(Debug, Default)]
@@ -182,18 +175,7 @@ fn decode_token(token: &str) -> S3Result<String> {
 
 /// Applies `encoding-type=url` to a key-like value.
 fn encode(s: &str, url: bool) -> String {
-    if url {
-        utf8_percent_encode(s, KEY_ESCAPE).to_string()
-    } else {
-        s.to_owned()
-    }
-}
-
-fn owner() -> Owner {
-    Owner {
-        display_name: Some(OWNER.to_owned()),
-        id: Some(OWNER.to_owned()),
-    }
+    if url { url_encode(s) } else { s.to_owned() }
 }
 
 fn object_dto(o: &ObjectInfo, url: bool, with_owner: bool) -> Object {
@@ -320,6 +302,235 @@ pub(crate) async fn list_objects_v2(
         ..Default::default()
     };
     Ok(S3Response::new(output))
+}
+
+/// Who created an upload: the access key that signed CreateMultipartUpload.
+fn initiator(record: &UploadRecord) -> Initiator {
+    Initiator {
+        id: record.initiator.clone(),
+        display_name: record.initiator.clone(),
+    }
+}
+
+/// A page size as ListParts and ListMultipartUploads take it: default and cap 1000, a negative
+/// one is an empty page.
+fn clamp_page(max: Option<i32>) -> usize {
+    usize::try_from(max.unwrap_or(MAX_KEYS as i32).max(0))
+        .unwrap_or(0)
+        .min(MAX_KEYS)
+}
+
+/// ListParts.
+pub(crate) async fn list_parts(
+    gw: &Gateway,
+    req: S3Request<ListPartsInput>,
+) -> S3Result<S3Response<ListPartsOutput>> {
+    let input = req.input;
+    let max = clamp_page(input.max_parts);
+    let marker = input.part_number_marker.unwrap_or(0).max(0) as u32;
+    let (store, bucket, key, id) = (
+        gw.store.clone(),
+        input.bucket.clone(),
+        input.key.clone(),
+        input.upload_id.clone(),
+    );
+    let (record, parts) = blocking(move || {
+        let record = store.open_upload(&bucket, &key, &id)?;
+        Ok((record, store.list_parts(&id)?))
+    })
+    .await?;
+    let mut after = parts.into_iter().filter(|p| p.number > marker).peekable();
+    let page: Vec<PartInfo> = after.by_ref().take(max).collect();
+    let truncated = after.peek().is_some();
+    let next = if truncated {
+        page.last().map(|p| p.number as i32)
+    } else {
+        None
+    };
+    let parts = page
+        .iter()
+        .map(|p| {
+            let c = checksum_fields(&p.checksums);
+            Part {
+                part_number: Some(p.number as i32),
+                e_tag: Some(part_etag(p)),
+                size: Some(p.size as i64),
+                last_modified: Some(timestamp(p.modified)),
+                checksum_crc32: c.checksum_crc32,
+                checksum_crc32c: c.checksum_crc32c,
+                checksum_crc64nvme: c.checksum_crc64nvme,
+                checksum_sha1: c.checksum_sha1,
+                checksum_sha256: c.checksum_sha256,
+            }
+        })
+        .collect();
+    Ok(S3Response::new(ListPartsOutput {
+        bucket: Some(input.bucket),
+        key: Some(input.key),
+        upload_id: Some(input.upload_id),
+        part_number_marker: input.part_number_marker,
+        next_part_number_marker: next,
+        max_parts: Some(max as i32),
+        is_truncated: Some(truncated),
+        parts: Some(parts),
+        initiator: Some(initiator(&record)),
+        owner: Some(owner()),
+        storage_class: Some(StorageClass::from_static(StorageClass::STANDARD)),
+        checksum_algorithm: algorithm_of(&record),
+        checksum_type: record.checksum_type.clone().map(ChecksumType::from),
+        ..Default::default()
+    }))
+}
+
+/// One page of ListMultipartUploads before encoding.
+#[derive(Debug, Default)]
+struct UploadsPage {
+    uploads: Vec<UploadInfo>,
+    prefixes: Vec<String>,
+    truncated: bool,
+    next_key: Option<String>,
+    next_id: Option<String>,
+}
+
+/// Pages through uploads sorted by key then initiation, as S3 does: after `key_marker` (and,
+/// for that key, after `id_marker`), grouping keys by `delimiter` into common prefixes, each
+/// prefix counting once toward `max`.
+fn page_uploads(
+    all: Vec<UploadInfo>,
+    prefix: &str,
+    delimiter: Option<&str>,
+    key_marker: Option<&str>,
+    id_marker: Option<&str>,
+    max: usize,
+) -> UploadsPage {
+    let mut page = UploadsPage::default();
+    // Where the id marker sits among the marker key's uploads, if it still exists.
+    let marker_pos = match (key_marker, id_marker) {
+        (Some(k), Some(i)) => all.iter().position(|u| u.record.key == k && u.id == i),
+        _ => None,
+    };
+    let mut last: Option<(String, Option<String>)> = None;
+    for (pos, u) in all.into_iter().enumerate() {
+        let key = u.record.key.as_str();
+        if !key.starts_with(prefix) {
+            continue;
+        }
+        if let Some(km) = key_marker {
+            let after = match (key.cmp(km), id_marker) {
+                (std::cmp::Ordering::Greater, _) => true,
+                (std::cmp::Ordering::Equal, Some(im)) => match marker_pos {
+                    Some(mp) => pos > mp,
+                    // The marker upload is gone: fall back to S3's documented id order.
+                    None => u.id.as_str() > im,
+                },
+                _ => false,
+            };
+            if !after {
+                continue;
+            }
+        }
+        let common = delimiter.filter(|d| !d.is_empty()).and_then(|d| {
+            key[prefix.len()..]
+                .find(d)
+                .map(|i| key[..prefix.len() + i + d.len()].to_owned())
+        });
+        if let Some(cp) = &common {
+            // A prefix already returned on this page or the previous one (the marker) is not repeated.
+            if page.prefixes.last() == Some(cp) || key_marker == Some(cp.as_str()) {
+                continue;
+            }
+        }
+        if page.uploads.len() + page.prefixes.len() >= max {
+            page.truncated = true;
+            break;
+        }
+        match common {
+            Some(cp) => {
+                last = Some((cp.clone(), None));
+                page.prefixes.push(cp);
+            }
+            None => {
+                last = Some((u.record.key.clone(), Some(u.id.clone())));
+                page.uploads.push(u);
+            }
+        }
+    }
+    if page.truncated {
+        (page.next_key, page.next_id) = last.map_or((None, None), |(k, i)| (Some(k), i));
+    }
+    page
+}
+
+/// ListMultipartUploads.
+pub(crate) async fn list_multipart_uploads(
+    gw: &Gateway,
+    req: S3Request<ListMultipartUploadsInput>,
+) -> S3Result<S3Response<ListMultipartUploadsOutput>> {
+    let input = req.input;
+    let max = clamp_page(input.max_uploads);
+    let (store, bucket) = (gw.store.clone(), input.bucket.clone());
+    let all = blocking(move || {
+        store.bucket_fd(&bucket)?;
+        store.list_uploads(&bucket)
+    })
+    .await?;
+    let prefix = input.prefix.clone().unwrap_or_default();
+    let key_marker = input.key_marker.as_deref().filter(|k| !k.is_empty());
+    // S3 ignores the upload id marker without a key marker.
+    let id_marker = input
+        .upload_id_marker
+        .as_deref()
+        .filter(|_| key_marker.is_some());
+    let page = page_uploads(
+        all,
+        &prefix,
+        input.delimiter.as_deref(),
+        key_marker,
+        id_marker,
+        max,
+    );
+
+    let url = input
+        .encoding_type
+        .as_ref()
+        .is_some_and(|e| e.as_str() == EncodingType::URL);
+    let enc = |s: String| encode(&s, url);
+    let uploads = page
+        .uploads
+        .into_iter()
+        .map(|u| MultipartUpload {
+            checksum_algorithm: algorithm_of(&u.record),
+            checksum_type: u.record.checksum_type.clone().map(ChecksumType::from),
+            initiated: Some(timestamp(u.record.initiated())),
+            initiator: Some(initiator(&u.record)),
+            owner: Some(owner()),
+            storage_class: Some(StorageClass::from_static(StorageClass::STANDARD)),
+            key: Some(enc(u.record.key)),
+            upload_id: Some(u.id),
+        })
+        .collect();
+    let common_prefixes = page
+        .prefixes
+        .into_iter()
+        .map(|p| CommonPrefix {
+            prefix: Some(enc(p)),
+        })
+        .collect();
+    Ok(S3Response::new(ListMultipartUploadsOutput {
+        bucket: Some(input.bucket),
+        prefix: Some(enc(prefix)),
+        delimiter: input.delimiter.map(enc),
+        key_marker: Some(enc(input.key_marker.unwrap_or_default())),
+        upload_id_marker: Some(input.upload_id_marker.unwrap_or_default()),
+        next_key_marker: page.next_key.map(enc),
+        next_upload_id_marker: page.next_id,
+        max_uploads: Some(max as i32),
+        is_truncated: Some(page.truncated),
+        uploads: Some(uploads),
+        common_prefixes: Some(common_prefixes),
+        encoding_type: input.encoding_type,
+        ..Default::default()
+    }))
 }
 
 #[cfg(test)]

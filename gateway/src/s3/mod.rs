@@ -1,4 +1,21 @@
-//! The S3 API over the filesystem backend: one operation family per file.
+//! The S3 API over the filesystem store, one operation family per file (as Garage's
+//! `src/api/s3/`):
+//!
+//! - `bucket.rs`: ListBuckets, CreateBucket, HeadBucket, DeleteBucket, GetBucketLocation and
+//!   the bucket settings clients probe (versioning, ACLs);
+//! - `get.rs`: GetObject and HeadObject, which share one conditional set and one set of
+//!   output headers;
+//! - `put.rs`: PutObject and what writes share (metadata, write preconditions), with
+//!   `receive.rs` streaming and hashing request bodies;
+//! - `copy.rs`: CopyObject and UploadPartCopy;
+//! - `delete.rs`: DeleteObject and DeleteObjects;
+//! - `list.rs`: ListObjects, ListObjectsV2, ListParts and ListMultipartUploads;
+//! - `multipart.rs`: CreateMultipartUpload, UploadPart, CompleteMultipartUpload and
+//!   AbortMultipartUpload;
+//! - `checksum.rs` (Content-MD5, `x-amz-checksum-*`) and `conditional.rs` (`If-*` headers)
+//!   serve all of them.
+//!
+//! Keys become paths, and every byte is read and written, in [`crate::store`].
 
 mod bucket;
 mod checksum;
@@ -14,6 +31,7 @@ mod receive;
 use std::sync::Arc;
 use std::time::SystemTime;
 
+use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
 use s3s::dto::*;
 use s3s::{S3, S3Error, S3ErrorCode, S3Request, S3Response, S3Result};
 
@@ -103,6 +121,28 @@ where
 /// Validates a key, mapping a bad one to S3's error.
 pub(crate) fn object_path(key: &str) -> S3Result<ObjectPath> {
     parse_key(key).map_err(S3Error::from)
+}
+
+/// The single owner every bucket, object and upload has on this gateway.
+pub(crate) fn owner() -> Owner {
+    Owner {
+        display_name: Some("nebula".into()),
+        id: Some("nebula".into()),
+    }
+}
+
+/// What `encoding-type=url` escapes: everything but RFC 3986's unreserved characters and `/`,
+/// as S3 does. CompleteMultipartUpload's Location is escaped the same way.
+const URL_ESCAPE: &AsciiSet = &NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'_')
+    .remove(b'.')
+    .remove(b'~')
+    .remove(b'/');
+
+/// A key (or prefix, delimiter, marker) escaped as `encoding-type=url` asks.
+pub(crate) fn url_encode(s: &str) -> String {
+    utf8_percent_encode(s, URL_ESCAPE).to_string()
 }
 
 /// Converts a filesystem time to an S3 timestamp.
@@ -241,7 +281,7 @@ impl S3 for Gateway {
         &self,
         req: S3Request<UploadPartCopyInput>,
     ) -> S3Result<S3Response<UploadPartCopyOutput>> {
-        multipart::upload_part_copy(self, req).await
+        copy::upload_part_copy(self, req).await
     }
     async fn complete_multipart_upload(
         &self,
@@ -259,12 +299,12 @@ impl S3 for Gateway {
         &self,
         req: S3Request<ListPartsInput>,
     ) -> S3Result<S3Response<ListPartsOutput>> {
-        multipart::list_parts(self, req).await
+        list::list_parts(self, req).await
     }
     async fn list_multipart_uploads(
         &self,
         req: S3Request<ListMultipartUploadsInput>,
     ) -> S3Result<S3Response<ListMultipartUploadsOutput>> {
-        multipart::list_multipart_uploads(self, req).await
+        list::list_multipart_uploads(self, req).await
     }
 }

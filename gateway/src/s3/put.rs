@@ -3,12 +3,12 @@
 use s3s::dto::*;
 use s3s::{S3Error, S3ErrorCode, S3Request, S3Response, S3Result};
 
-use super::checksum::Expect;
+use super::checksum::{Expect, checksum_fields};
 use super::receive::{Dest, Landed, receive_body};
 use super::{Gateway, blocking, etag_of, format_http_date, object_path};
 use crate::error::StoreError;
 use crate::store::Commit;
-use crate::store::meta::{ObjectMeta, StoredChecksums, guess_content_type};
+use crate::store::meta::{ObjectMeta, guess_content_type};
 
 /// The S3 metadata a PUT (or CreateMultipartUpload, or CopyObject with REPLACE) sets.
 pub(crate) struct WriteHeaders<'a> {
@@ -58,18 +58,6 @@ fn strip_aws_chunked(v: &str) -> Option<String> {
         .filter(|c| !c.is_empty() && !c.eq_ignore_ascii_case("aws-chunked"))
         .collect();
     (!rest.is_empty()).then(|| rest.join(","))
-}
-
-/// Output checksums as S3 echoes them.
-pub(crate) fn checksum_fields(c: &StoredChecksums) -> Checksum {
-    Checksum {
-        checksum_crc32: c.crc32.clone(),
-        checksum_crc32c: c.crc32c.clone(),
-        checksum_crc64nvme: c.crc64nvme.clone(),
-        checksum_sha1: c.sha1.clone(),
-        checksum_sha256: c.sha256.clone(),
-        checksum_type: None,
-    }
 }
 
 /// Decides how a write treats an existing object from `If-None-Match` / `If-Match`.
