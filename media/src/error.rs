@@ -39,6 +39,9 @@ pub enum MediaError {
     /// A quality string that is not one of 240, 360, 480, 720, 1080.
     #[error("invalid quality `{0}` (expected 240, 360, 480, 720 or 1080)")]
     InvalidQuality(String),
+    /// A poster was asked with a width outside 1..=[`crate::MAX_POSTER_WIDTH`].
+    #[error("invalid poster: {0}")]
+    InvalidPoster(String),
     /// `gst::init` failed (broken GStreamer installation).
     #[error("GStreamer initialisation failed: {0}")]
     Init(String),

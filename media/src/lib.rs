@@ -1,5 +1,5 @@
-//! GStreamer media pipeline for Nebula: probing, live transcoding to fragmented MP4, and
-//! transcoding to files for background jobs.
+//! GStreamer media pipeline for Nebula: probing, live transcoding to fragmented MP4,
+//! transcoding to files for background jobs, and JPEG posters.
 //!
 //! Entry point is [`MediaEngine`]. All its methods **block** (GStreamer state changes,
 //! Discoverer, whole transcodes); call them from `tokio::task::spawn_blocking` in async
@@ -13,6 +13,7 @@ mod encoder;
 mod error;
 mod file;
 mod pipeline;
+mod poster;
 mod probe;
 mod quality;
 mod stream;
@@ -20,10 +21,12 @@ mod stream;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
 
 pub use encoder::{Encoder, EncoderChoice};
 pub use error::MediaError;
 pub use file::{CancelFlag, FileOutcome};
+pub use poster::{MAX_POSTER_WIDTH, POSTER_CONTENT_TYPE, Poster, poster_size};
 pub use probe::MediaInfo;
 pub use quality::{Quality, output_size};
 pub use stream::{STREAM_CONTENT_TYPE, TranscodeStream};
@@ -40,7 +43,7 @@ pub struct MediaEngine {
 struct Inner {
     encoder: Encoder,
     aac: Option<&'static str>,
-    /// Pipelines currently between build and NULL (streams and file jobs).
+    /// Pipelines currently between build and NULL (streams, file jobs and posters).
     active: Arc<AtomicUsize>,
 }
 
@@ -90,7 +93,7 @@ impl MediaEngine {
         self.inner.aac
     }
 
-    /// Number of pipelines currently running (live streams and file jobs). A dropped
+    /// Number of pipelines currently running (live streams, file jobs, posters). A dropped
     /// stream leaves this count within about 100 ms.
     pub fn active_pipelines(&self) -> usize {
         self.inner.active.load(Ordering::SeqCst)
@@ -135,6 +138,34 @@ impl MediaEngine {
     pub async fn probe_async(&self, path: PathBuf) -> Result<MediaInfo, MediaError> {
         let engine = self.clone();
         spawn_blocking(move || engine.probe(&path)).await
+    }
+
+    /// Takes a JPEG poster `width` pixels wide (at most [`MAX_POSTER_WIDTH`], never wider
+    /// than the source shows; height in the display aspect ratio, even) of the frame shown
+    /// at `at` (default 10 % of the duration; kept inside the duration).
+    ///
+    /// Blocking, bounded by a 30 s timeout. [`MediaError::NotVideo`] for files that are not
+    /// video (text, audio only), [`MediaError::InvalidPoster`] for a bad width,
+    /// [`MediaError::Io`] for a missing file.
+    pub fn poster(
+        &self,
+        src: &Path,
+        width: u32,
+        at: Option<Duration>,
+    ) -> Result<Poster, MediaError> {
+        check_source(src)?;
+        poster::grab(src, width, at, self.inner.active.clone())
+    }
+
+    /// [`MediaEngine::poster`] on tokio's blocking pool, for async callers.
+    pub async fn poster_async(
+        &self,
+        src: PathBuf,
+        width: u32,
+        at: Option<Duration>,
+    ) -> Result<Poster, MediaError> {
+        let engine = self.clone();
+        spawn_blocking(move || engine.poster(&src, width, at)).await
     }
 
     /// Transcodes `src` at `quality` into an MP4 at `dest` (moov at the front, for ranged
@@ -249,6 +280,7 @@ mod tests {
         assert_send_sync::<MediaEngine>();
         assert_send_sync::<MediaError>();
         assert_send_sync::<CancelFlag>();
+        assert_send_sync::<Poster>();
         assert_stream::<TranscodeStream>();
     }
 }

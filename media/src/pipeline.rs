@@ -62,19 +62,19 @@ pub(crate) struct ElemSpec {
 }
 
 impl ElemSpec {
-    fn new(factory: &'static str) -> Self {
+    pub(crate) fn new(factory: &'static str) -> Self {
         ElemSpec {
             factory,
             props: Vec::new(),
         }
     }
 
-    fn prop(mut self, name: &'static str, value: impl ToString) -> Self {
+    pub(crate) fn prop(mut self, name: &'static str, value: impl ToString) -> Self {
         self.props.push((name, value.to_string()));
         self
     }
 
-    fn caps(caps: String) -> Self {
+    pub(crate) fn caps(caps: String) -> Self {
         ElemSpec::new("capsfilter").prop("caps", caps)
     }
 
@@ -124,7 +124,9 @@ fn package_of(factory: &str) -> &'static str {
         "filesrc" | "queue" | "capsfilter" | "fakesink" | "filesink" => "gstreamer1.0 core",
         "decodebin" | "videoconvert" | "videoscale" | "audioconvert" | "audioresample"
         | "appsink" => "gstreamer1.0-plugins-base",
-        "mp4mux" | "aacparse" | "qtdemux" | "matroskademux" => "gstreamer1.0-plugins-good",
+        "mp4mux" | "aacparse" | "qtdemux" | "matroskademux" | "jpegenc" => {
+            "gstreamer1.0-plugins-good"
+        }
         "h264parse" | "voaacenc" | "openh264enc" => "gstreamer1.0-plugins-bad",
         "x264enc" => "gstreamer1.0-plugins-ugly",
         "avenc_aac" => "gstreamer1.0-libav",
@@ -150,6 +152,7 @@ pub(crate) const REQUIRED_ELEMENTS: &[&str] = &[
     "audioconvert",
     "audioresample",
     "aacparse",
+    "jpegenc",
 ];
 
 /// Picks the AAC encoder: avenc_aac has rank none, so it must be named explicitly.

@@ -16,7 +16,10 @@ fn dir() -> &'static Path {
 /// the sources it uses). Names:
 /// `av1080.mp4` 2 s 1920x1080 H.264+AAC; `av360_long.mp4` 12 s 640x360 H.264+AAC;
 /// `av360.mp4` 2 s 640x360 H.264+AAC; `video_only.mkv` 2 s 1280x720 H.264 in Matroska;
-/// `audio_only.m4a` 2 s AAC; `notes.txt` text; `fake.mp4` the same text named .mp4.
+/// `audio_only.m4a` 2 s AAC; `notes.txt` text; `fake.mp4` the same text named .mp4;
+/// `ball.mp4` 6 s 640x360 moving ball (a different picture every frame) H.264+AAC with a
+/// keyframe every 3 s; `odd.mkv` 1 s 321x241 MJPEG; `anamorphic.mp4` 1 s 320x240 H.264
+/// with 2:1 pixels (shown 640x240).
 pub fn source(name: &str) -> PathBuf {
     static LOCK: Mutex<()> = Mutex::new(());
     let _guard = LOCK.lock().unwrap_or_else(|e| e.into_inner());
@@ -29,6 +32,19 @@ pub fn source(name: &str) -> PathBuf {
         "av1080.mp4" => make_mp4(&path, 1920, 1080, 2, true),
         "av360_long.mp4" => make_mp4(&path, 640, 360, 12, true),
         "av360.mp4" => make_mp4(&path, 640, 360, 2, true),
+        "ball.mp4" => make_mp4_with(&path, "ball", (640, 360), 6, 90, true),
+        "odd.mkv" => gst_launch(&format!(
+            "videotestsrc num-buffers=30 pattern=ball ! \
+             video/x-raw,width=321,height=241,framerate=30/1 ! jpegenc ! matroskamux ! \
+             filesink location={}",
+            path.display()
+        )),
+        "anamorphic.mp4" => gst_launch(&format!(
+            "videotestsrc num-buffers=30 pattern=smpte ! \
+             video/x-raw,width=320,height=240,framerate=30/1,pixel-aspect-ratio=2/1 ! \
+             x264enc speed-preset=ultrafast ! h264parse ! mp4mux ! filesink location={}",
+            path.display()
+        )),
         "video_only.mkv" => gst_launch(&format!(
             "videotestsrc num-buffers=60 pattern=ball ! \
              video/x-raw,width=1280,height=720,framerate=30/1 ! \
@@ -76,13 +92,26 @@ pub fn gst_launch(pipeline: &str) {
 
 /// An H.264 (+ AAC) MP4 of `w`x`h` at 30 fps lasting `secs`.
 fn make_mp4(path: &Path, w: u32, h: u32, secs: u32, audio: bool) {
+    make_mp4_with(path, "smpte", (w, h), secs, 60, audio);
+}
+
+/// An H.264 (+ AAC) MP4 of videotestsrc `pattern` at 30 fps lasting `secs`, with a
+/// keyframe at least every `key_int` frames.
+fn make_mp4_with(
+    path: &Path,
+    pattern: &str,
+    (w, h): (u32, u32),
+    secs: u32,
+    key_int: u32,
+    audio: bool,
+) {
     let frames = secs * 30;
     // 48 kHz in 1024-sample buffers: 46.875 buffers per second.
     let audio_buffers = (secs * 48_000).div_ceil(1024);
     let mut desc = format!(
-        "videotestsrc num-buffers={frames} pattern=smpte ! \
+        "videotestsrc num-buffers={frames} pattern={pattern} ! \
          video/x-raw,width={w},height={h},framerate=30/1 ! \
-         x264enc speed-preset=ultrafast key-int-max=60 ! h264parse ! queue ! \
+         x264enc speed-preset=ultrafast key-int-max={key_int} ! h264parse ! queue ! \
          mp4mux name=m ! filesink location={}",
         path.display()
     );
