@@ -3,10 +3,14 @@
 //!
 //! The filesystem stays the truth. Every write and delete updates the catalog within the
 //! request (through [`crate::s3::ObjectEvents`]); a reconcile scan ([`Catalog::reconcile`])
-//! repairs whatever changed out of band or was missed while the database was down. SQLite in
-//! the data folder is the default; PostgreSQL is used when a `postgres://` URL is given, with
-//! the same features. SQL is written with `$N` placeholders, which both engines accept, so most
-//! statements are shared; the few engine-specific ones are spelled out per engine.
+//! repairs whatever changed out of band or was missed while the database was down. The catalog
+//! reaches the data folder only through the store: the scan walks buckets with the store's
+//! walker, the prober opens objects with its checked open.
+//!
+//! SQLite in the data folder is the default; PostgreSQL is used when a `postgres://` URL is
+//! given, with the same features. SQL is written with `$N` placeholders, which both engines
+//! accept, so most statements are shared; the few engine-specific ones are spelled out per
+//! engine.
 
 mod events;
 mod model;

@@ -5,6 +5,8 @@
 //! can take seconds; one at a time keeps it from competing with transcodes and requests).
 //! The worker never touches S3 requests; a failed probe is recorded on the row.
 
+use std::os::fd::AsRawFd;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -55,7 +57,7 @@ impl Catalog {
         loop {
             match self.next_pending_probe().await {
                 Ok(Some((bucket, key, etag))) => {
-                    let result = probe_one(&store, &engine, &bucket, &key).await;
+                    let result = probe_one(store.clone(), &engine, &bucket, &key).await;
                     match &result {
                         Ok(_) => tracing::debug!(bucket, key, "probed"),
                         Err(e) => tracing::info!(bucket, key, error = %e, "probe failed"),
@@ -79,7 +81,7 @@ impl Catalog {
 
 /// Probes one object; the error is the message stored in `probe_error`.
 async fn probe_one(
-    store: &Store,
+    store: Arc<Store>,
     engine: &MediaEngine,
     bucket: &str,
     key: &str,
@@ -88,11 +90,20 @@ async fn probe_one(
     if path.is_folder_marker {
         return Err("a folder marker has no media".to_owned());
     }
-    let file = store.root().join(bucket).join(&path.rel);
-    let engine = engine.clone();
-    match tokio::task::spawn_blocking(move || engine.probe(&file)).await {
+    let (engine, bucket) = (engine.clone(), bucket.to_owned());
+    let probed = tokio::task::spawn_blocking(move || {
+        let file = store.open_file(&bucket, &path).map_err(|e| e.to_string())?;
+        // GStreamer opens by name: it reopens the object through our descriptor, so it reads
+        // exactly the file the store's checked open found inside the bucket.
+        let fd_path = PathBuf::from(format!("/proc/self/fd/{}", file.as_raw_fd()));
+        let info = engine.probe(&fd_path).map_err(|e| e.to_string());
+        drop(file);
+        info
+    })
+    .await;
+    match probed {
         Ok(Ok(info)) => Ok(MediaMeta::from(&info)),
-        Ok(Err(e)) => Err(e.to_string()),
+        Ok(Err(e)) => Err(e),
         Err(e) => Err(format!("probe worker failed: {e}")),
     }
 }

@@ -1,22 +1,21 @@
 //! The reconcile scan: brings the catalog in line with the data folder after out-of-band
 //! changes, missed events (database down) or a lost database.
 //!
-//! Per bucket: load the catalog's (key, size, mtime) into memory, walk the folder, read the
-//! metadata only of files that are new or whose size or mtime changed, upsert those in batches,
-//! and delete rows whose files are gone. Unchanged files cost one `stat` each, so a rescan of
-//! 100k files is quick; batches run inside transactions.
+//! Per bucket: load the catalog's (key, size, mtime) into memory, walk the folder with the
+//! store's walker (so the catalog holds exactly what a listing shows), read the metadata only of
+//! files that are new or whose size or mtime changed, upsert those in batches, and delete rows
+//! whose files are gone. Unchanged files cost one `statx` each, so a rescan of 100k files is
+//! quick; batches run inside transactions. All file access goes through the store.
 
 use std::collections::{HashMap, HashSet};
-use std::fs::File;
-use std::os::unix::fs::MetadataExt;
-use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use super::model::NewObject;
 use super::{Catalog, CatalogError, CatalogResult, Db, on_pool};
 use crate::error::StoreError;
 use crate::store::Store;
-use crate::store::keys::{BUCKET_TMP_PREFIX, parse_key};
+use crate::store::keys::parse_key;
+use crate::store::walk::Walker;
 
 /// Rows read and written per transaction.
 const BATCH: usize = 500;
@@ -181,79 +180,37 @@ fn read_rows(store: &Store, bucket: &str, keys: &[(String, bool)]) -> Vec<(NewOb
 
 /// True when the object `key` is on disk (file, or folder for markers).
 fn exists(store: &Store, bucket: &str, key: &str) -> bool {
-    let Ok(path) = parse_key(key) else {
-        return false;
-    };
-    match std::fs::symlink_metadata(store.root().join(bucket).join(&path.rel)) {
-        Ok(md) if path.is_folder_marker => md.is_dir(),
-        Ok(md) => md.is_file(),
-        Err(_) => false,
-    }
+    parse_key(key).is_ok_and(|path| store.object_exists(bucket, &path))
 }
 
-/// Every object below a bucket folder: regular files, plus folders that carry folder-marker
-/// metadata. Symlinks and the gateway's temp folders are skipped, and so are names that are not
-/// valid keys (not UTF-8, reserved).
+/// Every object below a bucket folder, as a listing finds them (the store's [`Walker`]): regular
+/// files, plus folders that carry folder-marker metadata. Symlinks, the gateway's temp folders
+/// and names that are not valid keys are passed over. A bucket removed meanwhile has none.
 fn walk_bucket(store: &Store, bucket: &str) -> CatalogResult<Vec<Found>> {
-    let root = store.root().join(bucket);
+    let mut walker = match Walker::new(store, bucket, "", None) {
+        Ok(w) => w,
+        Err(StoreError::NoSuchBucket) => return Ok(Vec::new()),
+        Err(e) => return Err(store_io(e)),
+    };
     let mut out = Vec::new();
-    let mut stack: Vec<PathBuf> = vec![PathBuf::new()];
-    while let Some(rel_dir) = stack.pop() {
-        let rd = match std::fs::read_dir(root.join(&rel_dir)) {
-            Ok(rd) => rd,
-            // Removed while we walk, or unreadable: nothing to list there.
-            Err(e) => {
-                tracing::debug!(dir = %root.join(&rel_dir).display(), error = %e, "reconcile: skipping folder");
-                continue;
-            }
-        };
-        for entry in rd.flatten() {
-            let name = entry.file_name();
-            let Some(name_str) = name.to_str() else {
-                continue;
-            };
-            if name_str.starts_with(BUCKET_TMP_PREFIX) {
-                continue;
-            }
-            // `file_type` does not follow symlinks.
-            let Ok(ft) = entry.file_type() else { continue };
-            if ft.is_symlink() {
-                continue;
-            }
-            let rel = rel_dir.join(&name);
-            let Some(key) = key_of(&rel) else { continue };
-            if ft.is_dir() {
-                if is_folder_marker(store, bucket, &root, &rel) {
-                    out.push(Found {
-                        key: format!("{key}/"),
-                        size: 0,
-                        mtime_ns: None,
-                    });
-                }
-                stack.push(rel);
-            } else if ft.is_file() {
-                let Ok(md) = entry.metadata() else { continue };
-                let mtime = i128::from(md.mtime()) * 1_000_000_000 + i128::from(md.mtime_nsec());
-                out.push(Found {
-                    key,
-                    size: i64::try_from(md.len()).unwrap_or(i64::MAX),
-                    mtime_ns: Some(i64::try_from(mtime).unwrap_or(0)),
-                });
-            }
+    while let Some(entry) = walker.next_entry().map_err(store_io)? {
+        if entry.is_folder_marker() {
+            out.push(Found {
+                key: entry.key,
+                size: 0,
+                mtime_ns: None,
+            });
+            continue;
         }
+        // Vanished since its folder was read: the next scan agrees.
+        let Some(st) = walker.stat(&entry).map_err(store_io)? else {
+            continue;
+        };
+        out.push(Found {
+            key: entry.key,
+            size: i64::try_from(st.size).unwrap_or(i64::MAX),
+            mtime_ns: Some(i64::try_from(st.mtime_ns).unwrap_or(0)),
+        });
     }
     Ok(out)
-}
-
-/// The key of a relative path, if it is a valid one.
-fn key_of(rel: &Path) -> Option<String> {
-    let key = rel.to_str()?.to_owned();
-    parse_key(&key).ok().map(|_| key)
-}
-
-fn is_folder_marker(store: &Store, bucket: &str, root: &Path, rel: &Path) -> bool {
-    match File::open(root.join(rel)) {
-        Ok(f) => store.meta_store().read(&f, bucket, rel, true).is_some(),
-        Err(_) => false,
-    }
 }

@@ -286,7 +286,7 @@ impl Store {
     pub fn delete_bucket(&self, bucket: &str) -> StoreResult<()> {
         let path = self.bucket_path(bucket)?;
         self.bucket_fd(bucket)?;
-        if walk::has_any_object(self, bucket, &path)? {
+        if walk::has_any_object(self, bucket)? {
             return Err(StoreError::BucketNotEmpty);
         }
         // Unfinished uploads must not come back if a bucket of the same name is created again.
@@ -363,6 +363,40 @@ impl Store {
             size: md.len(),
             modified,
         })
+    }
+
+    /// Opens the file of object `path` for reading, through the same checked lookup as
+    /// [`Store::open_object`] (nothing outside the bucket folder can be reached), without
+    /// reading or deriving its metadata: for readers that need only the bytes (the prober).
+    pub fn open_file(&self, bucket: &str, path: &ObjectPath) -> StoreResult<File> {
+        let bfd = self.bucket_fd(bucket)?;
+        let file = fsutil::open_beneath(bfd.as_fd(), &path.rel).map_err(StoreError::from_lookup)?;
+        if path.is_folder_marker || !file.metadata()?.is_file() {
+            return Err(StoreError::NoSuchKey);
+        }
+        Ok(file)
+    }
+
+    /// True when object `path` is on disk: a regular file, or a folder for a folder marker.
+    /// Looked up as a listing walks, following no symlink, so it agrees with what a
+    /// [`walk::Walker`] finds; anything that keeps the lookup from finding it counts as absent.
+    pub fn object_exists(&self, bucket: &str, path: &ObjectPath) -> bool {
+        let Ok(bfd) = self.bucket_fd(bucket) else {
+            return false;
+        };
+        let Ok(parent) = fsutil::open_parent_nofollow(bfd.as_fd(), &path.rel, false) else {
+            return false;
+        };
+        let Some(name) = path.rel.file_name().and_then(|n| n.to_str()) else {
+            return false;
+        };
+        let want = if path.is_folder_marker {
+            libc::S_IFDIR
+        } else {
+            libc::S_IFREG
+        };
+        fsutil::statx_at(parent.as_fd(), name)
+            .is_ok_and(|st| u32::from(st.stx_mode) & libc::S_IFMT == want)
     }
 
     /// [`Store::open_object`] for the hot path, on an async worker thread: succeeds only when

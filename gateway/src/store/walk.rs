@@ -47,6 +47,22 @@ pub struct Entry {
     kind: EntryKind,
 }
 
+impl Entry {
+    /// True for a folder marker (a key ending in `/`, kept as a folder).
+    pub fn is_folder_marker(&self) -> bool {
+        matches!(self.kind, EntryKind::Marker { .. })
+    }
+}
+
+/// Size and modification time of a listed file, as one `statx` of its folder entry says.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FileStat {
+    /// Size in bytes.
+    pub size: u64,
+    /// Modification time in nanoseconds since the Unix epoch.
+    pub mtime_ns: i128,
+}
+
 #[derive(Debug)]
 enum EntryKind {
     /// A regular file in the folder `parent`.
@@ -315,6 +331,28 @@ impl<'a> Walker<'a> {
         self.skip = Some(cp.to_owned());
     }
 
+    /// Size and mtime of a file entry from one `statx`, reading no metadata (the catalog scan
+    /// compares them with its rows); `None` for folder markers and for files that vanished or
+    /// are no longer regular files.
+    pub fn stat(&self, entry: &Entry) -> StoreResult<Option<FileStat>> {
+        let EntryKind::File { parent } = &entry.kind else {
+            return Ok(None);
+        };
+        let name = entry.key.rsplit('/').next().unwrap_or(&entry.key);
+        match fsutil::statx_at(parent.as_fd(), name) {
+            Ok(st) if u32::from(st.stx_mode) & libc::S_IFMT == libc::S_IFREG => {
+                Ok(Some(FileStat {
+                    size: st.stx_size,
+                    mtime_ns: i128::from(st.stx_mtime.tv_sec) * 1_000_000_000
+                        + i128::from(st.stx_mtime.tv_nsec),
+                }))
+            }
+            Ok(_) => Ok(None),
+            Err(e) if is_skippable(&e) => Ok(None),
+            Err(e) => Err(e.into()),
+        }
+    }
+
     /// Size, Last-Modified and ETag of an entry; `None` if it vanished meanwhile. Recorded
     /// metadata is used while it matches the file; otherwise the ETag is derived (and recorded)
     /// exactly as GET would.
@@ -527,7 +565,10 @@ fn settled(md: &std::fs::Metadata, read_at: SystemTime) -> bool {
 /// True when the bucket folder holds at least one object (file or folder marker). Anything else
 /// that is not a folder (symlinks, names that are not UTF-8) also counts, so DeleteBucket never
 /// removes data a listing does not show. The gateway's `.nebula-tmp*` folders are ignored.
-pub fn has_any_object(store: &Store, bucket: &str, _path: &Path) -> StoreResult<bool> {
+///
+/// It reads folders as the [`Walker`] does, but not through it: the walk passes over exactly
+/// the entries that must count here, and order does not matter.
+pub fn has_any_object(store: &Store, bucket: &str) -> StoreResult<bool> {
     let root = File::from(store.bucket_fd(bucket)?);
     // (folder, its relative path) pairs still to read; an explicit stack bounds nothing by depth.
     let mut todo = vec![(root, String::new())];
@@ -1005,16 +1046,16 @@ pub(crate) mod tests {
     fn has_any_object_ignores_empty_folders_and_temp_files() {
         let t = TempData::new();
         let path = t.root.join("bkt");
-        assert!(!has_any_object(&t.store, "bkt", &path).unwrap());
+        assert!(!has_any_object(&t.store, "bkt").unwrap());
         std::fs::create_dir_all(path.join("x/y/z")).unwrap();
         t.put(".nebula-tmp/part.tmp", b"x");
-        assert!(!has_any_object(&t.store, "bkt", &path).unwrap());
+        assert!(!has_any_object(&t.store, "bkt").unwrap());
         t.marker("x/y/");
-        assert!(has_any_object(&t.store, "bkt", &path).unwrap());
+        assert!(has_any_object(&t.store, "bkt").unwrap());
         t.store
             .delete_object("bkt", &parse_key("x/y/").unwrap())
             .unwrap();
         t.put("x/y/z/file", b"1");
-        assert!(has_any_object(&t.store, "bkt", &path).unwrap());
+        assert!(has_any_object(&t.store, "bkt").unwrap());
     }
 }
