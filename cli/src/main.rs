@@ -68,6 +68,8 @@ enum Command {
     TranscodeCancel(commands::transcode::CancelArgs),
     /// The gateway's health as a dashboard.
     Status(commands::status::Args),
+    /// Show the gateway's recent log lines (-f: keep following).
+    Logs(commands::logs::Args),
     /// Measure upload, download, ranged reads and transcoding.
     Benchmark(commands::benchmark::Args),
     /// Print a presigned URL.
@@ -115,6 +117,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::TranscodeJobs(a) => commands::transcode::run_jobs(&ctx, a).await?,
         Command::TranscodeCancel(a) => commands::transcode::run_cancel(&ctx, a).await?,
         Command::Status(a) => commands::status::run(&ctx, a).await?,
+        Command::Logs(a) => commands::logs::run(&ctx, a).await?,
         Command::Benchmark(a) => commands::benchmark::run(&ctx, a).await?,
         Command::Presign(a) => commands::presign::run(&ctx, a).await?,
         Command::Config(a) => commands::config::run_config(&ctx, a).await?,

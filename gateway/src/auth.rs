@@ -77,6 +77,9 @@ impl PublicRead {
 #[async_trait::async_trait]
 impl S3Access for PublicRead {
     async fn check(&self, cx: &mut S3AccessContext<'_>) -> S3Result<()> {
+        // The first point where s3s knows the operation: name it for the metrics.
+        let op = crate::metrics::op_name(cx.s3_op().name());
+        crate::metrics::note_op(cx.extensions_mut(), op);
         if cx.credentials().is_some() || self.allows_anonymous(cx.s3_op().name(), cx.s3_path()) {
             return Ok(());
         }

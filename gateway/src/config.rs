@@ -104,6 +104,10 @@ pub struct ServeArgs {
     /// Seconds a request body may go without data before the request fails (its upload is dropped).
     #[arg(long, env = "NEBULA_BODY_TIMEOUT_SECS", default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..))]
     pub body_timeout_secs: u64,
+    /// Serve Prometheus metrics at GET /metrics, without authentication, on this address (e.g.
+    /// 127.0.0.1:9100; same forms as --listen). Off by default.
+    #[arg(long, env = "NEBULA_METRICS_LISTEN")]
+    pub metrics_listen: Option<String>,
     #[command(flatten)]
     pub tailnet: TailnetArgs,
 }

@@ -1,9 +1,9 @@
 //! A thin layer in front of the s3s service: closes the gaps s3s 0.14.1 leaves open (presigned
-//! expiry cap, region check, S3's lenient Range handling) in one place, and logs each request.
+//! expiry cap, region check, S3's lenient Range handling) in one place, and logs and counts
+//! each request (see [`crate::metrics`]).
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Instant;
 
 use http::{HeaderValue, Request, Response, StatusCode};
 use hyper::body::Incoming;
@@ -11,6 +11,7 @@ use s3s::service::S3Service;
 use s3s::{Body, HttpError};
 
 use crate::limits::{IdleTimeoutBody, Limits, MAX_XML_BODY};
+use crate::metrics::RequestTag;
 use crate::tailnet::{AllowList, TailnetPeer};
 
 /// SigV4's longest presigned URL lifetime (7 days).
@@ -289,7 +290,7 @@ impl Front {
         mut req: Request<Incoming>,
         peer: PeerInfo,
     ) -> Result<Response<Body>, HttpError> {
-        let started = Instant::now();
+        let tag = RequestTag::start(req.uri().path(), req.uri().query());
         let method = req.method().clone();
         let path = req.uri().path().to_owned();
         let range = req
@@ -317,10 +318,12 @@ impl Front {
             Some(resp) => resp,
             None => {
                 req.extensions_mut().insert(peer.clone());
+                req.extensions_mut().insert(tag.clone());
                 // A client that stops sending mid-body fails its request (and its temp file
                 // goes) instead of holding them until the connection dies.
                 let idle = self.limits.body_idle_timeout;
-                let req = req.map(|b| Body::http_body(IdleTimeoutBody::new(b, idle)));
+                let req =
+                    req.map(|b| Body::http_body(tag.count_received(IdleTimeoutBody::new(b, idle))));
                 self.s3.call(req).await?
             }
         };
@@ -339,18 +342,32 @@ impl Front {
                 r
             };
         }
-        tracing::info!(
-            target: "nebula::request",
-            method = %method,
-            path = %path,
-            range = %range.as_deref().unwrap_or("-"),
-            status = resp.status().as_u16(),
-            ms = started.elapsed().as_millis() as u64,
-            peer = ?peer.addr,
-            node = %peer.tailnet.as_ref().map_or_else(|| "-".to_owned(), |n| n.to_string()),
-            "request"
-        );
-        Ok(resp)
+        // Server-side failures stand out in `nebula logs --level warn`.
+        macro_rules! request_line {
+            ($level:expr) => {
+                tracing::event!(
+                    target: "nebula::request",
+                    $level,
+                    method = %method,
+                    path = %path,
+                    range = %range.as_deref().unwrap_or("-"),
+                    status = resp.status().as_u16(),
+                    op = tag.op(),
+                    ms = tag.elapsed().as_millis() as u64,
+                    peer = ?peer.addr,
+                    node = %peer.tailnet.as_ref().map_or_else(|| "-".to_owned(), |n| n.to_string()),
+                    "request"
+                )
+            };
+        }
+        if resp.status().is_server_error() {
+            request_line!(tracing::Level::WARN);
+        } else {
+            request_line!(tracing::Level::INFO);
+        }
+        let (parts, body) = resp.into_parts();
+        let body = Body::http_body(tag.finish(parts.status, body));
+        Ok(Response::from_parts(parts, body))
     }
 }
 

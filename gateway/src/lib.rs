@@ -10,6 +10,8 @@ pub mod front;
 pub mod jobs;
 pub mod limits;
 pub mod listen;
+pub mod logs;
+pub mod metrics;
 pub mod s3;
 pub mod server;
 pub mod store;

@@ -9,17 +9,24 @@ use nebula_gateway::catalog::Catalog;
 use nebula_gateway::config::{Cli, Command, ReindexArgs, ServeArgs};
 use nebula_gateway::limits::Limits;
 use nebula_gateway::transcode::{MediaService, parse_size};
-use nebula_gateway::{build_front, credentials, jobs, listen, s3, server, store, tailnet};
+use nebula_gateway::{build_front, credentials, jobs, listen, logs, s3, server, store, tailnet};
 
 fn main() -> anyhow::Result<()> {
     keep_freed_blocks();
-    tracing_subscriber::fmt()
-        .with_env_filter(
+    // One filter for both outputs: stderr, and the ring `GET /_nebula/v1/logs` reads.
+    use tracing_subscriber::layer::SubscriberExt as _;
+    use tracing_subscriber::util::SubscriberInitExt as _;
+    tracing_subscriber::registry()
+        .with(
             tracing_subscriber::EnvFilter::try_from_default_env()
                 .unwrap_or_else(|_| "info,s3s::ops=off".into()),
         )
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with(
+            tracing_subscriber::fmt::layer()
+                .with_writer(std::io::stderr)
+                .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr())),
+        )
+        .with(logs::layer())
         .init();
     let cli = Cli::parse();
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -70,12 +77,19 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         args.secret_key.clone(),
         store.internal_dir(),
     )?;
+    keep_secrets_out_of_logs(&args, &creds.secret_key);
     let limits = Limits {
         header_read_timeout: Duration::from_secs(args.header_timeout_secs),
         body_idle_timeout: Duration::from_secs(args.body_timeout_secs),
     };
     let tls = load_tls(&args, limits.header_read_timeout)?;
     let listeners = listen::bind_all(&listen).await?;
+    let metrics_listeners = match &args.metrics_listen {
+        Some(spec) => listen::bind_all(&listen::ListenSpec::parse(spec)?)
+            .await
+            .with_context(|| format!("--metrics-listen {spec}"))?,
+        None => Vec::new(),
+    };
     let mut endpoints = Vec::new();
     let scheme = if tls.is_some() { "https" } else { "http" };
     for l in &listeners {
@@ -158,6 +172,15 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     if !public_buckets.is_empty() {
         println!("  public-read {}", public_buckets.join(", "));
     }
+    let mut metrics_tasks = Vec::new();
+    for l in metrics_listeners {
+        println!(
+            "  metrics     http://{}/metrics (Prometheus, no authentication)",
+            l.local_addr()?
+        );
+        let task = nebula_gateway::api::metrics::serve_listener(l, api.clone());
+        metrics_tasks.push(tokio::spawn(task));
+    }
     let front = build_front(
         gateway,
         api,
@@ -167,10 +190,29 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     );
     let front = front.with_tailnet_allow(tailnet_allow).with_limits(limits);
     serve_all(listeners, tls, tailnet_cfg.map(|cfg| (cfg, joined)), front).await;
+    for t in metrics_tasks {
+        t.abort();
+    }
     // Running jobs go back to the queue instead of holding the exit until they finish.
     jobs.shutdown().await;
     tracing::info!("stopped");
     Ok(())
+}
+
+/// The secret key, the database password and the tailnet auth key never appear in the log
+/// lines the gateway serves (`GET /_nebula/v1/logs`), whatever a message quotes.
+fn keep_secrets_out_of_logs(args: &ServeArgs, secret_key: &str) {
+    let ring = logs::ring();
+    ring.add_secret(secret_key);
+    if let Some(password) = args.database_url.as_deref().and_then(logs::url_password) {
+        ring.add_secret(password);
+    }
+    if let Some(k) = &args.tailnet.ts_authkey {
+        ring.add_secret(k);
+    }
+    if let Ok(k) = std::env::var("TS_AUTH_KEY") {
+        ring.add_secret(&k);
+    }
 }
 
 /// `--tls-cert` / `--tls-key`, both or neither.

@@ -48,6 +48,7 @@ pub async fn serve_watched<S>(stream: S, peer: PeerInfo, front: Front, watcher: 
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
+    let _counted = crate::metrics::connection();
     let limits = front.limits();
     let stream = PrefaceDeadline::new(stream, limits.header_read_timeout);
     let svc = hyper::service::service_fn(move |req| {

@@ -420,6 +420,7 @@ pub async fn serve(
     let mut source = Some(obj.file);
     loop {
         if let Some(served) = serve_finished(&final_path, range).await? {
+            crate::metrics::cache(crate::metrics::Cache::Rendition, true);
             return Ok(served);
         }
         // One producer per rendition: others wait for it to finish.
@@ -453,6 +454,7 @@ pub async fn serve(
                 return Err(e);
             }
             Step::Produce(permit, tx) => {
+                crate::metrics::cache(crate::metrics::Cache::Rendition, false);
                 let source = source
                     .take()
                     .expect("the source is taken once, by the single producer");

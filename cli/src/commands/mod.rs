@@ -3,6 +3,7 @@
 pub mod benchmark;
 pub mod config;
 pub mod download;
+pub mod logs;
 pub mod ls;
 pub mod ping;
 pub mod play;

@@ -23,12 +23,13 @@ struct Memory {
     gateway_rss_bytes: u64,
 }
 
+/// Space on the data folder's filesystem (also sampled for the metrics).
 #[derive(Debug, Serialize)]
-struct Disk {
+pub(super) struct Disk {
     path: String,
-    total_bytes: u64,
-    free_bytes: u64,
-    available_bytes: u64,
+    pub(super) total_bytes: u64,
+    pub(super) free_bytes: u64,
+    pub(super) available_bytes: u64,
 }
 
 #[derive(Debug, Serialize)]
@@ -126,7 +127,7 @@ fn memory() -> Memory {
     }
 }
 
-fn disk(path: &Path) -> Option<Disk> {
+pub(super) fn disk(path: &Path) -> Option<Disk> {
     let c = std::ffi::CString::new(path.as_os_str().as_encoded_bytes()).ok()?;
     let mut s: libc::statvfs = unsafe { std::mem::zeroed() };
     // SAFETY: valid C string and out-parameter.

@@ -5,6 +5,8 @@
 mod files;
 mod health;
 mod jobs;
+mod logs;
+pub mod metrics;
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -139,6 +141,13 @@ impl S3Route for ApiRoute {
     }
 
     async fn call(&self, req: S3Request<Body>) -> S3Result<S3Response<Body>> {
+        // The one answer that is not JSON: Prometheus's text format.
+        if req.method == Method::GET && api_path(&req.uri) == Some("metrics") {
+            return Ok(match require_admin(&req) {
+                Ok(()) => text_response(metrics::text(&self.state).await),
+                Err(e) => error_response(e),
+            });
+        }
         let open = req.method == Method::GET && api_path(&req.uri) == Some("ping");
         let result = if open || req.credentials.is_some() {
             self.dispatch(req).await
@@ -151,11 +160,42 @@ impl S3Route for ApiRoute {
         };
         Ok(match result {
             Ok((status, v)) => json_response(status, &v),
-            Err(e) => json_response(
-                e.status,
-                &serde_json::json!({"error": {"code": e.code, "message": e.message}}),
-            ),
+            Err(e) => error_response(e),
         })
+    }
+}
+
+fn error_response(e: ApiError) -> S3Response<Body> {
+    json_response(
+        e.status,
+        &serde_json::json!({"error": {"code": e.code, "message": e.message}}),
+    )
+}
+
+fn text_response(text: String) -> S3Response<Body> {
+    let mut headers = HeaderMap::new();
+    headers.insert(
+        http::header::CONTENT_TYPE,
+        HeaderValue::from_static(crate::metrics::CONTENT_TYPE),
+    );
+    headers.insert(
+        http::header::CACHE_CONTROL,
+        HeaderValue::from_static("no-store"),
+    );
+    S3Response::with_headers(Body::from(Bytes::from(text)), headers)
+}
+
+/// The gate of the operator's endpoints (logs, metrics). Today the gateway has one key pair,
+/// so whoever signs is the admin; per-key permissions narrow this one place.
+fn require_admin(req: &S3Request<Body>) -> Result<(), ApiError> {
+    if req.credentials.is_some() {
+        Ok(())
+    } else {
+        Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "AccessDenied",
+            "the gateway's logs and metrics are for its administrator: sign the request with the gateway's keys",
+        ))
     }
 }
 
@@ -224,7 +264,11 @@ impl ApiRoute {
                 ok(&pong)
             }
             (Method::GET, "health") => health::health(&self.state).await,
-            (_, "ping" | "health") => Err(ApiError::new(
+            (Method::GET, "logs") => {
+                require_admin(&req)?;
+                logs::query(query)
+            }
+            (_, "ping" | "health" | "logs" | "metrics") => Err(ApiError::new(
                 StatusCode::METHOD_NOT_ALLOWED,
                 "MethodNotAllowed",
                 format!("{} is not allowed on /_nebula/v1/{path}", req.method),

@@ -320,6 +320,7 @@ impl Catalog {
         bucket: &str,
         key: &str,
     ) -> CatalogResult<Option<CatalogObject>> {
+        let _timer = crate::metrics::catalog_timer(crate::metrics::CatalogOp::Read);
         let sql = format!("SELECT {OBJECT_COLUMNS} FROM objects WHERE bucket = $1 AND key = $2");
         let row: Option<ObjectRow> = on_pool!(&self.db, pool => {
             sqlx::query_as(&sql).bind(bucket).bind(key).fetch_optional(pool).await?
@@ -336,6 +337,7 @@ impl Catalog {
         limit: u32,
         cursor: Option<&str>,
     ) -> CatalogResult<ObjectPage> {
+        let _timer = crate::metrics::catalog_timer(crate::metrics::CatalogOp::Read);
         let limit = limit.clamp(1, 10_000);
         // The range condition lets the (bucket, key) index find the start; substr checks the
         // prefix the same way on both engines (LIKE differs in case and escaping).

@@ -75,6 +75,7 @@ impl Catalog {
     /// Commits `change` together with whatever other changes are waiting, and returns once
     /// it is committed (or the transaction failed).
     pub(crate) async fn apply(&self, change: Change) -> Result<(), String> {
+        let _timer = crate::metrics::catalog_timer(crate::metrics::CatalogOp::Write);
         let tx = self.writer.tx.get_or_init(|| {
             let (tx, rx) = mpsc::unbounded_channel();
             tokio::spawn(self.clone().write_loop(rx));

@@ -383,10 +383,12 @@ impl MetaCache {
     /// The metadata recorded for this version of the file, if cached.
     pub fn get(&self, stamp: &FileStamp) -> Option<std::sync::Arc<ObjectMeta>> {
         let map = self.map.lock().unwrap_or_else(|e| e.into_inner());
-        match map.get(&(stamp.dev, stamp.ino)) {
+        let found = match map.get(&(stamp.dev, stamp.ino)) {
             Some((s, meta)) if s == stamp => Some(meta.clone()),
             _ => None,
-        }
+        };
+        crate::metrics::cache(crate::metrics::Cache::Metadata, found.is_some());
+        found
     }
 
     /// Remembers the metadata of a file version (replacing what was kept for that file).

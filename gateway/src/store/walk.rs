@@ -476,7 +476,10 @@ impl<'a> Walker<'a> {
         let stamp = FileStamp::of(&before);
         let cache = &self.store.dir_cache;
         let shared = match cache.get(&stamp, &key) {
-            Some(names) => Some(names),
+            Some(names) => {
+                crate::metrics::cache(crate::metrics::Cache::Listing, true);
+                Some(names)
+            }
             None => {
                 let read_at = SystemTime::now();
                 let mut names = Vec::new();
@@ -485,6 +488,11 @@ impl<'a> Walker<'a> {
                         names.push(name);
                     }
                 })?;
+                // Only folders big enough to be cached count as misses: small ones are
+                // never kept, by design.
+                if names.len() >= DIR_CACHE_MIN_NAMES {
+                    crate::metrics::cache(crate::metrics::Cache::Listing, false);
+                }
                 if names.len() >= DIR_CACHE_MIN_NAMES && settled(&before, read_at) {
                     names.sort_unstable();
                     let names = Arc::new(names);
