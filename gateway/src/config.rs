@@ -140,3 +140,40 @@ pub struct TailnetArgs {
     #[arg(long, env = "NEBULA_TAILSCALE_REQUIRED")]
     pub tailscale_required: bool,
 }
+
+/// Parses sizes like `500M`, `20G`, `1T` or plain bytes (`--rendition-cache-size`).
+pub fn parse_size(s: &str) -> Option<u64> {
+    let s = s.trim();
+    let (num, mult) = match s.char_indices().find(|(_, c)| c.is_ascii_alphabetic()) {
+        Some((i, _)) => {
+            let mult = match s[i..]
+                .to_ascii_uppercase()
+                .trim_end_matches("IB")
+                .trim_end_matches('B')
+            {
+                "" => 1,
+                "K" => 1 << 10,
+                "M" => 1 << 20,
+                "G" => 1 << 30,
+                "T" => 1u64 << 40,
+                _ => return None,
+            };
+            (&s[..i], mult)
+        }
+        None => (s, 1),
+    };
+    num.trim().parse::<u64>().ok()?.checked_mul(mult)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes() {
+        assert_eq!(parse_size("10G"), Some(10 << 30));
+        assert_eq!(parse_size("500MiB"), Some(500 << 20));
+        assert_eq!(parse_size("1234"), Some(1234));
+        assert_eq!(parse_size("12X"), None);
+    }
+}

@@ -1,4 +1,11 @@
 //! Nebula gateway: S3 over a transparent filesystem, with media extensions.
+//!
+//! Layout: `s3/` answers S3 (one operation family per file; `s3/media.rs` adapts the media
+//! extension of GetObject), `store/` maps keys to paths and does all raw I/O, `events.rs` fans
+//! committed writes and deletes out to their subscribers (renditions store, catalog,
+//! auto-transcode rules), `catalog/` mirrors objects in a database, `jobs/` queues and runs
+//! background transcodes, `api/` is the JSON API. Every media step itself is in the
+//! `nebula-media` crate; nothing there depends on the gateway.
 
 pub mod api;
 pub mod auth;
@@ -6,6 +13,7 @@ pub mod catalog;
 pub mod config;
 pub mod credentials;
 pub mod error;
+pub mod events;
 pub mod front;
 pub mod jobs;
 pub mod limits;
@@ -17,7 +25,6 @@ pub mod server;
 pub mod store;
 pub mod tailnet;
 pub mod tls;
-pub mod transcode;
 
 use std::sync::Arc;
 

@@ -6,10 +6,11 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::Parser;
 use nebula_gateway::catalog::Catalog;
-use nebula_gateway::config::{Cli, Command, ReindexArgs, ServeArgs};
+use nebula_gateway::config::{Cli, Command, ReindexArgs, ServeArgs, parse_size};
+use nebula_gateway::events::ObjectEvents;
 use nebula_gateway::limits::Limits;
-use nebula_gateway::transcode::{MediaService, parse_size};
 use nebula_gateway::{build_front, credentials, jobs, listen, logs, s3, server, store, tailnet};
+use nebula_media::MediaService;
 
 fn main() -> anyhow::Result<()> {
     keep_freed_blocks();
@@ -148,14 +149,17 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let jobs = jobs::Jobs::new(catalog.clone(), store.clone(), media.clone(), jobs_config);
     jobs.start();
     let mut gateway = s3::Gateway::new(store, args.region.clone());
-    gateway.media = media;
-    let catalog_events: Arc<dyn s3::ObjectEvents> = Arc::new(catalog.clone());
+    if let Some(svc) = &media {
+        gateway.events.push(svc.clone() as Arc<dyn ObjectEvents>);
+    }
+    gateway.events.push(Arc::new(catalog.clone()));
     // The auto-transcode rules see every write right after the catalog recorded it.
-    gateway.events = Some(if auto {
-        Arc::new(jobs::JobEvents::new(catalog_events, jobs.clone()))
-    } else {
-        catalog_events
-    });
+    if auto {
+        gateway
+            .events
+            .push(Arc::new(jobs::JobEvents::new(jobs.clone())));
+    }
+    gateway.media = media;
     let api = nebula_gateway::api::ApiState {
         started: std::time::Instant::now(),
         store: gateway.store.clone(),

@@ -42,6 +42,13 @@ pub enum MediaError {
     /// A poster was asked with a width outside 1..=[`crate::MAX_POSTER_WIDTH`].
     #[error("invalid poster: {0}")]
     InvalidPoster(String),
+    /// Every live transcode slot is taken (the number of slots). Maps to "503 SlowDown".
+    #[error("all {0} transcode slots are busy; retry shortly")]
+    Busy(usize),
+    /// Another request is still producing the rendition after the follow wait. Maps to
+    /// "503 SlowDown".
+    #[error("the rendition is still being produced; retry shortly")]
+    StillProducing,
     /// `gst::init` failed (broken GStreamer installation).
     #[error("GStreamer initialisation failed: {0}")]
     Init(String),

@@ -1,24 +1,40 @@
-//! GStreamer media pipeline for Nebula: probing, live transcoding to fragmented MP4,
-//! transcoding to files for background jobs, and JPEG posters.
+//! GStreamer media for Nebula: detection, probing, live transcoding to fragmented MP4,
+//! transcoding to files for background jobs, JPEG posters, and the renditions store.
 //!
-//! Entry point is [`MediaEngine`]. All its methods **block** (GStreamer state changes,
-//! Discoverer, whole transcodes); call them from `tokio::task::spawn_blocking` in async
-//! code. The [`TranscodeStream`] returned by [`MediaEngine::start_stream`] is a normal
-//! async `Stream` and is polled from async code directly.
+//! Layout (every media step lives here; the gateway only adapts it to S3 and the job queue):
+//! - [`detect`]: which objects are video or audio, and which videos browsers play as they are.
+//! - [`MediaEngine`] (this file): GStreamer set-up and encoder choice (`encoder.rs`), probing
+//!   (`probe.rs`), the pipeline (`pipeline.rs`), live streams (`stream.rs`) and file
+//!   transcodes (`file.rs`). It reads a [`MediaSource`]: a path, or an open `File`.
+//! - [`renditions`]: the store of finished renditions (naming, lookup, install, eviction,
+//!   invalidation).
+//! - [`MediaService`] (`service.rs`, `live.rs`): what the gateway asks for. A rendition for a
+//!   request (finished file, or a live transcode teed into the store, one pipeline per
+//!   rendition, limited transcode slots) and a rendition made ahead by a job.
 //!
-//! Pipeline details, encoder settings and the reasons behind them are in `pipeline.rs`
-//! and in `/work/shared/notes/transcode-facts.md`.
+//! The engine's methods **block** (GStreamer state changes, Discoverer, whole transcodes);
+//! call them from `tokio::task::spawn_blocking` in async code, or use the `_async` variants.
+//! The streams ([`TranscodeStream`], [`LiveRendition`]) are normal async `Stream`s polled
+//! from async code directly.
+//!
+//! `README.md` beside this crate records the measurements behind the pipeline's settings
+//! (encoder presets, fragment length, AAC encoder choice, the pitfalls it avoids).
 
+pub mod detect;
 mod encoder;
 mod error;
 mod file;
+mod live;
 mod pipeline;
 mod poster;
 mod probe;
 mod quality;
+pub mod renditions;
+mod service;
+mod source;
 mod stream;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
@@ -26,9 +42,13 @@ use std::time::Duration;
 pub use encoder::{Encoder, EncoderChoice};
 pub use error::MediaError;
 pub use file::{CancelFlag, FileOutcome};
+pub use live::LiveRendition;
 pub use poster::{MAX_POSTER_WIDTH, POSTER_CONTENT_TYPE, Poster, poster_size};
 pub use probe::MediaInfo;
 pub use quality::{Quality, output_size};
+pub use renditions::{Finished, ObjectRef, RenditionInfo, RenditionStore};
+pub use service::{FOLLOW_WAIT, Installed, MediaService, Rendition};
+pub use source::MediaSource;
 pub use stream::{STREAM_CONTENT_TYPE, TranscodeStream};
 
 use pipeline::Settings;
@@ -99,13 +119,12 @@ impl MediaEngine {
         self.inner.active.load(Ordering::SeqCst)
     }
 
-    /// Reads duration, size, codecs, bitrate and container of `path`.
+    /// Reads duration, size, codecs, bitrate and container of `src`.
     ///
     /// Blocking, bounded by a 10 s timeout. A text, corrupt or unknown file gives
     /// [`MediaError::NotMedia`]; a missing file gives [`MediaError::Io`].
-    pub fn probe(&self, path: &Path) -> Result<MediaInfo, MediaError> {
-        check_source(path)?;
-        probe::probe(path)
+    pub fn probe(&self, src: &(impl MediaSource + ?Sized)) -> Result<MediaInfo, MediaError> {
+        probe::probe(&src.location()?)
     }
 
     /// Starts a live transcode of `src` at `quality` and returns its output stream.
@@ -117,17 +136,18 @@ impl MediaEngine {
     /// `spawn_blocking`; the returned stream is then polled from async code.
     pub fn start_stream(
         &self,
-        src: &Path,
+        src: &(impl MediaSource + ?Sized),
         quality: Quality,
     ) -> Result<TranscodeStream, MediaError> {
-        check_source(src)?;
-        stream::start(self.settings(quality), src, self.inner.active.clone())
+        let location = src.location()?;
+        stream::start(self.settings(quality), &location, self.inner.active.clone())
     }
 
-    /// [`MediaEngine::start_stream`] on tokio's blocking pool, for async callers.
+    /// [`MediaEngine::start_stream`] on tokio's blocking pool, for async callers. An open
+    /// file may be dropped once this returns: the pipeline has its own descriptor by then.
     pub async fn start_stream_async(
         &self,
-        src: PathBuf,
+        src: impl MediaSource + Send + 'static,
         quality: Quality,
     ) -> Result<TranscodeStream, MediaError> {
         let engine = self.clone();
@@ -135,9 +155,12 @@ impl MediaEngine {
     }
 
     /// [`MediaEngine::probe`] on tokio's blocking pool, for async callers.
-    pub async fn probe_async(&self, path: PathBuf) -> Result<MediaInfo, MediaError> {
+    pub async fn probe_async(
+        &self,
+        src: impl MediaSource + Send + 'static,
+    ) -> Result<MediaInfo, MediaError> {
         let engine = self.clone();
-        spawn_blocking(move || engine.probe(&path)).await
+        spawn_blocking(move || engine.probe(&src)).await
     }
 
     /// Takes a JPEG poster `width` pixels wide (at most [`MAX_POSTER_WIDTH`], never wider
@@ -149,18 +172,18 @@ impl MediaEngine {
     /// [`MediaError::Io`] for a missing file.
     pub fn poster(
         &self,
-        src: &Path,
+        src: &(impl MediaSource + ?Sized),
         width: u32,
         at: Option<Duration>,
     ) -> Result<Poster, MediaError> {
-        check_source(src)?;
-        poster::grab(src, width, at, self.inner.active.clone())
+        let location = src.location()?;
+        poster::grab(&location, width, at, self.inner.active.clone())
     }
 
     /// [`MediaEngine::poster`] on tokio's blocking pool, for async callers.
     pub async fn poster_async(
         &self,
-        src: PathBuf,
+        src: impl MediaSource + Send + 'static,
         width: u32,
         at: Option<Duration>,
     ) -> Result<Poster, MediaError> {
@@ -178,16 +201,16 @@ impl MediaEngine {
     /// `cancel` stops the job within about 100 ms with [`MediaError::Cancelled`].
     pub fn transcode_to_file(
         &self,
-        src: &Path,
+        src: &(impl MediaSource + ?Sized),
         quality: Quality,
         dest: &Path,
         progress: impl Fn(u8),
         cancel: &CancelFlag,
     ) -> Result<FileOutcome, MediaError> {
-        check_source(src)?;
+        let location = src.location()?;
         file::transcode(
             self.settings(quality),
-            src,
+            &location,
             dest,
             &progress,
             cancel,
@@ -252,19 +275,6 @@ async fn spawn_blocking<T: Send + 'static>(
         .map_err(|e| MediaError::Pipeline(format!("media task failed: {e}")))?
 }
 
-/// Fails fast with an I/O error for a missing or non-regular source, instead of a
-/// GStreamer "resource not found" after building a pipeline.
-fn check_source(path: &Path) -> Result<(), MediaError> {
-    let meta = std::fs::metadata(path)?;
-    if !meta.is_file() {
-        return Err(MediaError::Io(std::io::Error::new(
-            std::io::ErrorKind::InvalidInput,
-            format!("{} is not a regular file", path.display()),
-        )));
-    }
-    Ok(())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -282,5 +292,7 @@ mod tests {
         assert_send_sync::<CancelFlag>();
         assert_send_sync::<Poster>();
         assert_stream::<TranscodeStream>();
+        assert_stream::<LiveRendition>();
+        assert_send_sync::<MediaService>();
     }
 }

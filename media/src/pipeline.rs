@@ -27,7 +27,7 @@ use crate::encoder::Encoder;
 use crate::quality::{Quality, output_size};
 
 /// mp4mux fragment length for streams. 1 s gives the first 64 KiB in ~0.35 s in process
-/// (transcode-facts.md, TTFB table) while keeping moof overhead low.
+/// (measurements in the crate's README.md) while keeping moof overhead low.
 const FRAGMENT_MS: u32 = 1000;
 /// AAC bitrate for every quality.
 const AUDIO_BITRATE: u32 = 128_000;

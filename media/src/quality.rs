@@ -41,7 +41,7 @@ impl Quality {
         }
     }
 
-    /// H.264 video bitrate in kbit/s (the values measured in transcode-facts.md).
+    /// H.264 video bitrate in kbit/s (see the crate's README.md).
     pub fn video_bitrate_kbps(self) -> u32 {
         match self {
             Quality::P240 => 400,

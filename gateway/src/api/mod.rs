@@ -18,8 +18,9 @@ use s3s::validation::{AwsNameValidation, NameValidation};
 use s3s::{Body, S3Request, S3Response, S3Result};
 use serde::Serialize;
 
+use nebula_media::MediaService;
+
 use crate::store::Store;
-use crate::transcode::MediaService;
 
 /// The reserved first path segment of the API.
 pub const API_BUCKET: &str = "_nebula";

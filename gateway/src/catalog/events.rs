@@ -2,7 +2,7 @@
 
 use super::Catalog;
 use super::model::NewObject;
-use crate::s3::ObjectEvents;
+use crate::events::ObjectEvents;
 use crate::store::meta::ObjectMeta;
 
 #[async_trait::async_trait]

@@ -2,7 +2,7 @@
 //! probe results, renditions, transcode jobs).
 //!
 //! The filesystem stays the truth. Every write and delete updates the catalog within the
-//! request (through [`crate::s3::ObjectEvents`]); a reconcile scan ([`Catalog::reconcile`])
+//! request (through [`crate::events::ObjectEvents`]); a reconcile scan ([`Catalog::reconcile`])
 //! repairs whatever changed out of band or was missed while the database was down. The catalog
 //! reaches the data folder only through the store: the scan walks buckets with the store's
 //! walker, the prober opens objects with its checked open.
@@ -32,7 +32,6 @@ use sqlx::types::Json;
 use tokio::sync::Notify;
 
 pub use model::{CatalogObject, MediaMeta, ObjectPage, ProbeStatus, Variant};
-pub use probe::looks_like_media;
 pub use scan::ScanReport;
 
 use model::{NewObject, OBJECT_COLUMNS, ObjectRow};

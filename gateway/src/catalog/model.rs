@@ -200,7 +200,7 @@ impl NewObject {
     /// The row for `bucket/key` with metadata `meta`.
     pub fn from_meta(bucket: &str, key: &str, meta: &ObjectMeta) -> Self {
         let mtime_ns = i64::try_from(meta.mtime_ns).unwrap_or(0);
-        let probe = if super::probe::looks_like_media(key, meta.content_type.as_deref()) {
+        let probe = if nebula_media::detect::is_media(key, meta.content_type.as_deref()) {
             ProbeStatus::Pending
         } else {
             ProbeStatus::None

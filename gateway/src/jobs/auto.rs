@@ -1,50 +1,38 @@
 //! Auto-transcode rules: jobs queued when a video is written (`--auto-transcode`,
 //! `--auto-web-friendly`).
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use nebula_media::Quality;
+use nebula_media::detect;
 
 use super::Jobs;
 use crate::catalog::{MediaMeta, ProbeStatus};
-use crate::s3::ObjectEvents;
+use crate::events::ObjectEvents;
 use crate::store::meta::ObjectMeta;
 
 /// How long the web-friendly rule waits for the catalog's probe of a new object.
 const PROBE_WAIT: Duration = Duration::from_secs(300);
 
-/// Containers browsers do not play (by extension, before or without a probe).
-const UNFRIENDLY_EXTENSIONS: &[&str] = &[
-    "mkv", "avi", "wmv", "flv", "ts", "m2ts", "mts", "mpg", "mpeg",
-];
-
-/// Containers browsers do not play (probe names).
-const UNFRIENDLY_CONTAINERS: &[&str] = &["matroska", "avi", "asf", "flv", "mpegts", "mpeg"];
-
-/// Passes writes and deletes on to the catalog, then applies the auto-transcode rules (after
-/// the catalog, so the object's row exists when its jobs are queued).
+/// Applies the auto-transcode rules to every write. Subscribe it after the catalog, so the
+/// object's row exists when its jobs are queued.
 #[derive(Debug)]
 pub struct JobEvents {
-    inner: Arc<dyn ObjectEvents>,
     jobs: Jobs,
 }
 
 impl JobEvents {
-    /// Wraps the catalog's event listener.
-    pub fn new(inner: Arc<dyn ObjectEvents>, jobs: Jobs) -> Self {
-        JobEvents { inner, jobs }
+    /// The rules of `jobs`' configuration.
+    pub fn new(jobs: Jobs) -> Self {
+        JobEvents { jobs }
     }
 }
 
 #[async_trait::async_trait]
 impl ObjectEvents for JobEvents {
     async fn written(&self, bucket: &str, key: &str, meta: &ObjectMeta) {
-        self.inner.written(bucket, key, meta).await;
         let cfg = self.jobs.config();
-        if key.ends_with('/')
-            || !crate::transcode::looks_like_video(meta.content_type.as_deref(), key)
-        {
+        if key.ends_with('/') || !detect::is_video(key, meta.content_type.as_deref()) {
             return;
         }
         // In the background: queuing must neither slow down nor fail the write.
@@ -73,28 +61,16 @@ impl ObjectEvents for JobEvents {
         }
     }
 
-    async fn deleted(&self, bucket: &str, key: &str) {
-        self.inner.deleted(bucket, key).await;
-    }
+    async fn deleted(&self, _bucket: &str, _key: &str) {}
 }
 
 /// Whether browsers play this source as it is (H.264 in MP4/MOV/WebM-ish containers).
 fn browser_friendly(key: &str, media: &MediaMeta) -> bool {
-    let ext = key
-        .rsplit_once('.')
-        .map(|(_, e)| e.to_ascii_lowercase())
-        .unwrap_or_default();
-    if UNFRIENDLY_EXTENSIONS.contains(&ext.as_str()) {
-        return false;
-    }
-    if media
-        .container
-        .as_deref()
-        .is_some_and(|c| UNFRIENDLY_CONTAINERS.contains(&c))
-    {
-        return false;
-    }
-    media.video_codec.as_deref().is_none_or(|c| c == "h264")
+    detect::browser_plays(
+        key,
+        media.container.as_deref(),
+        media.video_codec.as_deref(),
+    )
 }
 
 impl Jobs {

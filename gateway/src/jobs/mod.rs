@@ -4,8 +4,9 @@
 //! worker takes a pending job atomically (`FOR UPDATE SKIP LOCKED` on PostgreSQL, a guarded
 //! `UPDATE … RETURNING` on SQLite), holds it with a lease it renews while the pipeline runs,
 //! and a job whose gateway died (lease expired) goes back to pending for another try. A
-//! finished job installs its file as the rendition `?quality=` serves (see
-//! [`crate::transcode`]), so the first viewer gets byte ranges instead of a live transcode.
+//! finished job installs its file as the rendition `?quality=` serves (through
+//! [`nebula_media::MediaService::produce`]), so the first viewer gets byte ranges instead of
+//! a live transcode.
 
 mod auto;
 mod queue;
@@ -17,12 +18,11 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use nebula_media::{CancelFlag, Quality};
+use nebula_media::{CancelFlag, MediaService, Quality};
 use tokio::sync::Notify;
 
 use crate::catalog::{Catalog, CatalogError};
 use crate::store::Store;
-use crate::transcode::MediaService;
 
 pub use auto::JobEvents;
 pub use queue::{Job, JobCounts, JobFilter, JobStatus};
@@ -205,9 +205,7 @@ impl Jobs {
                 bucket: bucket.to_owned(),
                 key: key.to_owned(),
             })?;
-        if key.ends_with('/')
-            || !crate::transcode::looks_like_video(obj.content_type.as_deref(), key)
-        {
+        if key.ends_with('/') || !nebula_media::detect::is_video(key, obj.content_type.as_deref()) {
             return Err(JobError::NotVideo {
                 key: key.to_owned(),
                 content_type: obj.content_type.unwrap_or_else(|| "unknown".to_owned()),

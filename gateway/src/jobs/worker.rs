@@ -1,13 +1,11 @@
 //! The worker pool: each worker takes one job at a time from the database and runs its
 //! pipeline on a blocking thread.
 
-use std::os::fd::AsRawFd;
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU8, Ordering};
 use std::time::Duration;
 
-use nebula_media::{CancelFlag, MediaError};
+use nebula_media::{CancelFlag, Installed, MediaError, ObjectRef};
 
 use super::{Job, Jobs, Running, queue};
 use crate::catalog::Variant;
@@ -172,30 +170,29 @@ impl Jobs {
                 };
             }
         };
-        let dest = svc.rendition_path(&job.bucket, &job.key, &obj.meta.etag, quality);
-        // Not named after the object, so invalidating its renditions never removes a file in
-        // the making; `.part` is removed at the next start if the gateway dies.
-        let part = svc.dir().join(format!(
-            "job-{}-{}.part",
-            job.id,
-            uuid::Uuid::new_v4().simple()
-        ));
         let progress = Arc::new(AtomicU8::new(0));
-        let engine = svc.engine().clone();
-        let (p, c, part_path) = (progress.clone(), cancel.clone(), part.clone());
+        let (p, c) = (progress.clone(), cancel.clone());
+        let (bucket, key, etag, label) = (
+            job.bucket.clone(),
+            job.key.clone(),
+            obj.meta.etag.clone(),
+            format!("job-{}", job.id),
+        );
         let source = obj.file;
         let mut task = tokio::task::spawn_blocking(move || {
-            // GStreamer reopens the object through our descriptor: exactly the file we opened.
-            let fd_path = PathBuf::from(format!("/proc/self/fd/{}", source.as_raw_fd()));
-            let r = engine.transcode_to_file(
-                &fd_path,
+            let object = ObjectRef {
+                bucket: &bucket,
+                key: &key,
+                etag: &etag,
+            };
+            svc.produce(
+                object,
+                &source,
                 quality,
-                &part_path,
+                &label,
                 |v| p.store(v, Ordering::Relaxed),
                 &c,
-            );
-            drop(source);
-            r
+            )
         });
         let mut tick = tokio::time::interval(TICK);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -214,8 +211,11 @@ impl Jobs {
                 }
             }
         };
-        let outcome = match result {
-            Ok(Ok(o)) => o,
+        let Installed {
+            path: dest,
+            outcome,
+        } = match result {
+            Ok(Ok(installed)) => installed,
             Ok(Err(MediaError::Cancelled)) => return Outcome::Cancelled,
             Ok(Err(
                 e @ (MediaError::NotVideo(_)
@@ -234,7 +234,6 @@ impl Jobs {
                 };
             }
             Err(e) => {
-                let _ = std::fs::remove_file(&part);
                 return Outcome::Failed {
                     error: format!("transcode task failed: {e}"),
                     retry: true,
@@ -242,29 +241,6 @@ impl Jobs {
             }
         };
         let encoder = outcome.encoder.element_name().to_owned();
-        let install = {
-            let (svc, part, dest, enc) = (svc.clone(), part.clone(), dest.clone(), encoder.clone());
-            tokio::task::spawn_blocking(move || {
-                svc.install_rendition(&part, &dest, outcome.width, outcome.height, &enc)
-            })
-            .await
-        };
-        match install {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => {
-                let _ = std::fs::remove_file(&part);
-                return Outcome::Failed {
-                    error: format!("cannot install the rendition: {e}"),
-                    retry: true,
-                };
-            }
-            Err(e) => {
-                return Outcome::Failed {
-                    error: format!("worker task failed: {e}"),
-                    retry: true,
-                };
-            }
-        }
         let rel = dest
             .strip_prefix(self.inner.store.root())
             .map(|p| p.display().to_string())

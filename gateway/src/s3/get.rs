@@ -1,7 +1,6 @@
 //! GetObject and HeadObject: conditionals, byte ranges, streaming bodies.
 
 use std::fs::File;
-use std::io;
 use std::time::SystemTime;
 
 use bytes::Bytes;
@@ -10,12 +9,13 @@ use s3s::{S3Request, S3Response, S3Result};
 
 use super::checksum::checksum_fields;
 use super::conditional::{OwnedConditions, conditions};
+use super::media;
 use super::{Gateway, blocking, etag_of, object_path, parse_http_date, timestamp};
 use crate::error::StoreError;
 use crate::store::ObjectHandle;
 use crate::store::fsutil;
-use crate::store::meta::{IO_BLOCK, ObjectMeta};
-use crate::transcode::{MediaRequest, parse_query};
+use crate::store::meta::ObjectMeta;
+use crate::store::read::file_stream;
 
 /// Objects up to this size are read in the same blocking call that opens them: one thread hop
 /// per small GET.
@@ -204,99 +204,20 @@ fn prepare(
     }
 }
 
-/// Streams `len` bytes of `file` from `start` in large blocks. A block in the page cache (the
-/// usual case for anything recently served) is read right on the async worker, as hyper asks
-/// for it: a trip to the blocking pool and back costs two thread wake-ups per block. A block
-/// that must come from the disk is read on the blocking pool. Dropping the body stops it.
-pub(crate) fn file_body(file: File, start: u64, len: u64) -> StreamingBlob {
-    StreamingBlob::wrap(FileStream {
-        file: std::sync::Arc::new(file),
-        off: start,
-        end: start + len,
-        reading: None,
-    })
-}
-
-struct FileStream {
-    file: std::sync::Arc<File>,
-    off: u64,
-    end: u64,
-    reading: Option<tokio::task::JoinHandle<io::Result<Vec<u8>>>>,
-}
-
-impl futures::Stream for FileStream {
-    type Item = io::Result<Bytes>;
-
-    fn poll_next(
-        mut self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<Option<Self::Item>> {
-        use std::task::Poll;
-        if let Some(h) = self.reading.as_mut() {
-            let res = std::task::ready!(std::pin::Pin::new(h).poll(cx));
-            self.reading = None;
-            return Poll::Ready(Some(match res {
-                Ok(Ok(buf)) => {
-                    self.off += buf.len() as u64;
-                    Ok(Bytes::from(buf))
-                }
-                Ok(Err(e)) => {
-                    self.off = self.end;
-                    Err(e)
-                }
-                Err(e) => {
-                    self.off = self.end;
-                    Err(io::Error::other(e))
-                }
-            }));
-        }
-        if self.off >= self.end {
-            return Poll::Ready(None);
-        }
-        let want = ((self.end - self.off) as usize).min(IO_BLOCK);
-        if let Some(buf) = fsutil::read_block_cached(&self.file, want, self.off) {
-            self.off += want as u64;
-            return Poll::Ready(Some(Ok(Bytes::from(buf))));
-        }
-        let (file, off) = (self.file.clone(), self.off);
-        self.reading = Some(tokio::task::spawn_blocking(move || {
-            fsutil::read_block_at(&file, want, off)
-        }));
-        self.poll_next(cx)
-    }
-}
-
 /// GetObject.
 pub(crate) async fn get_object(
     gw: &Gateway,
     req: S3Request<GetObjectInput>,
 ) -> S3Result<S3Response<GetObjectOutput>> {
-    if let MediaRequest::Transcode(quality) = parse_query(req.uri.query())? {
-        let Some(media) = gw.media.clone() else {
-            return Err(s3s::S3Error::with_message(
-                s3s::S3ErrorCode::NotImplemented,
-                "media extensions are disabled on this gateway (GStreamer is not available)",
-            ));
-        };
-        let input = req.input;
-        let path = object_path(&input.key)?;
-        let (output, headers) = crate::transcode::serve(
-            media,
-            gw.store.clone(),
-            input.bucket,
-            path,
-            quality,
-            input.range,
-        )
-        .await?;
-        return Ok(S3Response::with_headers(output, headers));
+    if let Some(request) = media::parse_query(req.uri.query())? {
+        return media::get_object(gw, request, req.input).await;
     }
     let input = req.input;
     let p = prepare(gw, read_request!(input), true).await?;
     let (start, len) = p.span();
     let output = object_output!(GetObjectOutput, p, body: Some(match p.small {
         Some(bytes) => StreamingBlob::from(s3s::Body::from(bytes)),
-        None => file_body(p.file, start, len),
+        None => StreamingBlob::wrap(file_stream(p.file, start, len)),
     }));
     Ok(S3Response::new(output))
 }

@@ -131,6 +131,7 @@ impl Params {
             )
         })
         .await
+        .map_err(S3Error::from)
     }
 }
 

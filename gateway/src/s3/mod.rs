@@ -24,6 +24,7 @@ mod copy;
 mod delete;
 mod get;
 mod list;
+mod media;
 mod multipart;
 mod put;
 mod receive;
@@ -33,23 +34,16 @@ use std::time::SystemTime;
 
 use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
 use s3s::dto::*;
-use s3s::{S3, S3Error, S3ErrorCode, S3Request, S3Response, S3Result};
+use s3s::{S3, S3Error, S3Request, S3Response, S3Result};
 
-use crate::error::StoreError;
+use nebula_media::MediaService;
+
+use crate::events::Subscribers;
 use crate::store::Store;
 use crate::store::keys::{ObjectPath, parse_key};
 use crate::store::meta::ObjectMeta;
 
-/// Told about every committed write and delete, within the request that made it (the catalog
-/// keeps itself in step this way). Implementations must not fail the request: the bytes are
-/// already safe on disk, and a later reconcile scan repairs anything missed.
-#[async_trait::async_trait]
-pub trait ObjectEvents: Send + Sync + std::fmt::Debug {
-    /// An object was created or replaced.
-    async fn written(&self, bucket: &str, key: &str, meta: &ObjectMeta);
-    /// An object was deleted (or did not exist).
-    async fn deleted(&self, bucket: &str, key: &str);
-}
+pub(crate) use crate::store::read::blocking;
 
 /// The S3 service: the filesystem store plus the gateway's settings.
 #[derive(Debug, Clone)]
@@ -58,10 +52,10 @@ pub struct Gateway {
     pub store: Arc<Store>,
     /// The region this gateway answers for.
     pub region: String,
-    /// Listener for writes and deletes (the catalog), if any.
-    pub events: Option<Arc<dyn ObjectEvents>>,
+    /// Told about every write and delete (renditions store, catalog, auto-transcode rules).
+    pub events: Subscribers,
     /// The media extension (live transcodes, renditions), when GStreamer is available.
-    pub media: Option<Arc<crate::transcode::MediaService>>,
+    pub media: Option<Arc<MediaService>>,
 }
 
 impl Gateway {
@@ -70,51 +64,19 @@ impl Gateway {
         Gateway {
             store,
             region,
-            events: None,
+            events: Subscribers::default(),
             media: None,
         }
     }
 
-    /// Reports a committed write to the event listener.
+    /// Reports a committed write to the subscribers.
     pub(crate) async fn written(&self, bucket: &str, key: &str, meta: &ObjectMeta) {
-        self.invalidate_renditions(bucket, key);
-        if let Some(ev) = &self.events {
-            ev.written(bucket, key, meta).await;
-        }
+        self.events.written(bucket, key, meta).await;
     }
 
-    /// Reports a delete to the event listener.
+    /// Reports a delete to the subscribers.
     pub(crate) async fn deleted(&self, bucket: &str, key: &str) {
-        self.invalidate_renditions(bucket, key);
-        if let Some(ev) = &self.events {
-            ev.deleted(bucket, key).await;
-        }
-    }
-}
-
-impl Gateway {
-    /// Renditions of a replaced or deleted object are never served again.
-    fn invalidate_renditions(&self, bucket: &str, key: &str) {
-        if let Some(media) = &self.media {
-            media.invalidate(bucket, key);
-        }
-    }
-}
-
-pub(crate) use get::file_body;
-
-/// Runs blocking filesystem work off the async runtime.
-pub(crate) async fn blocking<T, F>(f: F) -> S3Result<T>
-where
-    F: FnOnce() -> Result<T, StoreError> + Send + 'static,
-    T: Send + 'static,
-{
-    match tokio::task::spawn_blocking(f).await {
-        Ok(r) => r.map_err(S3Error::from),
-        Err(e) => Err(S3Error::with_message(
-            S3ErrorCode::InternalError,
-            format!("worker failed: {e}"),
-        )),
+        self.events.deleted(bucket, key).await;
     }
 }
 

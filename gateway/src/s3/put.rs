@@ -79,7 +79,9 @@ pub(crate) async fn write_precondition(
     }
     if let Some(cond) = if_match {
         let (store, b, path) = (gw.store.clone(), bucket.to_owned(), object_path(key)?);
-        let current = blocking(move || store.open_object(&b, &path)).await;
+        let current = blocking(move || store.open_object(&b, &path))
+            .await
+            .map_err(S3Error::from);
         match current {
             Ok(obj) => {
                 if !super::conditional::etag_matches(cond, &obj.meta.etag) {

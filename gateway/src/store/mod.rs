@@ -8,6 +8,7 @@ pub mod fsutil;
 pub mod keys;
 pub mod meta;
 pub mod multipart;
+pub mod read;
 pub mod walk;
 
 use std::fs::File;

@@ -1,0 +1,44 @@
+//! Object events: every committed write and delete, told to each subscriber in turn (the
+//! renditions store drops stale renditions, the catalog updates its row, the auto-transcode
+//! rules queue jobs).
+
+use std::sync::Arc;
+
+use crate::store::meta::ObjectMeta;
+
+/// Told about every committed write and delete, within the request that made it.
+/// Implementations must not fail the request: the bytes are already safe on disk, and a later
+/// reconcile scan repairs anything missed.
+#[async_trait::async_trait]
+pub trait ObjectEvents: Send + Sync + std::fmt::Debug {
+    /// An object was created or replaced.
+    async fn written(&self, bucket: &str, key: &str, meta: &ObjectMeta);
+    /// An object was deleted (or did not exist).
+    async fn deleted(&self, bucket: &str, key: &str);
+}
+
+/// The subscribers to object events, told in the order they were added (a later one may rely
+/// on an earlier one: the auto-transcode rules need the catalog's row).
+#[derive(Debug, Clone, Default)]
+pub struct Subscribers(Vec<Arc<dyn ObjectEvents>>);
+
+impl Subscribers {
+    /// Adds a subscriber after the others.
+    pub fn push(&mut self, subscriber: Arc<dyn ObjectEvents>) {
+        self.0.push(subscriber);
+    }
+
+    /// Tells every subscriber about a committed write.
+    pub async fn written(&self, bucket: &str, key: &str, meta: &ObjectMeta) {
+        for s in &self.0 {
+            s.written(bucket, key, meta).await;
+        }
+    }
+
+    /// Tells every subscriber about a delete.
+    pub async fn deleted(&self, bucket: &str, key: &str) {
+        for s in &self.0 {
+            s.deleted(bucket, key).await;
+        }
+    }
+}

@@ -1,0 +1,228 @@
+//! The media extension of GetObject, adapted to S3: `?transcode=h264&quality=480` (or
+//! `quality` alone) answers with a rendition of a video object from `nebula-media` (the
+//! finished file with byte ranges, or a live transcode). This file only parses the query,
+//! maps media errors to S3 errors and builds the output with its `x-nebula-*` headers.
+//!
+//! The parameters are part of the request's query, so SigV4 (header or presigned) covers
+//! them: s3s verifies the signature before GetObject runs, and editing `quality` in a
+//! presigned URL gives 403.
+
+use std::sync::Arc;
+
+use http::{HeaderMap, HeaderValue, StatusCode};
+use nebula_media::{MediaError, MediaService, ObjectRef, Quality, Rendition, RenditionInfo};
+use s3s::dto::{GetObjectInput, GetObjectOutput, StreamingBlob};
+use s3s::{S3Error, S3ErrorCode, S3Response, S3Result};
+
+use super::{Gateway, blocking, object_path};
+use crate::error::{StoreError, custom_error};
+use crate::events::ObjectEvents;
+use crate::store::meta::ObjectMeta;
+use crate::store::read::file_stream;
+
+/// What a request asked of the media extension.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum MediaRequest {
+    /// An H.264 rendition at this quality.
+    Transcode(Quality),
+}
+
+/// Reads the media parameters from a query string: `None` for a plain GetObject (no media
+/// parameters, or `quality=original`). `transcode` alone means 720p.
+pub(crate) fn parse_query(query: Option<&str>) -> S3Result<Option<MediaRequest>> {
+    let mut transcode = None;
+    let mut quality = None;
+    for pair in query.unwrap_or("").split('&') {
+        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+        let v = percent_encoding::percent_decode_str(v)
+            .decode_utf8_lossy()
+            .into_owned();
+        match k {
+            "transcode" => transcode = Some(v),
+            "quality" => quality = Some(v),
+            _ => {}
+        }
+    }
+    if let Some(t) = &transcode
+        && !t.eq_ignore_ascii_case("h264")
+    {
+        return Err(S3Error::with_message(
+            S3ErrorCode::InvalidArgument,
+            format!("unknown transcode target '{t}': this gateway produces h264"),
+        ));
+    }
+    match (transcode, quality) {
+        (None, None) => Ok(None),
+        (_, Some(q)) if q.eq_ignore_ascii_case("original") => Ok(None),
+        (_, Some(q)) => q
+            .parse::<Quality>()
+            .map(|q| Some(MediaRequest::Transcode(q)))
+            .map_err(|_| {
+                S3Error::with_message(
+                    S3ErrorCode::InvalidArgument,
+                    format!("unknown quality '{q}': use 240, 360, 480, 720, 1080 or original"),
+                )
+            }),
+        (Some(_), None) => Ok(Some(MediaRequest::Transcode(Quality::P720))),
+    }
+}
+
+/// GetObject for a media request.
+pub(crate) async fn get_object(
+    gw: &Gateway,
+    request: MediaRequest,
+    input: GetObjectInput,
+) -> S3Result<S3Response<GetObjectOutput>> {
+    let Some(media) = gw.media.clone() else {
+        return Err(S3Error::with_message(
+            S3ErrorCode::NotImplemented,
+            "media extensions are disabled on this gateway (GStreamer is not available)",
+        ));
+    };
+    match request {
+        MediaRequest::Transcode(quality) => transcode(gw, media, quality, input).await,
+    }
+}
+
+/// A rendition: the finished file with byte ranges, or a live transcode.
+async fn transcode(
+    gw: &Gateway,
+    media: Arc<MediaService>,
+    quality: Quality,
+    input: GetObjectInput,
+) -> S3Result<S3Response<GetObjectOutput>> {
+    let path = object_path(&input.key)?;
+    let (store, bucket, p) = (gw.store.clone(), input.bucket.clone(), path.clone());
+    let obj = blocking(move || store.open_object(&bucket, &p)).await?;
+    let content_type = obj.meta.content_type.as_deref();
+    if path.is_folder_marker || !nebula_media::detect::is_video(&path.key, content_type) {
+        return Err(custom_error(
+            "UnsupportedMediaType",
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            format!(
+                "'{}' is not a video (content type {}): transcode and quality apply to video objects only",
+                path.key,
+                content_type.unwrap_or("unknown")
+            ),
+        ));
+    }
+    let object = ObjectRef {
+        bucket: &input.bucket,
+        key: &path.key,
+        etag: &obj.meta.etag,
+    };
+    let rendition = media
+        .rendition(object, obj.file, quality)
+        .await
+        .map_err(media_error)?;
+    let headers = rendition_headers(rendition.info());
+    let hit = matches!(rendition, Rendition::Finished(_));
+    crate::metrics::cache(crate::metrics::Cache::Rendition, hit);
+    let output = match rendition {
+        Rendition::Finished(f) => {
+            let range = match input.range {
+                None => None,
+                Some(r) => Some(r.check(f.size).map_err(|_| StoreError::InvalidRange)?),
+            };
+            let (start, len) = range
+                .as_ref()
+                .map(|r| (r.start, r.end - r.start))
+                .unwrap_or((0, f.size));
+            GetObjectOutput {
+                body: Some(StreamingBlob::wrap(file_stream(f.file, start, len))),
+                content_length: Some(len as i64),
+                content_range: range
+                    .as_ref()
+                    .map(|r| format!("bytes {}-{}/{}", r.start, r.end - 1, f.size)),
+                content_type: Some(nebula_media::STREAM_CONTENT_TYPE.to_owned()),
+                accept_ranges: Some("bytes".into()),
+                ..Default::default()
+            }
+        }
+        Rendition::Live(stream) => GetObjectOutput {
+            body: Some(StreamingBlob::wrap(stream)),
+            content_type: Some(nebula_media::STREAM_CONTENT_TYPE.to_owned()),
+            ..Default::default()
+        },
+    };
+    Ok(S3Response::with_headers(output, headers))
+}
+
+/// The one mapping of media errors to S3 errors.
+fn media_error(e: MediaError) -> S3Error {
+    let slow_down = |retry_after: &'static str| {
+        let mut err = S3Error::with_message(S3ErrorCode::SlowDown, e.to_string());
+        let mut h = HeaderMap::new();
+        h.insert(
+            http::header::RETRY_AFTER,
+            HeaderValue::from_static(retry_after),
+        );
+        err.set_headers(h);
+        err
+    };
+    match e {
+        MediaError::Busy(_) => slow_down("5"),
+        MediaError::StillProducing => slow_down("10"),
+        MediaError::NotVideo(m) | MediaError::NotMedia(m) => custom_error(
+            "UnsupportedMediaType",
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            format!("the object is not a video this gateway can transcode: {m}"),
+        ),
+        MediaError::Io(io) if io.kind() == std::io::ErrorKind::NotFound => {
+            StoreError::NoSuchKey.into()
+        }
+        other => {
+            tracing::warn!(error = %other, "transcode failed");
+            S3Error::with_message(
+                S3ErrorCode::InternalError,
+                format!("transcode failed: {other}"),
+            )
+        }
+    }
+}
+
+/// `x-nebula-encoder` and `x-nebula-resolution`: what produced the rendition.
+fn rendition_headers(info: &RenditionInfo) -> HeaderMap {
+    let mut h = HeaderMap::new();
+    if let Ok(v) = HeaderValue::from_str(&info.encoder) {
+        h.insert("x-nebula-encoder", v);
+    }
+    if let Ok(v) = HeaderValue::from_str(&format!("{}x{}", info.width, info.height)) {
+        h.insert("x-nebula-resolution", v);
+    }
+    h
+}
+
+/// The renditions store subscribes to object events: a replaced or deleted object's
+/// renditions are never served again.
+#[async_trait::async_trait]
+impl ObjectEvents for MediaService {
+    async fn written(&self, bucket: &str, key: &str, _meta: &ObjectMeta) {
+        self.invalidate(bucket, key);
+    }
+
+    async fn deleted(&self, bucket: &str, key: &str) {
+        self.invalidate(bucket, key);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn query_parsing() {
+        assert_eq!(parse_query(None).unwrap(), None);
+        assert_eq!(
+            parse_query(Some("quality=480")).unwrap(),
+            Some(MediaRequest::Transcode(Quality::P480))
+        );
+        assert_eq!(
+            parse_query(Some("transcode=h264&quality=720&X-Amz-Signature=ab")).unwrap(),
+            Some(MediaRequest::Transcode(Quality::P720))
+        );
+        assert_eq!(parse_query(Some("quality=original")).unwrap(), None);
+        assert!(parse_query(Some("quality=999")).is_err());
+        assert!(parse_query(Some("transcode=vp9&quality=480")).is_err());
+    }
+}

@@ -1,0 +1,334 @@
+//! The renditions store: finished transcodes kept as plain MP4 files, so the next request for
+//! the same object, bytes and quality is served with byte ranges.
+//!
+//! A rendition is `<object>-<variant>.mp4` beside its description `<object>-<variant>.json`
+//! ([`RenditionInfo`]). `<object>` is the MD5 of bucket and key, so every rendition of an
+//! object is found by prefix when it is replaced or deleted; `<variant>` hashes the ETag,
+//! the quality, the encoder and [`PIPELINE_VERSION`], so a rendition of other bytes or an
+//! older pipeline is never served. Files in the making end in `.part` and are removed at the
+//! next start if the process dies. The store keeps itself under a size limit, dropping the
+//! least recently served first.
+
+use std::collections::HashSet;
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::SystemTime;
+
+use md5::{Digest, Md5};
+use serde::{Deserialize, Serialize};
+
+use crate::{Encoder, Quality};
+
+/// Changes whenever the pipeline's output changes, so old renditions are never served.
+pub const PIPELINE_VERSION: &str = "fmp4-v1";
+
+/// The bytes a rendition is made from: an object as it was read (its ETag).
+#[derive(Debug, Clone, Copy)]
+pub struct ObjectRef<'a> {
+    /// Bucket name.
+    pub bucket: &'a str,
+    /// Object key.
+    pub key: &'a str,
+    /// ETag of the bytes read.
+    pub etag: &'a str,
+}
+
+/// What is kept beside a rendition file (its JSON sidecar), and told in response headers.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RenditionInfo {
+    /// Output width in pixels.
+    pub width: u32,
+    /// Output height in pixels.
+    pub height: u32,
+    /// Encoder element that produced the video (`x264enc`, ...).
+    pub encoder: String,
+}
+
+/// A finished rendition, opened for reading.
+#[derive(Debug)]
+pub struct Finished {
+    /// The MP4 file.
+    pub file: File,
+    /// Its size in bytes.
+    pub size: u64,
+    /// Its description.
+    pub info: RenditionInfo,
+}
+
+/// The renditions folder. Cheap to clone (shared state behind an `Arc`).
+#[derive(Debug, Clone)]
+pub struct RenditionStore {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    dir: PathBuf,
+    limit: u64,
+    encoder: Encoder,
+    /// Object prefixes that may have renditions on disk: a write to any other object does
+    /// not look at the folder at all.
+    with_renditions: Mutex<HashSet<String>>,
+}
+
+impl RenditionStore {
+    /// Opens (creates) the store in `dir`, for renditions made with `encoder`, kept under
+    /// `limit` bytes. Partial renditions left by a crash are removed.
+    pub fn open(dir: PathBuf, limit: u64, encoder: Encoder) -> std::io::Result<Self> {
+        std::fs::create_dir_all(&dir)?;
+        let mut with_renditions = HashSet::new();
+        for e in std::fs::read_dir(&dir)?.flatten() {
+            let name = e.file_name();
+            let name = name.to_string_lossy();
+            if name.ends_with(".part") || name.ends_with(".part.faststart") {
+                let _ = std::fs::remove_file(e.path());
+            } else if let Some(prefix) = prefix_of_rendition(&name) {
+                with_renditions.insert(prefix.to_owned());
+            }
+        }
+        Ok(RenditionStore {
+            inner: Arc::new(Inner {
+                dir,
+                limit,
+                encoder,
+                with_renditions: Mutex::new(with_renditions),
+            }),
+        })
+    }
+
+    /// The folder.
+    pub fn dir(&self) -> &Path {
+        &self.inner.dir
+    }
+
+    /// File name of the rendition of `object` at `quality`.
+    pub fn name(&self, object: ObjectRef<'_>, quality: Quality) -> String {
+        let mut h = Md5::new();
+        h.update(format!(
+            "{}\0{}\0{}\0{PIPELINE_VERSION}",
+            object.etag,
+            quality.height(),
+            self.inner.encoder.element_name()
+        ));
+        format!(
+            "{}-{}.mp4",
+            object_prefix(object.bucket, object.key),
+            &hex::encode(h.finalize())[..16]
+        )
+    }
+
+    /// A fresh path for a rendition in the making, `<stem>.<random>.part`. A stem that does
+    /// not start with an object prefix keeps the file safe from [`RenditionStore::invalidate`].
+    pub fn part_path(&self, stem: &str) -> PathBuf {
+        self.inner
+            .dir
+            .join(format!("{stem}.{}.part", uuid::Uuid::new_v4().simple()))
+    }
+
+    /// Opens the finished rendition `name`, or `None` if there is none (yet). Blocking.
+    /// Serving it counts as a use for eviction.
+    pub fn open_finished(&self, name: &str) -> std::io::Result<Option<Finished>> {
+        let path = self.inner.dir.join(name);
+        let file = match File::open(&path) {
+            Ok(f) => f,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(e),
+        };
+        let Some(info) = std::fs::read(path.with_extension("json"))
+            .ok()
+            .and_then(|r| serde_json::from_slice::<RenditionInfo>(&r).ok())
+        else {
+            return Ok(None);
+        };
+        let _ = file.set_modified(SystemTime::now());
+        let size = file.metadata()?.len();
+        Ok(Some(Finished { file, size, info }))
+    }
+
+    /// Installs the finished MP4 at `part` as the rendition `name` and returns its path.
+    /// Blocking. The data is flushed, the sidecar written, then the file renamed into
+    /// place, so a reader never sees a rendition without its description or a torn one
+    /// after a crash; then the store is brought back under its limit.
+    pub fn install(
+        &self,
+        part: &Path,
+        name: &str,
+        info: &RenditionInfo,
+    ) -> std::io::Result<PathBuf> {
+        let dest = self.inner.dir.join(name);
+        File::open(part)?.sync_all()?;
+        std::fs::write(dest.with_extension("json"), serde_json::to_vec(info)?)?;
+        std::fs::rename(part, &dest)?;
+        if let Some(prefix) = prefix_of_rendition(name) {
+            self.inner
+                .with_renditions
+                .lock()
+                .expect("renditions index lock")
+                .insert(prefix.to_owned());
+        }
+        self.evict();
+        Ok(dest)
+    }
+
+    /// Drops every rendition of `bucket/key` (it was replaced or deleted). Free for an object
+    /// that has none, which is nearly every write; otherwise the folder is cleaned on tokio's
+    /// blocking pool.
+    pub fn invalidate(&self, bucket: &str, key: &str) {
+        let prefix = object_prefix(bucket, key);
+        let had = self
+            .inner
+            .with_renditions
+            .lock()
+            .expect("renditions index lock")
+            .remove(&prefix);
+        if had {
+            let dir = self.inner.dir.clone();
+            tokio::task::spawn_blocking(move || remove_renditions(&dir, &prefix));
+        }
+    }
+
+    /// Keeps the store under its size limit, dropping least recently used first.
+    fn evict(&self) {
+        let Ok(rd) = std::fs::read_dir(&self.inner.dir) else {
+            return;
+        };
+        let mut files: Vec<(SystemTime, u64, PathBuf)> = rd
+            .flatten()
+            .filter(|e| e.file_name().to_string_lossy().ends_with(".mp4"))
+            .filter_map(|e| {
+                let md = e.metadata().ok()?;
+                Some((md.modified().ok()?, md.len(), e.path()))
+            })
+            .collect();
+        let mut total: u64 = files.iter().map(|f| f.1).sum();
+        files.sort();
+        for (_, len, path) in files {
+            if total <= self.inner.limit {
+                break;
+            }
+            let _ = std::fs::remove_file(&path);
+            let _ = std::fs::remove_file(path.with_extension("json"));
+            total = total.saturating_sub(len);
+        }
+    }
+}
+
+/// The part of a rendition's name that identifies its object.
+fn object_prefix(bucket: &str, key: &str) -> String {
+    let mut h = Md5::new();
+    h.update(bucket.as_bytes());
+    h.update([0]);
+    h.update(key.as_bytes());
+    hex::encode(h.finalize())
+}
+
+/// The object prefix of a rendition's file name (`<object prefix>-<variant>.mp4`).
+fn prefix_of_rendition(name: &str) -> Option<&str> {
+    name.strip_suffix(".mp4")?.split_once('-').map(|(p, _)| p)
+}
+
+/// Removes the renditions (and sidecars) named after `prefix`, leaving files in the making.
+fn remove_renditions(dir: &Path, prefix: &str) {
+    let prefix = format!("{prefix}-");
+    let Ok(rd) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for e in rd.flatten() {
+        let name = e.file_name();
+        let name = name.to_string_lossy();
+        if name.starts_with(&prefix) && !name.ends_with(".part") {
+            let _ = std::fs::remove_file(e.path());
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn store(dir: &Path, limit: u64) -> RenditionStore {
+        RenditionStore::open(dir.join("renditions"), limit, Encoder::X264).unwrap()
+    }
+
+    fn object(key: &str) -> ObjectRef<'_> {
+        ObjectRef {
+            bucket: "b",
+            key,
+            etag: "e1",
+        }
+    }
+
+    fn info() -> RenditionInfo {
+        RenditionInfo {
+            width: 854,
+            height: 480,
+            encoder: "x264enc".into(),
+        }
+    }
+
+    fn install(s: &RenditionStore, key: &str, q: Quality, bytes: usize) -> String {
+        let name = s.name(object(key), q);
+        let part = s.part_path(&name);
+        std::fs::write(&part, vec![7u8; bytes]).unwrap();
+        s.install(&part, &name, &info()).unwrap();
+        name
+    }
+
+    #[test]
+    fn names_are_stable() {
+        // Existing stores keep working only while this name does not change.
+        let dir = tempfile::tempdir().unwrap();
+        let s = store(dir.path(), u64::MAX);
+        assert_eq!(
+            s.name(object("k.mp4"), Quality::P480),
+            "8fcde6f4aaadf320a9b901f4a2a2925e-df5c547771f5cfe3.mp4"
+        );
+    }
+
+    #[test]
+    fn install_then_open_and_invalidate() {
+        let rt = tokio::runtime::Runtime::new().unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let s = store(dir.path(), u64::MAX);
+        let name = install(&s, "a.mp4", Quality::P480, 10);
+        let f = s.open_finished(&name).unwrap().expect("installed");
+        assert_eq!((f.size, f.info), (10, info()));
+        assert!(
+            s.open_finished(&s.name(object("a.mp4"), Quality::P720))
+                .unwrap()
+                .is_none()
+        );
+        // A file in the making of the same object survives invalidation.
+        let part = s.part_path(&name);
+        std::fs::write(&part, b"x").unwrap();
+        rt.block_on(async { s.invalidate("b", "a.mp4") });
+        drop(rt); // waits for the blocking cleanup
+        assert!(s.open_finished(&name).unwrap().is_none());
+        assert!(part.exists());
+        // A restart removes it.
+        drop(s);
+        let s = store(dir.path(), u64::MAX);
+        assert!(!part.exists());
+        assert!(std::fs::read_dir(s.dir()).unwrap().next().is_none());
+    }
+
+    #[test]
+    fn eviction_drops_least_recently_used() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = store(dir.path(), 25);
+        let old = install(&s, "old.mp4", Quality::P480, 10);
+        let used = install(&s, "used.mp4", Quality::P480, 10);
+        let past = SystemTime::now() - std::time::Duration::from_secs(60);
+        for n in [&old, &used] {
+            let f = File::options().write(true).open(s.dir().join(n)).unwrap();
+            f.set_modified(past).unwrap();
+        }
+        assert!(s.open_finished(&used).unwrap().is_some());
+        let new = install(&s, "new.mp4", Quality::P480, 10);
+        assert!(s.open_finished(&old).unwrap().is_none());
+        assert!(!s.dir().join(&old).with_extension("json").exists());
+        assert!(s.open_finished(&used).unwrap().is_some());
+        assert!(s.open_finished(&new).unwrap().is_some());
+    }
+}
