@@ -38,6 +38,8 @@ METRICS = {
     "transcode_720p_ttfb": "gst-launch",
     "transcode_480p": "gst-launch",
     "transcode_480p_ttfb": "gst-launch",
+    "webapp_first_paint": None,
+    "webapp_play_720p": None,
 }
 NO_RSS = {"fs floor"}  # floor.c's peak RSS is not measured (see loads.run_floor)
 

@@ -25,6 +25,8 @@ if [ "$WITH_TESTS" = 1 ]; then
     ffmpeg mpv awscli rclone s3cmd curl postgresql nginx-light wrk time procps iproute2 docker-compose attr
     # deployment tests: self-signed certificates, `systemd-analyze verify` of the unit
     openssl systemd
+    # the web app's tests: Debian's Chromium, driven by Selenium through chromium-driver
+    chromium chromium-driver
   )
   command -v node >/dev/null || APT_PKGS+=(nodejs npm)
   python3 -m pip --version >/dev/null 2>&1 || APT_PKGS+=(python3-pip)
@@ -60,4 +62,10 @@ if [ -f conformance-tests/js/package.json ] && [ ! -d conformance-tests/js/node_
   else
     (cd conformance-tests/js && npm install --no-audit --no-fund --silent)
   fi
+fi
+
+# The web app's pinned browser packages (hls.js, aws4fetch): the test compares them with the
+# copies committed in web/app/vendor/ (the build itself never needs npm).
+if [ ! -d web/node_modules/hls.js ] || [ ! -d web/node_modules/aws4fetch ]; then
+  (cd web && npm ci --no-audit --no-fund --silent)
 fi

@@ -30,6 +30,7 @@ REPO = HERE.parent.parent
 sys.path.insert(0, str(HERE.parent))  # nebula_helpers (SigV4 signing)
 sys.path.insert(0, str(HERE))
 
+import browser  # noqa: E402
 import gst_pipeline  # noqa: E402
 import loads  # noqa: E402
 from loads import Req  # noqa: E402
@@ -385,20 +386,27 @@ class Bench:
             metric.notes.append("runs[].cold_ms = the first listing after each gateway start (not in the median)")
 
     # -- transcodes ---------------------------------------------------------------------------
+    def source_video(self) -> Path:
+        """The 1080p source video in the media bucket, generated on first use."""
+        video = self.data / MEDIA_BUCKET / "src-1080p.mp4"
+        if not video.exists():
+            video.parent.mkdir(parents=True, exist_ok=True)
+            log(f"generating a {self.scale.video_seconds} s 1080p source with gst-launch")
+            subprocess.run(
+                ["gst-launch-1.0", "-q", *gst_pipeline.source_args(video, self.scale.video_seconds, FPS)],
+                check=True, timeout=1800, capture_output=True,
+            )
+            os.sync()
+            self.prime(self.data)
+        self.video = video
+        return video
+
     def transcode_metrics(self) -> None:
         sc = self.scale
         qualities = [q for q in (720, 480) if self.wanted(f"transcode_{q}p", f"transcode_{q}p_ttfb")]
         if not qualities:
             return
-        self.video = self.data / MEDIA_BUCKET / "src-1080p.mp4"
-        self.video.parent.mkdir(parents=True)
-        log(f"generating a {sc.video_seconds} s 1080p source with gst-launch")
-        subprocess.run(
-            ["gst-launch-1.0", "-q", *gst_pipeline.source_args(self.video, sc.video_seconds, FPS)],
-            check=True, timeout=1800, capture_output=True,
-        )
-        os.sync()
-        self.prime(self.data)
+        self.source_video()
         renditions = self.data / ".nebula" / "renditions"
         for q in qualities:
             rtf = Metric(f"transcode_{q}p", f"transcode 1080p→{q}p", "× realtime", "CPU s", True, "gst-launch",
@@ -435,6 +443,29 @@ class Bench:
                 rtf.notes.append(f"outputs differ (pipeline.rs changed?): gst-launch {outputs['gst-launch']}, "
                                  f"nebula {outputs[NEBULA]}")
 
+    # -- web app ------------------------------------------------------------------------------
+    def webapp_metrics(self) -> None:
+        """The web app in headless Chromium: the bucket view's first paint and Play to the first
+        frame of a cold 720p stream (no rendition cached), measured in the same browser run."""
+        if not self.wanted("webapp_first_paint", "webapp_play_720p"):
+            return
+        video = self.source_video()
+        paint = Metric("webapp_first_paint", "web app: bucket view drawn", "ms", "CPU s", False, None,
+                       [], {"bucket": MEDIA_BUCKET, "from": "navigation start"})
+        play = Metric("webapp_play_720p", "web app: Play to first frame (720p, cold)", "s", "CPU s", False, None,
+                      [], {"source": "1080p", "quality": 720})
+        self.metrics += [paint, play]
+        renditions = self.data / ".nebula" / "renditions"
+        for rnd in range(self.scale.rounds):
+            shutil.rmtree(renditions, ignore_errors=True)
+
+            def run(server: Server) -> dict:
+                res = browser.webapp_timings(server, CREDS, MEDIA_BUCKET, video.name, 720)
+                return {**res, "value": res["first_paint_ms"], "cpu_per_unit": res["server_cpu_s"]}
+
+            res = self.measure(paint, NEBULA, run, self.server(NEBULA), round=rnd)
+            play.add_run(NEBULA, {**res, "value": res["play_first_frame_s"]} if not res.get("error") else res)
+
     # -- run ----------------------------------------------------------------------------------
     def run(self) -> dict:
         started = datetime.datetime.now(datetime.timezone.utc)
@@ -444,6 +475,7 @@ class Bench:
         self.upload_metric()
         self.list_metrics()
         self.transcode_metrics()
+        self.webapp_metrics()
         return {
             "meta": {
                 "mode": "smoke" if self.args.smoke else "full",

@@ -313,8 +313,13 @@ impl Front {
                 req.headers_mut().remove(http::header::RANGE);
             }
         }
-        let refusal = self.tailnet_refusal(&peer).or_else(|| self.precheck(&req));
-        let mut resp = match refusal {
+        // Answered before s3s: refusals, and the web app's static files (and the redirect of
+        // a browser opening `/`), which need no signature.
+        let early = self
+            .tailnet_refusal(&peer)
+            .or_else(|| crate::ui::respond(&req, &self.region))
+            .or_else(|| self.precheck(&req));
+        let mut resp = match early {
             Some(resp) => resp,
             None => {
                 req.extensions_mut().insert(peer.clone());

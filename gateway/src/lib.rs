@@ -25,6 +25,7 @@ pub mod server;
 pub mod store;
 pub mod tailnet;
 pub mod tls;
+pub mod ui;
 
 use std::sync::Arc;
 

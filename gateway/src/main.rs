@@ -430,6 +430,10 @@ fn print_banner(
     println!("  region      {region}");
     println!("  access key  {}", c.access_key);
     println!("  secret key  {}  ({origin})", c.secret_key);
+    println!(
+        "  web app     {endpoint}{}  (sign in with the keys above)",
+        nebula_gateway::ui::UI_PATH
+    );
     println!();
     println!(
         "  aws:    AWS_ACCESS_KEY_ID={} AWS_SECRET_ACCESS_KEY={} aws --endpoint-url {endpoint} s3 ls",
