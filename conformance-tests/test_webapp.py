@@ -462,6 +462,38 @@ def test_folders_multi_delete_status_and_phone(gw, browser, shots, tmp_path):
         phone.quit()
 
 
+def test_upload_cancel_aborts_the_multipart_upload(gw, browser, tmp_path):
+    """Cancel during a multipart upload (the network throttled so it is still running): the
+    requests stop, AbortMultipartUpload drops the staged parts, no object appears."""
+    d = browser
+    bucket = new_bucket_name("cancel")
+    assert gw.raw().put_bucket(bucket).status == 200
+    big = tmp_path / "big.bin"
+    big.write_bytes(os.urandom(24 * MIB))
+    sign_in(d, gw)
+    wait_for(lambda: by_id(d, "app").is_displayed(), what="signed in")
+    open_folder(d, gw, bucket)
+    d.execute_cdp_cmd("Network.enable", {})
+    d.execute_cdp_cmd("Network.emulateNetworkConditions", {
+        "offline": False, "latency": 0, "downloadThroughput": -1, "uploadThroughput": 2 * MIB})
+    try:
+        mark = gw.log_mark()
+        by_id(d, "upload-files").send_keys(str(big))
+        wait_for(lambda: "op=CreateMultipartUpload" in gw.log_since(mark) and
+                 js(d, "const p=document.querySelector('#uploads-list li[data-upload=\"big.bin\"] progress'); return p && p.value > 0"),
+                 what="the upload to be under way")
+        css(d, '#uploads-list li[data-upload="big.bin"] button')[0].click()
+        wait_for(lambda: css(d, '#uploads-list li[data-upload="big.bin"][data-state="cancelled"]'), what="cancelled")
+        wait_for(lambda: "op=AbortMultipartUpload" in gw.log_since(mark), what="AbortMultipartUpload")
+    finally:
+        d.execute_cdp_cmd("Network.emulateNetworkConditions", {
+            "offline": False, "latency": 0, "downloadThroughput": -1, "uploadThroughput": -1})
+    uploads = gw.raw().request("GET", f"/{bucket}", query=[("uploads", "")])
+    assert uploads.status == 200 and b"<Upload>" not in uploads.body, uploads.body[:500]
+    assert gw.raw().head(bucket, "big.bin").status == 404
+    assert "op=CompleteMultipartUpload" not in gw.log_since(mark)
+
+
 def test_keyboard_sign_in_and_labels(gw, shots):
     """Sign-in works with the keyboard alone and every control has a label."""
     from selenium.webdriver.common.action_chains import ActionChains
