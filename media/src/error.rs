@@ -49,6 +49,9 @@ pub enum MediaError {
     /// "503 SlowDown".
     #[error("the rendition is still being produced; retry shortly")]
     StillProducing,
+    /// An HLS segment number past the end of the media playlist.
+    #[error("no segment {0}")]
+    NoSuchSegment(u64),
     /// `gst::init` failed (broken GStreamer installation).
     #[error("GStreamer initialisation failed: {0}")]
     Init(String),

@@ -1,5 +1,6 @@
 //! GStreamer media for Nebula: detection, probing, live transcoding to fragmented MP4,
-//! transcoding to files for background jobs, JPEG posters, and the renditions store.
+//! transcoding to files for background jobs, JPEG posters, the renditions store, and HLS
+//! segments produced on demand ([`hls`]).
 //!
 //! Layout (every media step lives here; the gateway only adapts it to S3 and the job queue):
 //! - [`detect`]: which objects are video or audio, and which videos browsers play as they are.
@@ -24,6 +25,7 @@ pub mod detect;
 mod encoder;
 mod error;
 mod file;
+pub mod hls;
 mod live;
 mod pipeline;
 mod poster;
@@ -34,7 +36,7 @@ mod service;
 mod source;
 mod stream;
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
@@ -255,6 +257,39 @@ impl MediaEngine {
             line.push_str(&pipeline::shell_quote(&arg));
         }
         line
+    }
+
+    /// An HLS session for `src` at `quality`, keeping its segment files in `dir` (created).
+    ///
+    /// `info` is the source's probe result: its duration sets the segment list and its
+    /// audio flag the track list. `acquire` is asked for a permit each time a pipeline
+    /// must start (the caller's concurrency limit). Cheap: nothing runs until
+    /// [`hls::HlsSession::get`].
+    pub fn hls_session(
+        &self,
+        src: PathBuf,
+        info: &MediaInfo,
+        quality: Quality,
+        dir: PathBuf,
+        acquire: hls::AcquireRun,
+    ) -> Result<hls::HlsSession, MediaError> {
+        // Fails fast on a missing source instead of at the first pipeline start.
+        std::fs::metadata(&src)?;
+        if !info.has_video {
+            return Err(MediaError::NotVideo("no video stream".into()));
+        }
+        let duration = info
+            .duration
+            .ok_or_else(|| MediaError::NotVideo("unknown duration: cannot list segments".into()))?;
+        hls::HlsSession::new(
+            self.settings(quality),
+            src,
+            duration,
+            info.has_audio,
+            dir,
+            self.inner.active.clone(),
+            acquire,
+        )
     }
 
     fn settings(&self, quality: Quality) -> Settings {

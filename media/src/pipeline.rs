@@ -42,6 +42,20 @@ pub(crate) enum Output {
     /// Regular MP4 with the moov moved to the front (`faststart`), into a file; the full
     /// index makes ranged seeking cheap when the rendition is served later.
     File(PathBuf),
+    /// Fragmented MP4 cut into HLS segments (see `hls/`): keyframes forced on segment
+    /// boundaries, fixed track order, fixed H.264 profile and level, 48 kHz audio.
+    Hls(HlsOutput),
+}
+
+/// What an HLS pipeline needs beyond the stream settings.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct HlsOutput {
+    /// Segment length in ns: keyframes are forced at every multiple of it (source timeline).
+    pub segment_ns: u64,
+    /// Where the run starts on the source timeline (a segment start); 0 needs no seek.
+    pub start_ns: u64,
+    /// Whether to mux an audio track (the source has one and an AAC encoder exists).
+    pub audio: bool,
 }
 
 /// Settings shared by everything that builds a pipeline.
@@ -164,16 +178,21 @@ pub(crate) fn select_aac() -> Option<&'static str> {
 
 /// Keyframe interval in frames for a frame rate (`0/1` means variable: assume 30 fps).
 fn key_int(fps_n: i32, fps_d: i32) -> u32 {
+    key_int_for(fps_n, fps_d, KEYFRAME_SECONDS)
+}
+
+/// Frames in `seconds` at a frame rate (`0/1` means variable: assume 30 fps).
+fn key_int_for(fps_n: i32, fps_d: i32, seconds: f64) -> u32 {
     let fps = if fps_n > 0 && fps_d > 0 {
         f64::from(fps_n) / f64::from(fps_d)
     } else {
         30.0
     };
-    ((fps * KEYFRAME_SECONDS).round() as u32).clamp(1, 600)
+    ((fps * seconds).round() as u32).clamp(1, 600)
 }
 
 /// Encoder element with rate control for the output size.
-fn encoder_spec(encoder: Encoder, out_h: u32, key_int: u32) -> ElemSpec {
+fn encoder_spec(encoder: Encoder, out_h: u32, key_int: u32, hls: bool) -> ElemSpec {
     // Settings follow the real output height, so a small source asked at 720 does not get
     // a 720p bitrate.
     let q = Quality::for_output_height(out_h);
@@ -183,12 +202,21 @@ fn encoder_spec(encoder: Encoder, out_h: u32, key_int: u32) -> ElemSpec {
             .prop("rate-control", "cbr")
             .prop("bitrate", kbps)
             .prop("keyframe-period", key_int),
-        Encoder::X264 => ElemSpec::new("x264enc")
-            .prop("speed-preset", q.x264_speed_preset())
-            // No lookahead or B-frame delay: the first fragment leaves as early as possible.
-            .prop("tune", "zerolatency")
-            .prop("bitrate", kbps)
-            .prop("key-int-max", key_int),
+        Encoder::X264 => {
+            let spec = ElemSpec::new("x264enc")
+                .prop("speed-preset", q.x264_speed_preset())
+                // No lookahead or B-frame delay: the first fragment leaves as early as possible.
+                .prop("tune", "zerolatency")
+                .prop("bitrate", kbps)
+                .prop("key-int-max", key_int);
+            if hls {
+                // Keyframes come from force-key-unit events on segment starts; a scene-cut
+                // keyframe in between would only cost bits.
+                spec.prop("option-string", "scenecut=0")
+            } else {
+                spec
+            }
+        }
         Encoder::OpenH264 => ElemSpec::new("openh264enc")
             .prop("complexity", "low")
             .prop("rate-control", "bitrate")
@@ -198,8 +226,14 @@ fn encoder_spec(encoder: Encoder, out_h: u32, key_int: u32) -> ElemSpec {
 }
 
 /// Video chain from the decoder pad to the mux pad.
-fn video_chain(settings: &Settings, out_w: u32, out_h: u32, key_int: u32) -> Vec<ElemSpec> {
-    vec![
+fn video_chain(
+    settings: &Settings,
+    out_w: u32,
+    out_h: u32,
+    key_int: u32,
+    hls: bool,
+) -> Vec<ElemSpec> {
+    let mut chain = vec![
         ElemSpec::new("queue"),
         ElemSpec::new("videoconvert"),
         ElemSpec::new("videoscale"),
@@ -208,21 +242,48 @@ fn video_chain(settings: &Settings, out_w: u32, out_h: u32, key_int: u32) -> Vec
             "video/x-raw,format={},width={out_w},height={out_h},pixel-aspect-ratio=1/1",
             settings.encoder.input_format()
         )),
-        encoder_spec(settings.encoder, out_h, key_int),
+        encoder_spec(settings.encoder, out_h, key_int, hls),
         ElemSpec::new("h264parse"),
         ElemSpec::new("queue"),
-    ]
+    ];
+    if hls {
+        // The master playlist announces the CODECS string before anything is encoded, and
+        // every restart must give the same init segment: pin profile and level.
+        let profile = crate::hls::h264_profile(settings.encoder, out_h);
+        chain.insert(
+            5,
+            ElemSpec::caps(format!(
+                "video/x-h264,profile={},level=(string){}",
+                profile.caps_name,
+                crate::hls::H264_LEVEL
+            )),
+        );
+    }
+    chain
 }
 
 /// Audio chain from the decoder pad to the mux pad.
-fn audio_chain(aac: &'static str) -> Vec<ElemSpec> {
+fn audio_chain(aac: &'static str, hls: bool) -> Vec<ElemSpec> {
+    // Stereo keeps AAC-LC playable everywhere; multichannel sources are downmixed. HLS
+    // audio is always 48 kHz so a segment holds a whole number of AAC frames (hls/mod.rs).
+    let caps = if hls {
+        format!("audio/x-raw,channels=2,rate={}", crate::hls::AUDIO_RATE)
+    } else {
+        "audio/x-raw,channels=2".to_string()
+    };
+    let mut encoder = ElemSpec::new(aac).prop("bitrate", AUDIO_BITRATE);
+    if hls {
+        // AAC frames exactly 1024 samples apart from the run's start, whatever jitter the
+        // source timestamps have (Matroska rounds them to 1 ms): fragments then end on
+        // segment boundaries and runs meet without a gap or an overlap.
+        encoder = encoder.prop("perfect-timestamp", true);
+    }
     vec![
         ElemSpec::new("queue"),
         ElemSpec::new("audioconvert"),
         ElemSpec::new("audioresample"),
-        // Stereo keeps AAC-LC playable everywhere; multichannel sources are downmixed.
-        ElemSpec::caps("audio/x-raw,channels=2".to_string()),
-        ElemSpec::new(aac).prop("bitrate", AUDIO_BITRATE),
+        ElemSpec::caps(caps),
+        encoder,
         ElemSpec::new("aacparse"),
         ElemSpec::new("queue"),
     ]
@@ -232,6 +293,12 @@ fn mux_spec(output: &Output) -> ElemSpec {
     match output {
         Output::Stream => ElemSpec::new("mp4mux")
             .prop("fragment-duration", FRAGMENT_MS)
+            .prop("streamable", true),
+        // A video fragment starts at every keyframe; audio fragments are one segment long,
+        // so they too end on segment boundaries.
+        Output::Hls(hls) => ElemSpec::new("mp4mux")
+            .prop("fragment-duration", hls.segment_ns / 1_000_000)
+            // Never try to go back and rewrite the header: the appsink cannot seek.
             .prop("streamable", true),
         Output::File(dest) => ElemSpec::new("mp4mux")
             .prop("faststart", true)
@@ -257,6 +324,13 @@ pub(crate) struct BranchState {
     pub audio: bool,
     /// Set by `no-more-pads` when the source has no decodable video stream.
     pub no_video: bool,
+    /// `no-more-pads` has fired: every branch exists (an HLS run seeks then).
+    pub all_pads: bool,
+    /// HLS: source-timeline position (ns) of the first buffer reaching each mux pad, which
+    /// anchors the fragments' decode times (`tfdt`) on the source timeline.
+    pub first_video_ns: Option<u64>,
+    /// Same as `first_video_ns`, for the audio track.
+    pub first_audio_ns: Option<u64>,
 }
 
 /// A built (not yet started) pipeline.
@@ -280,7 +354,7 @@ pub(crate) fn build(settings: Settings, src: &Path, output: Output) -> Result<Bu
     let decodebin = make("decodebin")?;
     let mux = mux_spec(&output).build()?;
     let sink = match &output {
-        Output::Stream => gst_app::AppSink::builder()
+        Output::Stream | Output::Hls(_) => gst_app::AppSink::builder()
             // Bounded queue and no dropping: a slow reader blocks the pipeline instead of
             // growing memory. No clock sync: transcode as fast as the reader takes it.
             .max_buffers(8)
@@ -305,6 +379,30 @@ pub(crate) fn build(settings: Settings, src: &Path, output: Output) -> Result<Bu
     let state = Arc::new(Mutex::new(BranchState::default()));
     let video_pts = Arc::new(AtomicU64::new(0));
     let video_pad = Arc::new(Mutex::new(None));
+    let hls = match &output {
+        Output::Hls(hls) => Some(*hls),
+        _ => None,
+    };
+    // HLS requests its mux pads up front, video first: the track order (and so the init
+    // segment) is then the same on every run, whichever stream decodebin exposes first.
+    let mux_pads = match hls {
+        Some(hls) => {
+            let video = request_mux_pad(&mux, "video_%u")?;
+            // mp4mux would pick the frame rate as timescale (25 for 25 fps): too coarse
+            // for decode times anchored on the source timeline (a start offset, VFR).
+            video.set_property("trak-timescale", 90_000u32);
+            let audio = match (hls.audio, settings.aac) {
+                (true, Some(_)) => Some(request_mux_pad(&mux, "audio_%u")?),
+                _ => None,
+            };
+            record_first_buffer(&video, state.clone(), true);
+            if let Some(audio) = &audio {
+                record_first_buffer(audio, state.clone(), false);
+            }
+            Some(MuxPads { video, audio })
+        }
+        None => None,
+    };
 
     {
         let state = state.clone();
@@ -313,7 +411,16 @@ pub(crate) fn build(settings: Settings, src: &Path, output: Output) -> Result<Bu
         // The handler holds the mux strongly (no cycle: the mux does not reference
         // decodebin) and finds the pipeline through decodebin's parent.
         decodebin.connect_pad_added(move |dbin, pad| {
-            let result = on_pad_added(dbin, pad, &mux, settings, &state, &video_pts, &video_pad);
+            let ctx = PadContext {
+                mux: &mux,
+                mux_pads: mux_pads.as_ref(),
+                hls,
+                settings,
+                state: &state,
+                video_pts: &video_pts,
+                video_pad: &video_pad,
+            };
+            let result = on_pad_added(dbin, pad, &ctx);
             if let Err(err) = result {
                 gst::element_error!(
                     dbin,
@@ -327,6 +434,7 @@ pub(crate) fn build(settings: Settings, src: &Path, output: Output) -> Result<Bu
         let state = state.clone();
         decodebin.connect_no_more_pads(move |dbin| {
             let mut st = state.lock().unwrap();
+            st.all_pads = true;
             if !st.video_claimed {
                 st.no_video = true;
                 drop(st);
@@ -357,16 +465,41 @@ enum Role {
     Discard,
 }
 
-#[allow(clippy::too_many_arguments)]
+/// HLS mux pads, requested before any stream is known.
+struct MuxPads {
+    video: gst::Pad,
+    audio: Option<gst::Pad>,
+}
+
+/// Everything the `pad-added` handler works with.
+struct PadContext<'a> {
+    mux: &'a gst::Element,
+    mux_pads: Option<&'a MuxPads>,
+    hls: Option<HlsOutput>,
+    settings: Settings,
+    state: &'a Mutex<BranchState>,
+    video_pts: &'a Arc<AtomicU64>,
+    video_pad: &'a Mutex<Option<gst::Pad>>,
+}
+
+fn request_mux_pad(mux: &gst::Element, template: &str) -> Result<gst::Pad, MediaError> {
+    mux.request_pad_simple(template)
+        .ok_or_else(|| MediaError::Pipeline(format!("mp4mux refused pad {template}")))
+}
+
 fn on_pad_added(
     dbin: &gst::Element,
     pad: &gst::Pad,
-    mux: &gst::Element,
-    settings: Settings,
-    state: &Mutex<BranchState>,
-    video_pts: &Arc<AtomicU64>,
-    video_pad: &Mutex<Option<gst::Pad>>,
+    ctx: &PadContext<'_>,
 ) -> Result<(), MediaError> {
+    let PadContext {
+        mux,
+        settings,
+        state,
+        video_pts,
+        video_pad,
+        ..
+    } = *ctx;
     let bin = dbin
         .parent()
         .and_downcast::<gst::Bin>()
@@ -383,9 +516,12 @@ fn on_pad_added(
         if media.starts_with("video/") && !st.video_claimed {
             st.video_claimed = true;
             Role::Video
-        } else if let (true, false, Some(aac)) =
-            (media.starts_with("audio/"), st.audio, settings.aac)
-        {
+        } else if let (true, false, Some(aac), true) = (
+            media.starts_with("audio/"),
+            st.audio,
+            settings.aac,
+            ctx.mux_pads.is_none_or(|p| p.audio.is_some()),
+        ) {
             st.audio = true;
             Role::Audio(aac)
         } else {
@@ -415,21 +551,49 @@ fn on_pad_added(
                 .get::<gst::Fraction>("framerate")
                 .unwrap_or(gst::Fraction::new(0, 1));
             let (out_w, out_h) = output_size(display_w, height, settings.quality.height());
-            let chain = video_chain(&settings, out_w, out_h, key_int(fps.numer(), fps.denom()));
-            let elements = add_chain(&bin, &chain, mux, "video_%u", pad)?;
+            let key_frames = match ctx.hls {
+                // Forced keyframes do the work; this only bounds a segment longer than planned.
+                Some(hls) => {
+                    key_int_for(fps.numer(), fps.denom(), 2.0 * hls.segment_ns as f64 / 1e9)
+                }
+                None => key_int(fps.numer(), fps.denom()),
+            };
+            let chain = video_chain(&settings, out_w, out_h, key_frames, ctx.hls.is_some());
+            let mux_pad = match ctx.mux_pads {
+                Some(pads) => pads.video.clone(),
+                None => request_mux_pad(mux, "video_%u")?,
+            };
+            if let Some(hls) = ctx.hls {
+                gate_until_seeked(pad, hls, true);
+            }
+            let elements = add_chain(&bin, &chain, &mux_pad, pad)?;
             let encoder = elements.iter().find(|e| {
                 e.factory()
                     .is_some_and(|f| f.name() == settings.encoder.element_name())
             });
             if let Some(enc_sink) = encoder.and_then(|e| e.static_pad("sink")) {
                 record_stream_time(&enc_sink, video_pts.clone());
+                if let Some(hls) = ctx.hls {
+                    crate::hls::force_segment_keyframes(&enc_sink, hls.segment_ns);
+                }
             }
             *video_pad.lock().unwrap() = Some(pad.clone());
             state.lock().unwrap().video = Some((out_w, out_h));
             tracing::debug!(%caps, out_w, out_h, "video branch linked");
         }
         Role::Audio(aac) => {
-            add_chain(&bin, &audio_chain(aac), mux, "audio_%u", pad)?;
+            let mux_pad = match ctx.mux_pads.and_then(|p| p.audio.clone()) {
+                Some(pad) => pad,
+                None => request_mux_pad(mux, "audio_%u")?,
+            };
+            let elements = add_chain(&bin, &audio_chain(aac, ctx.hls.is_some()), &mux_pad, pad)?;
+            // After audioconvert: interleaved samples, which the gate can trim.
+            if let (Some(hls), Some(resample)) = (ctx.hls, elements.get(2)) {
+                let sink = resample
+                    .static_pad("sink")
+                    .expect("audioresample has a sink pad");
+                gate_until_seeked(&sink, hls, false);
+            }
             tracing::debug!(%caps, "audio branch linked");
         }
         Role::Discard => {
@@ -472,12 +636,124 @@ fn record_stream_time(pad: &gst::Pad, out: Arc<AtomicU64>) {
     });
 }
 
-/// Adds `chain` to `bin`, links it from `src_pad` to a new `mux` request pad and starts it.
+/// HLS runs that start past 0 seek once every branch exists, to a little before their
+/// first segment; everything before that segment's start is dropped here, so encoders and
+/// muxer only see the stream from the run's start, cut exactly where a run from further
+/// back forced its keyframe: video at the first frame at or after the start, audio at the
+/// sample (the buffer spanning the start is trimmed; `pad` must carry interleaved raw audio).
+fn gate_until_seeked(pad: &gst::Pad, hls: HlsOutput, video: bool) {
+    if hls.start_ns == 0 {
+        return;
+    }
+    let open = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    pad.add_probe(
+        gst::PadProbeType::BUFFER | gst::PadProbeType::EVENT_FLUSH,
+        move |pad, info| {
+            if let Some(gst::PadProbeData::Event(ev)) = &info.data {
+                if ev.type_() == gst::EventType::FlushStop {
+                    open.store(true, Ordering::SeqCst);
+                }
+                return gst::PadProbeReturn::Ok;
+            }
+            if !open.load(Ordering::SeqCst) {
+                return gst::PadProbeReturn::Drop;
+            }
+            let Some(gst::PadProbeData::Buffer(buffer)) = &mut info.data else {
+                return gst::PadProbeReturn::Ok;
+            };
+            let Some(segment) = pad
+                .sticky_event::<gst::event::Segment>(0)
+                .and_then(|ev| ev.segment().downcast_ref::<gst::ClockTime>().cloned())
+            else {
+                return gst::PadProbeReturn::Ok;
+            };
+            let Some(pts) = buffer.pts() else {
+                return gst::PadProbeReturn::Ok;
+            };
+            let Some(start) = segment.to_stream_time(pts).map(|t| t.nseconds()) else {
+                return gst::PadProbeReturn::Ok;
+            };
+            let end = start + buffer.duration().map_or(0, |d| d.nseconds());
+            if video {
+                return if start + SLACK_NS < hls.start_ns {
+                    gst::PadProbeReturn::Drop
+                } else {
+                    gst::PadProbeReturn::Remove
+                };
+            }
+            if end <= hls.start_ns {
+                return gst::PadProbeReturn::Drop;
+            }
+            if start < hls.start_ns {
+                match trim_audio_front(pad, buffer, hls.start_ns - start) {
+                    Some(trimmed) => *buffer = trimmed,
+                    None => return gst::PadProbeReturn::Drop,
+                }
+            }
+            gst::PadProbeReturn::Remove
+        },
+    );
+}
+
+/// `buffer` without its first `ns` of interleaved raw audio.
+fn trim_audio_front(pad: &gst::Pad, buffer: &gst::Buffer, ns: u64) -> Option<gst::Buffer> {
+    let info = gst_audio::AudioInfo::from_caps(pad.current_caps()?.as_ref()).ok()?;
+    let frames = (u128::from(ns) * u128::from(info.rate()) / 1_000_000_000) as usize;
+    let bytes = frames * info.bpf() as usize;
+    if bytes >= buffer.size() {
+        return None;
+    }
+    let mut out = buffer
+        .copy_region(
+            gst::BufferCopyFlags::MEMORY | gst::BufferCopyFlags::FLAGS | gst::BufferCopyFlags::META,
+            bytes..,
+        )
+        .ok()?;
+    let cut = gst::ClockTime::from_nseconds(
+        (frames as u64).mul_div_floor(1_000_000_000, u64::from(info.rate()))?,
+    );
+    let out_mut = out.make_mut();
+    out_mut.set_pts(buffer.pts().map(|p| p + cut));
+    out_mut.set_duration(buffer.duration().map(|d| d.saturating_sub(cut)));
+    Some(out)
+}
+
+/// Timestamps this close below a segment start count as on it (rounding).
+const SLACK_NS: u64 = 500_000;
+
+/// Notes the source-timeline position of the first buffer reaching an HLS mux pad.
+fn record_first_buffer(pad: &gst::Pad, state: Arc<Mutex<BranchState>>, video: bool) {
+    pad.add_probe(gst::PadProbeType::BUFFER, move |pad, info| {
+        let Some(buffer) = info.buffer() else {
+            return gst::PadProbeReturn::Ok;
+        };
+        let Some(ts) = buffer.dts().or(buffer.pts()) else {
+            return gst::PadProbeReturn::Ok;
+        };
+        let stream_time = pad
+            .sticky_event::<gst::event::Segment>(0)
+            .and_then(|ev| {
+                ev.segment()
+                    .downcast_ref::<gst::ClockTime>()
+                    .and_then(|seg| seg.to_stream_time(ts))
+            })
+            .unwrap_or(ts);
+        let mut st = state.lock().unwrap();
+        let slot = if video {
+            &mut st.first_video_ns
+        } else {
+            &mut st.first_audio_ns
+        };
+        slot.get_or_insert(stream_time.nseconds());
+        gst::PadProbeReturn::Remove
+    });
+}
+
+/// Adds `chain` to `bin`, links it from `src_pad` to `mux_pad` and starts it.
 fn add_chain(
     bin: &gst::Bin,
     chain: &[ElemSpec],
-    mux: &gst::Element,
-    mux_template: &str,
+    mux_pad: &gst::Pad,
     src_pad: &gst::Pad,
 ) -> Result<Vec<gst::Element>, MediaError> {
     let elements = chain
@@ -487,13 +763,10 @@ fn add_chain(
     bin.add_many(&elements)
         .map_err(|e| MediaError::Pipeline(e.to_string()))?;
     gst::Element::link_many(&elements).map_err(|e| MediaError::Pipeline(e.to_string()))?;
-    let mux_pad = mux
-        .request_pad_simple(mux_template)
-        .ok_or_else(|| MediaError::Pipeline(format!("mp4mux refused pad {mux_template}")))?;
     let last = elements.last().expect("chains are never empty");
     last.static_pad("src")
         .expect("chain elements have a src pad")
-        .link(&mux_pad)
+        .link(mux_pad)
         .map_err(|e| MediaError::Pipeline(format!("linking to mp4mux: {e:?}")))?;
     // Downstream first, so no element pushes into one that is still stopped.
     for element in elements.iter().rev() {
@@ -596,12 +869,18 @@ pub(crate) fn launch_args(settings: Settings, src: &LaunchSource<'_>, dest: &Pat
     args.extend(["d.".into(), "!".into(), "video/x-raw".into(), "!".into()]);
     push_chain(
         &mut args,
-        &video_chain(&settings, out_w, out_h, key_int(src.fps.0, src.fps.1)),
+        &video_chain(
+            &settings,
+            out_w,
+            out_h,
+            key_int(src.fps.0, src.fps.1),
+            false,
+        ),
     );
     args.extend(["!".into(), "mux.".into()]);
     if let (true, Some(aac)) = (src.has_audio, settings.aac) {
         args.extend(["d.".into(), "!".into(), "audio/x-raw".into(), "!".into()]);
-        push_chain(&mut args, &audio_chain(aac));
+        push_chain(&mut args, &audio_chain(aac, false));
         args.extend(["!".into(), "mux.".into()]);
     }
     push_chain(

@@ -1,0 +1,650 @@
+//! One quality of one source: segment files produced on demand by a restartable pipeline.
+//!
+//! Rules (Jellyfin's, tightened; see the wave-2 notes):
+//! - a segment whose file exists is served from it;
+//! - a request at most [`WAIT_AHEAD`] segments past the running pipeline's newest segment
+//!   waits for it (the pipeline gets there sooner than a restart would);
+//! - anything else (nothing running, far ahead, behind the newest segment written but
+//!   missing) restarts the pipeline at that segment: the old run stops within
+//!   [`PULL_TIMEOUT`], the new one seeks;
+//! - a run keeps going at most [`MAX_AHEAD`] segments past the newest request and stops
+//!   after [`IDLE_STOP`] without requests, or at the end of the source.
+//!
+//! Exactly one run per session at a time, so one quality's segments are never produced by
+//! two pipelines at once; the caller's [`AcquireRun`] limits runs across sessions.
+
+use std::collections::{BTreeMap, HashMap};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use gst::prelude::*;
+
+use super::SEGMENT_DURATION;
+use super::fmp4::{self, BoxReader, Track};
+use crate::MediaError;
+use crate::pipeline::{self, BranchState, HlsOutput, Output, Running, Settings};
+
+/// A request this close past the newest produced segment waits instead of restarting.
+/// At 3-5x realtime one segment takes 0.6-1 s to encode; a restart costs a pipeline start
+/// plus a decode from the previous source keyframe, about the same.
+const WAIT_AHEAD: u64 = 2;
+/// A run produces at most this many segments past the newest request (about 16 s).
+const MAX_AHEAD: u64 = 5;
+/// A run blocked ahead of its viewer stops after this long without requests.
+const IDLE_STOP: Duration = Duration::from_secs(30);
+/// Building the pipeline and finding the streams must take less than this.
+const SETUP_TIMEOUT: Duration = Duration::from_secs(15);
+/// How long the run thread blocks on the appsink before checking for errors and restarts.
+const PULL_TIMEOUT: Duration = Duration::from_millis(100);
+/// How far before a run's first segment the pipeline seeks. More than a frame (the decoder
+/// clips the frame spanning the seek position to start there) and than a decoded audio
+/// buffer.
+const PRE_SEEK: Duration = Duration::from_millis(300);
+/// A timestamp at most this far below a segment start belongs to that segment (rounding).
+const SLACK_NS: u64 = 1_000_000;
+
+/// Which segment of a media playlist.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum SegmentId {
+    /// The init segment (`EXT-X-MAP`): `ftyp` and `moov`.
+    Init,
+    /// Media segment N (`moof`/`mdat` pairs), covering `[N, N+1) × SEGMENT_DURATION`.
+    Media(u64),
+}
+
+impl SegmentId {
+    /// File name inside the session folder.
+    pub fn file_name(self) -> String {
+        match self {
+            SegmentId::Init => "init.mp4".to_string(),
+            SegmentId::Media(n) => format!("{n}.m4s"),
+        }
+    }
+}
+
+/// Held by a running pipeline, dropped when it stops (e.g. a semaphore permit).
+pub type RunPermit = Box<dyn Send>;
+/// Asked before a session starts a pipeline; an error (normally [`MediaError::Busy`]) is
+/// returned to the request instead of starting it.
+pub type AcquireRun = Arc<dyn Fn() -> Result<RunPermit, MediaError> + Send + Sync>;
+
+/// Segments of one source at one quality, produced on demand into a folder.
+///
+/// [`HlsSession::get`] blocks (pipeline start, waiting for a segment): call it from a
+/// blocking thread. Dropping the session stops its pipeline.
+pub struct HlsSession {
+    shared: Arc<Shared>,
+}
+
+impl std::fmt::Debug for HlsSession {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HlsSession")
+            .field("src", &self.shared.src)
+            .field("dir", &self.shared.dir)
+            .field("segments", &self.shared.count)
+            .finish_non_exhaustive()
+    }
+}
+
+struct Shared {
+    settings: Settings,
+    src: PathBuf,
+    dir: PathBuf,
+    count: u64,
+    audio: bool,
+    active: Arc<AtomicUsize>,
+    acquire: AcquireRun,
+    state: Mutex<State>,
+    cv: Condvar,
+}
+
+struct State {
+    run: Option<Run>,
+    next_id: u64,
+    /// Newest media segment asked for.
+    wanted: u64,
+    last_request: Instant,
+}
+
+struct Run {
+    id: u64,
+    /// First segment this run has not finished yet.
+    next: u64,
+    ended: bool,
+    error: Option<String>,
+    permit: Option<RunPermit>,
+}
+
+static TEMP_COUNTER: AtomicU64 = AtomicU64::new(0);
+
+impl HlsSession {
+    pub(crate) fn new(
+        settings: Settings,
+        src: PathBuf,
+        duration: Duration,
+        has_audio: bool,
+        dir: PathBuf,
+        active: Arc<AtomicUsize>,
+        acquire: AcquireRun,
+    ) -> Result<Self, MediaError> {
+        std::fs::create_dir_all(&dir)?;
+        Ok(HlsSession {
+            shared: Arc::new(Shared {
+                audio: has_audio && settings.aac.is_some(),
+                settings,
+                src,
+                dir,
+                count: super::segment_count(duration),
+                active,
+                acquire,
+                state: Mutex::new(State {
+                    run: None,
+                    next_id: 1,
+                    wanted: 0,
+                    last_request: Instant::now(),
+                }),
+                cv: Condvar::new(),
+            }),
+        })
+    }
+
+    /// Number of media segments.
+    pub fn segment_count(&self) -> u64 {
+        self.shared.count
+    }
+
+    /// Where the file of `id` is (or will be).
+    pub fn path(&self, id: SegmentId) -> PathBuf {
+        self.shared.dir.join(id.file_name())
+    }
+
+    /// Whether a pipeline is running for this session.
+    pub fn is_running(&self) -> bool {
+        let st = self.shared.lock();
+        st.run.as_ref().is_some_and(|r| !r.ended)
+    }
+
+    /// How long since the last [`HlsSession::get`], for dropping idle sessions.
+    pub fn idle_for(&self) -> Duration {
+        self.shared.lock().last_request.elapsed()
+    }
+
+    /// The file of segment `id`, produced first if needed. Blocks up to `timeout`.
+    ///
+    /// Errors: [`MediaError::NoSuchSegment`] past the end, `AcquireRun`'s error when a
+    /// pipeline must start and it refuses, [`MediaError::Timeout`], or the
+    /// pipeline's own error.
+    pub fn get(&self, id: SegmentId, timeout: Duration) -> Result<PathBuf, MediaError> {
+        let sh = &self.shared;
+        if let SegmentId::Media(n) = id
+            && n >= sh.count
+        {
+            return Err(MediaError::NoSuchSegment(n));
+        }
+        let path = self.path(id);
+        let deadline = Instant::now() + timeout;
+        let mut st = sh.lock();
+        st.last_request = Instant::now();
+        if let SegmentId::Media(n) = id {
+            st.wanted = n;
+            // A run waiting for its viewer may go on now.
+            sh.cv.notify_all();
+        }
+        let mut started: Option<u64> = None;
+        loop {
+            if path.exists() {
+                return Ok(path);
+            }
+            let restart_at = match (&st.run, id) {
+                (Some(run), _) if run.ended => {
+                    if started == Some(run.id) {
+                        return Err(run_failure(run, id));
+                    }
+                    Some(start_of(id))
+                }
+                // Any run produces the init segment first.
+                (Some(_), SegmentId::Init) => None,
+                // Behind the newest segment written (before the run's start, or written
+                // and since evicted), or too far ahead: restart there.
+                (Some(run), SegmentId::Media(n)) => {
+                    (n < run.next || n > run.next + WAIT_AHEAD).then_some(n)
+                }
+                (None, _) => Some(start_of(id)),
+            };
+            if let Some(start) = restart_at {
+                if started.is_some() {
+                    // Our own run moved on without this segment (a newer request took
+                    // the pipeline elsewhere): try again only once.
+                    return Err(MediaError::Pipeline(format!(
+                        "segment {} was not produced",
+                        id.file_name()
+                    )));
+                }
+                started = Some(self.start_run(&mut st, start)?);
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Err(MediaError::Timeout(format!(
+                    "segment {} not ready within {timeout:?}",
+                    id.file_name()
+                )));
+            }
+            st = sh
+                .cv
+                .wait_timeout(st, left.min(Duration::from_secs(1)))
+                .unwrap()
+                .0;
+        }
+    }
+
+    /// Stops the running pipeline, if any (it exits within about 100 ms).
+    pub fn stop(&self) {
+        let mut st = self.shared.lock();
+        st.run = None;
+        self.shared.cv.notify_all();
+    }
+
+    /// Replaces the current run by a new one starting at segment `start`.
+    fn start_run(&self, st: &mut MutexGuard<'_, State>, start: u64) -> Result<u64, MediaError> {
+        let sh = &self.shared;
+        // A restart takes over the old run's permit: the old pipeline is gone within
+        // ~100 ms, and a seek must not be refused for the viewer's own previous run.
+        let inherited = st.run.as_mut().and_then(|r| r.permit.take());
+        let permit = match inherited {
+            Some(p) => p,
+            None => (sh.acquire)()?,
+        };
+        let id = st.next_id;
+        st.next_id += 1;
+        st.run = Some(Run {
+            id,
+            next: start,
+            ended: false,
+            error: None,
+            permit: Some(permit),
+        });
+        let shared = sh.clone();
+        let spawned = std::thread::Builder::new()
+            .name("nebula-hls".into())
+            .spawn(move || run_thread(shared, id, start));
+        if let Err(err) = spawned {
+            st.run = None;
+            return Err(err.into());
+        }
+        tracing::debug!(src = %sh.src.display(), start, id, "hls run started");
+        Ok(id)
+    }
+}
+
+impl Drop for HlsSession {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+fn start_of(id: SegmentId) -> u64 {
+    match id {
+        SegmentId::Init => 0,
+        SegmentId::Media(n) => n,
+    }
+}
+
+fn run_failure(run: &Run, id: SegmentId) -> MediaError {
+    match &run.error {
+        Some(msg) => MediaError::Pipeline(msg.clone()),
+        None => MediaError::Pipeline(format!(
+            "pipeline ended without producing {}",
+            id.file_name()
+        )),
+    }
+}
+
+impl Shared {
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap()
+    }
+
+    fn is_current(&self, st: &State, id: u64) -> bool {
+        st.run.as_ref().is_some_and(|r| r.id == id)
+    }
+}
+
+fn run_thread(sh: Arc<Shared>, id: u64, start: u64) {
+    let result = produce(&sh, id, start);
+    if let Err(err) = &result {
+        tracing::warn!(src = %sh.src.display(), start, %err, "hls run failed");
+    }
+    let mut st = sh.lock();
+    if let Some(run) = st.run.as_mut().filter(|r| r.id == id) {
+        run.ended = true;
+        run.permit = None;
+        run.error = result.err().map(|e| e.to_string());
+    }
+    sh.cv.notify_all();
+}
+
+/// Runs one pipeline from segment `start` until the end, a restart, an idle stop or an error.
+fn produce(sh: &Shared, id: u64, start: u64) -> Result<(), MediaError> {
+    let segment_ns = SEGMENT_DURATION.as_nanos() as u64;
+    let start_ns = start * segment_ns;
+    let built = pipeline::build(
+        sh.settings,
+        &sh.src,
+        Output::Hls(HlsOutput {
+            segment_ns,
+            start_ns,
+            audio: sh.audio,
+        }),
+    )?;
+    let appsink = built
+        .sink
+        .clone()
+        .downcast::<gst_app::AppSink>()
+        .expect("hls output uses an appsink");
+    let running = Running::new(built.pipeline.clone(), sh.active.clone());
+    let bus = running.pipeline.bus().expect("pipelines have a bus");
+
+    if running.pipeline.set_state(gst::State::Paused).is_err() {
+        return Err(
+            bus_error(&bus, &built.state, gst::ClockTime::from_mseconds(500))
+                .unwrap_or_else(|| MediaError::Pipeline("pipeline refused to start".into())),
+        );
+    }
+    // Seek once decodebin has exposed every stream (their branches drop data until then).
+    let deadline = Instant::now() + SETUP_TIMEOUT;
+    while !built.state.lock().unwrap().all_pads {
+        if let Some(err) = bus_error(&bus, &built.state, gst::ClockTime::from_mseconds(10)) {
+            return Err(err);
+        }
+        if Instant::now() > deadline {
+            return Err(MediaError::Timeout(format!(
+                "no streams found within {SETUP_TIMEOUT:?}"
+            )));
+        }
+    }
+    if start_ns > 0 {
+        // A little before the segment: the decoders' clipping then happens there, and the
+        // cut at the segment start is ours (pipeline.rs, `gate_until_seeked`), identical
+        // to where a run from further back forced its keyframe.
+        let seek_ns = start_ns.saturating_sub(PRE_SEEK.as_nanos() as u64);
+        running
+            .pipeline
+            .seek(
+                1.0,
+                gst::SeekFlags::FLUSH | gst::SeekFlags::ACCURATE,
+                gst::SeekType::Set,
+                gst::ClockTime::from_nseconds(seek_ns),
+                gst::SeekType::None,
+                gst::ClockTime::NONE,
+            )
+            .map_err(|_| MediaError::Pipeline(format!("seek to {start_ns} ns refused")))?;
+    }
+    if running.pipeline.set_state(gst::State::Playing).is_err() {
+        return Err(
+            bus_error(&bus, &built.state, gst::ClockTime::from_mseconds(500))
+                .unwrap_or_else(|| MediaError::Pipeline("pipeline refused to play".into())),
+        );
+    }
+
+    let mut cutter = Cutter::new(start, sh.count, segment_ns);
+    loop {
+        if !sh.is_current(&sh.lock(), id) {
+            return Ok(());
+        }
+        if let Some(err) = bus_error(&bus, &built.state, gst::ClockTime::ZERO) {
+            return Err(err);
+        }
+        let pulled =
+            appsink.try_pull_sample(gst::ClockTime::from_nseconds(PULL_TIMEOUT.as_nanos() as u64));
+        let at_end = pulled.is_none() && appsink.is_eos();
+        let outputs = match pulled {
+            Some(sample) => {
+                let buffer = sample
+                    .buffer()
+                    .ok_or_else(|| MediaError::Pipeline("sample without buffer".into()))?;
+                let map = buffer
+                    .map_readable()
+                    .map_err(|_| MediaError::Pipeline("unreadable buffer".into()))?;
+                cutter.push(map.as_slice(), &built.state)?
+            }
+            None if at_end => cutter.finish(),
+            None => continue,
+        };
+        for out in outputs {
+            match out {
+                Cut::Init(bytes) => write_new(&sh.dir, SegmentId::Init, &bytes)?,
+                Cut::Segment(n, bytes) => {
+                    write_new(&sh.dir, SegmentId::Media(n), &bytes)?;
+                    if !wait_for_viewer(sh, id, n)? {
+                        return Ok(());
+                    }
+                }
+            }
+        }
+        if at_end {
+            // Every segment up to the end is written.
+            return Ok(());
+        }
+    }
+}
+
+/// Records that segment `n` is done, then blocks while the run is [`MAX_AHEAD`] past the
+/// viewer. `false`: stop the run (replaced, dropped, or idle).
+fn wait_for_viewer(sh: &Shared, id: u64, n: u64) -> Result<bool, MediaError> {
+    let mut st = sh.lock();
+    if let Some(run) = st.run.as_mut().filter(|r| r.id == id) {
+        run.next = run.next.max(n + 1);
+    }
+    sh.cv.notify_all();
+    loop {
+        if !sh.is_current(&st, id) {
+            return Ok(false);
+        }
+        if n < st.wanted + MAX_AHEAD {
+            return Ok(true);
+        }
+        if st.last_request.elapsed() > IDLE_STOP {
+            tracing::debug!(src = %sh.src.display(), n, "hls run idle; stopping");
+            return Ok(false);
+        }
+        st = sh.cv.wait_timeout(st, Duration::from_secs(1)).unwrap().0;
+    }
+}
+
+/// The first error on the bus within `wait`, if any.
+fn bus_error(
+    bus: &gst::Bus,
+    state: &Mutex<BranchState>,
+    wait: gst::ClockTime,
+) -> Option<MediaError> {
+    let msg = bus.timed_pop_filtered(wait, &[gst::MessageType::Error])?;
+    match msg.view() {
+        gst::MessageView::Error(err) => Some(pipeline::map_bus_error(err, state)),
+        _ => None,
+    }
+}
+
+/// Writes a segment file unless it exists: temporary file, fsync, rename, so a reader
+/// never sees a partial segment and a crash leaves no torn one.
+fn write_new(dir: &Path, id: SegmentId, bytes: &[u8]) -> Result<(), MediaError> {
+    let dest = dir.join(id.file_name());
+    if dest.exists() {
+        return Ok(());
+    }
+    let tmp = dir.join(format!(
+        ".{}.{}.{}.tmp",
+        id.file_name(),
+        std::process::id(),
+        TEMP_COUNTER.fetch_add(1, Ordering::Relaxed)
+    ));
+    let result = (|| {
+        let mut f = std::fs::File::create(&tmp)?;
+        f.write_all(bytes)?;
+        f.sync_data()?;
+        std::fs::rename(&tmp, &dest)
+    })();
+    if result.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    Ok(result?)
+}
+
+/// What the cutter hands out.
+#[derive(Debug)]
+enum Cut {
+    Init(Vec<u8>),
+    Segment(u64, Vec<u8>),
+}
+
+/// Cuts mp4mux's fragmented output into an init segment and media segments, moving every
+/// fragment's decode time onto the source timeline.
+struct Cutter {
+    reader: BoxReader,
+    start: u64,
+    count: u64,
+    segment_ns: u64,
+    ftyp: Option<Vec<u8>>,
+    tracks: Vec<Track>,
+    /// Per track: added to mp4mux's decode times (track timescale).
+    offsets: HashMap<u32, i128>,
+    /// A moof waiting for its mdat, with its segment.
+    moof: Option<(Vec<u8>, u64, Vec<u32>)>,
+    pending: BTreeMap<u64, Vec<u8>>,
+    /// Newest segment each track has reached.
+    reached: HashMap<u32, u64>,
+    fragments_in: HashMap<u64, u32>,
+}
+
+impl Cutter {
+    fn new(start: u64, count: u64, segment_ns: u64) -> Self {
+        Cutter {
+            reader: BoxReader::default(),
+            start,
+            count,
+            segment_ns,
+            ftyp: None,
+            tracks: Vec::new(),
+            offsets: HashMap::new(),
+            moof: None,
+            pending: BTreeMap::new(),
+            reached: HashMap::new(),
+            fragments_in: HashMap::new(),
+        }
+    }
+
+    fn push(&mut self, data: &[u8], state: &Mutex<BranchState>) -> Result<Vec<Cut>, MediaError> {
+        self.reader.push(data);
+        let mut out = Vec::new();
+        while let Some((kind, bytes)) = self.reader.next_box()? {
+            match &kind {
+                b"ftyp" => self.ftyp = Some(bytes),
+                b"moov" if self.tracks.is_empty() => {
+                    self.tracks = fmp4::tracks(&bytes)?;
+                    let mut init = self.ftyp.take().unwrap_or_default();
+                    init.extend_from_slice(&bytes);
+                    out.push(Cut::Init(init));
+                }
+                b"moof" => {
+                    let (moof, seg, ids) = self.place(bytes, state)?;
+                    self.moof = Some((moof, seg, ids));
+                }
+                b"mdat" => {
+                    let Some((moof, seg, ids)) = self.moof.take() else {
+                        continue;
+                    };
+                    let entry = self.pending.entry(seg).or_default();
+                    entry.extend_from_slice(&moof);
+                    entry.extend_from_slice(&bytes);
+                    for id in ids {
+                        let r = self.reached.entry(id).or_insert(seg);
+                        *r = (*r).max(seg);
+                    }
+                    self.emit_complete(&mut out);
+                }
+                // uuid (XMP), mfra, free: not part of HLS segments.
+                _ => {}
+            }
+        }
+        Ok(out)
+    }
+
+    /// Rewrites a moof's decode times and sequence number; returns it with its segment.
+    fn place(
+        &mut self,
+        mut moof: Vec<u8>,
+        state: &Mutex<BranchState>,
+    ) -> Result<(Vec<u8>, u64, Vec<u32>), MediaError> {
+        let trafs = fmp4::trafs(&moof)?;
+        let mut seg = None;
+        let mut ids = Vec::new();
+        for traf in &trafs {
+            let track = self
+                .tracks
+                .iter()
+                .find(|t| t.id == traf.track_id)
+                .copied()
+                .ok_or_else(|| MediaError::Pipeline("fragment of an unknown track".into()))?;
+            let scale = i128::from(track.timescale);
+            let offset = match self.offsets.get(&track.id) {
+                Some(o) => *o,
+                None => {
+                    let st = state.lock().unwrap();
+                    let first = if track.video {
+                        st.first_video_ns
+                    } else {
+                        st.first_audio_ns
+                    };
+                    let first_ns = i128::from(first.unwrap_or(self.start * self.segment_ns));
+                    let anchored = (first_ns * scale + 500_000_000) / 1_000_000_000;
+                    let o = anchored - i128::from(traf.decode_time);
+                    self.offsets.insert(track.id, o);
+                    o
+                }
+            };
+            let time = (i128::from(traf.decode_time) + offset).max(0) as u64;
+            fmp4::set_decode_time(&mut moof, traf, time)?;
+            if seg.is_none() {
+                let ns = u128::from(time) * 1_000_000_000 / u128::from(track.timescale);
+                let n = (ns as u64 + SLACK_NS) / self.segment_ns;
+                seg = Some(n.clamp(self.start, self.count - 1));
+            }
+            ids.push(track.id);
+        }
+        let seg = seg.expect("trafs() is never empty");
+        let k = self.fragments_in.entry(seg).or_insert(0);
+        *k += 1;
+        fmp4::set_sequence(&mut moof, (seg as u32).wrapping_mul(256) + (*k).min(255))?;
+        Ok((moof, seg, ids))
+    }
+
+    /// Hands out the oldest pending segments once every track has moved past them (or
+    /// one track is far ahead: the other has ended).
+    fn emit_complete(&mut self, out: &mut Vec<Cut>) {
+        while let Some((&s, _)) = self.pending.first_key_value() {
+            let reached: Vec<u64> = self
+                .tracks
+                .iter()
+                .map(|t| self.reached.get(&t.id).copied().unwrap_or(0))
+                .collect();
+            let all_past = reached.iter().all(|&r| r > s);
+            let one_far = reached.iter().any(|&r| r > s + 2);
+            if !(all_past || one_far) {
+                break;
+            }
+            let bytes = self.pending.remove(&s).expect("key just seen");
+            self.fragments_in.remove(&s);
+            out.push(Cut::Segment(s, bytes));
+        }
+    }
+
+    /// At the end of the stream every pending segment is complete.
+    fn finish(&mut self) -> Vec<Cut> {
+        std::mem::take(&mut self.pending)
+            .into_iter()
+            .map(|(s, b)| Cut::Segment(s, b))
+            .collect()
+    }
+}
