@@ -6,8 +6,6 @@
 //! a time keeps it from competing with transcodes and requests).
 //! The worker never touches S3 requests; a failed probe is recorded on the row.
 
-use std::os::fd::AsRawFd;
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -70,13 +68,9 @@ async fn probe_one(
     }
     let (engine, bucket) = (engine.clone(), bucket.to_owned());
     let probed = tokio::task::spawn_blocking(move || {
+        // The engine reads exactly the file the store's checked open found inside the bucket.
         let file = store.open_file(&bucket, &path).map_err(|e| e.to_string())?;
-        // GStreamer opens by name: it reopens the object through our descriptor, so it reads
-        // exactly the file the store's checked open found inside the bucket.
-        let fd_path = PathBuf::from(format!("/proc/self/fd/{}", file.as_raw_fd()));
-        let info = engine.probe(&fd_path).map_err(|e| e.to_string());
-        drop(file);
-        info
+        engine.probe(&file).map_err(|e| e.to_string())
     })
     .await;
     match probed {
