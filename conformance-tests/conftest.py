@@ -118,6 +118,15 @@ def _die_with_parent():
         pass
 
 
+def cli_bin() -> str:
+    """The `nebula` CLI under test: ``$NEBULA_CLI_BIN`` or ``<repo>/target/debug/nebula``."""
+    p = os.environ.get("NEBULA_CLI_BIN")
+    path = Path(p) if p else REPO / "target" / "debug" / "nebula"
+    if not path.exists():
+        pytest.fail(f"nebula binary {path} not found: run `cargo build --workspace` or set NEBULA_CLI_BIN")
+    return str(path)
+
+
 def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind(("127.0.0.1", 0))

@@ -17,18 +17,10 @@ from pathlib import Path
 
 import pytest
 
-from conftest import REPO, free_port, new_bucket_name, run
+from conftest import REPO, cli_bin, free_port, new_bucket_name, run
 from nebula_helpers import make_random_file, sha256_file, strip_ns
 
 MIB = 1024 * 1024
-
-
-def cli_bin() -> str:
-    p = os.environ.get("NEBULA_CLI_BIN")
-    path = Path(p) if p else REPO / "target" / "debug" / "nebula"
-    if not path.exists():
-        pytest.fail(f"nebula binary {path} not found: run `cargo build --workspace` or set NEBULA_CLI_BIN")
-    return str(path)
 
 
 def cli_env(gw, tmp_path, **extra) -> dict:

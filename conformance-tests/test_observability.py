@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from conftest import REPO, Gateway, free_port, new_bucket_name, run
+from conftest import REPO, cli_bin, Gateway, free_port, new_bucket_name, run
 from nebula_helpers import Creds
 
 PROMETHEUS_TEXT = "text/plain; version=0.0.4"
@@ -293,14 +293,6 @@ def test_secret_key_never_in_logs(obs, s3, bucket):
 
 
 # -- nebula logs -----------------------------------------------------------------------------------
-
-
-def cli_bin() -> str:
-    p = os.environ.get("NEBULA_CLI_BIN")
-    path = Path(p) if p else REPO / "target" / "debug" / "nebula"
-    if not path.exists():
-        pytest.fail(f"nebula binary {path} not found: run `cargo build --workspace` or set NEBULA_CLI_BIN")
-    return str(path)
 
 
 def cli_env(g, tmp_path) -> dict:
