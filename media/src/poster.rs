@@ -27,6 +27,8 @@ use crate::pipeline::{self, BranchState, ElemSpec, Running};
 pub const MAX_POSTER_WIDTH: u32 = 1280;
 /// Content type of [`Poster::jpeg`].
 pub const POSTER_CONTENT_TYPE: &str = "image/jpeg";
+/// The element that encodes posters (told as a stored poster's encoder).
+pub(crate) const POSTER_ENCODER: &str = "jpegenc";
 /// Where a poster is taken when no moment is asked for: this fraction of the duration.
 /// The first frames are often black or a title card.
 const DEFAULT_AT_FRACTION: f64 = 0.1;
@@ -292,7 +294,7 @@ fn on_pad_added(
         ElemSpec::caps(format!(
             "video/x-raw,format=RGB,width={out_w},height={out_h},pixel-aspect-ratio=1/1"
         )),
-        ElemSpec::new("jpegenc").prop("quality", JPEG_QUALITY),
+        ElemSpec::new(POSTER_ENCODER).prop("quality", JPEG_QUALITY),
     ]
     .iter()
     .map(ElemSpec::build)

@@ -1,7 +1,9 @@
 //! The renditions store: finished transcodes kept as plain MP4 files, so the next request for
-//! the same object, bytes and quality is served with byte ranges.
+//! the same object, bytes and quality is served with byte ranges; posters kept the same way
+//! as JPEG files.
 //!
-//! A rendition is `<object>-<variant>.mp4` beside its description `<object>-<variant>.json`
+//! A rendition is `<object>-<variant>.mp4` (a poster `<object>-<variant>.jpg`) beside its
+//! description `<object>-<variant>.json`
 //! ([`RenditionInfo`]). `<object>` is the MD5 of bucket and key, so every rendition of an
 //! object is found by prefix when it is replaced or deleted; `<variant>` hashes the ETag,
 //! the quality, the encoder and [`PIPELINE_VERSION`], so a rendition of other bytes or an
@@ -13,7 +15,7 @@ use std::collections::HashSet;
 use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 use md5::{Digest, Md5};
 use serde::{Deserialize, Serialize};
@@ -22,6 +24,12 @@ use crate::{Encoder, Quality};
 
 /// Changes whenever the pipeline's output changes, so old renditions are never served.
 pub const PIPELINE_VERSION: &str = "fmp4-v1";
+
+/// Changes whenever the poster pipeline's output changes, so old posters are never served.
+pub const POSTER_VERSION: &str = "jpeg-v1";
+
+/// File name endings of finished files (renditions, posters).
+const FINISHED_EXTENSIONS: [&str; 2] = [".mp4", ".jpg"];
 
 /// The bytes a rendition is made from: an object as it was read (its ETag).
 #[derive(Debug, Clone, Copy)]
@@ -118,6 +126,22 @@ impl RenditionStore {
         )
     }
 
+    /// File name of the poster of `object`, `width` pixels wide, taken at `at` (`None`: the
+    /// default moment). `at` counts in whole milliseconds.
+    pub fn poster_name(&self, object: ObjectRef<'_>, width: u32, at: Option<Duration>) -> String {
+        let at = at.map_or_else(|| "default".to_owned(), |d| d.as_millis().to_string());
+        let mut h = Md5::new();
+        h.update(format!(
+            "{}\0poster\0{width}\0{at}\0{POSTER_VERSION}",
+            object.etag
+        ));
+        format!(
+            "{}-{}.jpg",
+            object_prefix(object.bucket, object.key),
+            &hex::encode(h.finalize())[..16]
+        )
+    }
+
     /// A fresh path for a rendition in the making, `<stem>.<random>.part`. A stem that does
     /// not start with an object prefix keeps the file safe from [`RenditionStore::invalidate`].
     pub fn part_path(&self, stem: &str) -> PathBuf {
@@ -195,7 +219,11 @@ impl RenditionStore {
         };
         let mut files: Vec<(SystemTime, u64, PathBuf)> = rd
             .flatten()
-            .filter(|e| e.file_name().to_string_lossy().ends_with(".mp4"))
+            .filter(|e| {
+                let name = e.file_name();
+                let name = name.to_string_lossy();
+                FINISHED_EXTENSIONS.iter().any(|ext| name.ends_with(ext))
+            })
             .filter_map(|e| {
                 let md = e.metadata().ok()?;
                 Some((md.modified().ok()?, md.len(), e.path()))
@@ -223,9 +251,13 @@ fn object_prefix(bucket: &str, key: &str) -> String {
     hex::encode(h.finalize())
 }
 
-/// The object prefix of a rendition's file name (`<object prefix>-<variant>.mp4`).
+/// The object prefix of a finished file's name (`<object prefix>-<variant>.mp4` or `.jpg`).
 fn prefix_of_rendition(name: &str) -> Option<&str> {
-    name.strip_suffix(".mp4")?.split_once('-').map(|(p, _)| p)
+    FINISHED_EXTENSIONS
+        .iter()
+        .find_map(|ext| name.strip_suffix(ext))?
+        .split_once('-')
+        .map(|(p, _)| p)
 }
 
 /// Removes the renditions (and sidecars) named after `prefix`, leaving files in the making.
@@ -311,6 +343,33 @@ mod tests {
         let s = store(dir.path(), u64::MAX);
         assert!(!part.exists());
         assert!(std::fs::read_dir(s.dir()).unwrap().next().is_none());
+    }
+
+    #[test]
+    fn posters_are_named_per_size_and_moment_and_invalidated_with_the_object() {
+        let rt = tokio::runtime::Runtime::new().unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let s = store(dir.path(), u64::MAX);
+        let a = s.poster_name(object("a.mp4"), 320, None);
+        assert!(a.starts_with(&format!("{}-", object_prefix("b", "a.mp4"))));
+        assert!(a.ends_with(".jpg"));
+        let at = Some(Duration::from_millis(1500));
+        assert_ne!(a, s.poster_name(object("a.mp4"), 640, None));
+        assert_ne!(a, s.poster_name(object("a.mp4"), 320, at));
+        assert_eq!(
+            s.poster_name(object("a.mp4"), 320, at),
+            s.poster_name(object("a.mp4"), 320, Some(Duration::from_micros(1_500_400)))
+        );
+        let part = s.part_path(&a);
+        std::fs::write(&part, b"jpeg").unwrap();
+        s.install(&part, &a, &info()).unwrap();
+        assert_eq!(s.open_finished(&a).unwrap().expect("installed").size, 4);
+        // A restart finds it again, so a later write still invalidates it.
+        drop(s);
+        let s = store(dir.path(), u64::MAX);
+        rt.block_on(async { s.invalidate("b", "a.mp4") });
+        drop(rt);
+        assert!(s.open_finished(&a).unwrap().is_none());
     }
 
     #[test]

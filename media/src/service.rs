@@ -1,7 +1,9 @@
 //! The media service: the engine, the renditions store and the transcode slots, with what
-//! the gateway asks of them (a rendition for a request, a rendition made ahead by a job).
+//! the gateway asks of them (a rendition for a request, a rendition made ahead by a job, a
+//! poster).
 
 use std::fs::File;
+use std::io::{Seek, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -9,11 +11,17 @@ use std::time::Duration;
 use tokio::sync::Semaphore;
 
 use crate::live::{Flights, LiveRendition, Step};
+use crate::poster::POSTER_ENCODER;
 use crate::renditions::{Finished, ObjectRef, RenditionInfo, RenditionStore};
-use crate::{CancelFlag, Encoder, FileOutcome, MediaEngine, MediaError, Quality};
+use crate::{CancelFlag, Encoder, FileOutcome, MediaEngine, MediaError, Poster, Quality};
 
 /// How long a request waits for the same rendition being produced by another request.
 pub const FOLLOW_WAIT: Duration = Duration::from_secs(300);
+
+/// Posters taken at once. A poster is a short pipeline (a fraction of a second); posters
+/// have their own slots so a page full of them never takes a transcode's, and wait for a
+/// slot instead of being refused.
+const POSTER_SLOTS: usize = 2;
 
 /// A rendition for a request.
 #[derive(Debug)]
@@ -49,6 +57,7 @@ pub struct MediaService {
     engine: MediaEngine,
     store: RenditionStore,
     slots: Arc<Semaphore>,
+    poster_slots: Semaphore,
     max_transcodes: usize,
     flights: Arc<Flights>,
 }
@@ -68,6 +77,7 @@ impl MediaService {
             engine,
             store,
             slots: Arc::new(Semaphore::new(max_transcodes)),
+            poster_slots: Semaphore::new(POSTER_SLOTS),
             max_transcodes,
             flights: Arc::new(Flights::default()),
         })
@@ -175,6 +185,75 @@ impl MediaService {
             }
         }
     }
+}
+
+impl MediaService {
+    /// The poster of `object` (whose bytes `source` holds), `width` pixels wide, of the frame
+    /// at `at` (default: 10 % in): the stored JPEG if there is one, else taken now and
+    /// stored, so the next request is served from the file. Errors are
+    /// [`MediaEngine::poster`]'s.
+    pub async fn poster(
+        &self,
+        object: ObjectRef<'_>,
+        source: File,
+        width: u32,
+        at: Option<Duration>,
+    ) -> Result<Finished, MediaError> {
+        let name = self.store.poster_name(object, width, at);
+        let (store, n) = (self.store.clone(), name.clone());
+        if let Some(f) = crate::spawn_blocking(move || Ok(store.open_finished(&n)?)).await? {
+            return Ok(f);
+        }
+        let _slot = self
+            .poster_slots
+            .acquire()
+            .await
+            .expect("the poster slots are never closed");
+        let (engine, store) = (self.engine.clone(), self.store.clone());
+        crate::spawn_blocking(move || {
+            // Another request may have stored it while this one waited for a slot.
+            if let Some(f) = store.open_finished(&name)? {
+                return Ok(f);
+            }
+            let poster = engine.poster(&source, width, at)?;
+            let part = store.part_path(&name);
+            let written = write_poster(&store, &part, &name, &poster);
+            if written.is_err() {
+                remove_quietly(&part);
+            }
+            Ok(written?)
+        })
+        .await
+    }
+}
+
+/// Writes `poster` to `part` and installs it as `name`. The open file is what is served, so
+/// an eviction right after the install cannot take it away from this request.
+fn write_poster(
+    store: &RenditionStore,
+    part: &Path,
+    name: &str,
+    poster: &Poster,
+) -> std::io::Result<Finished> {
+    let mut file = File::options()
+        .read(true)
+        .write(true)
+        .create_new(true)
+        .open(part)?;
+    file.write_all(&poster.jpeg)?;
+    // Served like a file that was just opened.
+    file.rewind()?;
+    let info = RenditionInfo {
+        width: poster.width,
+        height: poster.height,
+        encoder: POSTER_ENCODER.to_owned(),
+    };
+    store.install(part, name, &info)?;
+    Ok(Finished {
+        file,
+        size: poster.jpeg.len() as u64,
+        info,
+    })
 }
 
 fn remove_quietly(path: &Path) {

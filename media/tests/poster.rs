@@ -217,3 +217,48 @@ fn bad_width_and_missing_file_are_errors() {
         .unwrap_err();
     assert!(matches!(err, MediaError::Io(_)), "{err}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_service_stores_a_poster_and_serves_it_from_the_file_next_time() {
+    use std::io::Read;
+
+    use nebula_media::{MediaService, ObjectRef};
+
+    let dir = tempfile::tempdir().unwrap();
+    let svc =
+        MediaService::new(engine().clone(), dir.path().join("renditions"), 1, u64::MAX).unwrap();
+    let object = ObjectRef {
+        bucket: "media",
+        key: "ball.mp4",
+        etag: "etag-1",
+    };
+    let open = || std::fs::File::open(source("ball.mp4")).unwrap();
+    let mut first = svc.poster(object, open(), 200, None).await.unwrap();
+    assert_eq!((first.info.width, first.info.height), (200, 112));
+    let mut jpeg = Vec::new();
+    first.file.read_to_end(&mut jpeg).unwrap();
+    assert_eq!(jpeg.len() as u64, first.size);
+    assert_eq!(&jpeg[..2], [0xFF, 0xD8]);
+    let stored = svc
+        .renditions()
+        .dir()
+        .join(svc.renditions().poster_name(object, 200, None));
+    assert_eq!(std::fs::read(&stored).unwrap(), jpeg);
+
+    // Served from the file: what is stored under the poster's name is what comes back.
+    std::fs::write(&stored, b"stored bytes").unwrap();
+    let mut again = svc.poster(object, open(), 200, None).await.unwrap();
+    let mut body = Vec::new();
+    again.file.read_to_end(&mut body).unwrap();
+    assert_eq!(body, b"stored bytes");
+
+    // Other bytes of the object (another ETag) are another poster.
+    let replaced = ObjectRef {
+        etag: "etag-2",
+        ..object
+    };
+    let mut other = svc.poster(replaced, open(), 200, None).await.unwrap();
+    body.clear();
+    other.file.read_to_end(&mut body).unwrap();
+    assert_eq!(body, jpeg);
+}

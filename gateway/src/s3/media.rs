@@ -1,20 +1,25 @@
 //! The media extension of GetObject, adapted to S3: `?transcode=h264&quality=480` (or
 //! `quality` alone) answers with a rendition of a video object from `nebula-media` (the
-//! finished file with byte ranges, or a live transcode). This file only parses the query,
-//! maps media errors to S3 errors and builds the output with its `x-nebula-*` headers.
+//! finished file with byte ranges, or a live transcode); `?thumbnail=320` (optionally
+//! `&at=SECONDS`) with a JPEG poster, kept in the same store. This file only parses the
+//! query, maps media errors to S3 errors and builds the output with its `x-nebula-*` headers.
 //!
 //! The parameters are part of the request's query, so SigV4 (header or presigned) covers
-//! them: s3s verifies the signature before GetObject runs, and editing `quality` in a
-//! presigned URL gives 403.
+//! them: s3s verifies the signature before GetObject runs, and editing `quality` or
+//! `thumbnail` in a presigned URL gives 403.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use http::{HeaderMap, HeaderValue, StatusCode};
-use nebula_media::{MediaError, MediaService, ObjectRef, Quality, Rendition, RenditionInfo};
-use s3s::dto::{GetObjectInput, GetObjectOutput, StreamingBlob};
+use nebula_media::{
+    Finished, MAX_POSTER_WIDTH, MediaError, MediaService, ObjectRef, Quality, Rendition,
+    RenditionInfo,
+};
+use s3s::dto::{ETag, GetObjectInput, GetObjectOutput, Range, StreamingBlob};
 use s3s::{S3Error, S3ErrorCode, S3Response, S3Result};
 
-use super::{Gateway, blocking, object_path};
+use super::{Gateway, blocking, object_path, timestamp};
 use crate::error::{StoreError, custom_error};
 use crate::events::ObjectEvents;
 use crate::store::meta::ObjectMeta;
@@ -25,6 +30,13 @@ use crate::store::read::file_stream;
 pub(crate) enum MediaRequest {
     /// An H.264 rendition at this quality.
     Transcode(Quality),
+    /// A JPEG poster this wide, of the frame at `at` (`None`: 10 % in).
+    Thumbnail {
+        /// Width in pixels, 1..=[`MAX_POSTER_WIDTH`].
+        width: u32,
+        /// Moment of the frame, in whole milliseconds.
+        at: Option<Duration>,
+    },
 }
 
 /// Reads the media parameters from a query string: `None` for a plain GetObject (no media
@@ -32,6 +44,8 @@ pub(crate) enum MediaRequest {
 pub(crate) fn parse_query(query: Option<&str>) -> S3Result<Option<MediaRequest>> {
     let mut transcode = None;
     let mut quality = None;
+    let mut thumbnail = None;
+    let mut at = None;
     for pair in query.unwrap_or("").split('&') {
         let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
         let v = percent_encoding::percent_decode_str(v)
@@ -40,8 +54,21 @@ pub(crate) fn parse_query(query: Option<&str>) -> S3Result<Option<MediaRequest>>
         match k {
             "transcode" => transcode = Some(v),
             "quality" => quality = Some(v),
+            "thumbnail" => thumbnail = Some(v),
+            "at" => at = Some(v),
             _ => {}
         }
+    }
+    if let Some(width) = thumbnail {
+        if transcode.is_some() || quality.is_some() {
+            return Err(invalid(
+                "thumbnail cannot be combined with transcode or quality".into(),
+            ));
+        }
+        return parse_thumbnail(&width, at.as_deref()).map(Some);
+    }
+    if at.is_some() {
+        return Err(invalid("at applies to thumbnail only".into()));
     }
     if let Some(t) = &transcode
         && !t.eq_ignore_ascii_case("h264")
@@ -67,6 +94,40 @@ pub(crate) fn parse_query(query: Option<&str>) -> S3Result<Option<MediaRequest>>
     }
 }
 
+/// `thumbnail=W` and `at=SECONDS`.
+fn parse_thumbnail(width: &str, at: Option<&str>) -> S3Result<MediaRequest> {
+    let width = width
+        .parse::<u32>()
+        .ok()
+        .filter(|w| (1..=MAX_POSTER_WIDTH).contains(w))
+        .ok_or_else(|| {
+            invalid(format!(
+                "thumbnail must be a width in pixels from 1 to {MAX_POSTER_WIDTH}, not '{width}'"
+            ))
+        })?;
+    let at = match at {
+        None => None,
+        Some(s) => {
+            // Seconds with a fraction; a week covers any film and keeps the arithmetic sane.
+            let secs = s
+                .parse::<f64>()
+                .ok()
+                .filter(|v| v.is_finite() && (0.0..=604_800.0).contains(v))
+                .ok_or_else(|| {
+                    invalid(format!(
+                        "at must be a position in seconds (e.g. 12.5), not '{s}'"
+                    ))
+                })?;
+            Some(Duration::from_millis((secs * 1000.0).round() as u64))
+        }
+    };
+    Ok(MediaRequest::Thumbnail { width, at })
+}
+
+fn invalid(message: String) -> S3Error {
+    S3Error::with_message(S3ErrorCode::InvalidArgument, message)
+}
+
 /// GetObject for a media request.
 pub(crate) async fn get_object(
     gw: &Gateway,
@@ -81,6 +142,7 @@ pub(crate) async fn get_object(
     };
     match request {
         MediaRequest::Transcode(quality) => transcode(gw, media, quality, input).await,
+        MediaRequest::Thumbnail { width, at } => thumbnail(gw, media, width, at, input).await,
     }
 }
 
@@ -120,24 +182,7 @@ async fn transcode(
     crate::metrics::cache(crate::metrics::Cache::Rendition, hit);
     let output = match rendition {
         Rendition::Finished(f) => {
-            let range = match input.range {
-                None => None,
-                Some(r) => Some(r.check(f.size).map_err(|_| StoreError::InvalidRange)?),
-            };
-            let (start, len) = range
-                .as_ref()
-                .map(|r| (r.start, r.end - r.start))
-                .unwrap_or((0, f.size));
-            GetObjectOutput {
-                body: Some(StreamingBlob::wrap(file_stream(f.file, start, len))),
-                content_length: Some(len as i64),
-                content_range: range
-                    .as_ref()
-                    .map(|r| format!("bytes {}-{}/{}", r.start, r.end - 1, f.size)),
-                content_type: Some(nebula_media::STREAM_CONTENT_TYPE.to_owned()),
-                accept_ranges: Some("bytes".into()),
-                ..Default::default()
-            }
+            finished_output(f, input.range, nebula_media::STREAM_CONTENT_TYPE)?
         }
         Rendition::Live(stream) => GetObjectOutput {
             body: Some(StreamingBlob::wrap(stream)),
@@ -146,6 +191,79 @@ async fn transcode(
         },
     };
     Ok(S3Response::with_headers(output, headers))
+}
+
+/// A poster: served from the renditions store like an object, with its length, an ETag
+/// naming these bytes of the object at this size and moment, the object's Last-Modified
+/// and byte ranges.
+async fn thumbnail(
+    gw: &Gateway,
+    media: Arc<MediaService>,
+    width: u32,
+    at: Option<Duration>,
+    input: GetObjectInput,
+) -> S3Result<S3Response<GetObjectOutput>> {
+    let path = object_path(&input.key)?;
+    let (store, bucket, p) = (gw.store.clone(), input.bucket.clone(), path.clone());
+    let obj = blocking(move || store.open_object(&bucket, &p)).await?;
+    let content_type = obj.meta.content_type.as_deref();
+    if path.is_folder_marker || !nebula_media::detect::is_video(&path.key, content_type) {
+        return Err(custom_error(
+            "UnsupportedMediaType",
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            format!(
+                "'{}' is not a video (content type {}): thumbnail applies to video objects only",
+                path.key,
+                content_type.unwrap_or("unknown")
+            ),
+        ));
+    }
+    let object = ObjectRef {
+        bucket: &input.bucket,
+        key: &path.key,
+        etag: &obj.meta.etag,
+    };
+    let name = media.renditions().poster_name(object, width, at);
+    let poster = media
+        .poster(object, obj.file, width, at)
+        .await
+        .map_err(media_error)?;
+    let headers = rendition_headers(&poster.info);
+    let mut output = finished_output(poster, input.range, nebula_media::POSTER_CONTENT_TYPE)?;
+    // The file's name already hashes the object's ETag, the width and the moment.
+    let variant = name
+        .rsplit_once('-')
+        .map_or(name.as_str(), |(_, v)| v)
+        .trim_end_matches(".jpg");
+    output.e_tag = Some(ETag::Strong(variant.to_owned()));
+    output.last_modified = Some(timestamp(obj.modified));
+    Ok(S3Response::with_headers(output, headers))
+}
+
+/// The output for a finished file of the store: its length, or the asked byte range.
+fn finished_output(
+    f: Finished,
+    range: Option<Range>,
+    content_type: &str,
+) -> S3Result<GetObjectOutput> {
+    let range = match range {
+        None => None,
+        Some(r) => Some(r.check(f.size).map_err(|_| StoreError::InvalidRange)?),
+    };
+    let (start, len) = range
+        .as_ref()
+        .map(|r| (r.start, r.end - r.start))
+        .unwrap_or((0, f.size));
+    Ok(GetObjectOutput {
+        body: Some(StreamingBlob::wrap(file_stream(f.file, start, len))),
+        content_length: Some(len as i64),
+        content_range: range
+            .as_ref()
+            .map(|r| format!("bytes {}-{}/{}", r.start, r.end - 1, f.size)),
+        content_type: Some(content_type.to_owned()),
+        accept_ranges: Some("bytes".into()),
+        ..Default::default()
+    })
 }
 
 /// The one mapping of media errors to S3 errors.
@@ -168,6 +286,7 @@ fn media_error(e: MediaError) -> S3Error {
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
             format!("the object is not a video this gateway can transcode: {m}"),
         ),
+        MediaError::InvalidPoster(m) => invalid(m),
         MediaError::Io(io) if io.kind() == std::io::ErrorKind::NotFound => {
             StoreError::NoSuchKey.into()
         }
@@ -224,5 +343,37 @@ mod tests {
         assert_eq!(parse_query(Some("quality=original")).unwrap(), None);
         assert!(parse_query(Some("quality=999")).is_err());
         assert!(parse_query(Some("transcode=vp9&quality=480")).is_err());
+    }
+
+    #[test]
+    fn thumbnail_parsing() {
+        assert_eq!(
+            parse_query(Some("thumbnail=320&X-Amz-Signature=ab")).unwrap(),
+            Some(MediaRequest::Thumbnail {
+                width: 320,
+                at: None
+            })
+        );
+        assert_eq!(
+            parse_query(Some("at=12.3456&thumbnail=1280")).unwrap(),
+            Some(MediaRequest::Thumbnail {
+                width: 1280,
+                at: Some(Duration::from_millis(12_346))
+            })
+        );
+        for bad in [
+            "thumbnail=0",
+            "thumbnail=1281",
+            "thumbnail=abc",
+            "thumbnail=",
+            "thumbnail=320&at=-1",
+            "thumbnail=320&at=abc",
+            "thumbnail=320&at=NaN",
+            "thumbnail=320&at=inf",
+            "thumbnail=320&quality=480",
+            "at=5",
+        ] {
+            assert!(parse_query(Some(bad)).is_err(), "{bad}");
+        }
     }
 }
