@@ -1,11 +1,13 @@
 //! Who may call the gateway: the configured key pair (SigV4, verified by s3s), and the
 //! virtual-host parsing that must never mistake a plain host name for a bucket.
 
+use s3s::S3Result;
 use s3s::access::{S3Access, S3AccessContext};
 use s3s::auth::{S3Auth, SecretKey};
 use s3s::host::{S3Host, VirtualHost};
 use s3s::path::S3Path;
-use s3s::{S3Result, s3_error};
+
+use crate::s3::RequestError;
 
 /// The gateway's single access key / secret key pair.
 #[derive(Debug, Clone)]
@@ -30,10 +32,7 @@ impl S3Auth for KeyAuth {
         if access_key == self.access_key {
             Ok(self.secret_key.clone())
         } else {
-            Err(s3_error!(
-                InvalidAccessKeyId,
-                "The AWS Access Key Id you provided does not exist in our records."
-            ))
+            Err(RequestError::InvalidAccessKeyId.into())
         }
     }
 }
@@ -91,7 +90,7 @@ impl S3Access for PublicRead {
             }
             _ => "Anonymous access is not allowed: sign the request with the gateway's keys",
         };
-        Err(s3_error!(AccessDenied, "{message}"))
+        Err(RequestError::AccessDenied(message).into())
     }
 }
 

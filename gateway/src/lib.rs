@@ -6,13 +6,18 @@
 //! auto-transcode rules), `catalog/` mirrors objects in a database, `jobs/` queues and runs
 //! background transcodes, `api/` is the JSON API. Every media step itself is in the
 //! `nebula-media` crate; nothing there depends on the gateway.
+//!
+//! Errors are typed per layer: the store raises [`store::StoreError`] (what the data folder
+//! refused or failed at: no such bucket, key or upload, a bad or conflicting key, a full disk,
+//! other I/O), the S3 layer raises [`s3::RequestError`] for the protocol's own checks, and
+//! `s3/error.rs` maps both, and the media extension's errors, once to the S3 code, status and
+//! message a client gets.
 
 pub mod api;
 pub mod auth;
 pub mod catalog;
 pub mod config;
 pub mod credentials;
-pub mod error;
 pub mod events;
 pub mod front;
 pub mod jobs;

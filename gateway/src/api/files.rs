@@ -169,14 +169,14 @@ pub async fn list(state: &ApiState, query: Option<&str>) -> ApiResult {
     // missing one is a 404 as in S3, not an empty page.
     match state.store.bucket_fd(bucket) {
         Ok(_) => {}
-        Err(crate::error::StoreError::NoSuchBucket) => {
+        Err(crate::store::StoreError::NoSuchBucket) => {
             return Err(ApiError::new(
                 StatusCode::NOT_FOUND,
                 "NoSuchBucket",
                 format!("bucket '{bucket}' does not exist"),
             ));
         }
-        Err(crate::error::StoreError::InvalidBucketName(_)) => {
+        Err(crate::store::StoreError::InvalidBucketName(_)) => {
             return Err(ApiError::new(
                 StatusCode::BAD_REQUEST,
                 "InvalidBucketName",

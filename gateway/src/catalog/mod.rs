@@ -74,14 +74,6 @@ pub enum CatalogError {
     Io(#[from] std::io::Error),
 }
 
-impl From<CatalogError> for s3s::S3Error {
-    /// Catalog-dependent calls answer 503 when the database cannot be used: the bytes are fine,
-    /// the client may retry.
-    fn from(e: CatalogError) -> Self {
-        s3s::S3Error::with_message(s3s::S3ErrorCode::ServiceUnavailable, e.to_string())
-    }
-}
-
 /// Result of catalog calls.
 pub type CatalogResult<T> = Result<T, CatalogError>;
 

@@ -12,8 +12,8 @@ use std::sync::Arc;
 
 use super::model::NewObject;
 use super::{Catalog, CatalogError, CatalogResult, Db, on_pool};
-use crate::error::StoreError;
 use crate::store::Store;
+use crate::store::StoreError;
 use crate::store::keys::parse_key;
 use crate::store::walk::Walker;
 
@@ -154,7 +154,7 @@ async fn run_blocking<T: Send + 'static>(
 
 fn store_io(e: StoreError) -> CatalogError {
     match e {
-        StoreError::Io(e) => CatalogError::Io(e),
+        StoreError::Io(e) | StoreError::NoSpace(e) => CatalogError::Io(e),
         other => CatalogError::Io(std::io::Error::other(other.to_string())),
     }
 }

@@ -9,7 +9,7 @@ use nebula_media::{CancelFlag, Installed, MediaError, ObjectRef};
 
 use super::{Job, Jobs, Running, queue};
 use crate::catalog::Variant;
-use crate::error::StoreError;
+use crate::store::StoreError;
 use crate::store::keys::parse_key;
 
 /// How often a running job records progress, renews its lease and checks for a cancel made

@@ -2,16 +2,15 @@
 //! and the read-only bucket settings clients probe (versioning, ACLs).
 
 use s3s::dto::*;
-use s3s::{S3Request, S3Response, S3Result};
+use s3s::{S3Request, S3Response};
 
-use super::{Gateway, blocking, object_path, owner, timestamp};
-use crate::error::StoreError;
+use super::{Gateway, RequestError, RequestResult, blocking, object_path, owner, timestamp};
 
 /// ListBuckets.
 pub(crate) async fn list_buckets(
     gw: &Gateway,
     req: S3Request<ListBucketsInput>,
-) -> S3Result<S3Response<ListBucketsOutput>> {
+) -> RequestResult<S3Response<ListBucketsOutput>> {
     let store = gw.store.clone();
     let prefix = req.input.prefix.clone();
     let buckets = blocking(move || store.list_buckets()).await?;
@@ -37,7 +36,7 @@ pub(crate) async fn list_buckets(
 pub(crate) async fn create_bucket(
     gw: &Gateway,
     req: S3Request<CreateBucketInput>,
-) -> S3Result<S3Response<CreateBucketOutput>> {
+) -> RequestResult<S3Response<CreateBucketOutput>> {
     let input = req.input;
     let constraint = input
         .create_bucket_configuration
@@ -52,21 +51,16 @@ pub(crate) async fn create_bucket(
     };
     if constraint != expected && !(constraint.as_deref() == Some("us-east-1") && expected.is_none())
     {
-        return Err(crate::error::custom_error(
-            "IllegalLocationConstraintException",
-            http::StatusCode::BAD_REQUEST,
-            format!(
-                "The {} location constraint is incompatible for the region specific endpoint this request was sent to ({}).",
-                constraint.as_deref().unwrap_or("unspecified"),
-                gw.region
-            ),
-        ));
+        return Err(RequestError::IllegalLocationConstraint {
+            constraint: constraint.unwrap_or_else(|| "unspecified".to_owned()),
+            region: gw.region.clone(),
+        });
     }
     let store = gw.store.clone();
     let bucket = input.bucket.clone();
     let created = blocking(move || store.create_bucket(&bucket)).await?;
     if !created && gw.region != "us-east-1" {
-        return Err(StoreError::BucketAlreadyOwnedByYou.into());
+        return Err(RequestError::BucketAlreadyOwnedByYou);
     }
     Ok(S3Response::new(CreateBucketOutput {
         location: Some(format!("/{}", input.bucket)),
@@ -77,7 +71,7 @@ pub(crate) async fn create_bucket(
 pub(crate) async fn head_bucket(
     gw: &Gateway,
     req: S3Request<HeadBucketInput>,
-) -> S3Result<S3Response<HeadBucketOutput>> {
+) -> RequestResult<S3Response<HeadBucketOutput>> {
     let store = gw.store.clone();
     let bucket = req.input.bucket;
     blocking(move || store.bucket_fd(&bucket).map(drop)).await?;
@@ -91,7 +85,7 @@ pub(crate) async fn head_bucket(
 pub(crate) async fn delete_bucket(
     gw: &Gateway,
     req: S3Request<DeleteBucketInput>,
-) -> S3Result<S3Response<DeleteBucketOutput>> {
+) -> RequestResult<S3Response<DeleteBucketOutput>> {
     let store = gw.store.clone();
     let bucket = req.input.bucket;
     blocking(move || store.delete_bucket(&bucket)).await?;
@@ -102,7 +96,7 @@ pub(crate) async fn delete_bucket(
 pub(crate) async fn get_bucket_location(
     gw: &Gateway,
     req: S3Request<GetBucketLocationInput>,
-) -> S3Result<S3Response<GetBucketLocationOutput>> {
+) -> RequestResult<S3Response<GetBucketLocationOutput>> {
     let store = gw.store.clone();
     let bucket = req.input.bucket;
     blocking(move || store.bucket_fd(&bucket).map(drop)).await?;
@@ -117,7 +111,7 @@ pub(crate) async fn get_bucket_location(
 pub(crate) async fn get_bucket_versioning(
     gw: &Gateway,
     req: S3Request<GetBucketVersioningInput>,
-) -> S3Result<S3Response<GetBucketVersioningOutput>> {
+) -> RequestResult<S3Response<GetBucketVersioningOutput>> {
     let store = gw.store.clone();
     let bucket = req.input.bucket;
     blocking(move || store.bucket_fd(&bucket).map(drop)).await?;
@@ -142,7 +136,7 @@ fn owner_full_control() -> Vec<Grant> {
 pub(crate) async fn get_bucket_acl(
     gw: &Gateway,
     req: S3Request<GetBucketAclInput>,
-) -> S3Result<S3Response<GetBucketAclOutput>> {
+) -> RequestResult<S3Response<GetBucketAclOutput>> {
     let store = gw.store.clone();
     let bucket = req.input.bucket;
     blocking(move || store.bucket_fd(&bucket).map(drop)).await?;
@@ -156,7 +150,7 @@ pub(crate) async fn get_bucket_acl(
 pub(crate) async fn get_object_acl(
     gw: &Gateway,
     req: S3Request<GetObjectAclInput>,
-) -> S3Result<S3Response<GetObjectAclOutput>> {
+) -> RequestResult<S3Response<GetObjectAclOutput>> {
     let store = gw.store.clone();
     let input = req.input;
     let path = object_path(&input.key)?;

@@ -11,7 +11,8 @@ use s3s::crypto::Checksum as _;
 use s3s::dto::{Checksum, ChecksumAlgorithm, ChecksumType, CompletedPart};
 use std::os::unix::fs::FileExt;
 
-use crate::error::StoreError;
+use super::{RequestError, RequestResult};
+use crate::store::StoreError;
 use crate::store::meta::{IO_BLOCK, StoredChecksums};
 use crate::store::multipart::{PartInfo, UploadRecord};
 
@@ -57,21 +58,21 @@ impl Expect {
         content_md5: Option<&str>,
         headers: &HeaderMap,
         algorithm: Option<&ChecksumAlgorithm>,
-    ) -> Result<Self, StoreError> {
+    ) -> RequestResult<Self> {
         let mut e = Expect::default();
         if let Some(m) = content_md5 {
             let raw = B64.decode(m.trim()).map_err(|_| {
-                StoreError::InvalidDigest("the Content-MD5 you specified was invalid".into())
+                RequestError::InvalidDigest("the Content-MD5 you specified was invalid".into())
             })?;
             e.md5 = Some(raw.try_into().map_err(|_| {
-                StoreError::InvalidDigest("the Content-MD5 you specified was invalid".into())
+                RequestError::InvalidDigest("the Content-MD5 you specified was invalid".into())
             })?);
         }
         for (i, (name, header, len)) in ALGOS.iter().enumerate() {
             if let Some(v) = headers.get(*header) {
                 let v = v.to_str().unwrap_or("").trim().to_owned();
                 if B64.decode(&v).map(|d| d.len()) != Ok(*len) {
-                    return Err(StoreError::InvalidDigest(format!(
+                    return Err(RequestError::InvalidDigest(format!(
                         "value for {header} header is invalid"
                     )));
                 }
@@ -89,7 +90,7 @@ impl Expect {
         }
         if let Some(a) = algorithm {
             let i = algo_index(a.as_str()).ok_or_else(|| {
-                StoreError::InvalidArgument(format!(
+                RequestError::InvalidArgument(format!(
                     "checksum algorithm {} is not supported",
                     a.as_str()
                 ))
@@ -126,11 +127,11 @@ impl Expect {
         md5: &[u8; 16],
         computed: &Checksum,
         trailers: Option<&HeaderMap>,
-    ) -> Result<StoredChecksums, StoreError> {
+    ) -> RequestResult<StoredChecksums> {
         if let Some(want) = &self.md5
             && want != md5
         {
-            return Err(StoreError::BadDigest(
+            return Err(RequestError::BadDigest(
                 "the Content-MD5 you specified did not match what we received".into(),
             ));
         }
@@ -142,12 +143,12 @@ impl Expect {
             let want = self.given[i].clone().or(from_trailer);
             let Some(want) = want else { continue };
             if B64.decode(&want).map(|d| d.len()) != Ok(*len) {
-                return Err(StoreError::InvalidDigest(format!(
+                return Err(RequestError::InvalidDigest(format!(
                     "value for {header} is invalid"
                 )));
             }
             if get(computed, i) != Some(&want) {
-                return Err(StoreError::BadDigest(format!(
+                return Err(RequestError::BadDigest(format!(
                     "the {name} you specified did not match the calculated checksum"
                 )));
             }
@@ -190,7 +191,7 @@ pub(crate) fn hash_file(
     file: &std::fs::File,
     len: u64,
     algorithm: Option<&ChecksumAlgorithm>,
-) -> Result<([u8; 16], StoredChecksums), StoreError> {
+) -> RequestResult<([u8; 16], StoredChecksums)> {
     let expect = Expect::from_request(None, &HeaderMap::new(), algorithm)?;
     let mut hasher = expect.hasher();
     let mut md5 = Md5::new();
@@ -198,12 +199,15 @@ pub(crate) fn hash_file(
     let mut off = 0;
     while off < len {
         let want = (len - off).min(buf.len() as u64) as usize;
-        let n = file.read_at(&mut buf[..want], off)?;
+        let n = file
+            .read_at(&mut buf[..want], off)
+            .map_err(StoreError::from)?;
         if n == 0 {
-            return Err(StoreError::Io(std::io::Error::new(
+            return Err(StoreError::from(std::io::Error::new(
                 std::io::ErrorKind::UnexpectedEof,
                 "copied part is short",
-            )));
+            ))
+            .into());
         }
         md5.update(&buf[..n]);
         hasher.update(&buf[..n]);
@@ -267,6 +271,22 @@ pub(crate) fn composite_checksums(record: &UploadRecord, parts: &[PartInfo]) -> 
     out
 }
 
+/// True when every checksum the client listed for a part matches one computed at upload.
+/// Checksums not computed at upload cannot be checked and are not held against the part.
+pub(crate) fn checksums_agree(sent: &StoredChecksums, have: &StoredChecksums) -> bool {
+    let pairs = [
+        (&sent.crc32, &have.crc32),
+        (&sent.crc32c, &have.crc32c),
+        (&sent.crc64nvme, &have.crc64nvme),
+        (&sent.sha1, &have.sha1),
+        (&sent.sha256, &have.sha256),
+    ];
+    pairs.iter().all(|(s, h)| match (s, h) {
+        (Some(s), Some(h)) => s == h,
+        _ => true,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -290,7 +310,7 @@ mod tests {
         let bad = hasher.finalize();
         assert!(matches!(
             e.verify(&md5, &bad, None),
-            Err(StoreError::BadDigest(_))
+            Err(RequestError::BadDigest(_))
         ));
     }
 
@@ -300,11 +320,11 @@ mod tests {
         h.insert("x-amz-checksum-sha256", "bm90LWEtc2hhMjU2".parse().unwrap());
         assert!(matches!(
             Expect::from_request(None, &h, None),
-            Err(StoreError::InvalidDigest(_))
+            Err(RequestError::InvalidDigest(_))
         ));
         assert!(matches!(
             Expect::from_request(Some("%%%"), &HeaderMap::new(), None),
-            Err(StoreError::InvalidDigest(_))
+            Err(RequestError::InvalidDigest(_))
         ));
     }
 }

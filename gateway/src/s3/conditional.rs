@@ -2,9 +2,10 @@
 
 use std::time::SystemTime;
 
-use http::{HeaderMap, HeaderValue};
 use s3s::dto::{ETagCondition, Timestamp};
-use s3s::{S3Error, S3ErrorCode};
+
+use super::error::http_date;
+use super::{RequestError, RequestResult};
 
 use crate::store::meta::ObjectMeta;
 
@@ -75,27 +76,14 @@ impl Conditions<'_> {
     }
 
     /// For GET/HEAD: 304 with the validators, or 412.
-    pub(crate) fn check_read(
-        &self,
-        meta: &ObjectMeta,
-        modified: SystemTime,
-    ) -> Result<(), S3Error> {
+    pub(crate) fn check_read(&self, meta: &ObjectMeta, modified: SystemTime) -> RequestResult<()> {
         match self.evaluate(&meta.etag, modified) {
             Outcome::Proceed => Ok(()),
-            Outcome::PreconditionFailed => Err(S3Error::new(S3ErrorCode::PreconditionFailed)),
-            Outcome::NotModified => {
-                let mut e = S3Error::new(S3ErrorCode::NotModified);
-                let mut h = HeaderMap::new();
-                if let Ok(v) = HeaderValue::from_str(&format!("\"{}\"", meta.etag)) {
-                    h.insert(http::header::ETAG, v);
-                }
-                let lm = httpdate(modified);
-                if let Ok(v) = HeaderValue::from_str(&lm) {
-                    h.insert(http::header::LAST_MODIFIED, v);
-                }
-                e.set_headers(h);
-                Err(e)
-            }
+            Outcome::PreconditionFailed => Err(RequestError::PreconditionFailed),
+            Outcome::NotModified => Err(RequestError::NotModified {
+                etag: meta.etag.clone(),
+                last_modified: http_date(modified),
+            }),
         }
     }
 
@@ -104,10 +92,10 @@ impl Conditions<'_> {
         &self,
         meta: &ObjectMeta,
         modified: SystemTime,
-    ) -> Result<(), S3Error> {
+    ) -> RequestResult<()> {
         match self.evaluate(&meta.etag, modified) {
             Outcome::Proceed => Ok(()),
-            _ => Err(S3Error::new(S3ErrorCode::PreconditionFailed)),
+            _ => Err(RequestError::PreconditionFailed),
         }
     }
 }
@@ -154,11 +142,6 @@ impl OwnedConditions {
             if_unmodified_since: self.if_unmodified_since.as_ref(),
         }
     }
-}
-
-fn httpdate(t: SystemTime) -> String {
-    let ts = Timestamp::from(t);
-    super::format_http_date(&ts).unwrap_or_default()
 }
 
 #[cfg(test)]

@@ -3,18 +3,17 @@
 //! REPLACE, UploadPartCopy makes (a range of) the source a part of an upload.
 
 use s3s::dto::*;
-use s3s::{S3Error, S3ErrorCode, S3Request, S3Response, S3Result};
+use s3s::{S3Request, S3Response};
 
 use super::checksum::{checksum_fields, hash_file};
-use super::conditional::{Conditions, conditions};
+use super::conditional::conditions;
 use super::multipart::{algorithm_of, part_etag, part_number};
 use super::put::WriteHeaders;
-use super::{Gateway, blocking, etag_of, object_path, timestamp};
-use crate::error::StoreError;
+use super::{Gateway, RequestError, RequestResult, blocking, etag_of, object_path, timestamp};
 use crate::store::{Commit, fsutil};
 
 /// Extracts bucket and key from `x-amz-copy-source`; access points and versions are not served.
-pub(crate) fn copy_source(src: &CopySource) -> S3Result<(String, String)> {
+pub(crate) fn copy_source(src: &CopySource) -> RequestResult<(String, String)> {
     match src {
         CopySource::Bucket {
             bucket,
@@ -22,15 +21,13 @@ pub(crate) fn copy_source(src: &CopySource) -> S3Result<(String, String)> {
             version_id,
         } => {
             if version_id.as_deref().is_some_and(|v| v != "null") {
-                return Err(S3Error::with_message(
-                    S3ErrorCode::NotImplemented,
+                return Err(RequestError::NotImplemented(
                     "this gateway does not keep object versions",
                 ));
             }
             Ok((bucket.to_string(), key.to_string()))
         }
-        _ => Err(S3Error::with_message(
-            S3ErrorCode::NotImplemented,
+        _ => Err(RequestError::NotImplemented(
             "only bucket/key copy sources are supported",
         )),
     }
@@ -40,7 +37,7 @@ pub(crate) fn copy_source(src: &CopySource) -> S3Result<(String, String)> {
 pub(crate) async fn copy_object(
     gw: &Gateway,
     req: S3Request<CopyObjectInput>,
-) -> S3Result<S3Response<CopyObjectOutput>> {
+) -> RequestResult<S3Response<CopyObjectOutput>> {
     let input = req.input;
     let (src_bucket, src_key) = copy_source(&input.copy_source)?;
     let src_path = object_path(&src_key)?;
@@ -50,9 +47,8 @@ pub(crate) async fn copy_object(
         .as_ref()
         .is_some_and(|d| d.as_str() == MetadataDirective::REPLACE);
     if !replace && src_bucket == input.bucket && src_key == input.key {
-        return Err(S3Error::with_message(
-            S3ErrorCode::InvalidRequest,
-            "This copy request is illegal because it is trying to copy an object to itself without changing the object's metadata, storage class, website redirect location or encryption attributes.",
+        return Err(RequestError::InvalidRequest(
+            "This copy request is illegal because it is trying to copy an object to itself without changing the object's metadata, storage class, website redirect location or encryption attributes.".into(),
         ));
     }
     let new_meta = replace.then(|| {
@@ -72,14 +68,11 @@ pub(crate) async fn copy_object(
     let store = gw.store.clone();
     let dst_bucket = input.bucket.clone();
     let (bucket, key) = (input.bucket.clone(), input.key.clone());
-    let (meta, modified) = blocking(move || {
+    let (meta, modified) = blocking(move || -> RequestResult<_> {
         let src = store.open_object(&src_bucket, &src_path)?;
-        let cond: Conditions<'_> = conds.borrow();
-        if cond.check_copy_source(&src.meta, src.modified).is_err() {
-            return Err(StoreError::PreconditionFailed);
-        }
+        conds.borrow().check_copy_source(&src.meta, src.modified)?;
         if src_path.is_folder_marker != dst_path.is_folder_marker {
-            return Err(StoreError::InvalidRequest(
+            return Err(RequestError::InvalidRequest(
                 "a folder marker (key ending in '/') can only be copied to another folder marker"
                     .into(),
             ));
@@ -122,9 +115,9 @@ pub(crate) async fn copy_object(
 }
 
 /// Parses `x-amz-copy-source-range: bytes=first-last` (both required, inclusive).
-fn parse_copy_range(s: &str) -> Result<(u64, u64), StoreError> {
+fn parse_copy_range(s: &str) -> RequestResult<(u64, u64)> {
     let bad = || {
-        StoreError::InvalidArgument(
+        RequestError::InvalidArgument(
             "The x-amz-copy-source-range value must be of the form bytes=first-last where first and last are the zero-based offsets of the first and last bytes to copy".into(),
         )
     };
@@ -147,7 +140,7 @@ fn parse_copy_range(s: &str) -> Result<(u64, u64), StoreError> {
 pub(crate) async fn upload_part_copy(
     gw: &Gateway,
     req: S3Request<UploadPartCopyInput>,
-) -> S3Result<S3Response<UploadPartCopyOutput>> {
+) -> RequestResult<S3Response<UploadPartCopyOutput>> {
     let input = req.input;
     let number = part_number(input.part_number)?;
     let (src_bucket, src_key) = copy_source(&input.copy_source)?;
@@ -160,21 +153,15 @@ pub(crate) async fn upload_part_copy(
     let conds = conditions!(copy_source input);
     let store = gw.store.clone();
     let (bucket, key, id) = (input.bucket, input.key, input.upload_id);
-    let part = blocking(move || {
+    let part = blocking(move || -> RequestResult<_> {
         let record = store.open_upload(&bucket, &key, &id)?;
         let src = store.open_object(&src_bucket, &src_path)?;
-        if conds
-            .borrow()
-            .check_copy_source(&src.meta, src.modified)
-            .is_err()
-        {
-            return Err(StoreError::PreconditionFailed);
-        }
+        conds.borrow().check_copy_source(&src.meta, src.modified)?;
         let (start, len) = match range {
             None => (0, src.size),
             Some((first, last)) if last < src.size => (first, last - first + 1),
             Some(_) => {
-                return Err(StoreError::InvalidArgument(format!(
+                return Err(RequestError::InvalidArgument(format!(
                     "Range specified is not valid for source object of size: {}",
                     src.size
                 )));
@@ -186,7 +173,7 @@ pub(crate) async fn upload_part_copy(
         }
         // Hash what landed in the part, not the source, which may change under us.
         let (md5, checksums) = hash_file(&tmp.file, len, algorithm_of(&record).as_ref())?;
-        store.put_part(&bucket, &key, &id, number, tmp, md5, checksums)
+        Ok(store.put_part(&bucket, &key, &id, number, tmp, md5, checksums)?)
     })
     .await?;
     let c = checksum_fields(&part.checksums);

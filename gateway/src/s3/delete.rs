@@ -1,11 +1,11 @@
 //! DeleteObject (idempotent) and DeleteObjects (up to 1000 keys, quiet mode).
 
 use s3s::dto::*;
-use s3s::{S3Error, S3ErrorCode, S3Request, S3Response, S3Result};
+use s3s::{S3Request, S3Response};
 
-use super::{Gateway, blocking, object_path};
-use crate::error::StoreError;
+use super::{Gateway, RequestError, RequestResult, blocking, object_path};
 use crate::store::keys::parse_key;
+use crate::store::{StoreError, StoreResult};
 
 /// S3's limit on keys per DeleteObjects request.
 const MAX_DELETE_KEYS: usize = 1000;
@@ -14,7 +14,7 @@ const MAX_DELETE_KEYS: usize = 1000;
 pub(crate) async fn delete_object(
     gw: &Gateway,
     req: S3Request<DeleteObjectInput>,
-) -> S3Result<S3Response<DeleteObjectOutput>> {
+) -> RequestResult<S3Response<DeleteObjectOutput>> {
     let input = req.input;
     let path = object_path(&input.key)?;
     let store = gw.store.clone();
@@ -28,12 +28,11 @@ pub(crate) async fn delete_object(
 pub(crate) async fn delete_objects(
     gw: &Gateway,
     req: S3Request<DeleteObjectsInput>,
-) -> S3Result<S3Response<DeleteObjectsOutput>> {
+) -> RequestResult<S3Response<DeleteObjectsOutput>> {
     let input = req.input;
     let objects = input.delete.objects;
     if objects.len() > MAX_DELETE_KEYS {
-        return Err(S3Error::with_message(
-            S3ErrorCode::MalformedXML,
+        return Err(RequestError::MalformedXml(
             "a DeleteObjects request may name at most 1000 keys",
         ));
     }
@@ -41,7 +40,7 @@ pub(crate) async fn delete_objects(
     let store = gw.store.clone();
     let bucket = input.bucket;
     let bucket2 = bucket.clone();
-    let results = blocking(move || {
+    let results = blocking(move || -> StoreResult<_> {
         let bucket = bucket2;
         store.bucket_fd(&bucket)?;
         Ok(objects
@@ -67,7 +66,7 @@ pub(crate) async fn delete_objects(
                 }
             }
             Err(e) => {
-                let s3: S3Error = e.into();
+                let s3 = RequestError::from(e).into_s3();
                 errors.push(Error {
                     key: Some(key),
                     code: Some(s3.code().as_str().to_owned()),

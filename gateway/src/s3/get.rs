@@ -5,14 +5,17 @@ use std::time::SystemTime;
 
 use bytes::Bytes;
 use s3s::dto::*;
-use s3s::{S3Request, S3Response, S3Result};
+use s3s::{S3Request, S3Response};
 
 use super::checksum::checksum_fields;
 use super::conditional::{OwnedConditions, conditions};
 use super::media;
-use super::{Gateway, blocking, etag_of, object_path, parse_http_date, timestamp};
-use crate::error::StoreError;
+use super::{
+    Gateway, RequestError, RequestResult, blocking, etag_of, object_path, parse_http_date,
+    timestamp,
+};
 use crate::store::ObjectHandle;
+use crate::store::StoreError;
 use crate::store::fsutil;
 use crate::store::meta::ObjectMeta;
 use crate::store::read::file_stream;
@@ -124,27 +127,17 @@ enum SmallRead {
 }
 
 /// Conditionals, part number and range of an opened object; reads small ones whole.
-fn settle(
-    obj: ObjectHandle,
-    req: &ReadRequest,
-    read: SmallRead,
-) -> Result<S3Result<Prepared>, StoreError> {
-    if let Err(e) = req.conds.borrow().check_read(&obj.meta, obj.modified) {
-        return Ok(Err(e));
-    }
+fn settle(obj: ObjectHandle, req: &ReadRequest, read: SmallRead) -> RequestResult<Prepared> {
+    req.conds.borrow().check_read(&obj.meta, obj.modified)?;
     if let Some(n) = req.part_number
         && (n != 1 || obj.meta.parts.is_some())
     {
-        return Ok(Err(crate::error::custom_error(
-            "InvalidPartNumber",
-            http::StatusCode::RANGE_NOT_SATISFIABLE,
-            "this gateway serves partNumber=1 of single-part objects only",
-        )));
+        return Err(RequestError::InvalidPartNumber);
     }
     let range = match &req.range {
         None => None,
-        Some(_) if obj.size == 0 => return Err(StoreError::InvalidRange),
-        Some(r) => Some(r.check(obj.size).map_err(|_| StoreError::InvalidRange)?),
+        Some(_) if obj.size == 0 => return Err(RequestError::InvalidRange),
+        Some(r) => Some(r.check(obj.size).map_err(|_| RequestError::InvalidRange)?),
     };
     let (start, end) = range
         .clone()
@@ -154,10 +147,12 @@ fn settle(
     let small = match read {
         _ if end - start > SMALL_OBJECT => None,
         SmallRead::No => None,
-        SmallRead::Blocking => Some(Bytes::from(fsutil::read_block_at(&obj.file, len, start)?)),
+        SmallRead::Blocking => Some(Bytes::from(
+            fsutil::read_block_at(&obj.file, len, start).map_err(StoreError::from)?,
+        )),
         SmallRead::Cached => fsutil::read_block_cached(&obj.file, len, start).map(Bytes::from),
     };
-    Ok(Ok(Prepared {
+    Ok(Prepared {
         meta: obj.meta,
         size: obj.size,
         modified: obj.modified,
@@ -165,14 +160,14 @@ fn settle(
         checksum_mode: req.checksum_mode,
         file: obj.file,
         small,
-    }))
+    })
 }
 
 fn prepare(
     gw: &Gateway,
     req: ReadRequest,
     read_small: bool,
-) -> impl std::future::Future<Output = S3Result<Prepared>> + use<> {
+) -> impl std::future::Future<Output = RequestResult<Prepared>> + use<> {
     let store = gw.store.clone();
     let path = object_path(&req.key);
     async move {
@@ -180,16 +175,14 @@ fn prepare(
         // The hot path: a recently served object is opened, checked and (if small and in the
         // page cache) read right here. A hop to the blocking pool costs two thread wake-ups,
         // more than the whole request otherwise; it is taken only when the disk may be needed.
-        let cached = store
-            .try_open_object_cached(&req.bucket, &path)
-            .map_err(s3s::S3Error::from)?;
+        let cached = store.try_open_object_cached(&req.bucket, &path)?;
         if let Some(obj) = cached {
             let read = if read_small {
                 SmallRead::Cached
             } else {
                 SmallRead::No
             };
-            return settle(obj, &req, read).map_err(s3s::S3Error::from)?;
+            return settle(obj, &req, read);
         }
         blocking(move || {
             let obj = store.open_object(&req.bucket, &path)?;
@@ -200,7 +193,7 @@ fn prepare(
             };
             settle(obj, &req, read)
         })
-        .await?
+        .await
     }
 }
 
@@ -208,7 +201,7 @@ fn prepare(
 pub(crate) async fn get_object(
     gw: &Gateway,
     req: S3Request<GetObjectInput>,
-) -> S3Result<S3Response<GetObjectOutput>> {
+) -> RequestResult<S3Response<GetObjectOutput>> {
     if let Some(request) = media::parse_query(req.uri.query())? {
         return media::get_object(gw, request, req.input).await;
     }
@@ -226,7 +219,7 @@ pub(crate) async fn get_object(
 pub(crate) async fn head_object(
     gw: &Gateway,
     req: S3Request<HeadObjectInput>,
-) -> S3Result<S3Response<HeadObjectOutput>> {
+) -> RequestResult<S3Response<HeadObjectOutput>> {
     let input = req.input;
     let p = prepare(gw, read_request!(input), false).await?;
     Ok(S3Response::new(object_output!(HeadObjectOutput, p)))

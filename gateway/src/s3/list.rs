@@ -10,13 +10,13 @@
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use s3s::dto::*;
-use s3s::{S3Error, S3ErrorCode, S3Request, S3Response, S3Result};
+use s3s::{S3Request, S3Response};
 
 use super::checksum::checksum_fields;
 use super::multipart::{algorithm_of, part_etag};
-use super::{Gateway, blocking, owner, timestamp, url_encode};
-use crate::error::StoreResult;
+use super::{Gateway, RequestError, RequestResult, blocking, owner, timestamp, url_encode};
 use crate::store::Store;
+use crate::store::StoreResult;
 use crate::store::multipart::{PartInfo, UploadInfo, UploadRecord};
 use crate::store::walk::{ObjectInfo, Walker};
 
@@ -111,7 +111,7 @@ struct Params {
 }
 
 impl Params {
-    async fn run(self, gw: &Gateway) -> S3Result<Page> {
+    async fn run(self, gw: &Gateway) -> RequestResult<Page> {
         let store = gw.store.clone();
         let Params {
             bucket,
@@ -131,16 +131,16 @@ impl Params {
             )
         })
         .await
-        .map_err(S3Error::from)
+        .map_err(RequestError::from)
     }
 }
 
-fn invalid_argument(msg: &str) -> S3Error {
-    S3Error::with_message(S3ErrorCode::InvalidArgument, msg.to_owned())
+fn invalid_argument(msg: &str) -> RequestError {
+    RequestError::InvalidArgument(msg.to_owned())
 }
 
 /// Page size: default 1000, capped at 1000, negative rejected.
-fn parse_max_keys(max_keys: Option<MaxKeys>) -> S3Result<usize> {
+fn parse_max_keys(max_keys: Option<MaxKeys>) -> RequestResult<usize> {
     match max_keys {
         None => Ok(MAX_KEYS),
         Some(n) if n < 0 => Err(invalid_argument("max-keys must not be negative")),
@@ -149,7 +149,7 @@ fn parse_max_keys(max_keys: Option<MaxKeys>) -> S3Result<usize> {
 }
 
 /// `true` for `encoding-type=url`; any other value is rejected as S3 does.
-fn parse_encoding(encoding: Option<&EncodingType>) -> S3Result<bool> {
+fn parse_encoding(encoding: Option<&EncodingType>) -> RequestResult<bool> {
     match encoding.map(EncodingType::as_str) {
         None => Ok(false),
         Some(EncodingType::URL) => Ok(true),
@@ -165,7 +165,7 @@ fn encode_token(last: &str) -> String {
 }
 
 /// The position a continuation token stands for.
-fn decode_token(token: &str) -> S3Result<String> {
+fn decode_token(token: &str) -> RequestResult<String> {
     URL_SAFE_NO_PAD
         .decode(token)
         .ok()
@@ -225,7 +225,7 @@ fn key_count(page: &Page) -> i32 {
 pub(crate) async fn list_objects(
     gw: &Gateway,
     req: S3Request<ListObjectsInput>,
-) -> S3Result<S3Response<ListObjectsOutput>> {
+) -> RequestResult<S3Response<ListObjectsOutput>> {
     let input = req.input;
     let url = parse_encoding(input.encoding_type.as_ref())?;
     let params = Params {
@@ -262,7 +262,7 @@ pub(crate) async fn list_objects(
 pub(crate) async fn list_objects_v2(
     gw: &Gateway,
     req: S3Request<ListObjectsV2Input>,
-) -> S3Result<S3Response<ListObjectsV2Output>> {
+) -> RequestResult<S3Response<ListObjectsV2Output>> {
     let input = req.input;
     let url = parse_encoding(input.encoding_type.as_ref())?;
     let token_pos = input
@@ -325,7 +325,7 @@ fn clamp_page(max: Option<i32>) -> usize {
 pub(crate) async fn list_parts(
     gw: &Gateway,
     req: S3Request<ListPartsInput>,
-) -> S3Result<S3Response<ListPartsOutput>> {
+) -> RequestResult<S3Response<ListPartsOutput>> {
     let input = req.input;
     let max = clamp_page(input.max_parts);
     let marker = input.part_number_marker.unwrap_or(0).max(0) as u32;
@@ -335,7 +335,7 @@ pub(crate) async fn list_parts(
         input.key.clone(),
         input.upload_id.clone(),
     );
-    let (record, parts) = blocking(move || {
+    let (record, parts) = blocking(move || -> StoreResult<_> {
         let record = store.open_upload(&bucket, &key, &id)?;
         Ok((record, store.list_parts(&id)?))
     })
@@ -466,7 +466,7 @@ fn page_uploads(
 pub(crate) async fn list_multipart_uploads(
     gw: &Gateway,
     req: S3Request<ListMultipartUploadsInput>,
-) -> S3Result<S3Response<ListMultipartUploadsOutput>> {
+) -> RequestResult<S3Response<ListMultipartUploadsOutput>> {
     let input = req.input;
     let max = clamp_page(input.max_uploads);
     let (store, bucket) = (gw.store.clone(), input.bucket.clone());
@@ -538,6 +538,7 @@ pub(crate) async fn list_multipart_uploads(
 mod tests {
     use super::*;
     use crate::store::walk::tests::TempData;
+    use s3s::S3ErrorCode;
     use std::sync::Arc;
 
     fn request<T>(input: T) -> S3Request<T> {
@@ -860,7 +861,7 @@ mod tests {
             ..v2("bkt")
         };
         let err = list_objects_v2(&gw, request(bad)).await.unwrap_err();
-        assert_eq!(*err.code(), S3ErrorCode::InvalidArgument);
+        assert_eq!(*err.into_s3().code(), S3ErrorCode::InvalidArgument);
     }
 
     #[tokio::test]
@@ -871,7 +872,7 @@ mod tests {
         let err = list_objects_v2(&gw, request(v2("missing")))
             .await
             .unwrap_err();
-        assert_eq!(*err.code(), S3ErrorCode::NoSuchBucket);
+        assert_eq!(*err.into_s3().code(), S3ErrorCode::NoSuchBucket);
         let err = list_objects(
             &gw,
             request(ListObjectsInput {
@@ -881,14 +882,14 @@ mod tests {
         )
         .await
         .unwrap_err();
-        assert_eq!(*err.code(), S3ErrorCode::NoSuchBucket);
+        assert_eq!(*err.into_s3().code(), S3ErrorCode::NoSuchBucket);
         for bad in ["not a token", "Zm9vYmFy", "%%%"] {
             let input = ListObjectsV2Input {
                 continuation_token: Some(bad.into()),
                 ..v2("bkt")
             };
             let err = list_objects_v2(&gw, request(input)).await.unwrap_err();
-            assert_eq!(*err.code(), S3ErrorCode::InvalidArgument, "{bad}");
+            assert_eq!(*err.into_s3().code(), S3ErrorCode::InvalidArgument, "{bad}");
         }
         let err = list_objects_v2(
             &gw,
@@ -899,7 +900,7 @@ mod tests {
         )
         .await
         .unwrap_err();
-        assert_eq!(*err.code(), S3ErrorCode::InvalidArgument);
+        assert_eq!(*err.into_s3().code(), S3ErrorCode::InvalidArgument);
 
         let o = list_objects_v2(&gw, request(v2("bkt")))
             .await

@@ -2,7 +2,8 @@
 //! `quality` alone) answers with a rendition of a video object from `nebula-media` (the
 //! finished file with byte ranges, or a live transcode); `?thumbnail=320` (optionally
 //! `&at=SECONDS`) with a JPEG poster, kept in the same store. This file only parses the
-//! query, maps media errors to S3 errors and builds the output with its `x-nebula-*` headers.
+//! query and builds the output with its `x-nebula-*` headers; media errors become S3 errors
+//! in `error.rs`, with every other failure.
 //!
 //! The parameters are part of the request's query, so SigV4 (header or presigned) covers
 //! them: s3s verifies the signature before GetObject runs, and editing `quality` or
@@ -11,16 +12,14 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use http::{HeaderMap, HeaderValue, StatusCode};
+use http::{HeaderMap, HeaderValue};
 use nebula_media::{
-    Finished, MAX_POSTER_WIDTH, MediaError, MediaService, ObjectRef, Quality, Rendition,
-    RenditionInfo,
+    Finished, MAX_POSTER_WIDTH, MediaService, ObjectRef, Quality, Rendition, RenditionInfo,
 };
+use s3s::S3Response;
 use s3s::dto::{ETag, GetObjectInput, GetObjectOutput, Range, StreamingBlob};
-use s3s::{S3Error, S3ErrorCode, S3Response, S3Result};
 
-use super::{Gateway, blocking, object_path, timestamp};
-use crate::error::{StoreError, custom_error};
+use super::{Gateway, RequestError, RequestResult, blocking, object_path, timestamp};
 use crate::events::ObjectEvents;
 use crate::store::meta::ObjectMeta;
 use crate::store::read::file_stream;
@@ -41,7 +40,7 @@ pub(crate) enum MediaRequest {
 
 /// Reads the media parameters from a query string: `None` for a plain GetObject (no media
 /// parameters, or `quality=original`). `transcode` alone means 720p.
-pub(crate) fn parse_query(query: Option<&str>) -> S3Result<Option<MediaRequest>> {
+pub(crate) fn parse_query(query: Option<&str>) -> RequestResult<Option<MediaRequest>> {
     let mut transcode = None;
     let mut quality = None;
     let mut thumbnail = None;
@@ -73,10 +72,9 @@ pub(crate) fn parse_query(query: Option<&str>) -> S3Result<Option<MediaRequest>>
     if let Some(t) = &transcode
         && !t.eq_ignore_ascii_case("h264")
     {
-        return Err(S3Error::with_message(
-            S3ErrorCode::InvalidArgument,
-            format!("unknown transcode target '{t}': this gateway produces h264"),
-        ));
+        return Err(invalid(format!(
+            "unknown transcode target '{t}': this gateway produces h264"
+        )));
     }
     match (transcode, quality) {
         (None, None) => Ok(None),
@@ -85,17 +83,16 @@ pub(crate) fn parse_query(query: Option<&str>) -> S3Result<Option<MediaRequest>>
             .parse::<Quality>()
             .map(|q| Some(MediaRequest::Transcode(q)))
             .map_err(|_| {
-                S3Error::with_message(
-                    S3ErrorCode::InvalidArgument,
-                    format!("unknown quality '{q}': use 240, 360, 480, 720, 1080 or original"),
-                )
+                invalid(format!(
+                    "unknown quality '{q}': use 240, 360, 480, 720, 1080 or original"
+                ))
             }),
         (Some(_), None) => Ok(Some(MediaRequest::Transcode(Quality::P720))),
     }
 }
 
 /// `thumbnail=W` and `at=SECONDS`.
-fn parse_thumbnail(width: &str, at: Option<&str>) -> S3Result<MediaRequest> {
+fn parse_thumbnail(width: &str, at: Option<&str>) -> RequestResult<MediaRequest> {
     let width = width
         .parse::<u32>()
         .ok()
@@ -124,8 +121,8 @@ fn parse_thumbnail(width: &str, at: Option<&str>) -> S3Result<MediaRequest> {
     Ok(MediaRequest::Thumbnail { width, at })
 }
 
-fn invalid(message: String) -> S3Error {
-    S3Error::with_message(S3ErrorCode::InvalidArgument, message)
+fn invalid(message: String) -> RequestError {
+    RequestError::InvalidArgument(message)
 }
 
 /// GetObject for a media request.
@@ -133,10 +130,9 @@ pub(crate) async fn get_object(
     gw: &Gateway,
     request: MediaRequest,
     input: GetObjectInput,
-) -> S3Result<S3Response<GetObjectOutput>> {
+) -> RequestResult<S3Response<GetObjectOutput>> {
     let Some(media) = gw.media.clone() else {
-        return Err(S3Error::with_message(
-            S3ErrorCode::NotImplemented,
+        return Err(RequestError::NotImplemented(
             "media extensions are disabled on this gateway (GStreamer is not available)",
         ));
     };
@@ -152,31 +148,24 @@ async fn transcode(
     media: Arc<MediaService>,
     quality: Quality,
     input: GetObjectInput,
-) -> S3Result<S3Response<GetObjectOutput>> {
+) -> RequestResult<S3Response<GetObjectOutput>> {
     let path = object_path(&input.key)?;
     let (store, bucket, p) = (gw.store.clone(), input.bucket.clone(), path.clone());
     let obj = blocking(move || store.open_object(&bucket, &p)).await?;
     let content_type = obj.meta.content_type.as_deref();
     if path.is_folder_marker || !nebula_media::detect::is_video(&path.key, content_type) {
-        return Err(custom_error(
-            "UnsupportedMediaType",
-            StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            format!(
-                "'{}' is not a video (content type {}): transcode and quality apply to video objects only",
-                path.key,
-                content_type.unwrap_or("unknown")
-            ),
-        ));
+        return Err(RequestError::UnsupportedMediaType(format!(
+            "'{}' is not a video (content type {}): transcode and quality apply to video objects only",
+            path.key,
+            content_type.unwrap_or("unknown")
+        )));
     }
     let object = ObjectRef {
         bucket: &input.bucket,
         key: &path.key,
         etag: &obj.meta.etag,
     };
-    let rendition = media
-        .rendition(object, obj.file, quality)
-        .await
-        .map_err(media_error)?;
+    let rendition = media.rendition(object, obj.file, quality).await?;
     let headers = rendition_headers(rendition.info());
     let hit = matches!(rendition, Rendition::Finished(_));
     crate::metrics::cache(crate::metrics::Cache::Rendition, hit);
@@ -202,21 +191,17 @@ async fn thumbnail(
     width: u32,
     at: Option<Duration>,
     input: GetObjectInput,
-) -> S3Result<S3Response<GetObjectOutput>> {
+) -> RequestResult<S3Response<GetObjectOutput>> {
     let path = object_path(&input.key)?;
     let (store, bucket, p) = (gw.store.clone(), input.bucket.clone(), path.clone());
     let obj = blocking(move || store.open_object(&bucket, &p)).await?;
     let content_type = obj.meta.content_type.as_deref();
     if path.is_folder_marker || !nebula_media::detect::is_video(&path.key, content_type) {
-        return Err(custom_error(
-            "UnsupportedMediaType",
-            StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            format!(
-                "'{}' is not a video (content type {}): thumbnail applies to video objects only",
-                path.key,
-                content_type.unwrap_or("unknown")
-            ),
-        ));
+        return Err(RequestError::UnsupportedMediaType(format!(
+            "'{}' is not a video (content type {}): thumbnail applies to video objects only",
+            path.key,
+            content_type.unwrap_or("unknown")
+        )));
     }
     let object = ObjectRef {
         bucket: &input.bucket,
@@ -224,10 +209,7 @@ async fn thumbnail(
         etag: &obj.meta.etag,
     };
     let name = media.renditions().poster_name(object, width, at);
-    let poster = media
-        .poster(object, obj.file, width, at)
-        .await
-        .map_err(media_error)?;
+    let poster = media.poster(object, obj.file, width, at).await?;
     let headers = rendition_headers(&poster.info);
     let mut output = finished_output(poster, input.range, nebula_media::POSTER_CONTENT_TYPE)?;
     // The file's name already hashes the object's ETag, the width and the moment.
@@ -245,10 +227,10 @@ fn finished_output(
     f: Finished,
     range: Option<Range>,
     content_type: &str,
-) -> S3Result<GetObjectOutput> {
+) -> RequestResult<GetObjectOutput> {
     let range = match range {
         None => None,
-        Some(r) => Some(r.check(f.size).map_err(|_| StoreError::InvalidRange)?),
+        Some(r) => Some(r.check(f.size).map_err(|_| RequestError::InvalidRange)?),
     };
     let (start, len) = range
         .as_ref()
@@ -264,40 +246,6 @@ fn finished_output(
         accept_ranges: Some("bytes".into()),
         ..Default::default()
     })
-}
-
-/// The one mapping of media errors to S3 errors.
-fn media_error(e: MediaError) -> S3Error {
-    let slow_down = |retry_after: &'static str| {
-        let mut err = S3Error::with_message(S3ErrorCode::SlowDown, e.to_string());
-        let mut h = HeaderMap::new();
-        h.insert(
-            http::header::RETRY_AFTER,
-            HeaderValue::from_static(retry_after),
-        );
-        err.set_headers(h);
-        err
-    };
-    match e {
-        MediaError::Busy(_) => slow_down("5"),
-        MediaError::StillProducing => slow_down("10"),
-        MediaError::NotVideo(m) | MediaError::NotMedia(m) => custom_error(
-            "UnsupportedMediaType",
-            StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            format!("the object is not a video this gateway can transcode: {m}"),
-        ),
-        MediaError::InvalidPoster(m) => invalid(m),
-        MediaError::Io(io) if io.kind() == std::io::ErrorKind::NotFound => {
-            StoreError::NoSuchKey.into()
-        }
-        other => {
-            tracing::warn!(error = %other, "transcode failed");
-            S3Error::with_message(
-                S3ErrorCode::InternalError,
-                format!("transcode failed: {other}"),
-            )
-        }
-    }
 }
 
 /// `x-nebula-encoder` and `x-nebula-resolution`: what produced the rendition.

@@ -12,16 +12,21 @@
 //! - `list.rs`: ListObjects, ListObjectsV2, ListParts and ListMultipartUploads;
 //! - `multipart.rs`: CreateMultipartUpload, UploadPart, CompleteMultipartUpload and
 //!   AbortMultipartUpload;
+//! - `media.rs`: the media extension of GetObject (`?quality=`, `?transcode=`), called from
+//!   `get.rs` only;
 //! - `checksum.rs` (Content-MD5, `x-amz-checksum-*`) and `conditional.rs` (`If-*` headers)
 //!   serve all of them.
 //!
-//! Keys become paths, and every byte is read and written, in [`crate::store`].
+//! Every failure is a [`RequestError`] (`error.rs`), mapped once to the S3 code, status and
+//! message the client sees; the store's own errors come in through it. Keys become paths, and
+//! every byte is read and written, in [`crate::store`].
 
 mod bucket;
 mod checksum;
 mod conditional;
 mod copy;
 mod delete;
+mod error;
 mod get;
 mod list;
 mod media;
@@ -34,7 +39,7 @@ use std::time::SystemTime;
 
 use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
 use s3s::dto::*;
-use s3s::{S3, S3Error, S3Request, S3Response, S3Result};
+use s3s::{S3, S3Request, S3Response, S3Result};
 
 use nebula_media::MediaService;
 
@@ -80,9 +85,11 @@ impl Gateway {
     }
 }
 
-/// Validates a key, mapping a bad one to S3's error.
-pub(crate) fn object_path(key: &str) -> S3Result<ObjectPath> {
-    parse_key(key).map_err(S3Error::from)
+pub use error::{RequestError, RequestResult};
+
+/// Validates a key.
+pub(crate) fn object_path(key: &str) -> RequestResult<ObjectPath> {
+    Ok(parse_key(key)?)
 }
 
 /// The single owner every bucket, object and upload has on this gateway.
@@ -135,138 +142,184 @@ impl S3 for Gateway {
         &self,
         req: S3Request<ListBucketsInput>,
     ) -> S3Result<S3Response<ListBucketsOutput>> {
-        bucket::list_buckets(self, req).await
+        bucket::list_buckets(self, req)
+            .await
+            .map_err(RequestError::into_s3)
     }
     async fn create_bucket(
         &self,
         req: S3Request<CreateBucketInput>,
     ) -> S3Result<S3Response<CreateBucketOutput>> {
-        bucket::create_bucket(self, req).await
+        bucket::create_bucket(self, req)
+            .await
+            .map_err(RequestError::into_s3)
     }
     async fn head_bucket(
         &self,
         req: S3Request<HeadBucketInput>,
     ) -> S3Result<S3Response<HeadBucketOutput>> {
-        bucket::head_bucket(self, req).await
+        bucket::head_bucket(self, req)
+            .await
+            .map_err(RequestError::into_s3)
     }
     async fn delete_bucket(
         &self,
         req: S3Request<DeleteBucketInput>,
     ) -> S3Result<S3Response<DeleteBucketOutput>> {
-        bucket::delete_bucket(self, req).await
+        bucket::delete_bucket(self, req)
+            .await
+            .map_err(RequestError::into_s3)
     }
     async fn get_bucket_location(
         &self,
         req: S3Request<GetBucketLocationInput>,
     ) -> S3Result<S3Response<GetBucketLocationOutput>> {
-        bucket::get_bucket_location(self, req).await
+        bucket::get_bucket_location(self, req)
+            .await
+            .map_err(RequestError::into_s3)
     }
     async fn get_bucket_versioning(
         &self,
         req: S3Request<GetBucketVersioningInput>,
     ) -> S3Result<S3Response<GetBucketVersioningOutput>> {
-        bucket::get_bucket_versioning(self, req).await
+        bucket::get_bucket_versioning(self, req)
+            .await
+            .map_err(RequestError::into_s3)
     }
     async fn get_bucket_acl(
         &self,
         req: S3Request<GetBucketAclInput>,
     ) -> S3Result<S3Response<GetBucketAclOutput>> {
-        bucket::get_bucket_acl(self, req).await
+        bucket::get_bucket_acl(self, req)
+            .await
+            .map_err(RequestError::into_s3)
     }
     async fn get_object_acl(
         &self,
         req: S3Request<GetObjectAclInput>,
     ) -> S3Result<S3Response<GetObjectAclOutput>> {
-        bucket::get_object_acl(self, req).await
+        bucket::get_object_acl(self, req)
+            .await
+            .map_err(RequestError::into_s3)
     }
     async fn put_object(
         &self,
         req: S3Request<PutObjectInput>,
     ) -> S3Result<S3Response<PutObjectOutput>> {
-        put::put_object(self, req).await
+        put::put_object(self, req)
+            .await
+            .map_err(RequestError::into_s3)
     }
     async fn get_object(
         &self,
         req: S3Request<GetObjectInput>,
     ) -> S3Result<S3Response<GetObjectOutput>> {
-        get::get_object(self, req).await
+        get::get_object(self, req)
+            .await
+            .map_err(RequestError::into_s3)
     }
     async fn head_object(
         &self,
         req: S3Request<HeadObjectInput>,
     ) -> S3Result<S3Response<HeadObjectOutput>> {
-        get::head_object(self, req).await
+        get::head_object(self, req)
+            .await
+            .map_err(RequestError::into_s3)
     }
     async fn delete_object(
         &self,
         req: S3Request<DeleteObjectInput>,
     ) -> S3Result<S3Response<DeleteObjectOutput>> {
-        delete::delete_object(self, req).await
+        delete::delete_object(self, req)
+            .await
+            .map_err(RequestError::into_s3)
     }
     async fn delete_objects(
         &self,
         req: S3Request<DeleteObjectsInput>,
     ) -> S3Result<S3Response<DeleteObjectsOutput>> {
-        delete::delete_objects(self, req).await
+        delete::delete_objects(self, req)
+            .await
+            .map_err(RequestError::into_s3)
     }
     async fn copy_object(
         &self,
         req: S3Request<CopyObjectInput>,
     ) -> S3Result<S3Response<CopyObjectOutput>> {
-        copy::copy_object(self, req).await
+        copy::copy_object(self, req)
+            .await
+            .map_err(RequestError::into_s3)
     }
     async fn list_objects(
         &self,
         req: S3Request<ListObjectsInput>,
     ) -> S3Result<S3Response<ListObjectsOutput>> {
-        list::list_objects(self, req).await
+        list::list_objects(self, req)
+            .await
+            .map_err(RequestError::into_s3)
     }
     async fn list_objects_v2(
         &self,
         req: S3Request<ListObjectsV2Input>,
     ) -> S3Result<S3Response<ListObjectsV2Output>> {
-        list::list_objects_v2(self, req).await
+        list::list_objects_v2(self, req)
+            .await
+            .map_err(RequestError::into_s3)
     }
     async fn create_multipart_upload(
         &self,
         req: S3Request<CreateMultipartUploadInput>,
     ) -> S3Result<S3Response<CreateMultipartUploadOutput>> {
-        multipart::create_multipart_upload(self, req).await
+        multipart::create_multipart_upload(self, req)
+            .await
+            .map_err(RequestError::into_s3)
     }
     async fn upload_part(
         &self,
         req: S3Request<UploadPartInput>,
     ) -> S3Result<S3Response<UploadPartOutput>> {
-        multipart::upload_part(self, req).await
+        multipart::upload_part(self, req)
+            .await
+            .map_err(RequestError::into_s3)
     }
     async fn upload_part_copy(
         &self,
         req: S3Request<UploadPartCopyInput>,
     ) -> S3Result<S3Response<UploadPartCopyOutput>> {
-        copy::upload_part_copy(self, req).await
+        copy::upload_part_copy(self, req)
+            .await
+            .map_err(RequestError::into_s3)
     }
     async fn complete_multipart_upload(
         &self,
         req: S3Request<CompleteMultipartUploadInput>,
     ) -> S3Result<S3Response<CompleteMultipartUploadOutput>> {
-        multipart::complete_multipart_upload(self, req).await
+        multipart::complete_multipart_upload(self, req)
+            .await
+            .map_err(RequestError::into_s3)
     }
     async fn abort_multipart_upload(
         &self,
         req: S3Request<AbortMultipartUploadInput>,
     ) -> S3Result<S3Response<AbortMultipartUploadOutput>> {
-        multipart::abort_multipart_upload(self, req).await
+        multipart::abort_multipart_upload(self, req)
+            .await
+            .map_err(RequestError::into_s3)
     }
     async fn list_parts(
         &self,
         req: S3Request<ListPartsInput>,
     ) -> S3Result<S3Response<ListPartsOutput>> {
-        list::list_parts(self, req).await
+        list::list_parts(self, req)
+            .await
+            .map_err(RequestError::into_s3)
     }
     async fn list_multipart_uploads(
         &self,
         req: S3Request<ListMultipartUploadsInput>,
     ) -> S3Result<S3Response<ListMultipartUploadsOutput>> {
-        list::list_multipart_uploads(self, req).await
+        list::list_multipart_uploads(self, req)
+            .await
+            .map_err(RequestError::into_s3)
     }
 }

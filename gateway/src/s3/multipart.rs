@@ -3,36 +3,38 @@
 //! ListMultipartUploads with the other listings (`list.rs`); the staging itself is the store's
 //! (`store/multipart/`).
 //!
-//! Completion validates the whole part list before touching anything, so a rejected
-//! CompleteMultipartUpload leaves the upload as it was and the client can fix and retry.
+//! Completion checks the whole part list here, against what the store has staged, before
+//! anything is touched, so a rejected CompleteMultipartUpload leaves the upload as it was and
+//! the client can fix and retry.
 
 use std::os::unix::fs::FileExt;
 use std::time::SystemTime;
 
 use http::HeaderMap;
 use s3s::dto::*;
-use s3s::{S3Error, S3ErrorCode, S3Request, S3Response, S3Result};
+use s3s::{S3Request, S3Response};
 
-use super::checksum::{Expect, checksum_fields, composite_checksums, stored_from_request};
+use super::checksum::{
+    Expect, checksum_fields, checksums_agree, composite_checksums, stored_from_request,
+};
 use super::put::{WriteHeaders, write_precondition};
 use super::receive::{Dest, Landed, receive_body};
-use super::{Gateway, blocking, object_path, url_encode};
-use crate::error::StoreError;
-use crate::store::multipart::{MAX_PART_NUMBER, PartInfo, RequestedPart, UploadRecord};
+use super::{Gateway, RequestError, RequestResult, blocking, object_path, url_encode};
+use crate::store::meta::StoredChecksums;
+use crate::store::multipart::{MAX_PART_NUMBER, MIN_PART_SIZE, PartInfo, Staged, UploadRecord};
 
 /// Assemblies larger than this answer at once and keep the connection alive with whitespace
 /// until done (s3s's `future` field), so clients with a read timeout do not give up on them.
 const KEEPALIVE_ABOVE: u64 = 1 << 30;
 
 /// A part number as UploadPart and UploadPartCopy accept it (1..=10000).
-pub(crate) fn part_number(n: i32) -> S3Result<u32> {
+pub(crate) fn part_number(n: i32) -> RequestResult<u32> {
     u32::try_from(n)
         .ok()
         .filter(|n| (1..=MAX_PART_NUMBER).contains(n))
         .ok_or_else(|| {
-            S3Error::with_message(
-                S3ErrorCode::InvalidArgument,
-                "Part number must be an integer between 1 and 10000, inclusive",
+            RequestError::InvalidArgument(
+                "Part number must be an integer between 1 and 10000, inclusive".into(),
             )
         })
 }
@@ -50,6 +52,54 @@ pub(crate) fn algorithm_of(record: &UploadRecord) -> Option<ChecksumAlgorithm> {
         .map(ChecksumAlgorithm::from)
 }
 
+/// A part as CompleteMultipartUpload lists it.
+struct RequestedPart {
+    /// Part number as sent.
+    number: i32,
+    /// ETag as sent, without quotes.
+    etag: String,
+    /// Checksums as sent (only those present are compared).
+    checksums: StoredChecksums,
+}
+
+/// Checks a CompleteMultipartUpload part list against the staged parts, in S3's order:
+/// ascending part numbers, then each part in range, uploaded, with the ETag and checksums it
+/// was uploaded with, then every part but the last at least 5 MiB. Returns the part numbers.
+fn check_parts(requested: &[RequestedPart], staged: &Staged) -> RequestResult<Vec<u32>> {
+    if requested.windows(2).any(|w| w[0].number >= w[1].number) {
+        return Err(RequestError::InvalidPartOrder);
+    }
+    let mut parts: Vec<&PartInfo> = Vec::with_capacity(requested.len());
+    for want in requested {
+        let number = u32::try_from(want.number)
+            .ok()
+            .filter(|n| (1..=MAX_PART_NUMBER).contains(n))
+            .ok_or_else(|| {
+                RequestError::InvalidPart(format!("part number {} is out of range", want.number))
+            })?;
+        let info = staged
+            .part(number)
+            .ok_or_else(|| RequestError::InvalidPart(format!("part {number} was not uploaded")))?;
+        if !info.etag.eq_ignore_ascii_case(&want.etag) {
+            return Err(RequestError::InvalidPart(format!(
+                "the ETag of part {number} does not match"
+            )));
+        }
+        if !checksums_agree(&want.checksums, &info.checksums) {
+            return Err(RequestError::InvalidPart(format!(
+                "the checksum of part {number} does not match"
+            )));
+        }
+        parts.push(info);
+    }
+    if let Some((_, init)) = parts.split_last()
+        && let Some(small) = init.iter().find(|p| p.size < MIN_PART_SIZE)
+    {
+        return Err(RequestError::EntityTooSmall(small.number));
+    }
+    Ok(parts.iter().map(|p| p.number).collect())
+}
+
 fn location(bucket: &str, key: &str) -> String {
     format!("/{bucket}/{}", url_encode(key))
 }
@@ -58,7 +108,7 @@ fn location(bucket: &str, key: &str) -> String {
 pub(crate) async fn create_multipart_upload(
     gw: &Gateway,
     req: S3Request<CreateMultipartUploadInput>,
-) -> S3Result<S3Response<CreateMultipartUploadOutput>> {
+) -> RequestResult<S3Response<CreateMultipartUploadOutput>> {
     let input = req.input;
     object_path(&input.key)?;
     if let Some(alg) = &input.checksum_algorithm {
@@ -110,7 +160,7 @@ pub(crate) async fn create_multipart_upload(
 pub(crate) async fn upload_part(
     gw: &Gateway,
     req: S3Request<UploadPartInput>,
-) -> S3Result<S3Response<UploadPartOutput>> {
+) -> RequestResult<S3Response<UploadPartOutput>> {
     let input = req.input;
     let number = part_number(input.part_number)?;
     let (store, bucket, key, id) = (
@@ -170,7 +220,7 @@ pub(crate) async fn upload_part(
 pub(crate) async fn complete_multipart_upload(
     gw: &Gateway,
     req: S3Request<CompleteMultipartUploadInput>,
-) -> S3Result<S3Response<CompleteMultipartUploadOutput>> {
+) -> RequestResult<S3Response<CompleteMultipartUploadOutput>> {
     let input = req.input;
     let path = object_path(&input.key)?;
     let listed = input
@@ -178,16 +228,14 @@ pub(crate) async fn complete_multipart_upload(
         .and_then(|m| m.parts)
         .unwrap_or_default();
     if listed.is_empty() {
-        return Err(S3Error::with_message(
-            S3ErrorCode::MalformedXML,
+        return Err(RequestError::MalformedXml(
             "The XML you provided was not well-formed or did not validate against our published schema: it lists no parts",
         ));
     }
     let mut requested = Vec::with_capacity(listed.len());
     for p in &listed {
         let (Some(number), Some(etag)) = (p.part_number, p.e_tag.as_ref()) else {
-            return Err(S3Error::with_message(
-                S3ErrorCode::MalformedXML,
+            return Err(RequestError::MalformedXml(
                 "every Part needs a PartNumber and an ETag",
             ));
         };
@@ -203,15 +251,17 @@ pub(crate) async fn complete_multipart_upload(
         input.key.clone(),
         input.upload_id.clone(),
     );
-    let assembly = blocking(move || store.prepare_complete(&bucket, &key, &id, &requested)).await?;
+    // The upload stays locked from here until it is finished or `staged` is dropped.
+    let staged = blocking(move || store.lock_upload(&bucket, &key, &id)).await?;
+    let numbers = check_parts(&requested, &staged)?;
+    let assembly = staged.assemble(&numbers)?;
     if let Some(want) = input.mpu_object_size
         && u64::try_from(want).ok() != Some(assembly.size)
     {
-        return Err(StoreError::InvalidRequest(format!(
+        return Err(RequestError::InvalidRequest(format!(
             "x-amz-mp-object-size ({want}) does not match the size of the listed parts ({})",
             assembly.size
-        ))
-        .into());
+        )));
     }
     let mode = write_precondition(
         gw,
@@ -237,7 +287,7 @@ pub(crate) async fn complete_multipart_upload(
             || c.checksum_crc32c.is_some()
             || c.checksum_sha1.is_some()
             || c.checksum_sha256.is_some();
-        Ok(CompleteMultipartUploadOutput {
+        Ok::<_, RequestError>(CompleteMultipartUploadOutput {
             location: Some(location(&bucket, &key)),
             e_tag: Some(ETag::Strong(meta.etag.clone())),
             bucket: Some(bucket),
@@ -254,7 +304,9 @@ pub(crate) async fn complete_multipart_upload(
     if large {
         // The blocking task finishes even if the client goes away meanwhile.
         return Ok(S3Response::new(CompleteMultipartUploadOutput {
-            future: Some(Box::pin(finish)),
+            future: Some(Box::pin(async move {
+                finish.await.map_err(RequestError::into_s3)
+            })),
             ..Default::default()
         }));
     }
@@ -265,21 +317,21 @@ pub(crate) async fn complete_multipart_upload(
 pub(crate) async fn abort_multipart_upload(
     gw: &Gateway,
     req: S3Request<AbortMultipartUploadInput>,
-) -> S3Result<S3Response<AbortMultipartUploadOutput>> {
+) -> RequestResult<S3Response<AbortMultipartUploadOutput>> {
     let input = req.input;
     let store = gw.store.clone();
     let initiated = input
         .if_match_initiated_time
         .map(|t| time::OffsetDateTime::from(t).unix_timestamp());
-    blocking(move || {
+    blocking(move || -> RequestResult<()> {
         if let Some(want) = initiated {
             let record = store.open_upload(&input.bucket, &input.key, &input.upload_id)?;
             let have = time::OffsetDateTime::from(record.initiated()).unix_timestamp();
             if have != want {
-                return Err(StoreError::PreconditionFailed);
+                return Err(RequestError::PreconditionFailed);
             }
         }
-        store.abort_upload(&input.bucket, &input.key, &input.upload_id)
+        Ok(store.abort_upload(&input.bucket, &input.key, &input.upload_id)?)
     })
     .await?;
     Ok(S3Response::new(AbortMultipartUploadOutput::default()))

@@ -1,12 +1,13 @@
 //! PutObject, and what writes share: the metadata a write sets and write preconditions.
 
 use s3s::dto::*;
-use s3s::{S3Error, S3ErrorCode, S3Request, S3Response, S3Result};
+use s3s::{S3Request, S3Response};
 
 use super::checksum::{Expect, checksum_fields};
 use super::receive::{Dest, Landed, receive_body};
-use super::{Gateway, blocking, etag_of, format_http_date, object_path};
-use crate::error::StoreError;
+use super::{
+    Gateway, RequestError, RequestResult, blocking, etag_of, format_http_date, object_path,
+};
 use crate::store::Commit;
 use crate::store::meta::{ObjectMeta, guess_content_type};
 
@@ -67,11 +68,10 @@ pub(crate) async fn write_precondition(
     key: &str,
     if_match: Option<&ETagCondition>,
     if_none_match: Option<&ETagCondition>,
-) -> S3Result<Commit> {
+) -> RequestResult<Commit> {
     if let Some(cond) = if_none_match {
         if !cond.is_any() {
-            return Err(S3Error::with_message(
-                S3ErrorCode::NotImplemented,
+            return Err(RequestError::NotImplemented(
                 "If-None-Match on writes supports only '*'",
             ));
         }
@@ -79,17 +79,9 @@ pub(crate) async fn write_precondition(
     }
     if let Some(cond) = if_match {
         let (store, b, path) = (gw.store.clone(), bucket.to_owned(), object_path(key)?);
-        let current = blocking(move || store.open_object(&b, &path))
-            .await
-            .map_err(S3Error::from);
-        match current {
-            Ok(obj) => {
-                if !super::conditional::etag_matches(cond, &obj.meta.etag) {
-                    return Err(StoreError::PreconditionFailed.into());
-                }
-            }
-            Err(e) if e.code() == &S3ErrorCode::NoSuchKey => return Err(e),
-            Err(e) => return Err(e),
+        let current = blocking(move || store.open_object(&b, &path)).await?;
+        if !super::conditional::etag_matches(cond, &current.meta.etag) {
+            return Err(RequestError::PreconditionFailed);
         }
     }
     Ok(Commit::Replace)
@@ -99,7 +91,7 @@ pub(crate) async fn write_precondition(
 pub(crate) async fn put_object(
     gw: &Gateway,
     req: S3Request<PutObjectInput>,
-) -> S3Result<S3Response<PutObjectOutput>> {
+) -> RequestResult<S3Response<PutObjectOutput>> {
     let input = req.input;
     let path = object_path(&input.key)?;
     let expect = Expect::from_request(
@@ -136,9 +128,9 @@ pub(crate) async fn put_object(
     let (store, bucket) = (gw.store.clone(), input.bucket.clone());
     let size = received.size;
     let meta = blocking(move || match received.landed {
-        Landed::Memory(bytes) => store.commit_bytes(&bytes, &bucket, &path, meta, mode),
-        Landed::Temp(tmp) => store.commit(tmp, &bucket, &path, meta, mode),
-        Landed::Slot(_) => Err(StoreError::InvalidRequest(
+        Landed::Memory(bytes) => Ok(store.commit_bytes(&bytes, &bucket, &path, meta, mode)?),
+        Landed::Temp(tmp) => Ok(store.commit(tmp, &bucket, &path, meta, mode)?),
+        Landed::Slot(_) => Err(RequestError::InvalidRequest(
             "a PUT body cannot land in a multipart slot".into(),
         )),
     })

@@ -12,12 +12,12 @@ use std::sync::Arc;
 use bytes::{Bytes, BytesMut};
 use futures::StreamExt;
 use md5::{Digest, Md5};
+use s3s::TrailingHeaders;
 use s3s::dto::StreamingBlob;
-use s3s::{S3Error, S3ErrorCode, S3Result, TrailingHeaders};
 use tokio::task::JoinHandle;
 
 use super::checksum::Expect;
-use crate::error::StoreError;
+use super::{RequestError, RequestResult};
 use crate::store::meta::StoredChecksums;
 use crate::store::multipart::PartSlot;
 use crate::store::{Store, TempFile, fsutil};
@@ -95,7 +95,7 @@ enum Out {
 }
 
 impl Sink {
-    fn open(dest: Dest) -> Result<Self, StoreError> {
+    fn open(dest: Dest) -> RequestResult<Self> {
         let out = match dest {
             Dest::Temp { store, bucket } => Out::Temp(store.create_temp(&bucket)?),
             Dest::Slot(slot) => Out::Slot(slot),
@@ -105,7 +105,7 @@ impl Sink {
 
     /// Writes one batch after what was written so far; `full` batches are passed on to
     /// writeback at once (a large body is still arriving).
-    fn write(mut self, pieces: &[Bytes], full: bool) -> Result<Self, StoreError> {
+    fn write(mut self, pieces: &[Bytes], full: bool) -> RequestResult<Self> {
         let len: u64 = pieces.iter().map(|b| b.len() as u64).sum();
         match &mut self.out {
             Out::Temp(t) => {
@@ -117,7 +117,7 @@ impl Sink {
             Out::Slot(s) => {
                 if self.size + len > s.capacity {
                     // It would overwrite the next part's slot.
-                    return Err(StoreError::InvalidRequest(
+                    return Err(RequestError::InvalidRequest(
                         "the part is larger than its declared Content-Length".into(),
                     ));
                 }
@@ -131,29 +131,19 @@ impl Sink {
 
 /// Maps a failure of the request body stream to the S3 error the client should see: s3s
 /// reports signature and length problems as errors in the stream itself.
-fn body_error(e: s3s::StdError) -> S3Error {
-    let other = match e.downcast::<S3Error>() {
-        Ok(s3) => return *s3,
+fn body_error(e: s3s::StdError) -> RequestError {
+    let other = match e.downcast::<s3s::S3Error>() {
+        Ok(s3) => return RequestError::Protocol(*s3),
         Err(other) => other,
     };
     // s3s's stream error types are private; their messages name the failed check.
     let text = other.to_string();
     if text.contains("Sha256Mismatch") {
-        crate::error::custom_error(
-            "XAmzContentSHA256Mismatch",
-            http::StatusCode::BAD_REQUEST,
-            "the provided 'x-amz-content-sha256' header does not match what was computed",
-        )
+        RequestError::ContentSha256Mismatch
     } else if text.contains("SignatureMismatch") {
-        S3Error::with_message(
-            S3ErrorCode::SignatureDoesNotMatch,
-            "the chunk signature we calculated does not match the signature you provided",
-        )
+        RequestError::ChunkSignatureMismatch
     } else {
-        S3Error::with_message(
-            S3ErrorCode::IncompleteBody,
-            format!("the request body could not be read: {text}"),
-        )
+        RequestError::IncompleteBody(text)
     }
 }
 
@@ -163,21 +153,20 @@ fn body_error(e: s3s::StdError) -> S3Error {
 enum State {
     Fresh(Dest, Box<Digests>),
     Busy {
-        sink: JoinHandle<Result<Sink, StoreError>>,
+        sink: JoinHandle<RequestResult<Sink>>,
         digests: JoinHandle<Digests>,
     },
 }
 
-async fn join<T>(h: JoinHandle<T>) -> S3Result<T> {
-    h.await.map_err(|e| {
-        S3Error::with_message(S3ErrorCode::InternalError, format!("worker failed: {e}"))
-    })
+async fn join<T>(h: JoinHandle<T>) -> RequestResult<T> {
+    h.await
+        .map_err(|e| RequestError::Internal(format!("worker failed: {e}")))
 }
 
 impl State {
     /// Waits for the batch under way (at most one is), then starts writing and hashing
     /// `pieces` on the blocking pool.
-    async fn write(self, pieces: Vec<Bytes>, full: bool) -> S3Result<State> {
+    async fn write(self, pieces: Vec<Bytes>, full: bool) -> RequestResult<State> {
         let pieces = Arc::new(pieces);
         let (sink, digests) = match self {
             State::Fresh(dest, digests) => {
@@ -200,7 +189,7 @@ impl State {
 
     /// The sink and the digests once every batch is written (the sink opened now if
     /// nothing was).
-    async fn finish(self) -> S3Result<(Sink, Digests)> {
+    async fn finish(self) -> RequestResult<(Sink, Digests)> {
         match self {
             State::Fresh(dest, digests) => {
                 let sink = join(tokio::task::spawn_blocking(move || Sink::open(dest))).await??;
@@ -218,7 +207,7 @@ pub(crate) async fn receive_body(
     body: Option<StreamingBlob>,
     expect: &Expect,
     trailers: Option<TrailingHeaders>,
-) -> S3Result<Received> {
+) -> RequestResult<Received> {
     let digests = Digests {
         md5: Md5::new(),
         other: expect.hasher(),
@@ -273,9 +262,7 @@ pub(crate) async fn receive_body(
     };
     let md5: [u8; 16] = digests.md5.finalize().into();
     let computed = digests.other.finalize();
-    let checksums = expect
-        .verify(&md5, &computed, trailer_map.as_ref())
-        .map_err(S3Error::from)?;
+    let checksums = expect.verify(&md5, &computed, trailer_map.as_ref())?;
     Ok(Received {
         landed,
         size,

@@ -2,7 +2,7 @@
 
 use std::path::PathBuf;
 
-use crate::error::StoreError;
+use crate::store::StoreError;
 
 /// S3's limit on key length, in bytes.
 pub const MAX_KEY_LEN: usize = 1024;

@@ -4,6 +4,7 @@
 //! bucket name can reach (bucket names cannot start with a dot). All calls here are blocking;
 //! the S3 layer runs them on tokio's blocking pool.
 
+pub mod error;
 pub mod fsutil;
 pub mod keys;
 pub mod meta;
@@ -19,7 +20,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::SystemTime;
 
-use crate::error::{StoreError, StoreResult};
+pub use error::{StoreError, StoreResult};
 use keys::{BUCKET_TMP_PREFIX, ObjectPath};
 use meta::{FileStamp, MetaCache, MetaStore, ObjectMeta};
 
@@ -229,7 +230,7 @@ impl Store {
         let path = self.bucket_path(bucket)?;
         fsutil::open_dir(&path).map_err(|e| match e.kind() {
             io::ErrorKind::NotFound | io::ErrorKind::NotADirectory => StoreError::NoSuchBucket,
-            _ => StoreError::Io(e),
+            _ => StoreError::from(e),
         })
     }
 
@@ -537,10 +538,7 @@ impl Store {
     ) -> StoreResult<ObjectMeta> {
         if path.is_folder_marker {
             if tmp.file.metadata()?.len() != 0 {
-                return Err(StoreError::InvalidArgument(
-                    "keys ending in '/' are folder markers on this gateway and must be empty"
-                        .into(),
-                ));
+                return Err(StoreError::FolderMarkerNotEmpty);
             }
             return self.commit_folder_marker(bfd, bucket, path, meta, mode);
         }
@@ -583,7 +581,7 @@ impl Store {
                     return Err(if is_dir_at(&parent, name) {
                         StoreError::KeyConflict("folder")
                     } else {
-                        StoreError::PreconditionFailed
+                        StoreError::Exists
                     });
                 }
                 Err(e)
@@ -621,7 +619,7 @@ impl Store {
             return Err(StoreError::KeyConflict("object"));
         }
         if mode == Commit::CreateOnly && self.meta.read(&dir, bucket, &path.rel, true).is_some() {
-            return Err(StoreError::PreconditionFailed);
+            return Err(StoreError::Exists);
         }
         meta.size = 0;
         meta.etag = EMPTY_MD5.to_owned();
@@ -769,6 +767,6 @@ fn conflict_as_object(e: io::Error) -> StoreError {
     {
         StoreError::KeyConflict("object")
     } else {
-        StoreError::Io(e)
+        StoreError::from(e)
     }
 }

@@ -9,21 +9,22 @@ use std::task::{Context, Poll};
 
 use bytes::Bytes;
 
+use super::StoreError;
 use super::fsutil;
 use super::meta::IO_BLOCK;
-use crate::error::{StoreError, StoreResult};
 
-/// Runs blocking filesystem work off the async runtime. A panicked task is an I/O error.
-pub async fn blocking<T, F>(f: F) -> StoreResult<T>
+/// Runs blocking filesystem work off the async runtime. The work may fail with the store's
+/// error or with a caller's error that a store error converts into (the S3 layer's checks run
+/// in the same hop); a panicked task is an I/O error.
+pub async fn blocking<T, E, F>(f: F) -> Result<T, E>
 where
-    F: FnOnce() -> StoreResult<T> + Send + 'static,
+    F: FnOnce() -> Result<T, E> + Send + 'static,
     T: Send + 'static,
+    E: From<StoreError> + Send + 'static,
 {
     match tokio::task::spawn_blocking(f).await {
         Ok(r) => r,
-        Err(e) => Err(StoreError::Io(io::Error::other(format!(
-            "worker failed: {e}"
-        )))),
+        Err(e) => Err(StoreError::Io(io::Error::other(format!("worker failed: {e}"))).into()),
     }
 }
 

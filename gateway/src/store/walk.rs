@@ -23,7 +23,7 @@ use super::fsutil;
 use super::keys::{BUCKET_TMP_PREFIX, MAX_KEY_LEN, parse_key};
 use super::meta::{FileId, FileStamp};
 use super::{EMPTY_MD5, Store};
-use crate::error::{StoreError, StoreResult};
+use crate::store::{StoreError, StoreResult};
 
 /// What a listing shows of one object.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -9,7 +9,7 @@ use base64::engine::general_purpose::STANDARD as B64;
 use bytes::Bytes;
 use md5::{Digest, Md5};
 use s3s::dto::*;
-use s3s::{S3ErrorCode, S3Request, S3Result};
+use s3s::{S3ErrorCode, S3Request};
 
 use super::*;
 use crate::s3::copy::upload_part_copy;
@@ -90,7 +90,13 @@ async fn create(gw: &Gateway, key: &str) -> String {
         .unwrap()
 }
 
-async fn upload(gw: &Gateway, key: &str, id: &str, n: i32, bytes: Vec<u8>) -> S3Result<String> {
+async fn upload(
+    gw: &Gateway,
+    key: &str,
+    id: &str,
+    n: i32,
+    bytes: Vec<u8>,
+) -> RequestResult<String> {
     let input = UploadPartInput {
         bucket: "bkt".into(),
         key: key.into(),
@@ -109,7 +115,7 @@ async fn complete(
     key: &str,
     id: &str,
     parts: &[(i32, &str)],
-) -> S3Result<CompleteMultipartUploadOutput> {
+) -> RequestResult<CompleteMultipartUploadOutput> {
     let parts = parts
         .iter()
         .map(|(n, e)| CompletedPart {
@@ -134,7 +140,7 @@ async fn parts_of(
     id: &str,
     max: Option<i32>,
     marker: Option<i32>,
-) -> S3Result<ListPartsOutput> {
+) -> RequestResult<ListPartsOutput> {
     let input = ListPartsInput {
         bucket: "bkt".into(),
         key: key.into(),
@@ -169,10 +175,11 @@ fn put_object(gw: &Gateway, key: &str, bytes: &[u8]) {
         .unwrap();
 }
 
-fn code<T>(r: S3Result<T>) -> S3ErrorCode {
+/// The S3 code a client would see.
+fn code<T>(r: RequestResult<T>) -> S3ErrorCode {
     match r {
         Ok(_) => panic!("expected an error"),
-        Err(e) => e.code().clone(),
+        Err(e) => e.into_s3().code().clone(),
     }
 }
 
@@ -519,7 +526,7 @@ async fn concurrent_completions_commit_once() {
     );
     let codes: Vec<_> = [a, b]
         .into_iter()
-        .map(|r| r.err().map(|e| e.code().clone()))
+        .map(|r| r.err().map(|e| e.into_s3().code().clone()))
         .collect();
     assert!(codes.contains(&None), "one completion succeeds: {codes:?}");
     assert!(

@@ -1,7 +1,9 @@
-//! CompleteMultipartUpload in the store: the listed parts are checked against the staged ones
-//! without changing anything, then assembled into the object (renamed whole when the parts were
-//! written in place, else concatenated with kernel copies) and the upload removed.
+//! CompleteMultipartUpload in the store: the upload is locked and its staged parts read (the S3
+//! layer checks the client's part list against them), then the listed parts are assembled into
+//! the object (renamed whole when they were written in place, else concatenated with kernel
+//! copies) and the upload removed.
 
+use std::collections::BTreeMap;
 use std::fs::File;
 use std::io;
 use std::os::fd::AsFd;
@@ -15,24 +17,14 @@ use super::records::{
     PartData, assembly_metadata, fsync_path, in_place_offset, lock, read_part, read_part_record,
     staged_part_numbers,
 };
-use super::{ASSEMBLY_FILE, MAX_PART_NUMBER, MIN_PART_SIZE, PartInfo, UploadRecord};
-use crate::error::{StoreError, StoreResult};
+use super::{ASSEMBLY_FILE, PartInfo, UploadRecord};
 use crate::store::keys::ObjectPath;
-use crate::store::meta::{ObjectMeta, StoredChecksums};
+use crate::store::meta::ObjectMeta;
 use crate::store::{Commit, Store, TempFile, fsutil};
+use crate::store::{StoreError, StoreResult};
 
-/// A part as CompleteMultipartUpload lists it.
-#[derive(Debug, Clone)]
-pub struct RequestedPart {
-    /// Part number as sent.
-    pub number: i32,
-    /// ETag as sent, without quotes.
-    pub etag: String,
-    /// Checksums as sent (only those present are compared).
-    pub checksums: StoredChecksums,
-}
-
-/// A validated completion: the upload stays locked until this is finished or dropped.
+/// The parts of a completion, in order: the upload stays locked until this is finished or
+/// dropped.
 #[derive(Debug)]
 pub struct Assembly {
     /// What creation recorded.
@@ -49,6 +41,48 @@ pub struct Assembly {
     in_place: Vec<(u32, u64)>,
     dir: PathBuf,
     _lock: File,
+}
+
+/// An upload locked for completion: its record and the parts its staging folder holds.
+#[derive(Debug)]
+pub struct Staged {
+    /// What creation recorded.
+    pub record: UploadRecord,
+    /// Every part with bytes on record, by number.
+    parts: BTreeMap<u32, (PartInfo, PartData)>,
+    assembly: Option<File>,
+    in_place: Vec<(u32, u64)>,
+    dir: PathBuf,
+    lock: File,
+}
+
+impl Staged {
+    /// Part `number`, if it was uploaded.
+    pub fn part(&self, number: u32) -> Option<&PartInfo> {
+        self.parts.get(&number).map(|(info, _)| info)
+    }
+
+    /// The object made of the parts `numbers` names, in that order; the others are dropped
+    /// with the upload when it is finished.
+    pub fn assemble(mut self, numbers: &[u32]) -> StoreResult<Assembly> {
+        let mut parts = Vec::with_capacity(numbers.len());
+        let mut sources = Vec::with_capacity(numbers.len());
+        for n in numbers {
+            let (info, data) = self.parts.remove(n).ok_or(StoreError::NoSuchPart(*n))?;
+            parts.push(info);
+            sources.push(data);
+        }
+        Ok(Assembly {
+            record: self.record,
+            size: parts.iter().map(|p| p.size).sum(),
+            parts,
+            sources,
+            assembly: self.assembly,
+            in_place: self.in_place,
+            dir: self.dir,
+            _lock: self.lock,
+        })
+    }
 }
 
 impl Assembly {
@@ -70,104 +104,43 @@ pub fn multipart_etag<'a>(part_md5s: impl IntoIterator<Item = &'a str>) -> Strin
     format!("{}-{n}", hex::encode(h.finalize()))
 }
 
-/// True when every checksum the client listed for a part matches one computed at upload.
-/// Checksums not computed at upload cannot be checked and are not held against the part.
-fn checksums_agree(sent: &StoredChecksums, have: &StoredChecksums) -> bool {
-    let pairs = [
-        (&sent.crc32, &have.crc32),
-        (&sent.crc32c, &have.crc32c),
-        (&sent.crc64nvme, &have.crc64nvme),
-        (&sent.sha1, &have.sha1),
-        (&sent.sha256, &have.sha256),
-    ];
-    pairs.iter().all(|(s, h)| match (s, h) {
-        (Some(s), Some(h)) => s == h,
-        _ => true,
-    })
-}
-
 impl Store {
-    /// Checks a CompleteMultipartUpload part list against the staged parts without changing
-    /// anything. On success the upload stays locked (others wait) until the assembly is
-    /// finished with [`Store::finish_upload`] or dropped.
-    pub fn prepare_complete(
-        &self,
-        bucket: &str,
-        key: &str,
-        id: &str,
-        requested: &[RequestedPart],
-    ) -> StoreResult<Assembly> {
-        if requested.is_empty() {
-            return Err(StoreError::InvalidRequest(
-                "you must specify at least one part".into(),
-            ));
-        }
+    /// Locks an upload for completion and reads what its staging folder holds, changing
+    /// nothing. The upload stays locked (others wait) until the result is assembled and
+    /// finished with [`Store::finish_upload`], or dropped.
+    pub fn lock_upload(&self, bucket: &str, key: &str, id: &str) -> StoreResult<Staged> {
         let dir = self.upload_dir(id)?;
         let lock = lock(&dir, true)?;
         let record = self.open_upload(bucket, key, id)?;
-        if requested.windows(2).any(|w| w[0].number >= w[1].number) {
-            return Err(StoreError::InvalidPartOrder);
-        }
         let assembly_md = assembly_metadata(&dir)?;
         let assembly = match &assembly_md {
             Some(_) => Some(File::open(dir.join(ASSEMBLY_FILE))?),
             None => None,
         };
         let mut in_place = Vec::new();
+        let mut parts = BTreeMap::new();
         for number in staged_part_numbers(&dir)? {
             if let Some(off) = read_part_record(&dir, number)
                 .and_then(|r| in_place_offset(&r, assembly_md.as_ref()))
             {
                 in_place.push((number, off));
             }
-        }
-        let mut parts = Vec::with_capacity(requested.len());
-        let mut sources = Vec::with_capacity(requested.len());
-        for want in requested {
-            let number = u32::try_from(want.number)
-                .ok()
-                .filter(|n| (1..=MAX_PART_NUMBER).contains(n))
-                .ok_or_else(|| {
-                    StoreError::InvalidPart(format!("part number {} is out of range", want.number))
-                })?;
-            let (info, data) = match read_part(&dir, number, assembly_md.as_ref()) {
-                Ok(p) => p,
-                Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                    return Err(StoreError::InvalidPart(format!(
-                        "part {number} was not uploaded"
-                    )));
+            match read_part(&dir, number, assembly_md.as_ref()) {
+                Ok(part) => {
+                    parts.insert(number, part);
                 }
+                // No bytes on record: the part was never (fully) uploaded.
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
                 Err(e) => return Err(e.into()),
-            };
-            if !info.etag.eq_ignore_ascii_case(&want.etag) {
-                return Err(StoreError::InvalidPart(format!(
-                    "the ETag of part {number} does not match"
-                )));
             }
-            if !checksums_agree(&want.checksums, &info.checksums) {
-                return Err(StoreError::InvalidPart(format!(
-                    "the checksum of part {number} does not match"
-                )));
-            }
-            parts.push(info);
-            sources.push(data);
         }
-        if let Some(small) = parts[..parts.len() - 1]
-            .iter()
-            .find(|p| p.size < MIN_PART_SIZE)
-        {
-            return Err(StoreError::EntityTooSmall(small.number as i32));
-        }
-        let size = parts.iter().map(|p| p.size).sum();
-        Ok(Assembly {
+        Ok(Staged {
             record,
             parts,
-            size,
-            sources,
             assembly,
             in_place,
             dir,
-            _lock: lock,
+            lock,
         })
     }
 
@@ -189,7 +162,7 @@ impl Store {
                 .and_then(|f| f.metadata())
                 .is_ok_and(|m| m.is_file())
             {
-                return Err(StoreError::PreconditionFailed);
+                return Err(StoreError::Exists);
             }
         }
         let meta = if let Some(file) = self.assembly_in_place(&assembly)? {

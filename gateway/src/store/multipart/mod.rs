@@ -24,13 +24,13 @@ use serde::{Deserialize, Serialize};
 
 use super::meta::{ObjectMeta, StoredChecksums};
 use super::{Store, TempFile, fsutil};
-use crate::error::{StoreError, StoreResult};
+use crate::store::{StoreError, StoreResult};
 use records::{
     PartRecord, assembly_metadata, fsync_path, lock, no_upload_if_missing, part_name, read_part,
     read_record, staged_part_numbers, write_json_atomic,
 };
 
-pub use complete::{Assembly, RequestedPart, multipart_etag};
+pub use complete::{Assembly, Staged, multipart_etag};
 pub use slots::{AssemblyWrites, PartSlot};
 
 /// S3's minimum size of every part but the last.

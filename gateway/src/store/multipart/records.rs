@@ -22,9 +22,9 @@ use std::time::SystemTime;
 use serde::{Deserialize, Serialize};
 
 use super::{ASSEMBLY_FILE, MAX_PART_NUMBER, PartInfo, UPLOAD_FILE, UploadRecord};
-use crate::error::{StoreError, StoreResult};
 use crate::store::fsutil;
 use crate::store::meta::{StoredChecksums, md5_of_file};
+use crate::store::{StoreError, StoreResult};
 
 /// `part-NNNNN.json`.
 #[derive(Debug, Serialize, Deserialize)]
@@ -74,7 +74,7 @@ pub(super) fn no_upload_if_missing(e: io::Error) -> StoreError {
     ) {
         StoreError::NoSuchUpload
     } else {
-        StoreError::Io(e)
+        StoreError::from(e)
     }
 }
 

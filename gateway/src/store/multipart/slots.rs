@@ -22,9 +22,9 @@ use std::time::SystemTime;
 
 use super::records::{PartRecord, fsync_path, lock, part_name, write_json_atomic};
 use super::{ASSEMBLY_FILE, MAX_OBJECT_SIZE, MIN_PART_SIZE, PartInfo, UploadRecord};
-use crate::error::{StoreError, StoreResult};
 use crate::store::meta::StoredChecksums;
 use crate::store::{Store, fsutil};
+use crate::store::{StoreError, StoreResult};
 
 /// The part size the first part fixed: part N's slot starts at `(N - 1) × stride`.
 const STRIDE_FILE: &str = "stride";
@@ -204,9 +204,7 @@ impl Store {
         checksums: StoredChecksums,
     ) -> StoreResult<PartInfo> {
         if size > slot.capacity {
-            return Err(StoreError::InvalidRequest(
-                "the part is larger than its declared length".into(),
-            ));
+            return Err(StoreError::SlotOverflow);
         }
         slot.flush()?;
         slot.file.sync_data()?;
