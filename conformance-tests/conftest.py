@@ -146,6 +146,7 @@ class Gateway:
         host: str = "127.0.0.1",
         listen: str | None = None,
         tls_ca: Path | None = None,
+        data_tmpfs: str | None = None,
     ):
         self.workdir = Path(workdir)
         self.data_dir = self.workdir / "data"
@@ -158,6 +159,9 @@ class Gateway:
         self.listen = listen
         # With TLS (--tls-cert in extra_args): the CA that signed the gateway's certificate.
         self.tls_ca = tls_ca
+        # A tmpfs of this size (e.g. "4m") mounted on the data folder, in a user and mount
+        # namespace of the gateway's own (`unshare`): a disk that really fills up.
+        self.data_tmpfs = data_tmpfs
         self.access_key = access_key
         self.secret_key = secret_key
         self.region = region or REGION
@@ -216,6 +220,9 @@ class Gateway:
         if self.region != REGION or "--region" in self.extra_args:
             cmd += ["--region", self.region]
         cmd += self.extra_args
+        if self.data_tmpfs:
+            mount = f'mount -t tmpfs -o size={self.data_tmpfs} nebula-data "$0" && exec "$@"'
+            cmd = ["unshare", "--user", "--map-root-user", "--mount", "sh", "-c", mount, str(self.data_dir)] + cmd
         self.cmd = cmd
         self._log = open(self.log_path, "ab")
         self.proc = subprocess.Popen(

@@ -233,3 +233,60 @@ def test_boto3_multipart_low_level(s3, bbucket):
     r = s3.complete_multipart_upload(Bucket=bbucket, Key=key, UploadId=up["UploadId"], MultipartUpload={"Parts": parts})
     assert r["ETag"] == multipart_etag(parts_data)
     assert sha256_bytes(s3.get_object(Bucket=bbucket, Key=key)["Body"].read()) == sha256_bytes(b"".join(parts_data))
+
+
+def test_boto3_complete_multipart_refusals_are_s3_xml_errors(s3, bbucket):
+    """CompleteMultipartUpload's checks (order, known parts and ETags, 5 MiB minimum) answer
+    400 with the S3 code in an XML error body, and leave the upload completable."""
+    bodies = []
+
+    def keep_body(response_dict, **_):
+        bodies.append((response_dict["status_code"], response_dict["headers"], response_dict["body"]))
+
+    s3.meta.events.register("before-parse.s3.CompleteMultipartUpload", keep_body)
+    try:
+        key = "mpu/refusals"
+        uid = s3.create_multipart_upload(Bucket=bbucket, Key=key)["UploadId"]
+        data = [os.urandom(5 * MIB), os.urandom(5 * MIB), os.urandom(1000)]
+        etags = [
+            s3.upload_part(Bucket=bbucket, Key=key, UploadId=uid, PartNumber=n, Body=d)["ETag"]
+            for n, d in enumerate(data, 1)
+        ]
+        part = lambda n, etag=None: {"PartNumber": n, "ETag": etag or etags[n - 1]}  # noqa: E731
+        bogus = '"' + "0" * 32 + '"'
+        cases = [
+            ([part(2), part(1), part(3)], "InvalidPartOrder"),
+            ([part(1), part(2, bogus), part(3)], "InvalidPart"),
+            ([part(1), part(2), part(4, etags[2])], "InvalidPart"),
+        ]
+        for parts, code in cases:
+            with pytest.raises(ClientError) as ei:
+                s3.complete_multipart_upload(Bucket=bbucket, Key=key, UploadId=uid, MultipartUpload={"Parts": parts})
+            assert (err_code(ei.value), http_status(ei.value)) == (code, 400), parts
+            status, headers, body = bodies[-1]
+            assert status == 400
+            assert headers.get("content-type", "").startswith("application/xml"), headers
+            assert body.startswith(b"<?xml") and f"<Error><Code>{code}</Code>".encode() in body, body
+        # None of the refusals used the upload up.
+        r = s3.complete_multipart_upload(
+            Bucket=bbucket, Key=key, UploadId=uid, MultipartUpload={"Parts": [part(1), part(2), part(3)]}
+        )
+        assert r["ETag"] == multipart_etag(data)
+
+        # A part other than the last under 5 MiB.
+        key = "mpu/too-small"
+        uid = s3.create_multipart_upload(Bucket=bbucket, Key=key)["UploadId"]
+        small = [os.urandom(1024), os.urandom(1024)]
+        parts = [
+            {"PartNumber": n, "ETag": s3.upload_part(Bucket=bbucket, Key=key, UploadId=uid, PartNumber=n, Body=d)["ETag"]}
+            for n, d in enumerate(small, 1)
+        ]
+        with pytest.raises(ClientError) as ei:
+            s3.complete_multipart_upload(Bucket=bbucket, Key=key, UploadId=uid, MultipartUpload={"Parts": parts})
+        assert (err_code(ei.value), http_status(ei.value)) == ("EntityTooSmall", 400)
+        status, headers, body = bodies[-1]
+        assert headers.get("content-type", "").startswith("application/xml"), headers
+        assert body.startswith(b"<?xml") and b"<Error><Code>EntityTooSmall</Code>" in body, body
+        s3.abort_multipart_upload(Bucket=bbucket, Key=key, UploadId=uid)
+    finally:
+        s3.meta.events.unregister("before-parse.s3.CompleteMultipartUpload", keep_body)

@@ -15,6 +15,7 @@ import os
 import random
 import re
 import stat
+import subprocess
 import threading
 import time
 import urllib.parse
@@ -124,6 +125,49 @@ def test_sigterm_graceful_shutdown(start_gateway):
     rc = g.stop()
     assert rc == 0, f"exit status {rc} after SIGTERM\n{g.log_tail()}"
     assert time.monotonic() - t0 < 10
+
+
+def test_full_disk_is_507_insufficient_storage(start_gateway, tmp_path):
+    """A data folder that really fills up (a 4 MiB tmpfs): the write that does not fit answers
+    507 InsufficientStorage with an XML body, not a 500; what was stored stays readable; space
+    freed by a delete is usable again (the failed write left nothing behind)."""
+    probe = subprocess.run(
+        ["unshare", "--user", "--map-root-user", "--mount", "sh", "-c", 'mount -t tmpfs -o size=1m t "$0"', str(tmp_path)],
+        capture_output=True,
+    )
+    if probe.returncode != 0:
+        pytest.skip(
+            "this machine allows no unprivileged user and mount namespace to mount a small tmpfs "
+            f"({probe.stderr.decode(errors='replace').strip()}); the mapping of ENOSPC is unit-tested "
+            "in gateway/src/s3/error.rs"
+        )
+    g = start_gateway(data_tmpfs="4m")
+    raw = g.raw()
+    b = new_bucket_name("full")
+    assert raw.put_bucket(b).status == 200
+    stored = {}
+    refused = None
+    for i in range(8):
+        data = os.urandom(MIB)
+        r = raw.put(b, f"fill/{i}", data)
+        if r.status != 200:
+            refused = r
+            break
+        stored[f"fill/{i}"] = data
+    assert refused is not None, "8 MiB fitted on a 4 MiB tmpfs"
+    assert stored, f"not even 1 MiB fitted: {refused}"
+    assert_error(refused, 507, "InsufficientStorage")
+    assert refused.header("content-type", "").startswith("application/xml"), refused
+    assert refused.xml().findtext("Message") == "there is no space left in the gateway's data folder"
+    for key, data in stored.items():
+        r = raw.get(b, key)
+        assert r.status == 200 and sha256_bytes(r.body) == sha256_bytes(data), key
+    assert "the data folder is full" in g.log_text()
+    first = next(iter(stored))
+    assert raw.delete(b, first).status == 204
+    data = os.urandom(MIB)
+    assert raw.put(b, "after-delete", data).status == 200
+    assert sha256_bytes(raw.get(b, "after-delete").body) == sha256_bytes(data)
 
 
 def test_env_var_configuration(start_gateway):
