@@ -3,7 +3,9 @@
 use std::time::Duration;
 
 use bytes::Bytes;
+use nebula_api_types::ErrorBody;
 use reqwest::{Method, Response, StatusCode};
+use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use crate::config::{Settings, choose_server};
@@ -184,7 +186,7 @@ impl Client {
     pub async fn api_post<T: DeserializeOwned>(
         &self,
         path: &str,
-        body: &serde_json::Value,
+        body: &impl Serialize,
     ) -> Result<T> {
         let url = self.api_url(path, &[]);
         let bytes = Bytes::from(serde_json::to_vec(body).expect("JSON values serialise"));
@@ -269,10 +271,8 @@ pub async fn remote_error(resp: Response, resource: &str) -> CliError {
 
 /// `(code, message)` from `<Error><Code/><Message/></Error>` or `{"error":{"code","message"}}`.
 pub fn parse_error_body(text: &str) -> (String, String) {
-    if let Ok(v) = serde_json::from_str::<serde_json::Value>(text) {
-        let e = &v["error"];
-        let s = |f: &str| e[f].as_str().unwrap_or_default().to_owned();
-        return (s("code"), s("message"));
+    if let Ok(ErrorBody { error }) = serde_json::from_str(text) {
+        return (error.code, error.message);
     }
     if let Ok(doc) = roxmltree::Document::parse(text) {
         let s = |tag: &str| {

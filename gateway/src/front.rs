@@ -2,7 +2,6 @@
 //! expiry cap, region check, S3's lenient Range handling) in one place, and logs and counts
 //! each request (see [`crate::metrics`]).
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 
 use http::{HeaderValue, Request, Response, StatusCode};
@@ -12,30 +11,10 @@ use s3s::{Body, HttpError};
 
 use crate::limits::{IdleTimeoutBody, Limits, MAX_XML_BODY};
 use crate::metrics::RequestTag;
-use crate::tailnet::{AllowList, TailnetPeer};
+use crate::peer::{AllowList, PeerInfo};
 
 /// SigV4's longest presigned URL lifetime (7 days).
 const MAX_PRESIGNED_EXPIRES: u64 = 604_800;
-
-/// Facts about the connection a request came on, passed to handlers as a request extension.
-#[derive(Debug, Clone, Default)]
-pub struct PeerInfo {
-    /// Remote address as seen by the listener.
-    pub addr: Option<SocketAddr>,
-    /// The tailnet node the connection came from, when it came over the in-process tailnet
-    /// listener and the control plane knew the peer.
-    pub tailnet: Option<TailnetPeer>,
-}
-
-impl PeerInfo {
-    /// A peer known only by its address (plain TCP).
-    pub fn from_addr(addr: SocketAddr) -> Self {
-        PeerInfo {
-            addr: Some(addr),
-            tailnet: None,
-        }
-    }
-}
 
 /// The per-request entry point shared by all listeners.
 #[derive(Clone)]

@@ -25,6 +25,7 @@ pub mod limits;
 pub mod listen;
 pub mod logs;
 pub mod metrics;
+pub mod peer;
 pub mod s3;
 pub mod server;
 pub mod store;

@@ -9,7 +9,9 @@ use nebula_gateway::catalog::Catalog;
 use nebula_gateway::config::{Cli, Command, ReindexArgs, ServeArgs, parse_size};
 use nebula_gateway::events::ObjectEvents;
 use nebula_gateway::limits::Limits;
-use nebula_gateway::{build_front, credentials, jobs, listen, logs, s3, server, store, tailnet};
+use nebula_gateway::{
+    build_front, credentials, jobs, listen, logs, peer, s3, server, store, tailnet,
+};
 use nebula_media::MediaService;
 
 fn main() -> anyhow::Result<()> {
@@ -57,7 +59,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let auto_qualities = jobs::parse_qualities(&args.auto_transcode)
         .map_err(|e| anyhow::anyhow!("--auto-transcode: {e}"))?;
     let listen = listen::ListenSpec::parse(&args.listen)?;
-    let tailnet_allow = tailnet::AllowList::parse(&args.tailnet.tailscale_allow)?;
+    let tailnet_allow = peer::AllowList::parse(&args.tailnet.tailscale_allow)?;
     if args.tailnet.tailscale && !tailnet::SUPPORTED {
         return Err(tailnet::TailnetError::NotCompiledIn.into());
     }

@@ -9,8 +9,9 @@ use hyper_util::server::graceful::{GracefulShutdown, Watcher};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpListener;
 
-use crate::front::{Front, PeerInfo};
+use crate::front::Front;
 use crate::limits::{Limits, MAX_HEADER_BYTES, PrefaceDeadline};
+use crate::peer::PeerInfo;
 use crate::tls::Tls;
 
 /// How long shutdown waits for in-flight requests.

@@ -6,8 +6,8 @@ use std::sync::Arc;
 
 use hmac::{Hmac, Mac};
 use hyper_util::server::graceful::GracefulShutdown;
-use nebula_gateway::front::{Front, PeerInfo};
-use nebula_gateway::tailnet::{AllowList, TailnetPeer};
+use nebula_gateway::front::Front;
+use nebula_gateway::peer::{AllowList, PeerInfo, TailnetPeer};
 use nebula_gateway::{api, build_front, credentials::Credentials, s3, server, store};
 use sha2::{Digest, Sha256};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};

@@ -1,7 +1,7 @@
 //! `nebula ls`: the gateway's catalog listing (with media info) when it has one, else plain
 //! ListObjectsV2.
 
-use serde::{Deserialize, Serialize};
+use nebula_api_types::files::{FileItem, FilePage, Media};
 
 use super::{BucketArg, Ctx, print_json};
 use crate::client::Client;
@@ -26,44 +26,6 @@ pub struct Args {
     json: bool,
 }
 
-/// One listed object, in the gateway API's shape.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct Item {
-    /// Bucket.
-    #[serde(default)]
-    pub bucket: String,
-    /// Key.
-    pub key: String,
-    /// Size in bytes.
-    #[serde(default)]
-    pub size: u64,
-    /// ETag.
-    #[serde(default)]
-    pub etag: Option<String>,
-    /// Content type.
-    #[serde(default)]
-    pub content_type: Option<String>,
-    /// Last modification time.
-    #[serde(default)]
-    pub modified: Option<String>,
-    /// Description metadata.
-    #[serde(default)]
-    pub description: Option<String>,
-    /// Probed media facts.
-    #[serde(default)]
-    pub media: Option<serde_json::Value>,
-    /// Stored renditions by quality.
-    #[serde(default)]
-    pub variants: Option<serde_json::Value>,
-}
-
-#[derive(Debug, Deserialize)]
-struct Page {
-    items: Vec<Item>,
-    #[serde(default)]
-    next_cursor: Option<String>,
-}
-
 /// Runs `nebula ls`.
 pub async fn run(ctx: &Ctx, args: Args) -> Result<()> {
     let (settings, client) = ctx.client().await?;
@@ -83,7 +45,7 @@ pub async fn run(ctx: &Ctx, args: Args) -> Result<()> {
         Err(e) if catalog_missing(&e) => list_s3(&client, &bucket, &args.prefix, want).await?,
         Err(e) => return Err(e),
     };
-    let items: Vec<Item> = items
+    let items: Vec<FileItem> = items
         .into_iter()
         .skip(args.skip)
         .take(args.limit.unwrap_or(usize::MAX))
@@ -105,7 +67,7 @@ pub async fn run(ctx: &Ctx, args: Args) -> Result<()> {
             "{:>10}  {:<24}  {:<19}  {:<22}  {}",
             indicatif::HumanBytes(i.size).to_string(),
             i.content_type.as_deref().unwrap_or("-"),
-            short_time(i.modified.as_deref().unwrap_or("-")),
+            short_time(&i.modified),
             media_summary(i.media.as_ref()),
             i.key
         );
@@ -124,7 +86,7 @@ async fn list_catalog(
     bucket: &str,
     prefix: &str,
     want: Option<usize>,
-) -> Result<Vec<Item>> {
+) -> Result<Vec<FileItem>> {
     let mut out = Vec::new();
     let mut cursor: Option<String> = None;
     loop {
@@ -139,7 +101,7 @@ async fn list_catalog(
         if let Some(c) = &cursor {
             q.push(("cursor", c));
         }
-        let page: Page = client.api_get("files", &q).await?;
+        let page: FilePage = client.api_get("files", &q).await?;
         out.extend(page.items);
         if want.is_some_and(|w| out.len() >= w) || page.next_cursor.is_none() {
             return Ok(out);
@@ -153,7 +115,7 @@ async fn list_s3(
     bucket: &str,
     prefix: &str,
     want: Option<usize>,
-) -> Result<Vec<Item>> {
+) -> Result<Vec<FileItem>> {
     let mut out = Vec::new();
     let mut token: Option<String> = None;
     loop {
@@ -162,18 +124,18 @@ async fn list_s3(
             .list_objects(bucket, prefix, token.as_deref(), max)
             .await?;
         out.extend(entries.into_iter().map(|e| {
-            Item {
+            FileItem {
                 bucket: bucket.to_owned(),
                 content_type: mime_guess::from_path(&e.key)
                     .first()
                     .map(|m| m.essence_str().to_owned()),
                 key: e.key,
                 size: e.size,
-                etag: Some(e.etag),
-                modified: Some(e.modified),
+                etag: e.etag,
+                modified: e.modified,
                 description: None,
                 media: None,
-                variants: None,
+                variants: Default::default(),
             }
         }));
         if want.is_some_and(|w| out.len() >= w) || next.is_none() {
@@ -188,12 +150,12 @@ fn short_time(t: &str) -> String {
 }
 
 /// `1:23:45 1920x1080 h264` from the catalog's media facts.
-fn media_summary(media: Option<&serde_json::Value>) -> String {
-    let Some(m) = media.filter(|m| m.is_object()) else {
+fn media_summary(media: Option<&Media>) -> String {
+    let Some(m) = media else {
         return "-".into();
     };
     let mut parts = Vec::new();
-    if let Some(d) = m["duration_secs"].as_f64() {
+    if let Some(d) = m.duration_secs {
         let s = d.round() as u64;
         parts.push(if s >= 3600 {
             format!("{}:{:02}:{:02}", s / 3600, s % 3600 / 60, s % 60)
@@ -201,10 +163,10 @@ fn media_summary(media: Option<&serde_json::Value>) -> String {
             format!("{}:{:02}", s / 60, s % 60)
         });
     }
-    if let (Some(w), Some(h)) = (m["width"].as_u64(), m["height"].as_u64()) {
-        parts.push(format!("{w}x{h}"));
+    if m.width > 0 && m.height > 0 {
+        parts.push(format!("{}x{}", m.width, m.height));
     }
-    if let Some(c) = m["video_codec"].as_str().or(m["audio_codec"].as_str()) {
+    if let Some(c) = m.video_codec.as_deref().or(m.audio_codec.as_deref()) {
         parts.push(c.to_owned());
     }
     if parts.is_empty() {
@@ -220,8 +182,20 @@ mod tests {
 
     #[test]
     fn media_text() {
-        let m = serde_json::json!({"duration_secs": 3725.4, "width": 1920, "height": 1080, "video_codec": "h264"});
+        let mut m = Media {
+            duration_secs: Some(3725.4),
+            width: 1920,
+            height: 1080,
+            fps: None,
+            video_codec: Some("h264".into()),
+            audio_codec: None,
+            bitrate: None,
+            container: None,
+        };
         assert_eq!(media_summary(Some(&m)), "1:02:05 1920x1080 h264");
+        (m.width, m.height, m.video_codec) = (0, 0, None);
+        m.audio_codec = Some("aac".into());
+        assert_eq!(media_summary(Some(&m)), "1:02:05 aac");
         assert_eq!(media_summary(None), "-");
         assert_eq!(
             short_time("2026-01-02T03:04:05.000Z"),

@@ -2,6 +2,7 @@
 
 use std::time::{Duration, Instant};
 
+use nebula_api_types::Ping;
 use serde_json::json;
 
 use super::{Ctx, print_json};
@@ -22,35 +23,39 @@ pub async fn run(ctx: &Ctx, args: Args) -> Result<()> {
     let started = Instant::now();
     let resp = client.get_unsigned(&url, Duration::from_secs(10)).await?;
     let status = resp.status();
-    let body: Option<serde_json::Value> = resp.json().await.ok();
+    let pong: Option<Ping> = resp.json().await.ok();
     let latency = started.elapsed();
     if status.is_success()
-        && let Some(v) = body.filter(|v| v["service"] == "nebula-gateway")
+        && let Some(pong) = pong.filter(|p| p.service == Ping::SERVICE)
     {
-        let version = v["version"].as_str().unwrap_or("?").to_owned();
-        let uptime = v["uptime_secs"].as_u64();
+        let Ping {
+            version,
+            uptime_secs: uptime,
+            tailnet_node,
+            ..
+        } = pong;
         if args.json {
             print_json(
-                &json!({"url": client.base, "nebula": true, "version": version, "uptime_secs": uptime, "latency_ms": ms(latency)}),
+                &json!({"url": client.base, "nebula": true, "version": version, "uptime_secs": uptime, "latency_ms": ms(latency), "tailnet_node": tailnet_node}),
             );
         } else {
-            let up = uptime
-                .map(|s| {
-                    format!(
-                        ", up {}",
-                        crate::progress::human_duration(Duration::from_secs(s))
-                    )
-                })
+            let up = format!(
+                ", up {}",
+                crate::progress::human_duration(Duration::from_secs(uptime))
+            );
+            // Over the tailnet: who the gateway takes us for (what --tailscale-allow matches).
+            let node = tailnet_node
+                .map(|n| format!("; it sees this machine as tailnet node {}", n.hostname))
                 .unwrap_or_default();
             println!(
-                "nebula-gateway {version} at {} answered in {:.1} ms{up}",
+                "nebula-gateway {version} at {} answered in {:.1} ms{up}{node}",
                 client.base,
                 ms(latency)
             );
         }
         return Ok(());
     }
-    // Not a Nebula gateway (or an old one): an S3 round trip still proves reachability and keys.
+    // Not a Nebula gateway: an S3 round trip still proves reachability and keys.
     let started = Instant::now();
     let buckets = client.list_buckets().await?;
     let latency = started.elapsed();

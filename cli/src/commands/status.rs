@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use indicatif::HumanBytes;
-use serde_json::Value;
+use nebula_api_types::health::{Health, HealthStatus};
 
 use super::{Ctx, print_json};
 use crate::error::Result;
@@ -20,7 +20,7 @@ pub struct Args {
 /// Runs `nebula status`.
 pub async fn run(ctx: &Ctx, args: Args) -> Result<()> {
     let (_, client) = ctx.client().await?;
-    let h: Value = client.api_get("health", &[]).await?;
+    let h: Health = client.api_get("health", &[]).await?;
     if args.json {
         print_json(&h);
     } else {
@@ -29,141 +29,111 @@ pub async fn run(ctx: &Ctx, args: Args) -> Result<()> {
     Ok(())
 }
 
-fn bytes(v: &Value) -> String {
-    v.as_u64()
-        .map(|b| HumanBytes(b).to_string())
-        .unwrap_or_else(|| "?".into())
+fn bytes(b: u64) -> String {
+    HumanBytes(b).to_string()
 }
 
-fn num(v: &Value) -> String {
-    v.as_f64()
-        .map(|f| format!("{f:.2}"))
-        .unwrap_or_else(|| "?".into())
-}
-
-/// The dashboard text; every section tolerates missing fields (older or newer gateways).
-fn dashboard(base: &str, h: &Value) -> String {
+/// The dashboard text.
+fn dashboard(base: &str, h: &Health) -> String {
     let mut out = String::new();
     let mut row = |label: &str, text: String| out.push_str(&format!("{label:<9}{text}\n"));
-    let up = h["uptime_secs"]
-        .as_u64()
-        .map(|s| format!(", up {}", human_duration(Duration::from_secs(s))))
-        .unwrap_or_default();
+    let state = match h.status {
+        HealthStatus::Ok => "OK",
+        HealthStatus::Degraded => "DEGRADED",
+    };
     row(
         "Gateway",
         format!(
-            "nebula-gateway {} at {base}: {}{up}",
-            h["version"].as_str().unwrap_or("?"),
-            h["status"].as_str().unwrap_or("?").to_uppercase()
+            "nebula-gateway {} at {base}: {state}, up {}",
+            h.version,
+            human_duration(Duration::from_secs(h.uptime_secs))
         ),
     );
-    let c = &h["cpu"];
-    if c.is_object() {
-        let cpu_time = c["process_cpu_secs"]
-            .as_f64()
-            .map(|s| format!(", gateway CPU time {s:.1}s"))
-            .unwrap_or_default();
-        row(
-            "CPU",
-            format!(
-                "{} cores, load {} {} {}{cpu_time}",
-                c["cores"].as_u64().map_or("?".into(), |n| n.to_string()),
-                num(&c["load1"]),
-                num(&c["load5"]),
-                num(&c["load15"])
-            ),
-        );
+    let c = &h.cpu;
+    row(
+        "CPU",
+        format!(
+            "{} cores, load {:.2} {:.2} {:.2}, gateway CPU time {:.1}s",
+            c.cores, c.load1, c.load5, c.load15, c.process_cpu_secs
+        ),
+    );
+    let m = &h.memory;
+    row(
+        "Memory",
+        format!(
+            "{} available of {}, gateway uses {}",
+            bytes(m.available_bytes),
+            bytes(m.total_bytes),
+            bytes(m.gateway_rss_bytes)
+        ),
+    );
+    match &h.disk {
+        Some(d) => {
+            let used = if d.total_bytes > 0 {
+                format!(
+                    " ({:.0}% used)",
+                    100.0 - d.available_bytes as f64 * 100.0 / d.total_bytes as f64
+                )
+            } else {
+                String::new()
+            };
+            row(
+                "Disk",
+                format!(
+                    "{}: {} available of {}{used}",
+                    d.path,
+                    bytes(d.available_bytes),
+                    bytes(d.total_bytes)
+                ),
+            );
+        }
+        None => row("Disk", "unknown".into()),
     }
-    let m = &h["memory"];
-    if m.is_object() {
-        row(
-            "Memory",
-            format!(
-                "{} available of {}, gateway uses {}",
-                bytes(&m["available_bytes"]),
-                bytes(&m["total_bytes"]),
-                bytes(&m["gateway_rss_bytes"])
-            ),
-        );
-    }
-    let d = &h["disk"];
-    if d.is_object() {
-        let used = match (d["total_bytes"].as_u64(), d["available_bytes"].as_u64()) {
-            (Some(t), Some(a)) if t > 0 => {
-                format!(" ({:.0}% used)", 100.0 - a as f64 * 100.0 / t as f64)
-            }
-            _ => String::new(),
-        };
-        row(
-            "Disk",
-            format!(
-                "{}: {} available of {}{used}",
-                d["path"].as_str().unwrap_or("?"),
-                bytes(&d["available_bytes"]),
-                bytes(&d["total_bytes"])
-            ),
-        );
-    } else {
-        row("Disk", "unknown".into());
-    }
-    if let Some(bats) = h["battery"].as_array().filter(|b| !b.is_empty()) {
-        let text: Vec<String> = bats
+    if !h.battery.is_empty() {
+        let text: Vec<String> = h
+            .battery
             .iter()
             .map(|b| {
                 format!(
                     "{} {}% {}",
-                    b["name"].as_str().unwrap_or("battery"),
-                    b["capacity_percent"]
-                        .as_u64()
-                        .map_or("?".into(), |p| p.to_string()),
-                    b["status"].as_str().unwrap_or("")
+                    b.name,
+                    b.capacity_percent.map_or("?".into(), |p| p.to_string()),
+                    b.status.as_deref().unwrap_or("")
                 )
             })
             .collect();
         row("Battery", text.join(", "));
     }
-    let me = &h["media"];
-    if me.is_object() {
-        let text = if me["enabled"].as_bool() == Some(true) {
-            format!(
-                "transcoding on, encoder {}, up to {} at once",
-                me["encoder"].as_str().unwrap_or("?"),
-                me["max_transcodes"]
-                    .as_u64()
-                    .map_or("?".into(), |n| n.to_string())
-            )
-        } else {
-            "transcoding off".into()
-        };
-        row("Media", text);
-    }
-    let db = &h["database"];
-    if db.is_object() {
-        let state = if db["ok"].as_bool() == Some(true) {
-            "ok".to_owned()
-        } else {
-            format!(
-                "FAILING: {}",
-                db["error"].as_str().unwrap_or("unknown error")
-            )
-        };
-        row(
-            "Catalog",
-            format!("{} {state}", db["engine"].as_str().unwrap_or("?")),
-        );
-    }
-    let j = &h["jobs"];
-    if j.is_object() {
-        let n = |k: &str| j[k].as_u64().unwrap_or(0);
+    let me = &h.media;
+    let media = if me.enabled {
+        format!(
+            "transcoding on, encoder {}, up to {} at once",
+            me.encoder.as_deref().unwrap_or("?"),
+            me.max_transcodes.map_or("?".into(), |n| n.to_string())
+        )
+    } else {
+        "transcoding off".into()
+    };
+    row("Media", media);
+    let db = &h.database;
+    let state = if db.ok {
+        "ok".to_owned()
+    } else {
+        format!(
+            "FAILING: {}",
+            db.error.as_deref().unwrap_or("unknown error")
+        )
+    };
+    row(
+        "Catalog",
+        format!("{} {state}", db.engine.as_deref().unwrap_or("none")),
+    );
+    if let Some(j) = &h.jobs {
         row(
             "Jobs",
             format!(
                 "{} pending, {} processing, {} completed, {} failed, {} cancelled",
-                n("pending"),
-                n("processing"),
-                n("completed"),
-                n("failed"),
-                n("cancelled")
+                j.pending, j.processing, j.completed, j.failed, j.cancelled
             ),
         );
     }
@@ -175,11 +145,25 @@ mod tests {
     use super::*;
 
     #[test]
-    fn renders_partial_documents() {
-        let h = serde_json::json!({"status": "ok", "version": "0.1.0", "uptime_secs": 65, "disk": null, "cpu": {"cores": 2, "load1": 0.5}});
+    fn renders_the_health_document() {
+        let h: Health = serde_json::from_value(serde_json::json!({
+            "status": "degraded", "version": "0.1.0", "uptime_secs": 65,
+            "cpu": {"cores": 2, "load1": 0.5, "load5": 0.25, "load15": 0.0, "process_cpu_secs": 1.25},
+            "memory": {"total_bytes": 2048, "available_bytes": 1024, "gateway_rss_bytes": 512},
+            "disk": null, "battery": [],
+            "media": {"enabled": false, "encoder": null, "max_transcodes": null},
+            "database": {"engine": null, "ok": false, "error": "no catalog is configured"},
+            "jobs": null
+        }))
+        .unwrap();
         let text = dashboard("http://x", &h);
-        assert!(text.contains("OK, up 1m 5s"), "{text}");
-        assert!(text.contains("2 cores, load 0.50 ? ?"), "{text}");
+        assert!(text.contains("DEGRADED, up 1m 5s"), "{text}");
+        assert!(text.contains("2 cores, load 0.50 0.25 0.00"), "{text}");
         assert!(text.contains("Disk     unknown"), "{text}");
+        assert!(
+            text.contains("Catalog  none FAILING: no catalog is configured"),
+            "{text}"
+        );
+        assert!(!text.contains("Jobs"), "{text}");
     }
 }

@@ -6,15 +6,12 @@ use std::time::Duration;
 
 use clap::builder::TypedValueParser;
 use indicatif::{MultiProgress, ProgressBar};
-use serde_json::{Value, json};
+use nebula_api_types::jobs::{Job, JobList, JobStatus, QualityName, TranscodeRequest};
 
 use super::{BucketArg, Ctx, print_json};
 use crate::client::Client;
 use crate::error::{CliError, Result};
 use crate::progress::percent_bar;
-
-/// Job states after which nothing changes any more.
-const FINAL: [&str; 3] = ["completed", "failed", "cancelled"];
 
 /// Arguments of `nebula transcode`.
 #[derive(Debug, clap::Args)]
@@ -71,48 +68,25 @@ pub struct CancelArgs {
     json: bool,
 }
 
-/// The jobs in an answer that is either `{"jobs": [...]}`/`{"items": [...]}` or a bare array.
-fn jobs_of(v: Value) -> Vec<Value> {
-    match v {
-        Value::Array(a) => a,
-        Value::Object(mut o) => match o.remove("jobs").or_else(|| o.remove("items")) {
-            Some(Value::Array(a)) => a,
-            _ => Vec::new(),
-        },
-        _ => Vec::new(),
+/// Progress in percent (the gateway sends 0–100; a completed job is 100).
+fn percent(job: &Job) -> u64 {
+    if job.status == JobStatus::Completed {
+        100
+    } else {
+        u64::from(job.progress.min(100))
     }
 }
 
-fn text(v: &Value) -> String {
-    match v {
-        Value::String(s) => s.clone(),
-        Value::Null => "-".into(),
-        other => other.to_string(),
-    }
-}
-
-/// Progress in percent; the API may send a fraction (0–1) or a percentage.
-fn percent(job: &Value) -> u64 {
-    if job["status"] == "completed" {
-        return 100;
-    }
-    match job["progress"].as_f64() {
-        Some(p) if p <= 1.0 => (p * 100.0).round() as u64,
-        Some(p) => p.round().min(100.0) as u64,
-        None => 0,
-    }
-}
-
-fn line(job: &Value) -> String {
+fn line(job: &Job) -> String {
     let mut s = format!(
         "{}  {:<10}  {:>4}p  {:>3}%  {}",
-        text(&job["id"]),
-        text(&job["status"]),
-        text(&job["quality"]),
+        job.id,
+        job.status,
+        job.quality,
         percent(job),
-        text(&job["key"])
+        job.key
     );
-    if let Some(e) = job["error"].as_str().filter(|e| !e.is_empty()) {
+    if let Some(e) = job.error.as_deref().filter(|e| !e.is_empty()) {
         s.push_str(&format!("  ({e})"));
     }
     s
@@ -122,8 +96,16 @@ fn line(job: &Value) -> String {
 pub async fn run_transcode(ctx: &Ctx, args: TranscodeArgs) -> Result<()> {
     let (settings, client) = ctx.client().await?;
     let bucket = settings.bucket(args.bucket.bucket.as_deref())?;
-    let body = json!({"bucket": bucket, "key": args.key, "qualities": args.qualities});
-    let jobs = jobs_of(client.api_post("transcode", &body).await?);
+    let body = TranscodeRequest {
+        bucket: bucket.clone(),
+        key: args.key.clone(),
+        qualities: args
+            .qualities
+            .iter()
+            .map(|q| QualityName::Height(u64::from(*q)))
+            .collect(),
+    };
+    let JobList { jobs } = client.api_post("transcode", &body).await?;
     if args.json {
         print_json(&jobs);
     } else {
@@ -138,12 +120,11 @@ pub async fn run_transcode(ctx: &Ctx, args: TranscodeArgs) -> Result<()> {
     Ok(())
 }
 
-async fn jobs_for(client: &Client, bucket: &str, key: &str) -> Result<Vec<Value>> {
-    Ok(jobs_of(
-        client
-            .api_get("jobs", &[("bucket", bucket), ("key", key)])
-            .await?,
-    ))
+async fn jobs_for(client: &Client, bucket: &str, key: &str) -> Result<Vec<Job>> {
+    let JobList { jobs } = client
+        .api_get("jobs", &[("bucket", bucket), ("key", key)])
+        .await?;
+    Ok(jobs)
 }
 
 /// Runs `nebula transcode-status`.
@@ -163,7 +144,7 @@ pub async fn run_status(ctx: &Ctx, args: StatusArgs) -> Result<()> {
             println!("{}", line(j));
         }
     }
-    if args.watch && jobs.iter().any(|j| j["status"] == "failed") {
+    if args.watch && jobs.iter().any(|j| j.status == JobStatus::Failed) {
         return Err(CliError::Remote {
             status: 200,
             code: "TranscodeFailed".into(),
@@ -179,31 +160,23 @@ async fn watch(
     client: &Client,
     bucket: &str,
     key: &str,
-    mut jobs: Vec<Value>,
+    mut jobs: Vec<Job>,
     show: bool,
-) -> Result<Vec<Value>> {
+) -> Result<Vec<Job>> {
     let multi = MultiProgress::new();
     if !show {
         multi.set_draw_target(indicatif::ProgressDrawTarget::hidden());
     }
-    let mut bars: HashMap<String, ProgressBar> = HashMap::new();
+    let mut bars: HashMap<i64, ProgressBar> = HashMap::new();
     loop {
         for j in &jobs {
-            let id = text(&j["id"]);
             let bar = bars
-                .entry(id.clone())
+                .entry(j.id)
                 .or_insert_with(|| multi.add(percent_bar(String::new())));
-            bar.set_message(format!(
-                "{id} {}p {}",
-                text(&j["quality"]),
-                text(&j["status"])
-            ));
+            bar.set_message(format!("{} {}p {}", j.id, j.quality, j.status));
             bar.set_position(percent(j));
         }
-        if jobs
-            .iter()
-            .all(|j| FINAL.contains(&j["status"].as_str().unwrap_or_default()))
-        {
+        if jobs.iter().all(|j| j.status.is_final()) {
             bars.values().for_each(|b| b.finish());
             multi.clear().ok();
             return Ok(jobs);
@@ -221,7 +194,7 @@ pub async fn run_jobs(ctx: &Ctx, args: JobsArgs) -> Result<()> {
     if let Some(s) = &args.status {
         q.push(("status", s));
     }
-    let jobs = jobs_of(client.api_get("jobs", &q).await?);
+    let JobList { jobs } = client.api_get("jobs", &q).await?;
     if args.json {
         print_json(&jobs);
     } else if jobs.is_empty() {
@@ -238,8 +211,7 @@ pub async fn run_jobs(ctx: &Ctx, args: JobsArgs) -> Result<()> {
 pub async fn run_cancel(ctx: &Ctx, args: CancelArgs) -> Result<()> {
     let (_, client) = ctx.client().await?;
     let path = format!("jobs/{}/cancel", crate::sign::encode_query(&args.job));
-    let job: Value = client.api_post(&path, &json!({})).await?;
-    let job = job.get("job").cloned().unwrap_or(job);
+    let job: Job = client.api_post(&path, &serde_json::json!({})).await?;
     if args.json {
         print_json(&job);
     } else {
@@ -252,21 +224,34 @@ pub async fn run_cancel(ctx: &Ctx, args: CancelArgs) -> Result<()> {
 mod tests {
     use super::*;
 
+    fn job(status: JobStatus, progress: u8) -> Job {
+        Job {
+            id: 7,
+            bucket: "b".into(),
+            key: "v.mp4".into(),
+            quality: 480,
+            status,
+            progress,
+            output_size: None,
+            error: None,
+            encoder: None,
+            created_at: "2026-01-01T00:00:00Z".into(),
+            started_at: None,
+            completed_at: None,
+            worker_id: None,
+            attempts: 1,
+        }
+    }
+
     #[test]
-    fn shapes() {
-        assert_eq!(jobs_of(json!({"jobs": [{"id": 1}]})).len(), 1);
-        assert_eq!(jobs_of(json!([{"id": 1}, {"id": 2}])).len(), 2);
+    fn progress_and_lines() {
+        assert_eq!(percent(&job(JobStatus::Processing, 42)), 42);
+        assert_eq!(percent(&job(JobStatus::Completed, 0)), 100);
+        let mut failed = job(JobStatus::Failed, 10);
+        failed.error = Some("no decoder".into());
         assert_eq!(
-            percent(&json!({"status": "processing", "progress": 0.5})),
-            50
-        );
-        assert_eq!(
-            percent(&json!({"status": "processing", "progress": 42.0})),
-            42
-        );
-        assert_eq!(
-            percent(&json!({"status": "completed", "progress": null})),
-            100
+            line(&failed),
+            "7  failed       480p   10%  v.mp4  (no decoder)"
         );
     }
 }

@@ -3,7 +3,7 @@
 use std::collections::BTreeMap;
 
 use http::StatusCode;
-use serde::Serialize;
+use nebula_api_types::files::{FileItem, FilePage, Media, Variant};
 use time::format_description::well_known::Rfc3339;
 
 use super::{ApiError, ApiResult, ApiState, ok};
@@ -13,84 +13,43 @@ use crate::catalog::{Catalog, CatalogObject, MediaMeta};
 const DEFAULT_LIMIT: u32 = 100;
 const MAX_LIMIT: u32 = 1000;
 
-#[derive(Debug, Serialize)]
-struct Media {
-    duration_secs: Option<f64>,
-    width: u32,
-    height: u32,
-    fps: Option<f64>,
-    video_codec: Option<String>,
-    audio_codec: Option<String>,
-    bitrate: Option<u64>,
-    container: Option<String>,
-}
-
-impl From<MediaMeta> for Media {
-    fn from(m: MediaMeta) -> Self {
-        Media {
-            duration_secs: m.duration,
-            width: m.width,
-            height: m.height,
-            fps: m.frame_rate,
-            video_codec: m.video_codec,
-            audio_codec: m.audio_codec,
-            bitrate: m.bitrate,
-            container: m.container,
-        }
+fn media(m: MediaMeta) -> Media {
+    Media {
+        duration_secs: m.duration,
+        width: m.width,
+        height: m.height,
+        fps: m.frame_rate,
+        video_codec: m.video_codec,
+        audio_codec: m.audio_codec,
+        bitrate: m.bitrate,
+        container: m.container,
     }
 }
 
-#[derive(Debug, Serialize)]
-struct VariantItem {
-    size: u64,
-    encoder: String,
-}
-
-#[derive(Debug, Serialize)]
-struct FileItem {
-    bucket: String,
-    key: String,
-    size: u64,
-    etag: String,
-    content_type: Option<String>,
-    modified: String,
-    description: Option<String>,
-    media: Option<Media>,
-    variants: BTreeMap<String, VariantItem>,
-}
-
-impl From<CatalogObject> for FileItem {
-    fn from(o: CatalogObject) -> Self {
-        FileItem {
-            bucket: o.bucket,
-            key: o.key,
-            size: o.size,
-            etag: o.etag,
-            content_type: o.content_type,
-            modified: o.modified_at.format(&Rfc3339).unwrap_or_default(),
-            description: o.description,
-            media: o.media.map(Media::from),
-            variants: o
-                .variants
-                .into_iter()
-                .map(|(q, v)| {
-                    (
-                        q,
-                        VariantItem {
-                            size: v.size,
-                            encoder: v.encoder,
-                        },
-                    )
-                })
-                .collect(),
-        }
+fn file_item(o: CatalogObject) -> FileItem {
+    FileItem {
+        bucket: o.bucket,
+        key: o.key,
+        size: o.size,
+        etag: o.etag,
+        content_type: o.content_type,
+        modified: o.modified_at.format(&Rfc3339).unwrap_or_default(),
+        description: o.description,
+        media: o.media.map(media),
+        variants: o
+            .variants
+            .into_iter()
+            .map(|(q, v)| {
+                (
+                    q,
+                    Variant {
+                        size: v.size,
+                        encoder: v.encoder,
+                    },
+                )
+            })
+            .collect(),
     }
-}
-
-#[derive(Debug, Serialize)]
-struct FilePage {
-    items: Vec<FileItem>,
-    next_cursor: Option<String>,
 }
 
 /// The query parameters of a request, percent-decoded (`+` is a space, as forms send it).
@@ -196,7 +155,7 @@ pub async fn list(state: &ApiState, query: Option<&str>) -> ApiResult {
         .await
         .map_err(unavailable)?;
     ok(&FilePage {
-        items: page.objects.into_iter().map(FileItem::from).collect(),
+        items: page.objects.into_iter().map(file_item).collect(),
         next_cursor: page.next_cursor,
     })
 }

@@ -2,72 +2,11 @@
 
 use std::path::Path;
 
-use serde::Serialize;
+use nebula_api_types::health::{
+    Battery, Cpu, Database, Disk, Health, HealthStatus, MediaStatus, Memory,
+};
 
 use super::{ApiResult, ApiState, ok};
-
-#[derive(Debug, Serialize)]
-struct Cpu {
-    cores: usize,
-    load1: f64,
-    load5: f64,
-    load15: f64,
-    /// CPU time the gateway process used since it started.
-    process_cpu_secs: f64,
-}
-
-#[derive(Debug, Serialize)]
-struct Memory {
-    total_bytes: u64,
-    available_bytes: u64,
-    gateway_rss_bytes: u64,
-}
-
-/// Space on the data folder's filesystem (also sampled for the metrics).
-#[derive(Debug, Serialize)]
-pub(super) struct Disk {
-    path: String,
-    pub(super) total_bytes: u64,
-    pub(super) free_bytes: u64,
-    pub(super) available_bytes: u64,
-}
-
-#[derive(Debug, Serialize)]
-struct Battery {
-    name: String,
-    capacity_percent: Option<u8>,
-    status: Option<String>,
-}
-
-#[derive(Debug, Serialize)]
-struct Media {
-    enabled: bool,
-    encoder: Option<&'static str>,
-    max_transcodes: Option<usize>,
-}
-
-#[derive(Debug, Serialize)]
-struct Database {
-    engine: Option<&'static str>,
-    ok: bool,
-    error: Option<String>,
-}
-
-#[derive(Debug, Serialize)]
-struct Health {
-    status: &'static str,
-    version: &'static str,
-    uptime_secs: u64,
-    cpu: Cpu,
-    memory: Memory,
-    disk: Option<Disk>,
-    battery: Vec<Battery>,
-    media: Media,
-    database: Database,
-    /// Transcode jobs by state (the whole queue, all gateways sharing the database); `null`
-    /// when the database cannot be read.
-    jobs: Option<crate::jobs::JobCounts>,
-}
 
 fn read(path: &str) -> String {
     std::fs::read_to_string(path).unwrap_or_default()
@@ -173,7 +112,7 @@ pub async fn health(state: &ApiState) -> ApiResult {
         Some(c) => {
             let h = c.health().await;
             Database {
-                engine: Some(h.engine),
+                engine: Some(h.engine.to_owned()),
                 ok: h.ok,
                 error: h.error,
             }
@@ -185,12 +124,12 @@ pub async fn health(state: &ApiState) -> ApiResult {
         },
     };
     let media = match &state.media {
-        Some(m) => Media {
+        Some(m) => MediaStatus {
             enabled: true,
-            encoder: Some(m.encoder().element_name()),
+            encoder: Some(m.encoder().element_name().to_owned()),
             max_transcodes: Some(m.max_transcodes()),
         },
-        None => Media {
+        None => MediaStatus {
             enabled: false,
             encoder: None,
             max_transcodes: None,
@@ -205,8 +144,12 @@ pub async fn health(state: &ApiState) -> ApiResult {
         .await
         .unwrap_or((None, Vec::new()));
     let report = Health {
-        status: if database.ok { "ok" } else { "degraded" },
-        version: env!("CARGO_PKG_VERSION"),
+        status: if database.ok {
+            HealthStatus::Ok
+        } else {
+            HealthStatus::Degraded
+        },
+        version: env!("CARGO_PKG_VERSION").to_owned(),
         uptime_secs: state.started.elapsed().as_secs(),
         cpu: cpu(),
         memory: memory(),

@@ -3,8 +3,8 @@
 use std::str::FromStr;
 
 use http::StatusCode;
+use nebula_api_types::jobs::{JobList, QualityName, TranscodeRequest};
 use nebula_media::Quality;
-use serde::Deserialize;
 
 use super::files::{parse_limit, query_params, unavailable};
 use super::{ApiError, ApiResult, ApiState, ok};
@@ -12,14 +12,6 @@ use crate::jobs::{JobError, JobFilter, JobStatus, Jobs};
 
 /// Largest request body accepted.
 pub(super) const MAX_BODY: usize = 64 * 1024;
-
-#[derive(Debug, Deserialize)]
-struct TranscodeRequest {
-    bucket: String,
-    key: String,
-    /// Numbers (480) or strings ("480", "480p").
-    qualities: Vec<serde_json::Value>,
-}
 
 fn jobs(state: &ApiState) -> Result<&Jobs, ApiError> {
     state.jobs.as_ref().ok_or_else(|| {
@@ -53,12 +45,8 @@ fn no_such_job(id: &str) -> ApiError {
     )
 }
 
-fn parse_quality(v: &serde_json::Value) -> Result<Quality, ApiError> {
-    let text = match v {
-        serde_json::Value::Number(n) => n.to_string(),
-        serde_json::Value::String(s) => s.clone(),
-        other => other.to_string(),
-    };
+fn parse_quality(v: &QualityName) -> Result<Quality, ApiError> {
+    let text = v.to_string();
     Quality::from_str(&text).map_err(|_| {
         ApiError::new(
             StatusCode::BAD_REQUEST,
@@ -102,7 +90,7 @@ pub async fn transcode(state: &ApiState, body: &[u8]) -> ApiResult {
         .enqueue(&req.bucket, &req.key, &qualities)
         .await
         .map_err(job_error)?;
-    let (_, v) = ok(&serde_json::json!({ "jobs": created }))?;
+    let (_, v) = ok(&JobList { jobs: created })?;
     Ok((StatusCode::CREATED, v))
 }
 
@@ -123,7 +111,7 @@ pub async fn list(state: &ApiState, query: Option<&str>) -> ApiResult {
         limit: parse_limit(&params, 100, 1000)?,
     };
     let list = jobs(state)?.list(&filter).await.map_err(job_error)?;
-    ok(&serde_json::json!({ "jobs": list }))
+    ok(&JobList { jobs: list })
 }
 
 fn parse_id(id: &str) -> Result<i64, ApiError> {

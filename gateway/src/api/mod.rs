@@ -1,6 +1,7 @@
 //! The gateway's JSON API under the reserved prefix `/_nebula/v1/` (no bucket can have that
 //! name). Served as an s3s custom route, so requests are authenticated by s3s's own SigV4
 //! check (header or presigned) before they reach it; only `ping` is open to anonymous callers.
+//! Requests and answers are the types of `nebula-api-types`, which the CLI reads them with.
 
 mod files;
 mod health;
@@ -13,6 +14,7 @@ use std::time::Instant;
 
 use bytes::Bytes;
 use http::{HeaderMap, HeaderValue, Method, StatusCode, Uri};
+use nebula_api_types::{ErrorBody, ErrorDetail, Ping, TailnetNode};
 use s3s::route::S3Route;
 use s3s::validation::{AwsNameValidation, NameValidation};
 use s3s::{Body, S3Request, S3Response, S3Result};
@@ -167,10 +169,13 @@ impl S3Route for ApiRoute {
 }
 
 fn error_response(e: ApiError) -> S3Response<Body> {
-    json_response(
-        e.status,
-        &serde_json::json!({"error": {"code": e.code, "message": e.message}}),
-    )
+    let body = ErrorBody {
+        error: ErrorDetail {
+            code: e.code.to_owned(),
+            message: e.message,
+        },
+    };
+    json_response(e.status, &serde_json::to_value(&body).unwrap_or_default())
 }
 
 fn text_response(text: String) -> S3Response<Body> {
@@ -248,21 +253,22 @@ impl ApiRoute {
                 format!("{} is not allowed on /_nebula/v1/{path}", req.method),
             )),
             (Method::GET, "ping") => {
-                let mut pong = serde_json::json!({
-                    "service": "nebula-gateway",
-                    "version": env!("CARGO_PKG_VERSION"),
-                    "uptime_secs": self.state.started.elapsed().as_secs(),
-                });
                 // Over the tailnet, the caller's node as the gateway sees it (what
                 // --tailscale-allow matches), to check an allow-list from a client.
-                if let Some(node) = req
+                let tailnet_node = req
                     .extensions
-                    .get::<crate::front::PeerInfo>()
+                    .get::<crate::peer::PeerInfo>()
                     .and_then(|p| p.tailnet.as_ref())
-                {
-                    pong["tailnet_node"] = serde_json::json!(node);
-                }
-                ok(&pong)
+                    .map(|node| TailnetNode {
+                        hostname: node.hostname.clone(),
+                        tags: node.tags.clone(),
+                    });
+                ok(&Ping {
+                    service: Ping::SERVICE.to_owned(),
+                    version: env!("CARGO_PKG_VERSION").to_owned(),
+                    uptime_secs: self.state.started.elapsed().as_secs(),
+                    tailnet_node,
+                })
             }
             (Method::GET, "health") => health::health(&self.state).await,
             (Method::GET, "logs") => {

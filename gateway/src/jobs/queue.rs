@@ -3,99 +3,17 @@
 
 use std::str::FromStr;
 
+pub use nebula_api_types::jobs::{Job, JobCounts, JobStatus};
 use nebula_media::Quality;
-use serde::Serialize;
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
 use crate::catalog::{Db, on_pool};
 
-/// State of a job.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum JobStatus {
-    /// Waiting for a worker.
-    Pending,
-    /// A worker is running it.
-    Processing,
-    /// Finished: the rendition is installed.
-    Completed,
-    /// Given up; `error` says why.
-    Failed,
-    /// Cancelled by a user.
-    Cancelled,
-}
-
-impl JobStatus {
-    /// All states, in the order the health report lists them.
-    pub const ALL: [JobStatus; 5] = [
-        JobStatus::Pending,
-        JobStatus::Processing,
-        JobStatus::Completed,
-        JobStatus::Failed,
-        JobStatus::Cancelled,
-    ];
-
-    /// The value stored in the `status` column.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            JobStatus::Pending => "pending",
-            JobStatus::Processing => "processing",
-            JobStatus::Completed => "completed",
-            JobStatus::Failed => "failed",
-            JobStatus::Cancelled => "cancelled",
-        }
-    }
-}
-
-impl FromStr for JobStatus {
-    type Err = String;
-
-    fn from_str(s: &str) -> Result<Self, String> {
-        JobStatus::ALL
-            .into_iter()
-            .find(|st| st.as_str().eq_ignore_ascii_case(s.trim()))
-            .ok_or_else(|| format!("unknown job status '{s}': use pending, processing, completed, failed or cancelled"))
-    }
-}
-
-/// A job as the API shows it. Times are RFC 3339.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct Job {
-    /// Job id.
-    pub id: i64,
-    /// Bucket of the source object.
-    pub bucket: String,
-    /// Key of the source object.
-    pub key: String,
-    /// Target height (480, 720, ...).
-    pub quality: u32,
-    /// `pending`, `processing`, `completed`, `failed` or `cancelled`.
-    pub status: String,
-    /// 0..=100.
-    pub progress: u8,
-    /// Size of the rendition, once completed.
-    pub output_size: Option<u64>,
-    /// Last error (a pipeline message, or a lost worker).
-    pub error: Option<String>,
-    /// H.264 encoder that produced the rendition.
-    pub encoder: Option<String>,
-    /// When it was queued.
-    pub created_at: String,
-    /// When the current (or last) attempt started.
-    pub started_at: Option<String>,
-    /// When it completed, failed or was cancelled.
-    pub completed_at: Option<String>,
-    /// `hostname:pid:n` of the worker that took it last.
-    pub worker_id: Option<String>,
-    /// How many times a worker took it.
-    pub attempts: u32,
-}
-
-impl Job {
-    /// The quality as the media crate knows it (`None` for a value this gateway does not know).
-    pub fn media_quality(&self) -> Option<Quality> {
-        Quality::from_str(&self.quality.to_string()).ok()
-    }
+/// The quality of a job as the media crate knows it (`None` for a value this gateway does
+/// not know).
+pub fn media_quality(job: &Job) -> Option<Quality> {
+    Quality::from_str(&job.quality.to_string()).ok()
 }
 
 #[derive(Debug, sqlx::FromRow)]
@@ -104,7 +22,9 @@ struct JobRow {
     bucket: String,
     key: String,
     quality: String,
-    status: String,
+    // The column's CHECK admits exactly the five states.
+    #[sqlx(try_from = "String")]
+    status: JobStatus,
     progress: i32,
     output_size: Option<i64>,
     error: Option<String>,
@@ -155,21 +75,6 @@ pub struct JobFilter {
     pub key: Option<String>,
     /// At most this many (newest first).
     pub limit: u32,
-}
-
-/// Job counts by state.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
-pub struct JobCounts {
-    /// Waiting for a worker.
-    pub pending: u64,
-    /// Running.
-    pub processing: u64,
-    /// Finished with a rendition.
-    pub completed: u64,
-    /// Given up.
-    pub failed: u64,
-    /// Cancelled.
-    pub cancelled: u64,
 }
 
 /// Now, to the second: lease times are compared as text on SQLite, where RFC 3339 with and

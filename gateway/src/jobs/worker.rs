@@ -131,7 +131,7 @@ impl Jobs {
                 retry: true,
             };
         };
-        let Some(quality) = job.media_quality() else {
+        let Some(quality) = queue::media_quality(job) else {
             return Outcome::Failed {
                 error: format!("unknown quality {}", job.quality),
                 retry: false,

@@ -15,8 +15,9 @@ use hyper_util::server::graceful::GracefulShutdown;
 use tailscale::config::BadFormatBehavior;
 use tailscale::netstack::TcpListener;
 
-use super::{TailnetConfig, TailnetError, TailnetPeer};
-use crate::front::{Front, PeerInfo};
+use super::{TailnetConfig, TailnetError};
+use crate::front::Front;
+use crate::peer::{PeerInfo, TailnetPeer};
 use crate::server::serve_watched;
 
 /// The node's key file (machine and node keys: its identity) in the state folder.

@@ -1,0 +1,113 @@
+//! `GET /_nebula/v1/health`: the machine and the gateway at a glance.
+
+use serde::{Deserialize, Serialize};
+
+use crate::jobs::JobCounts;
+
+/// The health report.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Health {
+    /// `ok`, or `degraded` when the catalog database cannot be used.
+    pub status: HealthStatus,
+    /// The gateway's version.
+    pub version: String,
+    /// Seconds since the gateway started.
+    pub uptime_secs: u64,
+    /// Processor.
+    pub cpu: Cpu,
+    /// Memory of the machine and of the gateway.
+    pub memory: Memory,
+    /// The filesystem of the data folder; `null` when it cannot be read.
+    pub disk: Option<Disk>,
+    /// Batteries; empty on machines without one.
+    pub battery: Vec<Battery>,
+    /// The media extension.
+    pub media: MediaStatus,
+    /// The catalog database.
+    pub database: Database,
+    /// Transcode jobs by state (the whole queue, all gateways sharing the database); `null`
+    /// when the database cannot be read.
+    pub jobs: Option<JobCounts>,
+}
+
+/// Overall state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum HealthStatus {
+    /// Everything works.
+    Ok,
+    /// S3 works, the catalog (listings with media, jobs) does not.
+    Degraded,
+}
+
+/// Processor load.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Cpu {
+    /// Cores available to the gateway.
+    pub cores: usize,
+    /// Load average over 1 minute.
+    pub load1: f64,
+    /// Load average over 5 minutes.
+    pub load5: f64,
+    /// Load average over 15 minutes.
+    pub load15: f64,
+    /// CPU time the gateway process used since it started.
+    pub process_cpu_secs: f64,
+}
+
+/// Memory.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Memory {
+    /// The machine's memory.
+    pub total_bytes: u64,
+    /// Memory available to new work.
+    pub available_bytes: u64,
+    /// The gateway's resident set.
+    pub gateway_rss_bytes: u64,
+}
+
+/// The filesystem holding the data folder.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Disk {
+    /// The data folder.
+    pub path: String,
+    /// Size of the filesystem.
+    pub total_bytes: u64,
+    /// Free space, including what only root may use.
+    pub free_bytes: u64,
+    /// Free space the gateway may use.
+    pub available_bytes: u64,
+}
+
+/// A battery, as the kernel lists it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Battery {
+    /// Its name (`BAT0`).
+    pub name: String,
+    /// Charge in percent.
+    pub capacity_percent: Option<u8>,
+    /// `Charging`, `Discharging`, `Full`, ...
+    pub status: Option<String>,
+}
+
+/// The media extension.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MediaStatus {
+    /// False when GStreamer is missing (transcodes answer 501).
+    pub enabled: bool,
+    /// The H.264 encoder element in use.
+    pub encoder: Option<String>,
+    /// Live transcodes allowed at once.
+    pub max_transcodes: Option<usize>,
+}
+
+/// The catalog database.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Database {
+    /// `sqlite` or `postgres`; `null` without a catalog.
+    pub engine: Option<String>,
+    /// True when it answered.
+    pub ok: bool,
+    /// Why not.
+    pub error: Option<String>,
+}
