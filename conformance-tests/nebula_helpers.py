@@ -526,3 +526,34 @@ def iter_file_chunks(path, chunk=MIB) -> Iterator[bytes]:
             if not b:
                 return
             yield b
+
+
+# --------------------------------------------------------------------------------------------
+# media
+
+
+_AUTO_ENCODER: list[str] = []
+
+
+def expected_auto_encoder() -> str:
+    """The H.264 encoder ``--encoder auto`` must pick on this machine, found without the gateway:
+    ``vaapih264enc`` when it encodes a frame here (element present and a VA display opens),
+    else ``x264enc`` when installed, else ``openh264enc``."""
+    import subprocess
+
+    if not _AUTO_ENCODER:
+        def works(pipeline: str) -> bool:
+            try:
+                p = subprocess.run(["gst-launch-1.0", "-q", *pipeline.split()], capture_output=True, timeout=60)
+            except (OSError, subprocess.TimeoutExpired):
+                return False
+            return p.returncode == 0
+
+        frame = "videotestsrc num-buffers=2 ! video/x-raw,width=320,height=240"
+        if works(f"{frame},format=NV12 ! vaapih264enc ! fakesink"):
+            _AUTO_ENCODER.append("vaapih264enc")
+        elif works(f"{frame} ! x264enc ! fakesink"):
+            _AUTO_ENCODER.append("x264enc")
+        else:
+            _AUTO_ENCODER.append("openh264enc")
+    return _AUTO_ENCODER[0]

@@ -1,7 +1,6 @@
 """The `nebula` command-line client against a real gateway.
 
 The client binary is ``$NEBULA_CLI_BIN`` or ``<repo>/target/debug/nebula`` (``cargo build --workspace``).
-Tests that need the jobs API skip while the gateway answers 404 NoSuchEndpoint for it.
 """
 
 from __future__ import annotations
@@ -216,15 +215,8 @@ def test_cli_play_missing_player(gw, bucket, tmp_path):
     assert "vlc is not installed" in p.stderr_text and "apt install vlc" in p.stderr_text
 
 
-def jobs_api_or_skip(gw):
-    r = gw.raw().request("GET", "/_nebula/v1/jobs", query=[("limit", "1")])
-    if r.status == 404 and b"NoSuchEndpoint" in r.body:
-        pytest.skip("the gateway has no jobs API yet (GET /_nebula/v1/jobs answers 404 NoSuchEndpoint)")
-
-
 @_tools("gst-launch-1.0")
 def test_cli_transcode_jobs(gw, media_bucket, tmp_path):
-    jobs_api_or_skip(gw)
     created = json.loads(nebula(gw, tmp_path, "transcode", "videos/clip.mp4", "--bucket", media_bucket, "-q", "240", "--json").stdout_text)
     assert len(created) == 1 and int(created[0]["quality"]) == 240
     p = nebula(gw, tmp_path, "transcode-status", "videos/clip.mp4", "--bucket", media_bucket, "--watch", "--json", timeout=300)
@@ -235,7 +227,6 @@ def test_cli_transcode_jobs(gw, media_bucket, tmp_path):
 
 
 def test_cli_transcode_cancel_unknown_job(gw, tmp_path):
-    jobs_api_or_skip(gw)
     p = nebula(gw, tmp_path, "transcode-cancel", "no-such-job", check=False)
     assert p.returncode == 3, p.stderr_text
 

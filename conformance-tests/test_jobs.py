@@ -296,14 +296,17 @@ def test_two_gateways_share_one_postgres_queue(request, tmp_path_factory, videos
             ids += [j["id"] for j in api.transcode(b, k, [240, 360])]
         assert len(set(ids)) == 6
         jobs = [a1.wait_job(i, timeout=300) for i in ids]
-        pids = {j["worker_id"].split(":")[-2] for j in jobs}
         assert all(j["attempts"] == 1 for j in jobs), jobs
-        assert pids == {str(g1.pid), str(g2.pid)}, [j["worker_id"] for j in jobs]
-        # Each job ran exactly once, on one of the two gateways.
-        logs = g1.log_text() + g2.log_text()
-        for i in ids:
-            assert len(re.findall(rf"job started job={i} ", logs)) == 1, i
-            assert len(re.findall(rf"job completed job={i} ", logs)) == 1, i
+        # Each job ran exactly once, on the gateway its worker_id names (one gateway may
+        # legitimately take them all: the queue promises once, not a fair share).
+        by_pid = {str(g1.pid): g1.log_text(), str(g2.pid): g2.log_text()}
+        for j in jobs:
+            pid = j["worker_id"].split(":")[-2]
+            assert pid in by_pid, (j["worker_id"], list(by_pid))
+            for other, log in by_pid.items():
+                runs = 1 if other == pid else 0
+                assert len(re.findall(rf"job started job={j['id']} ", log)) == runs, (j, other)
+                assert len(re.findall(rf"job completed job={j['id']} ", log)) == runs, (j, other)
         variants = {it["key"]: it["variants"] for it in a2.ok("GET", "files", [("bucket", b)])["items"]}
         assert all(set(v) == {"240", "360"} for v in variants.values()), variants
     finally:

@@ -74,6 +74,32 @@ fn aac() -> &'static str {
     if ok { "avenc_aac" } else { "voaacenc" }
 }
 
+/// The H.264 encoder `EncoderChoice::Auto` must pick on this machine, found without the crate:
+/// `vaapih264enc` when gst-launch-1.0 encodes frames with it here (element present and a VA
+/// display opens), else `x264enc` when it does, else `openh264enc`.
+pub fn expected_auto_encoder() -> &'static str {
+    static PICK: OnceLock<&'static str> = OnceLock::new();
+    PICK.get_or_init(|| {
+        let encodes = |tail: &str| {
+            let pipeline =
+                format!("videotestsrc num-buffers=2 ! video/x-raw,width=320,height=240{tail}");
+            Command::new("gst-launch-1.0")
+                .arg("-q")
+                .args(pipeline.split_whitespace())
+                .output()
+                .map(|o| o.status.success())
+                .unwrap_or(false)
+        };
+        if encodes(",format=NV12 ! vaapih264enc ! fakesink") {
+            "vaapih264enc"
+        } else if encodes(" ! x264enc ! fakesink") {
+            "x264enc"
+        } else {
+            "openh264enc"
+        }
+    })
+}
+
 /// Runs gst-launch-1.0 with a pipeline description, panicking with its output on failure.
 pub fn gst_launch(pipeline: &str) {
     let args: Vec<&str> = pipeline.split_whitespace().collect();
