@@ -1,14 +1,16 @@
 //! The JSON API under `/_nebula/v1/`, as types: the gateway serialises its answers from them
 //! and the `nebula` CLI reads them back with the same definitions, so the two cannot drift.
-//! Serde only, so the CLI pulls in nothing of the gateway.
+//! Serde (and serde_json's free-form value) only, so the CLI pulls in nothing of the gateway.
 //!
 //! One module per endpoint family: [`files`] (`GET files`), [`jobs`] (`POST transcode`,
-//! `GET jobs`, `GET jobs/{id}`, `POST jobs/{id}/cancel`), [`health`] (`GET health`); `ping`
-//! and the error body are here.
+//! `GET jobs`, `GET jobs/{id}`, `POST jobs/{id}/cancel`), [`health`] (`GET health`), [`logs`]
+//! (`GET logs`); `ping` and the error body are here. `GET metrics` answers Prometheus text,
+//! not JSON.
 
 pub mod files;
 pub mod health;
 pub mod jobs;
+pub mod logs;
 
 use serde::{Deserialize, Serialize};
 

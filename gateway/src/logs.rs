@@ -11,9 +11,9 @@
 
 use std::collections::VecDeque;
 use std::fmt::Write as _;
-use std::sync::{Arc, LazyLock, Mutex, RwLock};
+use std::sync::{LazyLock, Mutex, RwLock};
 
-use serde::Serialize;
+use nebula_api_types::logs::{LogLevel, LogLine, LogPage};
 use tracing::field::{Field, Visit};
 use tracing::{Event, Level, Subscriber};
 use tracing_subscriber::layer::{Context, Layer};
@@ -25,36 +25,6 @@ pub const MAX_BYTES: usize = 8 << 20;
 /// What replaces a secret.
 const REDACTED: &str = "[redacted]";
 
-/// One log line.
-#[derive(Debug, Clone, Serialize)]
-pub struct LogLine {
-    /// Position in the gateway's log since it started (1, 2, ...).
-    pub seq: u64,
-    /// When it was logged (RFC 3339, UTC, milliseconds).
-    pub time: String,
-    /// `ERROR`, `WARN`, `INFO`, `DEBUG` or `TRACE`.
-    pub level: &'static str,
-    /// The module that logged it, e.g. `nebula::request`.
-    pub target: String,
-    /// The message.
-    pub message: String,
-    /// The structured fields, by name.
-    pub fields: serde_json::Map<String, serde_json::Value>,
-    #[serde(skip)]
-    rank: Level,
-}
-
-/// An answer to [`LogRing::query`].
-#[derive(Debug, Clone, Serialize)]
-pub struct LogPage {
-    /// Matching lines, oldest first.
-    pub lines: Vec<LogLine>,
-    /// Pass as `since` to get the lines after these.
-    pub next: u64,
-    /// Lines after `since` that were dropped from the ring before this read (0 without `since`).
-    pub missed: u64,
-}
-
 /// The ring of recent lines.
 #[derive(Debug, Default)]
 pub struct LogRing {
@@ -64,7 +34,7 @@ pub struct LogRing {
 
 #[derive(Debug, Default)]
 struct Ring {
-    lines: VecDeque<Arc<LogLine>>,
+    lines: VecDeque<LogLine>,
     bytes: usize,
     /// The sequence number of the last line pushed.
     last: u64,
@@ -82,9 +52,19 @@ pub fn layer() -> RingLayer {
     RingLayer { ring: ring() }
 }
 
-/// Parses a level name (`warn`, `INFO`, ...).
-pub fn parse_level(s: &str) -> Option<Level> {
-    s.parse().ok()
+/// The API's name of a `tracing` level.
+fn level_of(level: Level) -> LogLevel {
+    if level == Level::ERROR {
+        LogLevel::Error
+    } else if level == Level::WARN {
+        LogLevel::Warn
+    } else if level == Level::INFO {
+        LogLevel::Info
+    } else if level == Level::DEBUG {
+        LogLevel::Debug
+    } else {
+        LogLevel::Trace
+    }
 }
 
 /// The password of a URL such as `postgres://user:password@host/db`, to keep it out of logs.
@@ -154,7 +134,7 @@ impl LogRing {
         ring.last += 1;
         line.seq = ring.last;
         ring.bytes += size;
-        ring.lines.push_back(Arc::new(line));
+        ring.lines.push_back(line);
         while ring.lines.len() > MAX_LINES || (ring.bytes > MAX_BYTES && ring.lines.len() > 1) {
             if let Some(old) = ring.lines.pop_front() {
                 ring.bytes = ring.bytes.saturating_sub(approx_size(&old));
@@ -164,9 +144,9 @@ impl LogRing {
 
     /// Lines at `level` or more severe. With `since`, the first `limit` of those logged after
     /// line `since` (to page forward or follow); without, the newest `limit`.
-    pub fn query(&self, since: Option<u64>, level: Level, limit: usize) -> LogPage {
+    pub fn query(&self, since: Option<u64>, level: LogLevel, limit: usize) -> LogPage {
         let ring = self.inner.lock().unwrap_or_else(|e| e.into_inner());
-        let wanted = |l: &&Arc<LogLine>| l.rank <= level;
+        let wanted = |l: &&LogLine| l.level <= level;
         let Some(since) = since else {
             let mut lines: Vec<LogLine> = ring
                 .lines
@@ -174,7 +154,7 @@ impl LogRing {
                 .rev()
                 .filter(wanted)
                 .take(limit)
-                .map(|l| (**l).clone())
+                .cloned()
                 .collect();
             lines.reverse();
             return LogPage {
@@ -196,8 +176,8 @@ impl LogRing {
                 break;
             }
             next = l.seq;
-            if l.rank <= level {
-                lines.push((**l).clone());
+            if l.level <= level {
+                lines.push(l.clone());
             }
         }
         if lines.len() < limit {
@@ -286,15 +266,13 @@ impl<S: Subscriber> Layer<S> for RingLayer {
         let meta = event.metadata();
         let mut f = Fields::default();
         event.record(&mut f);
-        let level = *meta.level();
         self.ring.push(LogLine {
             seq: 0,
             time: now_rfc3339(),
-            level: level.as_str(),
+            level: level_of(*meta.level()),
             target: f.log_target.unwrap_or_else(|| meta.target().to_owned()),
             message: f.message,
             fields: f.fields,
-            rank: level,
         });
     }
 }
@@ -320,19 +298,19 @@ mod tests {
             tracing::info!(target: "nebula::request", method = "GET", status = 200u64, "request");
             tracing::warn!(error = %"disk full", "cannot write");
         });
-        let page = ring.query(None, Level::TRACE, 10);
+        let page = ring.query(None, LogLevel::Trace, 10);
         assert_eq!(page.lines.len(), 2);
         let l = &page.lines[0];
         assert_eq!(
             (l.seq, l.level, l.target.as_str()),
-            (1, "INFO", "nebula::request")
+            (1, LogLevel::Info, "nebula::request")
         );
         assert_eq!(l.message, "request");
         assert_eq!(l.fields["method"], "GET");
         assert_eq!(l.fields["status"], 200);
         assert_eq!(page.lines[1].fields["error"], "disk full");
         assert_eq!(page.next, 2);
-        let warn = ring.query(None, Level::WARN, 10);
+        let warn = ring.query(None, LogLevel::Warn, 10);
         assert_eq!(warn.lines.len(), 1);
         assert_eq!(warn.lines[0].message, "cannot write");
     }
@@ -346,18 +324,18 @@ mod tests {
             }
         });
         // The 5 oldest lines were dropped.
-        let page = ring.query(Some(0), Level::INFO, 3);
+        let page = ring.query(Some(0), LogLevel::Info, 3);
         assert_eq!(page.missed, 5);
         let seqs: Vec<u64> = page.lines.iter().map(|l| l.seq).collect();
         assert_eq!(seqs, [6, 7, 8]);
         assert_eq!(page.next, 8);
-        let page = ring.query(Some(page.next), Level::INFO, 2);
+        let page = ring.query(Some(page.next), LogLevel::Info, 2);
         assert_eq!(page.lines[0].seq, 9);
         assert_eq!(page.missed, 0);
-        let tail = ring.query(None, Level::INFO, 2);
+        let tail = ring.query(None, LogLevel::Info, 2);
         let seqs: Vec<u64> = tail.lines.iter().map(|l| l.seq).collect();
         assert_eq!(seqs, [MAX_LINES as u64 + 4, MAX_LINES as u64 + 5]);
-        let end = ring.query(Some(tail.next), Level::INFO, 10);
+        let end = ring.query(Some(tail.next), LogLevel::Info, 10);
         assert!(end.lines.is_empty());
         assert_eq!(end.next, tail.next);
     }
@@ -369,7 +347,7 @@ mod tests {
             tracing::info!("a");
             tracing::info!("b");
         });
-        let page = ring.query(Some(0), Level::WARN, 10);
+        let page = ring.query(Some(0), LogLevel::Warn, 10);
         assert!(page.lines.is_empty());
         assert_eq!(page.next, 2);
     }
@@ -393,7 +371,7 @@ mod tests {
                 "cannot connect with s3cr3t-VALUE-123"
             );
         });
-        let page = ring.query(None, Level::TRACE, 10);
+        let page = ring.query(None, LogLevel::Trace, 10);
         let text = serde_json::to_string(&page).unwrap();
         assert!(!text.contains("s3cr3t-VALUE-123"), "{text}");
         assert!(!text.contains("plain"), "{text}");

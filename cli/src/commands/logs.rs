@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use serde::Deserialize;
+use nebula_api_types::logs::{LogLine, LogPage};
 
 use super::Ctx;
 use crate::client::Client;
@@ -29,27 +29,6 @@ pub struct Args {
     /// Print each line as a JSON object (one per line).
     #[arg(long)]
     json: bool,
-}
-
-/// One line as the gateway serves it.
-#[derive(Debug, Deserialize, serde::Serialize)]
-struct LogLine {
-    seq: u64,
-    time: String,
-    level: String,
-    target: String,
-    message: String,
-    #[serde(default)]
-    fields: serde_json::Map<String, serde_json::Value>,
-}
-
-/// One answer of the logs API.
-#[derive(Debug, Deserialize)]
-struct LogPage {
-    lines: Vec<LogLine>,
-    next: u64,
-    #[serde(default)]
-    missed: u64,
 }
 
 /// Runs `nebula logs`.

@@ -2,6 +2,7 @@
 //! [`crate::logs`]).
 
 use http::StatusCode;
+use nebula_api_types::logs::LogLevel;
 
 use super::files::{parse_limit, query_params};
 use super::{ApiError, ApiResult, ok};
@@ -28,12 +29,8 @@ pub fn query(query: Option<&str>) -> ApiResult {
         })?),
     };
     let level = match params.get("level").map(|s| s.trim()) {
-        None | Some("") => tracing::Level::INFO,
-        Some(v) => logs::parse_level(v).ok_or_else(|| {
-            invalid(format!(
-                "level must be error, warn, info, debug or trace, not '{v}'"
-            ))
-        })?,
+        None | Some("") => LogLevel::Info,
+        Some(v) => v.parse::<LogLevel>().map_err(|e| invalid(e.to_string()))?,
     };
     let limit = parse_limit(&params, DEFAULT_LIMIT, logs::MAX_LINES as u32)?;
     ok(&logs::ring().query(since, level, limit as usize))
