@@ -40,8 +40,8 @@ METRICS = {
     "transcode_720p_ttfb": "gst-launch",
     "transcode_480p": "gst-launch",
     "transcode_480p_ttfb": "gst-launch",
-    "webapp_first_paint": None,
-    "webapp_play_720p": None,
+    "webapp_first_paint": "nginx",
+    "webapp_play_720p": "nginx",
 }
 NO_RSS = {"fs floor"}  # floor.c's peak RSS is not measured (see loads.run_floor)
 

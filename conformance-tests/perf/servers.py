@@ -178,6 +178,7 @@ http {{
         listen {self.hostport} reuseport;
         root {data_dir};
         location / {{
+            autoindex on;  # a folder's listing: the web app benchmark's reference page
             dav_methods PUT;
             create_full_put_path on;
             client_max_body_size 0;
