@@ -64,16 +64,27 @@ impl Catalog {
             self.reconcile_bucket(&store, &b.name, &mut report).await?;
             report.buckets += 1;
         }
-        // Rows of buckets whose folder is gone.
-        let on_disk: HashSet<&str> = buckets.iter().map(|b| b.name.as_str()).collect();
-        let known: Vec<String> = on_pool!(&self.db, pool => sqlx::query_scalar("SELECT DISTINCT bucket FROM objects").fetch_all(pool).await?);
-        for bucket in known.iter().filter(|b| !on_disk.contains(b.as_str())) {
-            let n = on_pool!(&self.db, pool => {
-                sqlx::query("DELETE FROM objects WHERE bucket = $1").bind(bucket).execute(pool).await?.rows_affected()
-            });
-            report.removed += n;
-        }
+        let listed: HashSet<&str> = buckets.iter().map(|b| b.name.as_str()).collect();
+        self.reconcile_unlisted(&store, &listed, &mut report)
+            .await?;
         Ok(report)
+    }
+
+    /// Rows of buckets the listing at the start of the scan did not show. Such a bucket may
+    /// have been created since (a client's first upload to a new gateway), so its rows go
+    /// through the per-key check of [`Catalog::reconcile_bucket`] rather than being dropped
+    /// as a whole: only rows whose object is not on disk are deleted.
+    pub(super) async fn reconcile_unlisted(
+        &self,
+        store: &Arc<Store>,
+        listed: &HashSet<&str>,
+        report: &mut ScanReport,
+    ) -> CatalogResult<()> {
+        let known: Vec<String> = on_pool!(&self.db, pool => sqlx::query_scalar("SELECT DISTINCT bucket FROM objects").fetch_all(pool).await?);
+        for bucket in known.iter().filter(|b| !listed.contains(b.as_str())) {
+            self.reconcile_bucket(store, bucket, report).await?;
+        }
+        Ok(())
     }
 
     async fn reconcile_bucket(

@@ -265,6 +265,41 @@ async fn reconcile_follows_out_of_band_changes() {
     assert_eq!((r.buckets, r.removed), (0, 1));
 }
 
+/// The start-up scan lists the buckets, then finds the catalog's buckets it did not list: one
+/// created between the two (a client's first upload) must keep its rows.
+#[tokio::test]
+async fn reconcile_keeps_a_bucket_created_after_its_listing() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(Store::open(dir.path()).unwrap());
+    let c = catalog(store.internal_dir()).await;
+    let b = dir.path().join("late");
+    std::fs::create_dir_all(&b).unwrap();
+    std::fs::write(b.join("new.mp4"), b"just uploaded").unwrap();
+    c.upsert_batch(&[NewObject::from_meta(
+        "late",
+        "new.mp4",
+        &meta("e", 13, "video/mp4"),
+    )])
+    .await
+    .unwrap();
+    c.upsert_batch(&[NewObject::from_meta(
+        "late",
+        "gone.mp4",
+        &meta("f", 3, "video/mp4"),
+    )])
+    .await
+    .unwrap();
+
+    // As if the listing had been taken before "late" was created.
+    let mut r = ScanReport::default();
+    c.reconcile_unlisted(&store, &std::collections::HashSet::new(), &mut r)
+        .await
+        .unwrap();
+    assert_eq!(r.removed, 1);
+    assert!(c.get_object("late", "new.mp4").await.unwrap().is_some());
+    assert!(c.get_object("late", "gone.mp4").await.unwrap().is_none());
+}
+
 #[test]
 fn urls() {
     let dir = tempfile::tempdir().unwrap();
