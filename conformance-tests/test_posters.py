@@ -3,12 +3,15 @@
 Sources are generated here with GStreamer test sources (nothing is downloaded): a 4 s 640x360
 H.264 + AAC MP4 of a moving ball (a different picture every frame), a 320x240 one to replace it,
 an audio-only M4A and a text file. Posters are fetched with curl, decoded with ffprobe, served
-again from the renditions store as files, and invalidated when the object is replaced.
+again from the renditions store as files, and invalidated when the object is replaced. The
+catalog's files API lists a `poster` for probed videos only, and `nebula ls --json` prints a
+presigned poster URL for them that serves the JPEG.
 """
 
 from __future__ import annotations
 
 import json
+import subprocess
 import time
 import urllib.error
 import urllib.request
@@ -16,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import run
+from conftest import cli_bin, run
 from nebula_helpers import presign, xml_error_code
 
 pytestmark = pytest.mark.timeout(300)
@@ -244,3 +247,60 @@ def test_overwrite_invalidates_the_poster(poster_gw, sources, tmp_path):
     assert len(kept) == 1 and kept[0].read_bytes() == body
     assert raw.delete(BUCKET, "swap.mp4").status == 204
     _wait_gone(kept)
+
+
+def _files(g) -> dict[str, dict]:
+    """The catalog's items of the bucket by key (`GET /_nebula/v1/files`)."""
+    r = g.raw().request("GET", "/_nebula/v1/files", query=[("bucket", BUCKET)])
+    assert r.status == 200, r
+    return {item["key"]: item for item in json.loads(r.body)["items"]}
+
+
+def _probed(g) -> dict[str, dict]:
+    """The items once the background prober has probed both media objects."""
+    deadline = time.monotonic() + 60
+    while True:
+        items = _files(g)
+        if all(items.get(k, {}).get("media") for k in ("ball.mp4", "tone.m4a")):
+            return items
+        assert time.monotonic() < deadline, f"not probed in 60 s: {items}"
+        time.sleep(0.2)
+
+
+def test_files_api_lists_a_poster_for_probed_videos_only(poster_gw):
+    items = _probed(poster_gw)
+    # 10 % into the 4 s video: what `?thumbnail=W` alone shows.
+    assert items["ball.mp4"]["poster"] == {"at_secs": pytest.approx(0.4, abs=0.05)}, items["ball.mp4"]
+    assert items["tone.m4a"]["poster"] is None
+    assert items["notes.txt"]["poster"] is None
+
+
+def test_cli_ls_json_prints_presigned_poster_urls(poster_gw, tmp_path):
+    _probed(poster_gw)
+    env = poster_gw.client_env(
+        NEBULA_SERVER_URL=poster_gw.endpoint,
+        NEBULA_ACCESS_KEY=poster_gw.access_key,
+        NEBULA_SECRET_KEY=poster_gw.secret_key,
+        XDG_CONFIG_HOME=str(tmp_path / "cfg"),
+        HOME=str(tmp_path),
+    )
+    p = subprocess.run(
+        [cli_bin(), "ls", "--json", "--bucket", BUCKET, "--poster-width", "200"],
+        env=env, capture_output=True, text=True, timeout=60,
+    )
+    assert p.returncode == 0, p.stderr
+    items = {i["key"]: i for i in json.loads(p.stdout)}
+    assert "poster_url" not in items["tone.m4a"] and "poster_url" not in items["notes.txt"], items
+    url = items["ball.mp4"]["poster_url"]
+    assert "thumbnail=200" in url and "X-Amz-Signature=" in url and poster_gw.secret_key not in url, url
+    # Anyone with the URL gets the poster; editing it is refused.
+    status, headers, body = _fetch(url)
+    assert status == 200 and headers["content-type"] == "image/jpeg", body
+    assert _jpeg_size(body, tmp_path) == (200, 112)
+    assert _fetch(url.replace("thumbnail=200", "thumbnail=400"))[0] == 403
+
+    bad = subprocess.run(
+        [cli_bin(), "ls", "--json", "--bucket", BUCKET, "--poster-width", "0"],
+        env=env, capture_output=True, text=True, timeout=60,
+    )
+    assert bad.returncode != 0 and "poster-width" in bad.stderr, bad.stderr

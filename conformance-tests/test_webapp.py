@@ -3,8 +3,8 @@ Selenium through Debian's `chromium-driver`) against the real gateway.
 
 The page signs its own requests in the browser (aws4fetch); nothing here signs for it. Every
 step is what a person does: sign in, create a bucket, upload a generated 12 MiB video through
-the file input (multipart with parallel parts), see its duration, play it at fixed qualities,
-seek, share a presigned link that plays in a fresh browser with no sign-in, delete.
+the file input (multipart with parallel parts), see its duration and poster, play it at fixed
+qualities, seek, share a presigned link that plays in a fresh browser with no sign-in, delete.
 
 Screenshots of the main views at desktop and phone widths go to `$NEBULA_ARTIFACTS/webapp/`
 (default: a folder under pytest's temporary directory, printed at the end of the module).
@@ -323,6 +323,18 @@ def test_create_bucket_upload_play_share_delete(gw, browser, shots, video):
 
     info = wait_for(listed_with_duration, timeout=60, every=1.0, what="the duration in the listing")
     assert "1280×720" in info and "H.264" in info, info
+
+    # And with its poster: the catalog says one can be made, the page presigns `?thumbnail=160`
+    # and the browser decodes the JPEG the gateway takes from the video.
+    def poster_loaded():
+        imgs = css(d, 'tr[data-key="clip.mp4"] img.poster')
+        if not imgs:
+            return None
+        return js(d, "const i=arguments[0]; return i.complete && i.naturalWidth>0 ? [i.naturalWidth, i.naturalHeight, i.src] : null", imgs[0])
+
+    width, height, src = wait_for(poster_loaded, timeout=30, what="the poster image to load")
+    assert (width, height) == (160, 90), (width, height)
+    assert "thumbnail=160" in src and "X-Amz-Signature=" in src, src
     shot(d, shots, "folder-desktop")
 
     # Play at 360p: the frame is 360 high and time advances.

@@ -32,6 +32,9 @@ pub struct FileItem {
     pub description: Option<String>,
     /// What the media probe found; `null` for objects that are not media or not probed yet.
     pub media: Option<Media>,
+    /// The poster of a probed video (`GET /{bucket}/{key}?thumbnail=W` serves it); `null`
+    /// for other objects, videos not probed yet and gateways without posters.
+    pub poster: Option<Poster>,
     /// Stored renditions by quality (`"480"`, ...).
     pub variants: BTreeMap<String, Variant>,
 }
@@ -55,6 +58,14 @@ pub struct Media {
     pub bitrate: Option<u64>,
     /// Container (`mp4`, `matroska`, ...).
     pub container: Option<String>,
+}
+
+/// The poster the catalog lists for a probed video. The JPEG is taken on the first
+/// `?thumbnail=W` request and kept with the renditions.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct Poster {
+    /// The moment `?thumbnail=W` without `at` shows, in seconds (10 % in).
+    pub at_secs: f64,
 }
 
 /// A stored rendition of an object.

@@ -45,7 +45,9 @@ pub use encoder::{Encoder, EncoderChoice};
 pub use error::MediaError;
 pub use file::{CancelFlag, FileOutcome};
 pub use live::LiveRendition;
-pub use poster::{MAX_POSTER_WIDTH, POSTER_CONTENT_TYPE, Poster, poster_size};
+pub use poster::{
+    MAX_POSTER_WIDTH, POSTER_CONTENT_TYPE, Poster, default_poster_moment, poster_size,
+};
 pub use probe::MediaInfo;
 pub use quality::{Quality, output_size};
 pub use renditions::{Finished, ObjectRef, RenditionInfo, RenditionStore};

@@ -83,6 +83,13 @@ pub fn poster_size(width: u32, height: u32, par: (i32, i32), want_w: u32) -> (u3
     (out_w, out_h.max(2))
 }
 
+/// Where the poster of a video of this duration is taken when no moment is asked for (10 %
+/// in, kept inside the duration; zero when the duration is unknown): what `?thumbnail=W`
+/// alone shows.
+pub fn default_poster_moment(duration: Option<Duration>) -> Duration {
+    poster_moment(None, duration)
+}
+
 /// Where a poster is taken: `at` (or 10 % in) kept inside the duration when it is known.
 pub(crate) fn poster_moment(at: Option<Duration>, duration: Option<Duration>) -> Duration {
     let wanted = match (at, duration) {

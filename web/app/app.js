@@ -377,8 +377,17 @@ function render() {
       ? el('button', { type: 'button', class: 'name link', onclick: () => openPlayer(f), 'aria-label': `Play ${f.name}` }, f.name)
       : el('span', { class: 'name', text: f.name });
     const poster = el('td', { class: 'col-poster' });
-    if (f.posterUrl) poster.append(el('img', { src: f.posterUrl, alt: '', class: 'poster', loading: 'lazy' }));
-    else poster.append(icon(isAudio(f) ? 'audio' : playable ? 'video' : 'file'));
+    const fallback = () => icon(isAudio(f) ? 'audio' : playable ? 'video' : 'file');
+    if (f.posterUrl) {
+      // A video whose picture cannot be decoded gets no poster (415/500): show the icon and
+      // do not ask again on the next render.
+      const onerror = (e) => {
+        f.posterUrl = null;
+        f.poster = null;
+        e.target.replaceWith(fallback());
+      };
+      poster.append(el('img', { src: f.posterUrl, alt: '', class: 'poster', loading: 'lazy', onerror }));
+    } else poster.append(fallback());
     rows.push(el('tr', { dataset: { key: f.key } },
       el('td', { class: 'col-check' }, check),
       poster,
@@ -401,7 +410,7 @@ function render() {
   renderToolbar();
 }
 
-/** Posters (`?thumbnail=`) for videos whose catalog entry says one can be made. */
+/** Posters (`?thumbnail=160`, the default moment) for videos the catalog lists a `poster` for. */
 async function loadPosters() {
   let changed = false;
   for (const f of state.files) {

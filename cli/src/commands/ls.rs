@@ -1,7 +1,12 @@
 //! `nebula ls`: the gateway's catalog listing (with media info) when it has one, else plain
-//! ListObjectsV2.
+//! ListObjectsV2. With `--json`, videos the catalog lists a poster for carry a presigned
+//! `?thumbnail=` URL.
+
+use std::time::Duration;
 
 use nebula_api_types::files::{FileItem, FilePage, Media};
+use reqwest::Method;
+use serde::Serialize;
 
 use super::{BucketArg, Ctx, print_json};
 use crate::client::Client;
@@ -21,9 +26,26 @@ pub struct Args {
     /// Skip the first N objects.
     #[arg(long, default_value_t = 0)]
     skip: usize,
-    /// Print JSON (the catalog's item shape; `media` is null without a catalog).
+    /// Print JSON (the catalog's item shape; `media` is null without a catalog), with a
+    /// presigned `poster_url` for each video that has a poster.
     #[arg(long)]
     json: bool,
+    /// Width of the posters `--json` links to, in pixels (1 to 1280).
+    #[arg(long, default_value_t = 320, value_parser = clap::value_parser!(u32).range(1..=1280))]
+    poster_width: u32,
+    /// Lifetime of the poster URLs, like 30m, 1h, 2d (at most 7 days).
+    #[arg(long, default_value = "1h", value_parser = super::presign::parse_expiry)]
+    poster_expires: Duration,
+}
+
+/// One line of `nebula ls --json`: the API's item, and for a video with a poster a presigned
+/// `?thumbnail=W` URL of it.
+#[derive(Debug, Serialize)]
+struct Listed {
+    #[serde(flatten)]
+    item: FileItem,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    poster_url: Option<String>,
 }
 
 /// Runs `nebula ls`.
@@ -51,7 +73,22 @@ pub async fn run(ctx: &Ctx, args: Args) -> Result<()> {
         .take(args.limit.unwrap_or(usize::MAX))
         .collect();
     if args.json {
-        print_json(&items);
+        let width = args.poster_width.to_string();
+        let listed = items
+            .into_iter()
+            .map(|item| {
+                let poster_url = match item.poster {
+                    Some(_) => {
+                        let url =
+                            client.url(&item.bucket, Some(&item.key), &[("thumbnail", &width)]);
+                        Some(client.presign(&Method::GET, &url, args.poster_expires)?)
+                    }
+                    None => None,
+                };
+                Ok(Listed { item, poster_url })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        print_json(&listed);
         return Ok(());
     }
     if items.is_empty() {
@@ -136,6 +173,7 @@ async fn list_s3(
                 description: None,
                 media: None,
                 variants: Default::default(),
+                poster: None,
             }
         }));
         if want.is_some_and(|w| out.len() >= w) || next.is_none() {

@@ -3,7 +3,7 @@
 use std::collections::BTreeMap;
 
 use http::StatusCode;
-use nebula_api_types::files::{FileItem, FilePage, Media, Variant};
+use nebula_api_types::files::{FileItem, FilePage, Media, Poster, Variant};
 use time::format_description::well_known::Rfc3339;
 
 use super::{ApiError, ApiResult, ApiState, ok};
@@ -27,6 +27,7 @@ fn media(m: MediaMeta) -> Media {
 }
 
 fn file_item(o: CatalogObject) -> FileItem {
+    let poster = o.poster().map(|p| Poster { at_secs: p.at_secs });
     FileItem {
         bucket: o.bucket,
         key: o.key,
@@ -35,6 +36,7 @@ fn file_item(o: CatalogObject) -> FileItem {
         content_type: o.content_type,
         modified: o.modified_at.format(&Rfc3339).unwrap_or_default(),
         description: o.description,
+        poster,
         media: o.media.map(media),
         variants: o
             .variants

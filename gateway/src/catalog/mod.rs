@@ -31,7 +31,7 @@ use sqlx::sqlite::{
 use sqlx::types::Json;
 use tokio::sync::Notify;
 
-pub use model::{CatalogObject, MediaMeta, ObjectPage, ProbeStatus, Variant};
+pub use model::{CatalogObject, MediaMeta, ObjectPage, PosterMeta, ProbeStatus, Variant};
 pub use scan::ScanReport;
 
 use model::{NewObject, OBJECT_COLUMNS, ObjectRow};

@@ -126,6 +126,37 @@ pub struct CatalogObject {
     pub probe_error: Option<String>,
 }
 
+/// The poster the catalog lists for a probed video. The JPEG itself is taken on demand by
+/// `?thumbnail=W` and kept in the renditions store (evicted and invalidated with the
+/// renditions), so the catalog keeps no copy that could go stale: what it records is that
+/// the probe found a picture to take one from, and where.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct PosterMeta {
+    /// The moment `?thumbnail=W` without `at` shows, in seconds (10 % in).
+    pub at_secs: f64,
+}
+
+impl CatalogObject {
+    /// The poster of this object: `Some` for a video (by name and type, as `?thumbnail=`
+    /// decides) whose probe found a video stream of known size; `None` for audio, other files
+    /// and videos not (successfully) probed.
+    pub fn poster(&self) -> Option<PosterMeta> {
+        let media = self.media.as_ref()?;
+        let video = self.probe_status == ProbeStatus::Ok
+            && media.width > 0
+            && media.height > 0
+            && nebula_media::detect::is_video(&self.key, self.content_type.as_deref());
+        video.then(|| PosterMeta {
+            at_secs: nebula_media::default_poster_moment(
+                media
+                    .duration
+                    .and_then(|d| std::time::Duration::try_from_secs_f64(d).ok()),
+            )
+            .as_secs_f64(),
+        })
+    }
+}
+
 /// The columns of `objects` as decoded by sqlx (the same on both engines).
 #[derive(Debug, sqlx::FromRow)]
 pub(crate) struct ObjectRow {

@@ -105,6 +105,8 @@ async fn rows_follow_writes_and_keep_media_only_for_same_bytes() {
         Some(("bkt".into(), "v/clip.mp4".into(), "e1".into()))
     );
 
+    let pending = c.get_object("bkt", "v/clip.mp4").await.unwrap().unwrap();
+    assert_eq!(pending.poster(), None, "no poster before the probe");
     let media = MediaMeta {
         duration: Some(2.0),
         width: 320,
@@ -114,6 +116,9 @@ async fn rows_follow_writes_and_keep_media_only_for_same_bytes() {
     c.set_probe_result("bkt", "v/clip.mp4", "e1", Ok(media.clone()))
         .await
         .unwrap();
+    // A probed video lists its poster, taken 10 % in.
+    let probed = c.get_object("bkt", "v/clip.mp4").await.unwrap().unwrap();
+    assert_eq!(probed.poster(), Some(PosterMeta { at_secs: 0.2 }));
     let v = Variant {
         path: "/r/480.mp4".into(),
         size: 5,
@@ -370,4 +375,49 @@ async fn concurrent_changes_are_committed_together_in_arrival_order() {
     assert!(c.get_object("bkt", "k0").await.unwrap().is_none());
     let k1 = c.get_object("bkt", "k1").await.unwrap().unwrap();
     assert_eq!((k1.etag.as_str(), k1.size), ("y", 2));
+}
+
+#[test]
+fn posters_are_listed_for_probed_videos_only() {
+    let video = CatalogObject {
+        id: 1,
+        bucket: "b".into(),
+        key: "clip.mkv".into(),
+        size: 1,
+        etag: "e".into(),
+        content_type: None,
+        user_metadata: Default::default(),
+        sha256: None,
+        created_at: time::OffsetDateTime::UNIX_EPOCH,
+        modified_at: time::OffsetDateTime::UNIX_EPOCH,
+        description: None,
+        media: Some(MediaMeta {
+            duration: None,
+            width: 640,
+            height: 360,
+            ..Default::default()
+        }),
+        variants: Default::default(),
+        probe_status: ProbeStatus::Ok,
+        probe_error: None,
+    };
+    // Unknown duration: the first frame.
+    assert_eq!(video.poster(), Some(PosterMeta { at_secs: 0.0 }));
+    // Audio with cover art can report a picture: no poster, as `?thumbnail=` refuses it.
+    let audio = CatalogObject {
+        key: "song.m4a".into(),
+        content_type: Some("audio/mp4".into()),
+        ..video.clone()
+    };
+    assert_eq!(audio.poster(), None);
+    let no_picture = CatalogObject {
+        media: Some(MediaMeta::default()),
+        ..video.clone()
+    };
+    assert_eq!(no_picture.poster(), None);
+    let failed = CatalogObject {
+        probe_status: ProbeStatus::Error,
+        ..video
+    };
+    assert_eq!(failed.poster(), None);
 }
