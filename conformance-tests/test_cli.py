@@ -8,10 +8,12 @@ from __future__ import annotations
 import json
 import os
 import re
+import shlex
 import shutil
 import signal
 import subprocess
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -27,6 +29,7 @@ def cli_env(gw, tmp_path, **extra) -> dict:
         NEBULA_SERVER_URL=gw.endpoint,
         NEBULA_ACCESS_KEY=gw.access_key,
         NEBULA_SECRET_KEY=gw.secret_key,
+        NEBULA_REGION=gw.region,
         XDG_CONFIG_HOME=str(tmp_path / "cfg"),
         HOME=str(tmp_path),
     )
@@ -287,3 +290,148 @@ def test_cli_stopped_gateway(start_gateway, tmp_path):
     g.stop()
     p = run([cli_bin(), "ls", "--bucket", "anything"], env=cli_env(g, tmp_path, NEBULA_SERVER_URL=endpoint), check=False)
     assert p.returncode == 4 and "cannot reach the gateway" in p.stderr_text, p.stderr_text
+
+
+# ------------------------------------------------------------------------------------------------
+# buckets and objects by name (mb, rb, rm, cp, mv), the default bucket, and hints that run as
+# printed
+
+
+def hints(text: str) -> list[list[str]]:
+    """The commands a message suggests (between backticks), as argv for the binary under test."""
+    cmds = [shlex.split(c) for c in re.findall(r"`(nebula [^`]*)`", text)]
+    assert cmds, f"no runnable hint in: {text!r}"
+    return [[cli_bin(), *c[1:]] for c in cmds]
+
+
+def run_hint(gw, tmp_path, cmd, **kw):
+    """Runs a hint exactly as printed (stdin is not a terminal, as in a script)."""
+    return run(cmd, env=cli_env(gw, tmp_path), input=b"", **kw)
+
+
+def list_keys(raw, bucket) -> list[str]:
+    keys, token = [], None
+    while True:
+        q = [("list-type", "2")] + ([("continuation-token", token)] if token else [])
+        r = raw.request("GET", f"/{bucket}", query=q)
+        assert r.status == 200, r
+        doc = strip_ns(r.xml())
+        keys += [c.findtext("Key") for c in doc.iter("Contents")]
+        token = doc.findtext("NextContinuationToken")
+        if doc.findtext("IsTruncated") != "true":
+            return keys
+
+
+def test_cli_mb_rb(gw, tmp_path):
+    raw = gw.raw()
+    b = new_bucket_name("mb")
+    p = nebula(gw, tmp_path, "mb", b)
+    assert p.stdout_text.strip() == f"created s3://{b}"
+    assert raw.request("HEAD", f"/{b}").status == 200
+    # No default bucket is configured: mb says how to make this one the default.
+    assert [c[1:] for c in hints(p.stderr_text)] == [["config", "--bucket", b]]
+    p = nebula(gw, tmp_path, "mb", b, check=False)
+    assert p.returncode == 3 and "already exists" in p.stderr_text, p.stderr_text
+    p = nebula(gw, tmp_path, "mb", "Not_A_Bucket", check=False)
+    assert p.returncode == 3 and "not a valid bucket name" in p.stderr_text, p.stderr_text
+
+    assert raw.put(b, "a.txt", b"a").status == 200
+    p = nebula(gw, tmp_path, "rb", b, check=False)
+    assert p.returncode == 3 and "not empty" in p.stderr_text, p.stderr_text
+    assert raw.request("HEAD", f"/{b}").status == 200
+    empty, remove = hints(p.stderr_text)
+    assert "deleted 1 object under" in run_hint(gw, tmp_path, empty).stdout_text
+    assert run_hint(gw, tmp_path, remove).stdout_text.strip() == f"removed s3://{b}"
+    assert raw.request("HEAD", f"/{b}").status == 404
+    p = nebula(gw, tmp_path, "rb", b, check=False)
+    assert p.returncode == 3 and f"`nebula mb {b}`" in p.stderr_text, p.stderr_text
+
+
+def test_cli_rm(gw, bucket, tmp_path):
+    raw = gw.raw()
+    for k in ("a.txt", "my file.txt", "dir/x", "dir/sub/y", "dirx"):
+        assert raw.put(bucket, k, b"x").status == 200
+    p = nebula(gw, tmp_path, "rm", "-b", bucket, "a.txt", "my file.txt")
+    assert p.stdout_text.splitlines() == [f"deleted s3://{bucket}/a.txt", f"deleted s3://{bucket}/my file.txt"]
+    assert list_keys(raw, bucket) == ["dir/sub/y", "dir/x", "dirx"]
+    # S3 answers a delete of a missing key with success; the CLI says it is not there.
+    p = nebula(gw, tmp_path, "rm", "-b", bucket, "a.txt", check=False)
+    assert p.returncode == 3 and "does not exist" in p.stderr_text, p.stderr_text
+    # A folder named without -r: the hint deletes what is in it, and nothing else.
+    p = nebula(gw, tmp_path, "rm", "-b", bucket, "dir", check=False)
+    assert p.returncode == 2, p.stderr_text
+    [cmd] = hints(p.stderr_text)
+    assert run_hint(gw, tmp_path, cmd).stdout_text.strip() == f"deleted 2 objects under s3://{bucket}/dir/"
+    assert list_keys(raw, bucket) == ["dirx"]
+    p = nebula(gw, tmp_path, "rm", "-r", "-b", bucket, "nothing-here/", check=False)
+    assert p.returncode == 3, p.stderr_text
+
+    # The whole bucket (more than one listing page): never without confirmation.
+    many = [f"many/{i:04d}" for i in range(1001)]
+    with ThreadPoolExecutor(8) as pool:
+        assert all(r.status == 200 for r in pool.map(lambda k: gw.raw().put(bucket, k, b"m"), many))
+    p = run([cli_bin(), "rm", "-r", "-b", bucket], env=cli_env(gw, tmp_path), input=b"", check=False)
+    assert p.returncode == 2 and len(list_keys(raw, bucket)) == 1002, p.stderr_text
+    [cmd] = hints(p.stderr_text)
+    assert run_hint(gw, tmp_path, cmd).stdout_text.strip() == f"deleted 1002 objects under s3://{bucket}"
+    assert list_keys(raw, bucket) == []
+
+
+def test_cli_cp_mv(gw, bucket, tmp_path):
+    raw = gw.raw()
+    other = new_bucket_name("cp")
+    assert raw.put_bucket(other).status == 200
+    data = os.urandom(100_000)
+    meta = {"content-type": "video/mp4", "x-amz-meta-description": "the source"}
+    assert raw.put(bucket, "clips/src.bin", data, headers=meta).status == 200
+
+    p = nebula(gw, tmp_path, "cp", "-b", bucket, "clips/src.bin", "backup/")
+    assert p.stdout_text.strip() == "backup/src.bin"
+    copy = raw.get(bucket, "backup/src.bin")
+    assert copy.body == data and all(copy.header(k) == v for k, v in meta.items()), copy
+    nebula(gw, tmp_path, "cp", "-b", bucket, "clips/src.bin", f"s3://{other}/elsewhere.bin")
+    assert raw.get(other, "elsewhere.bin").body == data
+
+    p = nebula(gw, tmp_path, "mv", "-b", bucket, "backup/src.bin", "renamed with space.bin")
+    assert "moved" in p.stderr_text and p.stdout_text.strip() == "renamed with space.bin"
+    assert raw.request("HEAD", f"/{bucket}/backup/src.bin").status == 404
+    assert raw.get(bucket, "renamed with space.bin").body == data
+    assert raw.get(bucket, "clips/src.bin").body == data
+
+    p = nebula(gw, tmp_path, "mv", "-b", bucket, "missing.bin", "x.bin", check=False)
+    assert p.returncode == 3 and f"s3://{bucket}/missing.bin does not exist" in p.stderr_text, p.stderr_text
+    assert raw.request("HEAD", f"/{bucket}/x.bin").status == 404
+    p = nebula(gw, tmp_path, "cp", "-b", bucket, "clips/src.bin", "clips/src.bin", check=False)
+    assert p.returncode == 2, p.stderr_text
+
+
+def test_cli_default_bucket(start_gateway, tmp_path):
+    # Outside us-east-1, CreateBucket must name the region: the CLI's buckets are made there.
+    g = start_gateway(region="eu-west-1")
+    src = tmp_path / "first.txt"
+    src.write_bytes(b"first upload\n")
+    # Nothing configured: the error says what to run, and after it the first upload creates
+    # the default bucket.
+    p = nebula(g, tmp_path, "upload", str(src), check=False)
+    assert p.returncode == 2, p.stderr_text
+    [cmd] = hints(p.stderr_text)
+    run_hint(g, tmp_path, cmd)
+    p = nebula(g, tmp_path, "upload", str(src))
+    bucket = cmd[-1]
+    assert f"created s3://{bucket} (the default bucket)" in p.stderr_text, p.stderr_text
+    assert g.raw().get(bucket, "first.txt").body == src.read_bytes()
+    assert "created" not in nebula(g, tmp_path, "upload", str(src), "-k", "second.txt").stderr_text
+    # A bucket named with -b is not created (a typo would make one); the hint creates it.
+    p = nebula(g, tmp_path, "upload", str(src), "-b", "typo-bucket", check=False)
+    assert p.returncode == 3 and g.raw().request("HEAD", "/typo-bucket").status == 404, p.stderr_text
+    [cmd] = hints(p.stderr_text)
+    run_hint(g, tmp_path, cmd)
+    nebula(g, tmp_path, "upload", str(src), "-b", "typo-bucket")
+    assert g.raw().get("typo-bucket", "first.txt").body == src.read_bytes()
+
+
+def test_cli_transcode_hint_runs_as_printed(gw, media_bucket, tmp_path):
+    p = nebula(gw, tmp_path, "transcode", "videos/clip.mp4", "--bucket", media_bucket, "-q", "360")
+    [cmd] = hints(p.stderr_text)
+    final = json.loads(run_hint(gw, tmp_path, [*cmd, "--json"], timeout=300).stdout_text)
+    assert final and all(j["status"] == "completed" for j in final), final

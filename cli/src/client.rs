@@ -28,6 +28,8 @@ pub struct Client {
     http: reqwest::Client,
     /// Base URL without trailing slash, e.g. `http://127.0.0.1:9000`.
     pub base: String,
+    /// The SigV4 region, which is the region new buckets are made in.
+    pub region: String,
     signer: Option<Signer>,
 }
 
@@ -50,7 +52,12 @@ impl Client {
             .keys
             .as_ref()
             .map(|(a, s)| Signer::new(a, s, &settings.region));
-        Ok(Client { http, base, signer })
+        Ok(Client {
+            http,
+            base,
+            region: settings.region.clone(),
+            signer,
+        })
     }
 
     /// Path-style URL of a bucket or object with an optional query (names and values raw).

@@ -137,6 +137,9 @@ pub enum Servers {
     },
 }
 
+/// The bucket name the CLI suggests when none is configured.
+pub const DEFAULT_BUCKET_HINT: &str = "media";
+
 /// Everything a command needs to talk to the gateway.
 #[derive(Debug, Clone)]
 pub struct Settings {
@@ -196,9 +199,19 @@ impl Settings {
 
     /// The bucket to use: `--bucket`, else the default, else a usage error.
     pub fn bucket(&self, flag: Option<&str>) -> Result<String> {
-        flag.map(str::to_owned).or_else(|| self.bucket.clone()).ok_or_else(|| {
-            CliError::Usage("no bucket given: pass --bucket, set NEBULA_BUCKET, or set a default with `nebula config --bucket NAME`".into())
-        })
+        self.bucket_choice(flag).map(|(b, _)| b)
+    }
+
+    /// The bucket to use, and whether it is the default bucket (`NEBULA_BUCKET` or the config
+    /// file) rather than `--bucket`.
+    pub fn bucket_choice(&self, flag: Option<&str>) -> Result<(String, bool)> {
+        match (flag, &self.bucket) {
+            (Some(b), _) => Ok((b.to_owned(), false)),
+            (None, Some(b)) => Ok((b.clone(), true)),
+            (None, None) => Err(CliError::Usage(format!(
+                "no bucket given: pass -b BUCKET, or set a default bucket (the first upload creates it): `nebula config --bucket {DEFAULT_BUCKET_HINT}`"
+            ))),
+        }
     }
 }
 

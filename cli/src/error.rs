@@ -103,8 +103,36 @@ fn remote_sentence(status: &u16, code: &str, message: &str, resource: &str) -> S
         "AccessDenied" if *status == 403 => {
             format!("the gateway denied access to {resource}{detail}")
         }
-        "NoSuchKey" => format!("the object {resource} does not exist"),
-        "NoSuchBucket" => format!("the bucket of {resource} does not exist{detail}"),
+        "NoSuchKey" => match bucket_of(resource) {
+            Some(b) => format!(
+                "the object {resource} does not exist (see what is there: `nebula ls -b {}`)",
+                shell_word(b)
+            ),
+            None => format!("the object {resource} does not exist"),
+        },
+        "NoSuchBucket" => match bucket_of(resource) {
+            Some(b) => format!(
+                "the bucket s3://{b} does not exist: create it with `nebula mb {}`",
+                shell_word(b)
+            ),
+            None => format!("the bucket of {resource} does not exist{detail}"),
+        },
+        "BucketNotEmpty" => match bucket_of(resource) {
+            Some(b) => {
+                let b = shell_word(b);
+                format!(
+                    "the bucket {resource} is not empty: delete its objects with `nebula rm -r -b {b} --yes`, then run `nebula rb {b}` again"
+                )
+            }
+            None => format!("{resource} is not empty{detail}"),
+        },
+        "BucketAlreadyOwnedByYou" | "BucketAlreadyExists" => {
+            format!("the bucket {resource} already exists")
+        }
+        "InvalidBucketName" => format!(
+            "{} is not a valid bucket name: use 3 to 63 lowercase letters, digits, dots and hyphens, starting and ending with a letter or digit{detail}",
+            bucket_of(resource).unwrap_or(resource)
+        ),
         "NoSuchUpload" => format!("the multipart upload for {resource} no longer exists{detail}"),
         "NoSuchEndpoint" => {
             format!("this gateway does not offer {resource} (it may be an older version){detail}")
@@ -115,11 +143,57 @@ fn remote_sentence(status: &u16, code: &str, message: &str, resource: &str) -> S
     }
 }
 
+/// The bucket of an `s3://bucket[/key]` resource.
+fn bucket_of(resource: &str) -> Option<&str> {
+    let rest = resource.strip_prefix("s3://")?;
+    let bucket = rest.split('/').next().unwrap_or(rest);
+    (!bucket.is_empty()).then_some(bucket)
+}
+
+/// `word` as a POSIX shell reads it back: hints name commands to run, and a key with a space
+/// or a quote must survive being pasted.
+pub fn shell_word(word: &str) -> String {
+    let plain = |c: char| c.is_ascii_alphanumeric() || "_-./:@%+=,".contains(c);
+    if !word.is_empty() && word.chars().all(plain) {
+        word.to_owned()
+    } else {
+        format!("'{}'", word.replace('\'', "'\\''"))
+    }
+}
+
 /// Result type of the client.
 pub type Result<T, E = CliError> = std::result::Result<T, E>;
 
 impl From<std::io::Error> for CliError {
     fn from(e: std::io::Error) -> Self {
         CliError::Local(e.to_string())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shell_words_survive_pasting() {
+        assert_eq!(shell_word("media"), "media");
+        assert_eq!(shell_word("videos/a-b_c.mp4"), "videos/a-b_c.mp4");
+        assert_eq!(shell_word("my movie.mkv"), "'my movie.mkv'");
+        assert_eq!(shell_word("it's"), "'it'\\''s'");
+        assert_eq!(shell_word(""), "''");
+    }
+
+    #[test]
+    fn hints_name_the_bucket() {
+        let e = CliError::Remote {
+            status: 404,
+            code: "NoSuchBucket".into(),
+            message: String::new(),
+            resource: "s3://photos/a b.jpg".into(),
+        };
+        assert_eq!(
+            e.to_string(),
+            "the bucket s3://photos does not exist: create it with `nebula mb photos`"
+        );
     }
 }

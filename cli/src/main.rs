@@ -56,6 +56,16 @@ enum Command {
     Ls(commands::ls::Args),
     /// Download an object (resumes a partial file, verifies it).
     Download(commands::download::Args),
+    /// Delete objects (-r: every key under a prefix, or the whole bucket).
+    Rm(commands::objects::RmArgs),
+    /// Copy an object on the server (to another key or bucket).
+    Cp(commands::objects::CopyArgs),
+    /// Move (rename) an object on the server.
+    Mv(commands::objects::CopyArgs),
+    /// Make a bucket.
+    Mb(commands::buckets::MbArgs),
+    /// Remove an empty bucket.
+    Rb(commands::buckets::RbArgs),
     /// Play an object (optionally transcoded) in mpv or VLC.
     Play(commands::play::Args),
     /// Queue transcodes of an object.
@@ -111,6 +121,11 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Upload(a) => commands::upload::run(&ctx, a).await?,
         Command::Ls(a) => commands::ls::run(&ctx, a).await?,
         Command::Download(a) => commands::download::run(&ctx, a).await?,
+        Command::Rm(a) => commands::objects::run_rm(&ctx, a).await?,
+        Command::Cp(a) => commands::objects::run_copy(&ctx, a, false).await?,
+        Command::Mv(a) => commands::objects::run_copy(&ctx, a, true).await?,
+        Command::Mb(a) => commands::buckets::run_mb(&ctx, a).await?,
+        Command::Rb(a) => commands::buckets::run_rb(&ctx, a).await?,
         Command::Play(a) => commands::play::run(&ctx, a).await?,
         Command::Transcode(a) => commands::transcode::run_transcode(&ctx, a).await?,
         Command::TranscodeStatus(a) => commands::transcode::run_status(&ctx, a).await?,

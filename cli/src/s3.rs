@@ -5,10 +5,16 @@ use reqwest::Method;
 
 use crate::client::{Body, Client};
 use crate::error::{CliError, Result};
+use crate::sign::encode_path;
 
 /// `s3://bucket/key`, for messages.
 pub fn s3_uri(bucket: &str, key: &str) -> String {
     format!("s3://{bucket}/{key}")
+}
+
+/// `s3://bucket`, for messages.
+pub fn bucket_uri(bucket: &str) -> String {
+    format!("s3://{bucket}")
 }
 
 /// One entry of ListObjectsV2.
@@ -103,6 +109,79 @@ impl Client {
             .filter(|n| n.tag_name().name() == "Bucket")
             .filter_map(|b| child(b, "Name").map(str::to_owned))
             .collect())
+    }
+
+    /// CreateBucket in the client's region (S3 wants it named, except for us-east-1).
+    pub async fn create_bucket(&self, bucket: &str) -> Result<()> {
+        let url = self.url(bucket, None, &[]);
+        let body = if self.region == "us-east-1" {
+            Body::Empty
+        } else {
+            Body::Bytes(Bytes::from(format!(
+                "<CreateBucketConfiguration><LocationConstraint>{}</LocationConstraint></CreateBucketConfiguration>",
+                self.region
+            )))
+        };
+        self.send(Method::PUT, &url, &[], body, &bucket_uri(bucket))
+            .await?;
+        Ok(())
+    }
+
+    /// DeleteBucket (S3 refuses one that still holds objects: `BucketNotEmpty`).
+    pub async fn delete_bucket(&self, bucket: &str) -> Result<()> {
+        let url = self.url(bucket, None, &[]);
+        self.send(Method::DELETE, &url, &[], Body::Empty, &bucket_uri(bucket))
+            .await?;
+        Ok(())
+    }
+
+    /// HeadBucket: `false` when the bucket does not exist.
+    pub async fn bucket_exists(&self, bucket: &str) -> Result<bool> {
+        let url = self.url(bucket, None, &[]);
+        match self
+            .send(Method::HEAD, &url, &[], Body::Empty, &bucket_uri(bucket))
+            .await
+        {
+            Ok(_) => Ok(true),
+            Err(e) if e.code() == Some("NoSuchBucket") => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// CopyObject on the server, metadata included; returns the new ETag.
+    pub async fn copy_object(
+        &self,
+        src_bucket: &str,
+        src_key: &str,
+        bucket: &str,
+        key: &str,
+    ) -> Result<String> {
+        let source = format!("/{}/{}", encode_path(src_bucket), encode_path(src_key));
+        let url = self.url(bucket, Some(key), &[]);
+        let resp = self
+            .send(
+                Method::PUT,
+                &url,
+                &[("x-amz-copy-source", source)],
+                Body::Empty,
+                &s3_uri(bucket, key),
+            )
+            .await?;
+        let body = text(resp, "CopyObject").await?;
+        // As with CompleteMultipartUpload, a failure may come inside a 200 answer.
+        let doc = parse(&body, "CopyObject")?;
+        if doc.root_element().tag_name().name() == "Error" {
+            let (code, message) = crate::client::parse_error_body(&body);
+            return Err(CliError::Remote {
+                status: 200,
+                code,
+                message,
+                resource: s3_uri(bucket, key),
+            });
+        }
+        Ok(unquote(
+            child(doc.root_element(), "ETag").unwrap_or_default(),
+        ))
     }
 
     /// Signed GET on a bucket with a query (the listing calls); the XML body as text.

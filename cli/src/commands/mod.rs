@@ -1,10 +1,12 @@
 //! One module per command; this one holds what they share.
 
 pub mod benchmark;
+pub mod buckets;
 pub mod config;
 pub mod download;
 pub mod logs;
 pub mod ls;
+pub mod objects;
 pub mod ping;
 pub mod play;
 pub mod presign;

@@ -10,7 +10,7 @@ use nebula_api_types::jobs::{Job, JobList, JobStatus, QualityName, TranscodeRequ
 
 use super::{BucketArg, Ctx, print_json};
 use crate::client::Client;
-use crate::error::{CliError, Result};
+use crate::error::{CliError, Result, shell_word};
 use crate::progress::percent_bar;
 
 /// Arguments of `nebula transcode`.
@@ -113,8 +113,9 @@ pub async fn run_transcode(ctx: &Ctx, args: TranscodeArgs) -> Result<()> {
             println!("{}", line(j));
         }
         eprintln!(
-            "follow them with `nebula transcode-status {} --watch`",
-            args.key
+            "follow them with `nebula transcode-status -b {} {} --watch`",
+            shell_word(&bucket),
+            shell_word(&args.key)
         );
     }
     Ok(())

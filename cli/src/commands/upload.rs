@@ -16,7 +16,7 @@ use super::{BucketArg, Ctx};
 use crate::client::{Body, Client};
 use crate::error::{CliError, Result};
 use crate::progress::{RateLimit, body_stream, bytes_bar, parse_rate};
-use crate::s3::{PartEntry, s3_uri};
+use crate::s3::{PartEntry, bucket_uri, s3_uri};
 use crate::sign::PayloadHash;
 
 const MIB: u64 = 1024 * 1024;
@@ -79,12 +79,13 @@ pub struct UploadReport {
 /// Runs `nebula upload`.
 pub async fn run(ctx: &Ctx, args: Args) -> Result<()> {
     let (settings, client) = ctx.client().await?;
-    let bucket = settings.bucket(args.bucket.bucket.as_deref())?;
+    let (bucket, is_default) = settings.bucket_choice(args.bucket.bucket.as_deref())?;
     if args.files.len() > 1 && args.key.as_deref().is_some_and(|k| !k.ends_with('/')) {
         return Err(CliError::Usage(
             "with several files, --key must be a prefix ending in `/`".into(),
         ));
     }
+    ensure_bucket(&client, &bucket, is_default).await?;
     let limit = args.limit_rate.map(RateLimit::new);
     for path in &args.files {
         let name = path.file_name().and_then(|n| n.to_str()).ok_or_else(|| {
@@ -119,6 +120,25 @@ pub async fn run(ctx: &Ctx, args: Args) -> Result<()> {
         );
         println!("{key}");
     }
+    Ok(())
+}
+
+/// The default bucket is created by the first upload to a server that does not have it; a
+/// bucket named with `--bucket` is not (a typo would make a new bucket), the error says how.
+async fn ensure_bucket(client: &Client, bucket: &str, is_default: bool) -> Result<()> {
+    if client.bucket_exists(bucket).await? {
+        return Ok(());
+    }
+    if !is_default {
+        return Err(CliError::Remote {
+            status: 404,
+            code: "NoSuchBucket".into(),
+            message: String::new(),
+            resource: bucket_uri(bucket),
+        });
+    }
+    client.create_bucket(bucket).await?;
+    eprintln!("created {} (the default bucket)", bucket_uri(bucket));
     Ok(())
 }
 
