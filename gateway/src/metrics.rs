@@ -391,11 +391,11 @@ fn own_route_op(path: &str) -> Option<&'static str> {
     })
 }
 
-/// True for the query of a media-extension GET (`?quality=`, `?transcode=`).
+/// True for the query of a media-extension GET (`?quality=`, `?transcode=`, `?stream=`).
 fn is_media_query(query: &str) -> bool {
     query.split('&').any(|pair| {
         let name = pair.split_once('=').map_or(pair, |(k, _)| k);
-        matches!(name, "quality" | "transcode")
+        matches!(name, "quality" | "transcode" | "stream")
     })
 }
 

@@ -11,7 +11,8 @@
 //!   invalidation).
 //! - [`MediaService`] (`service.rs`, `live.rs`): what the gateway asks for. A rendition for a
 //!   request (finished file, or a live transcode teed into the store, one pipeline per
-//!   rendition, limited transcode slots) and a rendition made ahead by a job.
+//!   rendition, limited transcode slots), a rendition made ahead by a job, and HLS segments
+//!   (one session per source and quality, `hls/sessions.rs`, sharing the same slots).
 //!
 //! The engine's methods **block** (GStreamer state changes, Discoverer, whole transcodes);
 //! call them from `tokio::task::spawn_blocking` in async code, or use the `_async` variants.
@@ -51,7 +52,7 @@ pub use poster::{
 pub use probe::MediaInfo;
 pub use quality::{Quality, output_size};
 pub use renditions::{Finished, ObjectRef, RenditionInfo, RenditionStore};
-pub use service::{FOLLOW_WAIT, Installed, MediaService, Rendition};
+pub use service::{FOLLOW_WAIT, HlsSegment, Installed, MediaService, Rendition, SEGMENT_WAIT};
 pub use source::MediaSource;
 pub use stream::{STREAM_CONTENT_TYPE, TranscodeStream};
 
@@ -263,20 +264,21 @@ impl MediaEngine {
 
     /// An HLS session for `src` at `quality`, keeping its segment files in `dir` (created).
     ///
-    /// `info` is the source's probe result: its duration sets the segment list and its
-    /// audio flag the track list. `acquire` is asked for a permit each time a pipeline
-    /// must start (the caller's concurrency limit). Cheap: nothing runs until
-    /// [`hls::HlsSession::get`].
+    /// `src` is a path or an open `File` (kept open while the session lives, so every
+    /// pipeline run reads the same bytes). `info` is the source's probe result: its
+    /// duration sets the segment list and its audio flag the track list. `acquire` is asked
+    /// for a permit each time a pipeline must start (the caller's concurrency limit).
+    /// Cheap: nothing runs until [`hls::HlsSession::get`].
     pub fn hls_session(
         &self,
-        src: PathBuf,
+        src: impl MediaSource + Send + Sync + 'static,
         info: &MediaInfo,
         quality: Quality,
         dir: PathBuf,
         acquire: hls::AcquireRun,
     ) -> Result<hls::HlsSession, MediaError> {
         // Fails fast on a missing source instead of at the first pipeline start.
-        std::fs::metadata(&src)?;
+        let location = src.location()?;
         if !info.has_video {
             return Err(MediaError::NotVideo("no video stream".into()));
         }
@@ -285,7 +287,8 @@ impl MediaEngine {
             .ok_or_else(|| MediaError::NotVideo("unknown duration: cannot list segments".into()))?;
         hls::HlsSession::new(
             self.settings(quality),
-            src,
+            location,
+            Box::new(src),
             duration,
             info.has_audio,
             dir,

@@ -3,8 +3,10 @@
 //! as JPEG files.
 //!
 //! A rendition is `<object>-<variant>.mp4` (a poster `<object>-<variant>.jpg`) beside its
-//! description `<object>-<variant>.json`
-//! ([`RenditionInfo`]). `<object>` is the MD5 of bucket and key, so every rendition of an
+//! description `<object>-<variant>.json` ([`RenditionInfo`]); the HLS segments of one quality
+//! are files in a folder `<object>-<variant>.hls/` ([`RenditionStore::hls_dir`]), evicted one
+//! segment at a time with the renditions and dropped with them. `<object>` is the MD5 of
+//! bucket and key, so every rendition of an
 //! object is found by prefix when it is replaced or deleted; `<variant>` hashes the ETag,
 //! the quality, the encoder and [`PIPELINE_VERSION`], so a rendition of other bytes or an
 //! older pipeline is never served. Files in the making end in `.part` and are removed at the
@@ -24,6 +26,8 @@ use crate::{Encoder, Quality};
 
 /// Changes whenever the pipeline's output changes, so old renditions are never served.
 pub const PIPELINE_VERSION: &str = "fmp4-v1";
+/// The same for HLS segments (`crate::hls`).
+pub const HLS_VERSION: &str = "hls-v1";
 
 /// Changes whenever the poster pipeline's output changes, so old posters are never served.
 pub const POSTER_VERSION: &str = "jpeg-v1";
@@ -92,6 +96,9 @@ impl RenditionStore {
             if name.ends_with(".part") || name.ends_with(".part.faststart") {
                 let _ = std::fs::remove_file(e.path());
             } else if let Some(prefix) = prefix_of_rendition(&name) {
+                if name.ends_with(".hls") {
+                    remove_temporaries(&e.path());
+                }
                 with_renditions.insert(prefix.to_owned());
             }
         }
@@ -140,6 +147,29 @@ impl RenditionStore {
             object_prefix(object.bucket, object.key),
             &hex::encode(h.finalize())[..16]
         )
+    }
+
+    /// The folder of the HLS segments of `object` at `quality` (not created). Noted as
+    /// holding renditions of the object, so invalidation removes it.
+    pub fn hls_dir(&self, object: ObjectRef<'_>, quality: Quality) -> PathBuf {
+        let mut h = Md5::new();
+        h.update(format!(
+            "{}\0{}\0{}\0{HLS_VERSION}",
+            object.etag,
+            quality.height(),
+            self.inner.encoder.element_name()
+        ));
+        let prefix = object_prefix(object.bucket, object.key);
+        let dir = self
+            .inner
+            .dir
+            .join(format!("{prefix}-{}.hls", &hex::encode(h.finalize())[..16]));
+        self.inner
+            .with_renditions
+            .lock()
+            .expect("renditions index lock")
+            .insert(prefix);
+        dir
     }
 
     /// A fresh path for a rendition in the making, `<stem>.<random>.part`. A stem that does
@@ -212,23 +242,35 @@ impl RenditionStore {
         }
     }
 
-    /// Keeps the store under its size limit, dropping least recently used first.
-    fn evict(&self) {
+    /// Keeps the store under its size limit, dropping least recently used first: whole
+    /// renditions, and HLS segments one by one (a dropped segment is produced again when
+    /// asked for). Blocking.
+    pub fn evict(&self) {
         let Ok(rd) = std::fs::read_dir(&self.inner.dir) else {
             return;
         };
-        let mut files: Vec<(SystemTime, u64, PathBuf)> = rd
-            .flatten()
-            .filter(|e| {
-                let name = e.file_name();
-                let name = name.to_string_lossy();
-                FINISHED_EXTENSIONS.iter().any(|ext| name.ends_with(ext))
-            })
-            .filter_map(|e| {
-                let md = e.metadata().ok()?;
-                Some((md.modified().ok()?, md.len(), e.path()))
-            })
-            .collect();
+        let mut files: Vec<(SystemTime, u64, PathBuf)> = Vec::new();
+        let mut add = |path: PathBuf| {
+            if let Ok(md) = std::fs::symlink_metadata(&path)
+                && let Ok(modified) = md.modified()
+            {
+                files.push((modified, md.len(), path));
+            }
+        };
+        for e in rd.flatten() {
+            let name = e.file_name();
+            let name = name.to_string_lossy();
+            if FINISHED_EXTENSIONS.iter().any(|ext| name.ends_with(ext)) {
+                add(e.path());
+            } else if name.ends_with(".hls")
+                && let Ok(segments) = std::fs::read_dir(e.path())
+            {
+                segments
+                    .flatten()
+                    .filter(|s| !s.file_name().to_string_lossy().starts_with('.'))
+                    .for_each(|s| add(s.path()));
+            }
+        }
         let mut total: u64 = files.iter().map(|f| f.1).sum();
         files.sort();
         for (_, len, path) in files {
@@ -236,7 +278,9 @@ impl RenditionStore {
                 break;
             }
             let _ = std::fs::remove_file(&path);
-            let _ = std::fs::remove_file(path.with_extension("json"));
+            if path.parent() == Some(self.inner.dir.as_path()) {
+                let _ = std::fs::remove_file(path.with_extension("json"));
+            }
             total = total.saturating_sub(len);
         }
     }
@@ -251,13 +295,27 @@ fn object_prefix(bucket: &str, key: &str) -> String {
     hex::encode(h.finalize())
 }
 
-/// The object prefix of a finished file's name (`<object prefix>-<variant>.mp4` or `.jpg`).
+/// The object prefix of a finished file's name (`<object prefix>-<variant>.mp4` or `.jpg`)
+/// or HLS folder (`<object prefix>-<variant>.hls`).
 fn prefix_of_rendition(name: &str) -> Option<&str> {
     FINISHED_EXTENSIONS
         .iter()
+        .chain(&[".hls"])
         .find_map(|ext| name.strip_suffix(ext))?
         .split_once('-')
         .map(|(p, _)| p)
+}
+
+/// Removes the temporary files (`.<segment>.<pid>.<n>.tmp`) a crash left in an HLS folder.
+fn remove_temporaries(dir: &Path) {
+    let Ok(rd) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for e in rd.flatten() {
+        if e.file_name().to_string_lossy().ends_with(".tmp") {
+            let _ = std::fs::remove_file(e.path());
+        }
+    }
 }
 
 /// Removes the renditions (and sidecars) named after `prefix`, leaving files in the making.
@@ -269,7 +327,12 @@ fn remove_renditions(dir: &Path, prefix: &str) {
     for e in rd.flatten() {
         let name = e.file_name();
         let name = name.to_string_lossy();
-        if name.starts_with(&prefix) && !name.ends_with(".part") {
+        if !name.starts_with(&prefix) || name.ends_with(".part") {
+            continue;
+        }
+        if name.ends_with(".hls") {
+            let _ = std::fs::remove_dir_all(e.path());
+        } else {
             let _ = std::fs::remove_file(e.path());
         }
     }

@@ -1,19 +1,39 @@
 //! The media service: the engine, the renditions store and the transcode slots, with what
 //! the gateway asks of them (a rendition for a request, a rendition made ahead by a job, a
-//! poster).
+//! poster, HLS playlists' facts and segments).
 
 use std::fs::File;
 use std::io::{Seek, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use tokio::sync::Semaphore;
 
+use crate::hls::{self, AcquireRun, RunPermit, SegmentId, Sessions, Variant};
 use crate::live::{Flights, LiveRendition, Step};
 use crate::poster::POSTER_ENCODER;
 use crate::renditions::{Finished, ObjectRef, RenditionInfo, RenditionStore};
-use crate::{CancelFlag, Encoder, FileOutcome, MediaEngine, MediaError, Poster, Quality};
+use crate::{
+    CancelFlag, Encoder, FileOutcome, MediaEngine, MediaError, MediaInfo, Poster, Quality,
+};
+
+/// How long a segment request waits for its segment (pipeline start and encode) before
+/// [`MediaError::Timeout`]; a cold 1080p segment takes a few seconds on 2 cores.
+pub const SEGMENT_WAIT: Duration = Duration::from_secs(30);
+
+/// An HLS segment (or init segment) file, opened for reading.
+#[derive(Debug)]
+pub struct HlsSegment {
+    /// The file.
+    pub file: File,
+    /// Its size in bytes.
+    pub size: u64,
+    /// When it was written.
+    pub modified: SystemTime,
+    /// `video/mp4` for the init segment, `video/iso.segment` for media segments.
+    pub content_type: &'static str,
+}
 
 /// How long a request waits for the same rendition being produced by another request.
 pub const FOLLOW_WAIT: Duration = Duration::from_secs(300);
@@ -60,6 +80,7 @@ pub struct MediaService {
     poster_slots: Semaphore,
     max_transcodes: usize,
     flights: Arc<Flights>,
+    sessions: Arc<Sessions>,
 }
 
 impl MediaService {
@@ -80,6 +101,7 @@ impl MediaService {
             poster_slots: Semaphore::new(POSTER_SLOTS),
             max_transcodes,
             flights: Arc::new(Flights::default()),
+            sessions: Arc::new(Sessions::default()),
         })
     }
 
@@ -103,9 +125,141 @@ impl MediaService {
         self.max_transcodes
     }
 
-    /// Drops every rendition of `bucket/key` (it was replaced or deleted).
+    /// Drops every rendition of `bucket/key` (it was replaced or deleted), and stops its
+    /// HLS sessions.
     pub fn invalidate(&self, bucket: &str, key: &str) {
+        self.sessions.remove_object(bucket, key);
         self.store.invalidate(bucket, key);
+    }
+
+    /// What HLS playlists need of `object` (whose bytes `source` holds): its probe result,
+    /// kept per ETag. The source is handed back for [`MediaService::hls_segment`].
+    ///
+    /// Errors: [`MediaError::NotVideo`] for a source without video or duration, and the
+    /// probe's errors.
+    pub async fn hls_info(
+        &self,
+        object: ObjectRef<'_>,
+        source: File,
+    ) -> Result<(MediaInfo, File), MediaError> {
+        let info = match self.sessions.info(object.bucket, object.key, object.etag) {
+            Some(info) => info,
+            None => {
+                let engine = self.engine.clone();
+                let (info, source) = crate::spawn_blocking(move || {
+                    let info = engine.probe(&source)?;
+                    Ok((info, source))
+                })
+                .await?;
+                self.sessions
+                    .set_info(object.bucket, object.key, object.etag, info.clone());
+                return Self::checked(info).map(|i| (i, source));
+            }
+        };
+        Self::checked(info).map(|i| (i, source))
+    }
+
+    fn checked(info: MediaInfo) -> Result<MediaInfo, MediaError> {
+        if !info.has_video {
+            return Err(MediaError::NotVideo("no video stream".into()));
+        }
+        if info.duration.is_none() {
+            return Err(MediaError::NotVideo(
+                "unknown duration: cannot list segments".into(),
+            ));
+        }
+        Ok(info)
+    }
+
+    /// The master playlist's variants for a source.
+    pub fn hls_ladder(&self, info: &MediaInfo) -> Vec<Variant> {
+        hls::ladder(
+            info,
+            self.engine.encoder(),
+            self.engine.audio_encoder().is_some(),
+        )
+    }
+
+    /// Number of HLS sessions kept (each holds its source open; a pipeline at most).
+    pub fn hls_sessions(&self) -> usize {
+        self.sessions.len()
+    }
+
+    /// Segment `id` of `object` (whose bytes `source` holds, probed as `info`) at `quality`:
+    /// its file in the renditions store, produced first if needed by the session of that
+    /// object and quality (one per ETag and quality, so one pipeline at most). Starting a
+    /// pipeline takes a transcode slot.
+    ///
+    /// Errors: [`MediaError::Busy`] when a pipeline must start and every slot is taken (a
+    /// run parked ahead of its viewer is stopped to free one first),
+    /// [`MediaError::NoSuchSegment`] past the end, [`MediaError::Timeout`] after
+    /// [`SEGMENT_WAIT`], and the pipeline's errors.
+    pub async fn hls_segment(
+        &self,
+        object: ObjectRef<'_>,
+        source: File,
+        info: &MediaInfo,
+        quality: Quality,
+        id: SegmentId,
+    ) -> Result<HlsSegment, MediaError> {
+        let dir = self.store.hls_dir(object, quality);
+        let session = self
+            .sessions
+            .get_or_make(object.bucket, object.key, &dir, || {
+                self.engine
+                    .hls_session(source, info, quality, dir.clone(), self.acquire_run())
+            })?;
+        let (store, sessions) = (self.store.clone(), self.sessions.clone());
+        crate::spawn_blocking(move || {
+            let fresh = !session.path(id).exists();
+            // A segment evicted between `get` and the open is produced again, once.
+            let mut tries = 0;
+            let file = loop {
+                let path = match session.get(id, SEGMENT_WAIT) {
+                    // A run parked ahead of a viewer who went away (or switched quality)
+                    // gives its slot to this one, who is waiting now.
+                    Err(MediaError::Busy(_)) if sessions.stop_parked(&dir) => {
+                        session.get(id, SEGMENT_WAIT)?
+                    }
+                    other => other?,
+                };
+                match File::open(&path) {
+                    Ok(f) => break f,
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound && tries == 0 => {
+                        tries += 1;
+                    }
+                    Err(e) => return Err(e.into()),
+                }
+            };
+            // Serving it counts as a use for eviction.
+            let _ = file.set_modified(SystemTime::now());
+            let md = file.metadata()?;
+            if fresh {
+                store.evict();
+            }
+            Ok(HlsSegment {
+                size: md.len(),
+                modified: md.modified()?,
+                file,
+                content_type: match id {
+                    SegmentId::Init => hls::INIT_CONTENT_TYPE,
+                    SegmentId::Media(_) => hls::SEGMENT_CONTENT_TYPE,
+                },
+            })
+        })
+        .await
+    }
+
+    /// A permit of the transcode slots for each HLS pipeline start.
+    fn acquire_run(&self) -> AcquireRun {
+        let (slots, max) = (self.slots.clone(), self.max_transcodes);
+        Arc::new(move || {
+            slots
+                .clone()
+                .try_acquire_owned()
+                .map(|p| Box::new(p) as RunPermit)
+                .map_err(|_| MediaError::Busy(max))
+        })
     }
 
     /// The rendition of `object` (whose bytes `source` holds) at `quality`: the finished
@@ -113,8 +267,8 @@ impl MediaService {
     /// other requests for it wait (up to [`FOLLOW_WAIT`]) and get the finished file: one
     /// pipeline per rendition.
     ///
-    /// Errors: [`MediaError::Busy`] when every transcode slot is taken,
-    /// [`MediaError::StillProducing`] when the wait runs out, and the engine's errors
+    /// Errors: [`MediaError::Busy`] when every transcode slot is taken (an HLS run parked
+    /// ahead of its viewer is stopped to free one first), [`MediaError::StillProducing`] when the wait runs out, and the engine's errors
     /// ([`MediaError::NotVideo`], ...) from starting the pipeline.
     pub async fn rendition(
         self: &Arc<Self>,
@@ -132,6 +286,8 @@ impl MediaService {
             }
             let mut rx = match self.flights.step(&name, &self.slots) {
                 Step::Wait(rx) => rx,
+                // An HLS run parked ahead of a viewer who went away gives its slot up.
+                Step::Busy if self.sessions.stop_parked(Path::new("")) => continue,
                 Step::Busy => return Err(MediaError::Busy(self.max_transcodes)),
                 Step::Produce(producer, slot) => {
                     let source = source

@@ -129,9 +129,10 @@ impl From<std::io::Error> for RequestError {
 }
 
 impl From<nebula_media::MediaError> for RequestError {
-    /// What the media extension's failures mean to a client: busy is a 503 to retry, a source
-    /// that is not a video is the client's 415, a poster width or moment out of bounds is
-    /// InvalidArgument, a vanished source is NoSuchKey, the rest is ours.
+    /// What the media extension's failures mean to a client: busy (or a segment not ready in
+    /// time) is a 503 to retry, a source that is not a video is the client's 415, a poster
+    /// width or moment out of bounds or a segment past the end is InvalidArgument, a vanished
+    /// source is NoSuchKey, the rest is ours.
     fn from(e: nebula_media::MediaError) -> Self {
         use nebula_media::MediaError as M;
         match e {
@@ -143,6 +144,14 @@ impl From<nebula_media::MediaError> for RequestError {
                 message: e.to_string(),
                 retry_after: 10,
             },
+            // An HLS segment still encoding on a loaded machine: players retry.
+            M::Timeout(_) => RequestError::SlowDown {
+                message: e.to_string(),
+                retry_after: 2,
+            },
+            M::NoSuchSegment(n) => RequestError::InvalidArgument(format!(
+                "no segment {n}: the media playlist lists every segment of this source"
+            )),
             M::NotVideo(m) | M::NotMedia(m) => RequestError::UnsupportedMediaType(format!(
                 "the object is not a video this gateway can transcode: {m}"
             )),

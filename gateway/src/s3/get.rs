@@ -203,7 +203,7 @@ pub(crate) async fn get_object(
     req: S3Request<GetObjectInput>,
 ) -> RequestResult<S3Response<GetObjectOutput>> {
     if let Some(request) = media::parse_query(req.uri.query())? {
-        return media::get_object(gw, request, req.input).await;
+        return media::get_object(gw, request, req).await;
     }
     let input = req.input;
     let p = prepare(gw, read_request!(input), true).await?;

@@ -1,13 +1,14 @@
 //! The media extension of GetObject, adapted to S3: `?transcode=h264&quality=480` (or
 //! `quality` alone) answers with a rendition of a video object from `nebula-media` (the
 //! finished file with byte ranges, or a live transcode); `?thumbnail=320` (optionally
-//! `&at=SECONDS`) with a JPEG poster, kept in the same store. This file only parses the
+//! `&at=SECONDS`) with a JPEG poster, kept in the same store; `?stream=hls[&quality=Q
+//! [&segment=N]]` with HLS playlists and segments (`hls.rs`). This file only parses the
 //! query and builds the output with its `x-nebula-*` headers; media errors become S3 errors
 //! in `error.rs`, with every other failure.
 //!
 //! The parameters are part of the request's query, so SigV4 (header or presigned) covers
-//! them: s3s verifies the signature before GetObject runs, and editing `quality` or
-//! `thumbnail` in a presigned URL gives 403.
+//! them: s3s verifies the signature before GetObject runs, and editing `quality`,
+//! `thumbnail`, `stream` or `segment` in a presigned URL gives 403.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -16,11 +17,14 @@ use http::{HeaderMap, HeaderValue};
 use nebula_media::{
     Finished, MAX_POSTER_WIDTH, MediaService, ObjectRef, Quality, Rendition, RenditionInfo,
 };
-use s3s::S3Response;
 use s3s::dto::{ETag, GetObjectInput, GetObjectOutput, Range, StreamingBlob};
+use s3s::{S3Request, S3Response};
 
+use super::hls::{self, HlsRequest};
 use super::{Gateway, RequestError, RequestResult, blocking, object_path, timestamp};
 use crate::events::ObjectEvents;
+use crate::store::ObjectHandle;
+use crate::store::keys::ObjectPath;
 use crate::store::meta::ObjectMeta;
 use crate::store::read::file_stream;
 
@@ -36,6 +40,8 @@ pub(crate) enum MediaRequest {
         /// Moment of the frame, in whole milliseconds.
         at: Option<Duration>,
     },
+    /// An HLS playlist or segment.
+    Hls(HlsRequest),
 }
 
 /// Reads the media parameters from a query string: `None` for a plain GetObject (no media
@@ -45,6 +51,8 @@ pub(crate) fn parse_query(query: Option<&str>) -> RequestResult<Option<MediaRequ
     let mut quality = None;
     let mut thumbnail = None;
     let mut at = None;
+    let mut stream = None;
+    let mut segment = None;
     for pair in query.unwrap_or("").split('&') {
         let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
         let v = percent_encoding::percent_decode_str(v)
@@ -55,8 +63,26 @@ pub(crate) fn parse_query(query: Option<&str>) -> RequestResult<Option<MediaRequ
             "quality" => quality = Some(v),
             "thumbnail" => thumbnail = Some(v),
             "at" => at = Some(v),
+            "stream" => stream = Some(v),
+            "segment" => segment = Some(v),
             _ => {}
         }
+    }
+    if let Some(s) = &stream
+        && !s.eq_ignore_ascii_case("hls")
+    {
+        return Err(invalid(format!(
+            "unknown stream format '{s}': this gateway streams hls"
+        )));
+    }
+    if stream.is_some() {
+        if thumbnail.is_some() || at.is_some() {
+            return Err(invalid("stream cannot be combined with thumbnail".into()));
+        }
+        return parse_hls(quality, segment).map(|r| Some(MediaRequest::Hls(r)));
+    }
+    if segment.is_some() {
+        return Err(invalid("segment applies to stream=hls only".into()));
     }
     if let Some(width) = thumbnail {
         if transcode.is_some() || quality.is_some() {
@@ -121,6 +147,32 @@ fn parse_thumbnail(width: &str, at: Option<&str>) -> RequestResult<MediaRequest>
     Ok(MediaRequest::Thumbnail { width, at })
 }
 
+/// The HLS parameters: `quality` (none: the master playlist) and `segment` (`init` or N).
+fn parse_hls(quality: Option<String>, segment: Option<String>) -> RequestResult<HlsRequest> {
+    let quality = match quality {
+        None => None,
+        Some(q) => Some(q.parse::<Quality>().map_err(|_| {
+            invalid(format!(
+                "unknown HLS quality '{q}': use 240, 360, 480, 720 or 1080"
+            ))
+        })?),
+    };
+    let segment = match segment {
+        None => None,
+        Some(_) if quality.is_none() => {
+            return Err(invalid(
+                "segment needs quality: segments belong to a media playlist".into(),
+            ));
+        }
+        Some(s) => Some(hls::parse_segment(&s).ok_or_else(|| {
+            invalid(format!(
+                "invalid segment '{s}': use init or a segment number"
+            ))
+        })?),
+    };
+    Ok(HlsRequest { quality, segment })
+}
+
 fn invalid(message: String) -> RequestError {
     RequestError::InvalidArgument(message)
 }
@@ -129,7 +181,7 @@ fn invalid(message: String) -> RequestError {
 pub(crate) async fn get_object(
     gw: &Gateway,
     request: MediaRequest,
-    input: GetObjectInput,
+    req: S3Request<GetObjectInput>,
 ) -> RequestResult<S3Response<GetObjectOutput>> {
     let Some(media) = gw.media.clone() else {
         return Err(RequestError::NotImplemented(
@@ -137,9 +189,32 @@ pub(crate) async fn get_object(
         ));
     };
     match request {
-        MediaRequest::Transcode(quality) => transcode(gw, media, quality, input).await,
-        MediaRequest::Thumbnail { width, at } => thumbnail(gw, media, width, at, input).await,
+        MediaRequest::Transcode(quality) => transcode(gw, media, quality, req.input).await,
+        MediaRequest::Thumbnail { width, at } => thumbnail(gw, media, width, at, req.input).await,
+        MediaRequest::Hls(hls) => hls::get_object(gw, media, hls, req).await,
     }
+}
+
+/// Opens a video object beneath its bucket; anything else is 415 (`what` names the
+/// parameters that apply to videos only).
+pub(crate) async fn open_video(
+    gw: &Gateway,
+    bucket: &str,
+    key: &str,
+    what: &str,
+) -> RequestResult<(ObjectPath, ObjectHandle)> {
+    let path = object_path(key)?;
+    let (store, b, p) = (gw.store.clone(), bucket.to_owned(), path.clone());
+    let obj = blocking(move || store.open_object(&b, &p)).await?;
+    let content_type = obj.meta.content_type.as_deref();
+    if path.is_folder_marker || !nebula_media::detect::is_video(&path.key, content_type) {
+        return Err(RequestError::UnsupportedMediaType(format!(
+            "'{}' is not a video (content type {}): {what} video objects only",
+            path.key,
+            content_type.unwrap_or("unknown")
+        )));
+    }
+    Ok((path, obj))
 }
 
 /// A rendition: the finished file with byte ranges, or a live transcode.
@@ -149,17 +224,13 @@ async fn transcode(
     quality: Quality,
     input: GetObjectInput,
 ) -> RequestResult<S3Response<GetObjectOutput>> {
-    let path = object_path(&input.key)?;
-    let (store, bucket, p) = (gw.store.clone(), input.bucket.clone(), path.clone());
-    let obj = blocking(move || store.open_object(&bucket, &p)).await?;
-    let content_type = obj.meta.content_type.as_deref();
-    if path.is_folder_marker || !nebula_media::detect::is_video(&path.key, content_type) {
-        return Err(RequestError::UnsupportedMediaType(format!(
-            "'{}' is not a video (content type {}): transcode and quality apply to video objects only",
-            path.key,
-            content_type.unwrap_or("unknown")
-        )));
-    }
+    let (path, obj) = open_video(
+        gw,
+        &input.bucket,
+        &input.key,
+        "transcode and quality apply to",
+    )
+    .await?;
     let object = ObjectRef {
         bucket: &input.bucket,
         key: &path.key,
@@ -192,17 +263,7 @@ async fn thumbnail(
     at: Option<Duration>,
     input: GetObjectInput,
 ) -> RequestResult<S3Response<GetObjectOutput>> {
-    let path = object_path(&input.key)?;
-    let (store, bucket, p) = (gw.store.clone(), input.bucket.clone(), path.clone());
-    let obj = blocking(move || store.open_object(&bucket, &p)).await?;
-    let content_type = obj.meta.content_type.as_deref();
-    if path.is_folder_marker || !nebula_media::detect::is_video(&path.key, content_type) {
-        return Err(RequestError::UnsupportedMediaType(format!(
-            "'{}' is not a video (content type {}): thumbnail applies to video objects only",
-            path.key,
-            content_type.unwrap_or("unknown")
-        )));
-    }
+    let (path, obj) = open_video(gw, &input.bucket, &input.key, "thumbnail applies to").await?;
     let object = ObjectRef {
         bucket: &input.bucket,
         key: &path.key,
@@ -276,6 +337,7 @@ impl ObjectEvents for MediaService {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use nebula_media::hls::SegmentId;
 
     #[test]
     fn query_parsing() {
@@ -291,6 +353,34 @@ mod tests {
         assert_eq!(parse_query(Some("quality=original")).unwrap(), None);
         assert!(parse_query(Some("quality=999")).is_err());
         assert!(parse_query(Some("transcode=vp9&quality=480")).is_err());
+    }
+
+    #[test]
+    fn hls_parsing() {
+        let hls = |quality, segment| Some(MediaRequest::Hls(HlsRequest { quality, segment }));
+        assert_eq!(parse_query(Some("stream=hls")).unwrap(), hls(None, None));
+        assert_eq!(
+            parse_query(Some("stream=hls&quality=480&X-Amz-Date=1")).unwrap(),
+            hls(Some(Quality::P480), None)
+        );
+        assert_eq!(
+            parse_query(Some("segment=init&quality=720&stream=hls")).unwrap(),
+            hls(Some(Quality::P720), Some(SegmentId::Init))
+        );
+        assert_eq!(
+            parse_query(Some("stream=hls&quality=240&segment=12")).unwrap(),
+            hls(Some(Quality::P240), Some(SegmentId::Media(12)))
+        );
+        for bad in [
+            "stream=dash",
+            "stream=hls&segment=1",
+            "stream=hls&quality=original",
+            "stream=hls&quality=480&segment=-1",
+            "stream=hls&thumbnail=320",
+            "quality=480&segment=1",
+        ] {
+            assert!(parse_query(Some(bad)).is_err(), "{bad}");
+        }
     }
 
     #[test]

@@ -12,8 +12,8 @@
 //! - `list.rs`: ListObjects, ListObjectsV2, ListParts and ListMultipartUploads;
 //! - `multipart.rs`: CreateMultipartUpload, UploadPart, CompleteMultipartUpload and
 //!   AbortMultipartUpload;
-//! - `media.rs`: the media extension of GetObject (`?quality=`, `?transcode=`), called from
-//!   `get.rs` only;
+//! - `media.rs` and `hls.rs`: the media extension of GetObject (renditions, posters, HLS),
+//!   called from `get.rs` only, with `presign.rs` writing the presigned URLs inside playlists;
 //! - `checksum.rs` (Content-MD5, `x-amz-checksum-*`) and `conditional.rs` (`If-*` headers)
 //!   serve all of them.
 //!
@@ -28,9 +28,11 @@ mod copy;
 mod delete;
 mod error;
 mod get;
+mod hls;
 mod list;
 mod media;
 mod multipart;
+mod presign;
 mod put;
 mod receive;
 

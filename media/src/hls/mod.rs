@@ -17,6 +17,7 @@
 mod fmp4;
 mod playlist;
 mod session;
+mod sessions;
 
 use std::time::Duration;
 
@@ -28,6 +29,7 @@ use crate::quality::{Quality, output_size};
 
 pub use playlist::{master_playlist, media_playlist};
 pub use session::{AcquireRun, HlsSession, RunPermit, SegmentId};
+pub(crate) use sessions::Sessions;
 
 /// Target length of every segment.
 ///

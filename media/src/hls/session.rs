@@ -91,7 +91,10 @@ impl std::fmt::Debug for HlsSession {
 
 struct Shared {
     settings: Settings,
+    /// Where pipelines read the source (for an open file, its `/proc/self/fd` link).
     src: PathBuf,
+    /// Keeps an open source file (and so `src`) valid while the session lives.
+    _source: Box<dyn Send + Sync>,
     dir: PathBuf,
     count: u64,
     audio: bool,
@@ -107,6 +110,9 @@ struct State {
     /// Newest media segment asked for.
     wanted: u64,
     last_request: Instant,
+    /// The init segment, once a run produced it: every run's is the same, so one evicted
+    /// from the folder is written again from here instead of restarting a pipeline.
+    init: Option<Arc<Vec<u8>>>,
 }
 
 struct Run {
@@ -121,9 +127,11 @@ struct Run {
 static TEMP_COUNTER: AtomicU64 = AtomicU64::new(0);
 
 impl HlsSession {
+    #[allow(clippy::too_many_arguments)]
     pub(crate) fn new(
         settings: Settings,
         src: PathBuf,
+        source: Box<dyn Send + Sync>,
         duration: Duration,
         has_audio: bool,
         dir: PathBuf,
@@ -136,6 +144,7 @@ impl HlsSession {
                 audio: has_audio && settings.aac.is_some(),
                 settings,
                 src,
+                _source: source,
                 dir,
                 count: super::segment_count(duration),
                 active,
@@ -144,6 +153,7 @@ impl HlsSession {
                     run: None,
                     next_id: 1,
                     wanted: 0,
+                    init: None,
                     last_request: Instant::now(),
                 }),
                 cv: Condvar::new(),
@@ -165,6 +175,15 @@ impl HlsSession {
     pub fn is_running(&self) -> bool {
         let st = self.shared.lock();
         st.run.as_ref().is_some_and(|r| !r.ended)
+    }
+
+    /// Whether the running pipeline is parked [`MAX_AHEAD`] segments ahead of its viewer,
+    /// waiting for requests: the cheapest run to stop when another session needs its slot.
+    pub fn is_parked(&self) -> bool {
+        let st = self.shared.lock();
+        st.run
+            .as_ref()
+            .is_some_and(|r| !r.ended && r.next > st.wanted + MAX_AHEAD)
     }
 
     /// How long since the last [`HlsSession::get`], for dropping idle sessions.
@@ -196,6 +215,10 @@ impl HlsSession {
         let mut started: Option<u64> = None;
         loop {
             if path.exists() {
+                return Ok(path);
+            }
+            if let (SegmentId::Init, Some(init)) = (id, &st.init) {
+                write_new(&sh.dir, id, init)?;
                 return Ok(path);
             }
             let restart_at = match (&st.run, id) {
@@ -415,7 +438,11 @@ fn produce(sh: &Shared, id: u64, start: u64) -> Result<(), MediaError> {
         };
         for out in outputs {
             match out {
-                Cut::Init(bytes) => write_new(&sh.dir, SegmentId::Init, &bytes)?,
+                Cut::Init(bytes) => {
+                    write_new(&sh.dir, SegmentId::Init, &bytes)?;
+                    sh.lock().init = Some(Arc::new(bytes));
+                    sh.cv.notify_all();
+                }
                 Cut::Segment(n, bytes) => {
                     write_new(&sh.dir, SegmentId::Media(n), &bytes)?;
                     if !wait_for_viewer(sh, id, n)? {
@@ -481,6 +508,8 @@ fn write_new(dir: &Path, id: SegmentId, bytes: &[u8]) -> Result<(), MediaError> 
         TEMP_COUNTER.fetch_add(1, Ordering::Relaxed)
     ));
     let result = (|| {
+        // The folder may have been removed under a running session (object replaced).
+        std::fs::create_dir_all(dir)?;
         let mut f = std::fs::File::create(&tmp)?;
         f.write_all(bytes)?;
         f.sync_data()?;

@@ -1,0 +1,141 @@
+//! HLS, the `?stream=hls` extension of GetObject, adapted to S3:
+//!
+//! - `?stream=hls`: the master playlist, one entry per quality of the ladder;
+//! - `?stream=hls&quality=Q`: the VOD media playlist of one quality;
+//! - `?stream=hls&quality=Q&segment=N|init`: one segment, from its file in the renditions
+//!   store (produced first by `nebula-media` if needed), with byte ranges.
+//!
+//! Every URL inside a playlist is presigned for the request's own access key and expires no
+//! later than the request (`presign.rs`). The source is opened beneath its bucket by the
+//! store and handed to `nebula-media` as an open file.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use md5::{Digest, Md5};
+use nebula_media::hls::{self, SegmentId};
+use nebula_media::{MediaService, ObjectRef, Quality};
+use s3s::dto::{GetObjectInput, GetObjectOutput, StreamingBlob};
+use s3s::{S3Request, S3Response};
+
+use super::media::open_video;
+use super::presign::Presigner;
+use super::{Gateway, RequestError, RequestResult, timestamp};
+use crate::store::read::file_stream;
+
+/// What an HLS request asks for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct HlsRequest {
+    /// The media playlist (or its segment) of this quality; `None`: the master playlist.
+    pub quality: Option<Quality>,
+    /// One segment of the media playlist.
+    pub segment: Option<SegmentId>,
+}
+
+/// Parses a `segment=` value: `init` or a segment number.
+pub(crate) fn parse_segment(v: &str) -> Option<SegmentId> {
+    if v == "init" {
+        return Some(SegmentId::Init);
+    }
+    v.parse().ok().map(SegmentId::Media)
+}
+
+/// GetObject with `?stream=hls`.
+pub(crate) async fn get_object(
+    gw: &Gateway,
+    media: Arc<MediaService>,
+    request: HlsRequest,
+    req: S3Request<GetObjectInput>,
+) -> RequestResult<S3Response<GetObjectOutput>> {
+    let input = req.input;
+    let (path, obj) = open_video(gw, &input.bucket, &input.key, "stream applies to").await?;
+    let object = ObjectRef {
+        bucket: &input.bucket,
+        key: &path.key,
+        etag: &obj.meta.etag,
+    };
+    let (info, source) = media.hls_info(object, obj.file).await?;
+    let region = req
+        .region
+        .as_ref()
+        .map_or(gw.region.as_str(), |r| r.as_str());
+    let presigner =
+        || Presigner::for_request(req.credentials.as_ref(), region, &req.uri, &req.headers);
+    let duration = info.duration.unwrap_or_default();
+    let (quality, segment) = match (request.quality, request.segment) {
+        (None, _) => {
+            let p = presigner()?;
+            let variants = media.hls_ladder(&info);
+            let mut urls = HashMap::new();
+            for v in &variants {
+                let q = v.quality.height().to_string();
+                urls.insert(v.quality, p.url(&[("stream", "hls"), ("quality", &q)])?);
+            }
+            let body = hls::master_playlist(&variants, &|q| urls[&q].clone());
+            return Ok(playlist(body));
+        }
+        (Some(q), None) => {
+            let p = presigner()?;
+            let q = q.height().to_string();
+            let segment_url =
+                |s: &str| p.url(&[("stream", "hls"), ("quality", &q), ("segment", s)]);
+            let init = segment_url("init")?;
+            let media_urls = (0..hls::segment_count(duration))
+                .map(|n| segment_url(&n.to_string()))
+                .collect::<RequestResult<Vec<_>>>()?;
+            let body = hls::media_playlist(duration, &|id| match id {
+                SegmentId::Init => init.clone(),
+                SegmentId::Media(n) => media_urls[n as usize].clone(),
+            });
+            return Ok(playlist(body));
+        }
+        (Some(q), Some(s)) => (q, s),
+    };
+    let seg = media
+        .hls_segment(object, source, &info, quality, segment)
+        .await?;
+    let range = match input.range {
+        None => None,
+        Some(r) => Some(r.check(seg.size).map_err(|_| RequestError::InvalidRange)?),
+    };
+    let (start, len) = range
+        .as_ref()
+        .map(|r| (r.start, r.end - r.start))
+        .unwrap_or((0, seg.size));
+    // The file of one segment is written once and never rewritten (only evicted and made
+    // again), so its place and write time identify its bytes.
+    let mut h = Md5::new();
+    h.update(format!(
+        "{}\0{}\0{}\0{}\0{:?}",
+        obj.meta.etag,
+        quality.height(),
+        segment.file_name(),
+        seg.size,
+        seg.modified
+    ));
+    let output = GetObjectOutput {
+        body: Some(StreamingBlob::wrap(file_stream(seg.file, start, len))),
+        content_length: Some(len as i64),
+        content_range: range
+            .as_ref()
+            .map(|r| format!("bytes {}-{}/{}", r.start, r.end - 1, seg.size)),
+        content_type: Some(seg.content_type.to_owned()),
+        accept_ranges: Some("bytes".into()),
+        e_tag: Some(s3s::dto::ETag::Strong(hex::encode(h.finalize()))),
+        last_modified: Some(timestamp(seg.modified)),
+        ..Default::default()
+    };
+    Ok(S3Response::new(output))
+}
+
+/// A playlist answer. Not cached: the URLs inside expire.
+fn playlist(body: String) -> S3Response<GetObjectOutput> {
+    let len = body.len();
+    S3Response::new(GetObjectOutput {
+        body: Some(StreamingBlob::from(s3s::Body::from(body))),
+        content_length: Some(len as i64),
+        content_type: Some(hls::PLAYLIST_CONTENT_TYPE.to_owned()),
+        cache_control: Some("no-store".into()),
+        ..Default::default()
+    })
+}
