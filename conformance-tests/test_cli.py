@@ -435,3 +435,24 @@ def test_cli_transcode_hint_runs_as_printed(gw, media_bucket, tmp_path):
     [cmd] = hints(p.stderr_text)
     final = json.loads(run_hint(gw, tmp_path, [*cmd, "--json"], timeout=300).stdout_text)
     assert final and all(j["status"] == "completed" for j in final), final
+
+
+def test_cli_share(gw, media_bucket, clip, tmp_path):
+    p = nebula(gw, tmp_path, "share", "videos/clip.mp4", "-b", media_bucket)
+    url = p.stdout_text.strip()
+    assert "X-Amz-Expires=604800" in url and "until" in p.stderr_text, p
+    # Anyone: curl with no keys at all gets the original bytes.
+    assert run(["curl", "-sf", url]).stdout == clip.read_bytes()
+    p = nebula(gw, tmp_path, "share", "videos/clip.mp4", "-b", media_bucket, "-q", "240", "--expires", "1h")
+    url = p.stdout_text.strip()
+    assert "X-Amz-Expires=3600" in url and "quality=240" in url, url
+    out = tmp_path / "shared-240.mp4"
+    run(["curl", "-sf", "-o", str(out), url], timeout=300)
+    probe = json.loads(run(["ffprobe", "-v", "error", "-show_streams", "-of", "json", str(out)]).stdout)
+    assert [s["height"] for s in probe["streams"] if s["codec_type"] == "video"] == [240], probe
+    # The quality is inside the signature: another one is refused.
+    assert run(["curl", "-s", "-o", os.devnull, "-w", "%{http_code}", url.replace("quality=240", "quality=360")]).stdout == b"403"
+    p = nebula(gw, tmp_path, "share", "videos/nope.mp4", "-b", media_bucket, check=False)
+    assert p.returncode == 3 and "does not exist" in p.stderr_text and not p.stdout_text, p.stderr_text
+    p = nebula(gw, tmp_path, "share", "videos/clip.mp4", "-b", media_bucket, "--expires", "8d", check=False)
+    assert p.returncode == 2

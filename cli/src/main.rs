@@ -84,6 +84,8 @@ enum Command {
     Benchmark(commands::benchmark::Args),
     /// Print a presigned URL.
     Presign(commands::presign::Args),
+    /// Print a link anyone can open for a while (default 7 days), optionally transcoded.
+    Share(commands::share::Args),
     /// Show or change the config file.
     Config(commands::config::Args),
     /// Set server and keys interactively and check them.
@@ -135,6 +137,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Logs(a) => commands::logs::run(&ctx, a).await?,
         Command::Benchmark(a) => commands::benchmark::run(&ctx, a).await?,
         Command::Presign(a) => commands::presign::run(&ctx, a).await?,
+        Command::Share(a) => commands::share::run(&ctx, a).await?,
         Command::Config(a) => commands::config::run_config(&ctx, a).await?,
         Command::Login(a) => commands::config::run_login(&ctx, a).await?,
     }

@@ -10,6 +10,7 @@ pub mod objects;
 pub mod ping;
 pub mod play;
 pub mod presign;
+pub mod share;
 pub mod status;
 pub mod transcode;
 pub mod upload;
