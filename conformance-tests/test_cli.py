@@ -5,6 +5,7 @@ The client binary is ``$NEBULA_CLI_BIN`` or ``<repo>/target/debug/nebula`` (``ca
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import re
@@ -13,6 +14,7 @@ import shutil
 import signal
 import subprocess
 import time
+import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -205,10 +207,48 @@ def test_cli_play_print_url(gw, media_bucket, clip, tmp_path):
 
 
 @_tools("gst-launch-1.0", "mpv")
-def test_cli_play_transcode_in_mpv(gw, media_bucket, tmp_path):
+def test_cli_play_live_transcode_in_mpv(gw, media_bucket, tmp_path):
     mark = gw.log_mark()
-    nebula(gw, tmp_path, "play", "videos/clip.mp4", "--bucket", media_bucket, "--quality", "360", "--player", "mpv", *MPV_ARGS, timeout=300)
+    nebula(gw, tmp_path, "play", "videos/clip.mp4", "--bucket", media_bucket, "--quality", "360", "--live", "--player", "mpv", *MPV_ARGS, timeout=300)
     assert "live transcode started" in gw.log_since(mark)
+
+
+@_tools("gst-launch-1.0", "mpv")
+def test_cli_play_uses_hls_for_transcodes(gw, media_bucket, tmp_path):
+    args = ["play", "videos/clip.mp4", "--bucket", media_bucket, "--print-url"]
+    auto = nebula(gw, tmp_path, *args, "--quality", "auto").stdout_text.strip()
+    assert "stream=hls" in auto and "quality=" not in auto, auto
+    one = nebula(gw, tmp_path, *args, "--quality", "240").stdout_text.strip()
+    assert "stream=hls" in one and "quality=240" in one and "transcode=" not in one, one
+    with urllib.request.urlopen(auto, timeout=120) as r:
+        assert r.headers["Content-Type"] == "application/vnd.apple.mpegurl"
+        assert r.read().startswith(b"#EXTM3U")
+    prefix = hashlib.md5(f"{media_bucket}\0videos/clip.mp4".encode()).hexdigest()
+    segments = lambda: list((gw.data_dir / ".nebula" / "renditions").glob(f"{prefix}-*.hls/*.m4s"))  # noqa: E731
+    before = len(segments())
+    mark = gw.log_mark()
+    nebula(gw, tmp_path, "play", "videos/clip.mp4", "--bucket", media_bucket, "--quality", "auto", "--player", "mpv", *MPV_ARGS, timeout=300)
+    assert len(segments()) > before, "mpv played without HLS segments being produced"
+    assert "live transcode started" not in gw.log_since(mark)
+
+
+@_tools("gst-launch-1.0", "mpv")
+def test_cli_play_start(gw, media_bucket, tmp_path):
+    p = nebula(gw, tmp_path, "play", "videos/clip.mp4", "--bucket", media_bucket, "--start", "0:03", "--player", "mpv",
+               "--", "--no-config", "--vo=null", "--ao=null", "--frames=5", "--term-playing-msg=NEBULA_START=${=time-pos}",
+               timeout=300)
+    m = re.search(r"NEBULA_START=([0-9.]+)", p.stdout_text + p.stderr_text)
+    assert m and abs(float(m.group(1)) - 3.0) < 0.5, p.stdout_text[-2000:]
+    bad = nebula(gw, tmp_path, "play", "videos/clip.mp4", "--bucket", media_bucket, "--start", "1:75", check=False)
+    assert bad.returncode != 0 and "1:23:45" in bad.stderr_text
+
+
+@_tools("gst-launch-1.0", "ffprobe")
+def test_cli_presign_hls(gw, media_bucket, tmp_path):
+    url = nebula(gw, tmp_path, "presign", "videos/clip.mp4", "--bucket", media_bucket, "--hls", "--expires", "10m").stdout_text.strip()
+    assert "stream=hls" in url and "X-Amz-Expires=600" in url, url
+    p = run(["ffprobe", "-v", "error", "-show_entries", "stream=codec_name", "-of", "csv=p=0", url], timeout=180)
+    assert {"h264", "aac"} <= set(p.stdout_text.split()), p.stdout_text
 
 
 def test_cli_play_missing_player(gw, bucket, tmp_path):

@@ -21,8 +21,12 @@ pub struct Args {
     #[arg(long, default_value = "1h", value_parser = parse_expiry)]
     expires: Duration,
     /// A URL for uploading (PUT) instead of downloading.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "hls")]
     put: bool,
+    /// The HLS master playlist of a video (`?stream=hls`): any HLS player opens it, and
+    /// every URL inside expires with it.
+    #[arg(long)]
+    hls: bool,
 }
 
 /// Parses `--expires`, refusing lifetimes S3 would refuse.
@@ -45,9 +49,10 @@ pub async fn run(ctx: &Ctx, args: Args) -> Result<()> {
     let (settings, client) = ctx.client().await?;
     let bucket = settings.bucket(args.bucket.bucket.as_deref())?;
     let method = if args.put { Method::PUT } else { Method::GET };
+    let query: &[(&str, &str)] = if args.hls { &[("stream", "hls")] } else { &[] };
     let url = client.presign(
         &method,
-        &client.url(&bucket, Some(&args.key), &[]),
+        &client.url(&bucket, Some(&args.key), query),
         args.expires,
     )?;
     if url.is_empty() {

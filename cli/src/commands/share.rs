@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use super::play::{QUALITIES, playback_url};
+use super::play::{QUALITIES, Stream, playback_url};
 use super::{BucketArg, Ctx};
 use crate::error::{CliError, Result};
 use crate::s3::s3_uri;
@@ -30,13 +30,11 @@ pub async fn run(ctx: &Ctx, args: Args) -> Result<()> {
     let bucket = settings.bucket(args.bucket.bucket.as_deref())?;
     // A link to a typo would only fail for the person it is sent to.
     client.head_object(&bucket, &args.key).await?;
-    let url = playback_url(
-        &client,
-        &bucket,
-        &args.key,
-        args.quality.as_deref(),
-        args.expires,
-    )?;
+    let stream = match args.quality.as_deref() {
+        Some(q) => Stream::Live(q),
+        None => Stream::Original,
+    };
+    let url = playback_url(&client, &bucket, &args.key, stream, args.expires)?;
     let until = time::OffsetDateTime::now_utc() + args.expires;
     let until = until
         .format(&time::format_description::well_known::Rfc3339)
