@@ -160,63 +160,7 @@ impl ListenSpec {
     }
 }
 
-/// A network interface's name and one of its IP addresses (as `getifaddrs` lists them; an
-/// interface without addresses appears once with `None`).
-#[derive(Debug, Clone)]
-pub struct InterfaceAddr {
-    /// Interface name (`eth0`).
-    pub name: String,
-    /// An address of it, with the interface's scope for IPv6 link-local addresses.
-    pub addr: Option<(IpAddr, u32)>,
-}
-
-/// Lists the machine's interfaces and addresses with `getifaddrs(3)`.
-pub fn interfaces() -> std::io::Result<Vec<InterfaceAddr>> {
-    let mut head: *mut libc::ifaddrs = std::ptr::null_mut();
-    // SAFETY: getifaddrs fills `head` with a list we own until freeifaddrs.
-    if unsafe { libc::getifaddrs(&mut head) } != 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    let mut out = Vec::new();
-    let mut cur = head;
-    while !cur.is_null() {
-        // SAFETY: `cur` is a node of the list getifaddrs returned and that is still alive.
-        let ifa = unsafe { &*cur };
-        cur = ifa.ifa_next;
-        if ifa.ifa_name.is_null() {
-            continue;
-        }
-        // SAFETY: ifa_name is a NUL-terminated string owned by the list.
-        let name = unsafe { std::ffi::CStr::from_ptr(ifa.ifa_name) }
-            .to_string_lossy()
-            .into_owned();
-        let addr = if ifa.ifa_addr.is_null() {
-            None
-        } else {
-            // SAFETY: ifa_addr points to a sockaddr whose family says which struct it is.
-            match i32::from(unsafe { (*ifa.ifa_addr).sa_family }) {
-                libc::AF_INET => {
-                    // SAFETY: family AF_INET: the sockaddr is a sockaddr_in.
-                    let sin = unsafe { &*(ifa.ifa_addr as *const libc::sockaddr_in) };
-                    let ip = std::net::Ipv4Addr::from(u32::from_be(sin.sin_addr.s_addr));
-                    Some((IpAddr::V4(ip), 0))
-                }
-                libc::AF_INET6 => {
-                    // SAFETY: family AF_INET6: the sockaddr is a sockaddr_in6.
-                    let sin6 = unsafe { &*(ifa.ifa_addr as *const libc::sockaddr_in6) };
-                    let ip = std::net::Ipv6Addr::from(sin6.sin6_addr.s6_addr);
-                    Some((IpAddr::V6(ip), sin6.sin6_scope_id))
-                }
-                // AF_PACKET and others: the interface exists, no IP address in this entry.
-                _ => None,
-            }
-        };
-        out.push(InterfaceAddr { name, addr });
-    }
-    // SAFETY: `head` came from getifaddrs and is freed once, after its last use.
-    unsafe { libc::freeifaddrs(head) };
-    Ok(out)
-}
+pub use crate::store::sys::{InterfaceAddr, interfaces};
 
 /// The address to bind for interface `name`: its first IPv4 address, else a global IPv6 one,
 /// else a link-local IPv6 one (with the scope). `Ok(None)` when there is no such interface.

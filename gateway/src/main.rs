@@ -15,7 +15,7 @@ use nebula_gateway::{
 use nebula_media::MediaService;
 
 fn main() -> anyhow::Result<()> {
-    keep_freed_blocks();
+    nebula_gateway::store::sys::keep_freed_blocks();
     // One filter for both outputs: stderr, and the ring `GET /_nebula/v1/logs` reads.
     use tracing_subscriber::layer::SubscriberExt as _;
     use tracing_subscriber::util::SubscriberInitExt as _;
@@ -39,19 +39,6 @@ fn main() -> anyhow::Result<()> {
         Some(Command::Serve(a)) => runtime.block_on(serve(a)),
         Some(Command::Reindex(a)) => runtime.block_on(reindex(a)),
         None => runtime.block_on(serve(cli.serve)),
-    }
-}
-
-/// Streams and uploads move data in blocks of 1 MiB, allocated on one thread and freed on
-/// another. glibc's defaults hand such blocks back to the kernel when freed (mmap, or trimming
-/// an arena's top), and every next block then faults in 256 fresh zeroed pages: more CPU than
-/// copying the data (measured: 9 % of a large GET's CPU). Blocks up to 32 MiB now come from the
-/// arenas, and an arena gives memory back only once 16 MiB of it lie free at its top.
-fn keep_freed_blocks() {
-    // SAFETY: mallopt only adjusts allocator parameters; called before any thread starts.
-    unsafe {
-        libc::mallopt(libc::M_MMAP_THRESHOLD, 32 << 20);
-        libc::mallopt(libc::M_TRIM_THRESHOLD, 16 << 20);
     }
 }
 

@@ -34,8 +34,7 @@ fn cpu() -> Cpu {
                 .sum()
         })
         .unwrap_or(0);
-    // SAFETY: sysconf has no preconditions.
-    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
+    let hz = rustix::param::clock_ticks_per_second().max(1) as f64;
     Cpu {
         cores: std::thread::available_parallelism()
             .map(|n| n.get())
@@ -67,18 +66,12 @@ fn memory() -> Memory {
 }
 
 pub(super) fn disk(path: &Path) -> Option<Disk> {
-    let c = std::ffi::CString::new(path.as_os_str().as_encoded_bytes()).ok()?;
-    let mut s: libc::statvfs = unsafe { std::mem::zeroed() };
-    // SAFETY: valid C string and out-parameter.
-    if unsafe { libc::statvfs(c.as_ptr(), &mut s) } != 0 {
-        return None;
-    }
-    let f = s.f_frsize as u64;
+    let s = crate::store::fsutil::disk_space(path).ok()?;
     Some(Disk {
         path: path.display().to_string(),
-        total_bytes: s.f_blocks as u64 * f,
-        free_bytes: s.f_bfree as u64 * f,
-        available_bytes: s.f_bavail as u64 * f,
+        total_bytes: s.total,
+        free_bytes: s.free,
+        available_bytes: s.available,
     })
 }
 

@@ -954,12 +954,7 @@ mod tests {
         // CPU time of this thread as well as wall time: on a busy machine the wall time mostly
         // measures waiting for a core.
         let cpu = || {
-            let mut ts = libc::timespec {
-                tv_sec: 0,
-                tv_nsec: 0,
-            };
-            // SAFETY: ts is a valid out-parameter.
-            unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
+            let ts = rustix::time::clock_gettime(rustix::time::ClockId::ThreadCPUTime);
             std::time::Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32)
         };
         let time = |label: &str, after: Option<&str>, delimiter: &str, max: usize| {

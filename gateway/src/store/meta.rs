@@ -5,6 +5,7 @@
 //! the reserved folder where the filesystem has no user xattrs.
 
 use std::collections::BTreeMap;
+use std::ffi::CStr;
 use std::fs::File;
 use std::io::Read;
 use std::os::unix::fs::MetadataExt;
@@ -13,10 +14,10 @@ use std::path::{Path, PathBuf};
 use md5::{Digest, Md5};
 use serde::{Deserialize, Serialize};
 
+use super::fsutil;
+
 /// Name of the extended attribute that holds [`ObjectMeta`].
-pub const XATTR_NAME: &str = "user.nebula";
-/// [`XATTR_NAME`] for direct libc calls.
-const XATTR_NAME_C: &std::ffi::CStr = c"user.nebula";
+pub const XATTR_NAME: &CStr = c"user.nebula";
 
 /// Files that arrived out of band and are larger than this get a derived ETag instead of a full
 /// MD5, so the first listing of a large media folder does not read every byte.
@@ -197,32 +198,13 @@ fn decode_record(raw: &[u8], rel: &Path) -> Option<ObjectMeta> {
     }
 }
 
-/// Reads and parses the `user.nebula` xattr of an open file. One `fgetxattr` into a stack
-/// buffer covers the usual record (the `xattr` crate asks for the size first: two calls per
-/// read, and this runs for every GET, HEAD and listed key); only larger records are re-read.
+/// Reads and parses the `user.nebula` xattr of an open file (usually one `fgetxattr` into a
+/// stack buffer: see [`fsutil::with_xattr`]).
 fn read_xattr_record(file: &File, rel: &Path) -> Option<ObjectMeta> {
-    use std::os::fd::AsRawFd;
-    let name = XATTR_NAME_C;
-    let mut stack = [0u8; 1024];
-    // SAFETY: valid descriptor, NUL-terminated name, and a buffer of the length passed.
-    let n = unsafe {
-        libc::fgetxattr(
-            file.as_raw_fd(),
-            name.as_ptr(),
-            stack.as_mut_ptr().cast(),
-            stack.len(),
-        )
-    };
-    if n >= 0 {
-        return decode_record(&stack[..n as usize], rel);
-    }
-    if std::io::Error::last_os_error().raw_os_error() != Some(libc::ERANGE) {
-        return None;
-    }
-    // A large record (many user metadata pairs): the crate sizes the buffer for us.
-    use xattr::FileExt;
-    let raw = file.get_xattr(XATTR_NAME).ok().flatten()?;
-    decode_record(&raw, rel)
+    fsutil::with_xattr(file, XATTR_NAME, |raw| decode_record(raw, rel))
+        .ok()
+        .flatten()
+        .flatten()
 }
 
 /// Where metadata is kept on this data folder.
@@ -238,14 +220,13 @@ impl MetaStore {
     /// Uses xattrs when the data folder supports them, sidecars otherwise.
     pub fn probe(data_dir: &Path, sidecar_dir: PathBuf) -> Self {
         let probe = data_dir.join(".nebula").join("xattr-probe");
+        let name = c"user.nebula.probe";
         let ok = File::create(&probe)
             .and_then(|f| {
-                use xattr::FileExt;
-                f.set_xattr("user.nebula.probe", b"1")?;
-                f.get_xattr("user.nebula.probe")
+                fsutil::set_xattr(&f, name, b"1")?;
+                fsutil::with_xattr(&f, name, |v| v == b"1")
             })
-            .map(|v| v.as_deref() == Some(b"1".as_slice()))
-            .unwrap_or(false);
+            .is_ok_and(|v| v == Some(true));
         let _ = std::fs::remove_file(&probe);
         if ok {
             MetaStore::Xattr
@@ -282,12 +263,11 @@ impl MetaStore {
     ) -> std::io::Result<()> {
         match self {
             MetaStore::Xattr => {
-                use xattr::FileExt;
                 let raw = match encode_compact(meta, rel).filter(|_| !folder) {
                     Some(compact) => compact.into_bytes(),
                     None => serde_json::to_vec(meta).map_err(std::io::Error::other)?,
                 };
-                file.set_xattr(XATTR_NAME, &raw)
+                fsutil::set_xattr(file, XATTR_NAME, &raw)
             }
             MetaStore::Sidecar(dir) => {
                 let raw = serde_json::to_vec(meta).map_err(std::io::Error::other)?;
@@ -307,8 +287,7 @@ impl MetaStore {
         match self {
             MetaStore::Xattr => {
                 if let Some(f) = file {
-                    use xattr::FileExt;
-                    let _ = f.remove_xattr(XATTR_NAME);
+                    let _ = fsutil::remove_xattr(f, XATTR_NAME);
                 }
             }
             MetaStore::Sidecar(dir) => {
@@ -348,12 +327,12 @@ impl FileStamp {
     }
 
     /// The stamp from a raw `statx` result (listing, which stats without opening).
-    pub fn of_statx(st: &libc::statx) -> Self {
-        let ns = |t: &libc::statx_timestamp| {
+    pub fn of_statx(st: &fsutil::Statx) -> Self {
+        let ns = |t: &rustix::fs::StatxTimestamp| {
             i128::from(t.tv_sec) * 1_000_000_000 + i128::from(t.tv_nsec)
         };
         FileStamp {
-            dev: libc::makedev(st.stx_dev_major, st.stx_dev_minor),
+            dev: rustix::fs::makedev(st.stx_dev_major, st.stx_dev_minor),
             ino: st.stx_ino,
             size: st.stx_size,
             mtime_ns: ns(&st.stx_mtime),
@@ -470,8 +449,9 @@ mod tests {
         store
             .write(&file, "b", Path::new("v.mp4"), false, &meta)
             .unwrap();
-        use xattr::FileExt;
-        let raw = file.get_xattr(XATTR_NAME).unwrap().unwrap();
+        let raw = fsutil::with_xattr(&file, XATTR_NAME, <[u8]>::to_vec)
+            .unwrap()
+            .unwrap();
         assert!(raw.starts_with(b"1 ") && raw.len() <= IN_INODE_RECORD);
         assert_eq!(
             store.read(&file, "b", Path::new("v.mp4"), false),

@@ -3,6 +3,13 @@
 //! Everything the gateway keeps for itself lives in the reserved folder `DATA/.nebula/`, which no
 //! bucket name can reach (bucket names cannot start with a dot). All calls here are blocking;
 //! the S3 layer runs them on tokio's blocking pool.
+//!
+//! The rest of the gateway reaches files only through this module: [`keys`] maps keys to
+//! paths, [`walk`] is the one folder walker (listings, the catalog scan, DeleteBucket),
+//! [`read`] runs store calls off the async runtime and streams file bodies, [`error`] says
+//! what the store refused or failed at, [`fsutil`] makes every filesystem call below std
+//! through `rustix` (or std, for `flock`), and [`sys`] holds the workspace's only `unsafe`
+//! code (the calls nothing safe wraps).
 
 pub mod error;
 pub mod fsutil;
@@ -10,11 +17,12 @@ pub mod keys;
 pub mod meta;
 pub mod multipart;
 pub mod read;
+pub mod sys;
 pub mod walk;
 
 use std::fs::File;
 use std::io;
-use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -393,12 +401,11 @@ impl Store {
             return false;
         };
         let want = if path.is_folder_marker {
-            libc::S_IFDIR
+            fsutil::FileType::Directory
         } else {
-            libc::S_IFREG
+            fsutil::FileType::RegularFile
         };
-        fsutil::statx_at(parent.as_fd(), name)
-            .is_ok_and(|st| u32::from(st.stx_mode) & libc::S_IFMT == want)
+        fsutil::statx_at(parent.as_fd(), name).is_ok_and(|st| fsutil::statx_type(&st) == want)
     }
 
     /// [`Store::open_object`] for the hot path, on an async worker thread: succeeds only when
@@ -424,12 +431,9 @@ impl Store {
         // is a symlink, or a symlink inside the bucket, takes the blocking path, which follows
         // them the way `open_object` allows.
         self.bucket_path(bucket)?;
-        let Some(file) = fsutil::openat2_cached(
-            self.root_fd.as_fd(),
-            &Path::new(bucket).join(&path.rel),
-            libc::O_RDONLY | libc::O_NONBLOCK,
-            libc::RESOLVE_BENEATH | libc::RESOLVE_NO_SYMLINKS,
-        ) else {
+        let Some(file) =
+            fsutil::open_cached_nofollow(self.root_fd.as_fd(), &Path::new(bucket).join(&path.rel))
+        else {
             return Ok(None);
         };
         let md = file.metadata()?;
@@ -710,21 +714,7 @@ impl Store {
 /// Creates a fresh, uniquely named temp file in `dir`.
 pub(crate) fn temp_in(dir: Arc<OwnedFd>) -> StoreResult<TempFile> {
     let name = PathBuf::from(format!("{}.tmp", uuid::Uuid::new_v4().simple()));
-    let c = std::ffi::CString::new(name.as_os_str().as_encoded_bytes()).expect("uuid has no NUL");
-    // SAFETY: valid fd and C string; result owned below.
-    let fd = unsafe {
-        libc::openat(
-            dir.as_raw_fd(),
-            c.as_ptr(),
-            libc::O_RDWR | libc::O_CREAT | libc::O_EXCL | libc::O_CLOEXEC,
-            0o644,
-        )
-    };
-    if fd < 0 {
-        return Err(io::Error::last_os_error().into());
-    }
-    // SAFETY: fresh descriptor.
-    let file = unsafe { File::from_raw_fd(fd) };
+    let file = fsutil::create_new_at(dir.as_fd(), &name)?;
     Ok(TempFile {
         file,
         dir,
@@ -734,29 +724,14 @@ pub(crate) fn temp_in(dir: Arc<OwnedFd>) -> StoreResult<TempFile> {
 }
 
 fn file_dev(fd: &OwnedFd) -> io::Result<u64> {
-    let mut st: libc::stat = unsafe { std::mem::zeroed() };
-    // SAFETY: valid fd, st is a properly sized out-parameter.
-    if unsafe { libc::fstat(fd.as_raw_fd(), &mut st) } < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(st.st_dev)
+    fsutil::device(fd.as_fd())
 }
 
 fn is_dir_at(dir: &OwnedFd, name: &Path) -> bool {
-    let Ok(c) = std::ffi::CString::new(name.as_os_str().as_encoded_bytes()) else {
-        return false;
-    };
-    let mut st: libc::stat = unsafe { std::mem::zeroed() };
-    // SAFETY: valid fd and C string; st is an out-parameter.
-    let r = unsafe {
-        libc::fstatat(
-            dir.as_raw_fd(),
-            c.as_ptr(),
-            &mut st,
-            libc::AT_SYMLINK_NOFOLLOW,
-        )
-    };
-    r == 0 && (st.st_mode & libc::S_IFMT) == libc::S_IFDIR
+    name.to_str().is_some_and(|name| {
+        fsutil::statx_at(dir.as_fd(), name)
+            .is_ok_and(|st| fsutil::statx_type(&st) == fsutil::FileType::Directory)
+    })
 }
 
 /// A parent component of the key is a file: the key would need it to be a folder.

@@ -10,16 +10,15 @@
 //! bucket never leads a listing outside it; symlinks and other special files are not listed.
 
 use std::collections::HashMap;
-use std::ffi::CStr;
 use std::fs::File;
 use std::io;
-use std::os::fd::{AsFd, AsRawFd, FromRawFd};
+use std::os::fd::AsFd;
 use std::path::Path;
 use std::rc::Rc;
 use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
 
-use super::fsutil;
+use super::fsutil::{self, FileType};
 use super::keys::{BUCKET_TMP_PREFIX, MAX_KEY_LEN, parse_key};
 use super::meta::{FileId, FileStamp};
 use super::{EMPTY_MD5, Store};
@@ -264,7 +263,7 @@ impl<'a> Walker<'a> {
             if !is_key_segment(comp) {
                 return Ok(walker);
             }
-            match open_subdir(&dir, comp) {
+            match fsutil::open_subdir_nofollow(dir.as_fd(), comp) {
                 Ok(d) => dir = Rc::new(d),
                 Err(e) if is_skippable(&e) => return Ok(walker),
                 Err(e) => return Err(e.into()),
@@ -301,7 +300,7 @@ impl<'a> Walker<'a> {
                     kind: EntryKind::File { parent },
                 }));
             };
-            let sub = match open_subdir(&parent, dir_name) {
+            let sub = match fsutil::open_subdir_nofollow(parent.as_fd(), dir_name) {
                 Ok(d) => Rc::new(d),
                 // Removed or replaced since the folder was read: nothing to list there.
                 Err(e) if is_skippable(&e) => continue,
@@ -340,13 +339,11 @@ impl<'a> Walker<'a> {
         };
         let name = entry.key.rsplit('/').next().unwrap_or(&entry.key);
         match fsutil::statx_at(parent.as_fd(), name) {
-            Ok(st) if u32::from(st.stx_mode) & libc::S_IFMT == libc::S_IFREG => {
-                Ok(Some(FileStat {
-                    size: st.stx_size,
-                    mtime_ns: i128::from(st.stx_mtime.tv_sec) * 1_000_000_000
-                        + i128::from(st.stx_mtime.tv_nsec),
-                }))
-            }
+            Ok(st) if fsutil::statx_type(&st) == FileType::RegularFile => Ok(Some(FileStat {
+                size: st.stx_size,
+                mtime_ns: i128::from(st.stx_mtime.tv_sec) * 1_000_000_000
+                    + i128::from(st.stx_mtime.tv_nsec),
+            })),
             Ok(_) => Ok(None),
             Err(e) if is_skippable(&e) => Ok(None),
             Err(e) => Err(e.into()),
@@ -373,7 +370,7 @@ impl<'a> Walker<'a> {
         // Usually one `statx` per key: a file whose version was seen before (a repeated
         // listing, a GET) has its ETag in the store's cache, with no open and no xattr read.
         if let Ok(st) = fsutil::statx_at(parent.as_fd(), name)
-            && u32::from(st.stx_mode) & libc::S_IFMT == libc::S_IFREG
+            && fsutil::statx_type(&st) == FileType::RegularFile
             && let Some(etag) = self.store.cached_etag(&FileStamp::of_statx(&st))
         {
             let modified = SystemTime::UNIX_EPOCH
@@ -388,7 +385,7 @@ impl<'a> Walker<'a> {
                 etag,
             }));
         }
-        let file = match open_file_at(parent, name) {
+        let file = match fsutil::open_file_nofollow(parent.as_fd(), name) {
             Ok(f) => f,
             Err(e) if is_skippable(&e) => return Ok(None),
             Err(e) => return Err(e.into()),
@@ -483,7 +480,7 @@ impl<'a> Walker<'a> {
             None => {
                 let read_at = SystemTime::now();
                 let mut names = Vec::new();
-                read_dir_raw(&dir, |raw, kind| {
+                fsutil::read_dir(dir.as_fd(), |raw, kind| {
                     if let Some(name) = entry_name(&key, raw, kind) {
                         names.push(name);
                     }
@@ -547,14 +544,14 @@ impl<'a> Walker<'a> {
 
 /// The walk's name for a folder entry (subfolders get a trailing `/`), or `None` for entries
 /// that cannot be (part of) a key below `key`.
-fn entry_name(key: &str, raw: &[u8], kind: Kind) -> Option<String> {
+fn entry_name(key: &str, raw: &[u8], kind: FileType) -> Option<String> {
     let name = std::str::from_utf8(raw)
         .ok()
         .filter(|n| is_key_segment(n))?;
     let name = match kind {
-        Kind::File => name.to_owned(),
-        Kind::Dir => format!("{name}/"),
-        Kind::Other => return None,
+        FileType::RegularFile => name.to_owned(),
+        FileType::Directory => format!("{name}/"),
+        _ => return None,
     };
     (key.len() + name.len() <= MAX_KEY_LEN).then_some(name)
 }
@@ -591,12 +588,12 @@ pub fn has_any_object(store: &Store, bucket: &str) -> StoreResult<bool> {
         }
         let mut subdirs = Vec::new();
         let mut found = false;
-        read_dir_raw(&dir, |raw, kind| {
+        fsutil::read_dir(dir.as_fd(), |raw, kind| {
             if raw.starts_with(BUCKET_TMP_PREFIX.as_bytes()) {
                 return;
             }
             match (kind, std::str::from_utf8(raw)) {
-                (Kind::Dir, Ok(name)) => subdirs.push(name.to_owned()),
+                (FileType::Directory, Ok(name)) => subdirs.push(name.to_owned()),
                 _ => found = true,
             }
         })?;
@@ -604,7 +601,7 @@ pub fn has_any_object(store: &Store, bucket: &str) -> StoreResult<bool> {
             return Ok(true);
         }
         for name in subdirs {
-            match open_subdir(&dir, &name) {
+            match fsutil::open_subdir_nofollow(dir.as_fd(), &name) {
                 Ok(d) => todo.push((
                     d,
                     if rel.is_empty() {
@@ -640,116 +637,6 @@ fn is_skippable(e: &io::Error) -> bool {
         e.raw_os_error(),
         Some(libc::ENOENT | libc::ENOTDIR | libc::ELOOP | libc::EACCES | libc::EPERM | libc::ENXIO)
     )
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Kind {
-    File,
-    Dir,
-    Other,
-}
-
-fn cstring(name: &str) -> io::Result<std::ffi::CString> {
-    std::ffi::CString::new(name).map_err(|_| io::Error::from_raw_os_error(libc::ENOENT))
-}
-
-/// Opens the subfolder `name` of `dir` for reading, refusing symlinks.
-fn open_subdir(dir: &File, name: &str) -> io::Result<File> {
-    open_nofollow_at(dir, name, libc::O_DIRECTORY)
-}
-
-/// Opens the file `name` in `dir` for reading metadata, refusing symlinks. Non-blocking so a
-/// FIFO swapped in meanwhile cannot hang the listing.
-fn open_file_at(dir: &File, name: &str) -> io::Result<File> {
-    open_nofollow_at(dir, name, libc::O_NONBLOCK)
-}
-
-fn open_nofollow_at(dir: &File, name: &str, extra: libc::c_int) -> io::Result<File> {
-    let c = cstring(name)?;
-    let flags = libc::O_RDONLY | libc::O_NOFOLLOW | libc::O_CLOEXEC | extra;
-    // SAFETY: valid descriptor and C string; the result is owned below.
-    let fd = unsafe { libc::openat(dir.as_raw_fd(), c.as_ptr(), flags) };
-    if fd < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    // SAFETY: fresh descriptor.
-    Ok(unsafe { File::from_raw_fd(fd) })
-}
-
-/// Calls `f` with the name and type of every entry of `dir` except `.` and `..`. Types come
-/// from `readdir` itself (no `stat` per entry) except on filesystems that do not report them.
-fn read_dir_raw(dir: &File, mut f: impl FnMut(&[u8], Kind)) -> io::Result<()> {
-    // A fresh descriptor of the folder: `fdopendir` takes ownership and needs one opened for
-    // reading (the bucket's own descriptor is `O_PATH`).
-    // SAFETY: valid descriptor and a static C string.
-    let fd = unsafe {
-        libc::openat(
-            dir.as_raw_fd(),
-            c".".as_ptr(),
-            libc::O_RDONLY | libc::O_DIRECTORY | libc::O_CLOEXEC,
-        )
-    };
-    if fd < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    // SAFETY: fd is a fresh folder descriptor; on success the DIR stream owns it.
-    let dirp = unsafe { libc::fdopendir(fd) };
-    if dirp.is_null() {
-        let e = io::Error::last_os_error();
-        // SAFETY: fdopendir failed, so fd is still ours to close.
-        unsafe { libc::close(fd) };
-        return Err(e);
-    }
-    let result = loop {
-        // readdir signals errors only through errno: clear it first.
-        // SAFETY: errno is thread-local.
-        unsafe { *libc::__errno_location() = 0 };
-        // SAFETY: dirp is a valid, open DIR stream used by this thread only.
-        let ent = unsafe { libc::readdir(dirp) };
-        if ent.is_null() {
-            let e = io::Error::last_os_error();
-            break if e.raw_os_error() == Some(0) {
-                Ok(())
-            } else {
-                Err(e)
-            };
-        }
-        // SAFETY: readdir returned a valid entry that stays valid until the next readdir call.
-        let (name, d_type) = unsafe { (CStr::from_ptr((*ent).d_name.as_ptr()), (*ent).d_type) };
-        let name = name.to_bytes();
-        if name == b"." || name == b".." {
-            continue;
-        }
-        let kind = match d_type {
-            libc::DT_REG => Kind::File,
-            libc::DT_DIR => Kind::Dir,
-            libc::DT_UNKNOWN => kind_by_stat(fd, name),
-            _ => Kind::Other,
-        };
-        f(name, kind);
-    };
-    // SAFETY: dirp is valid and closed exactly once (this also closes fd).
-    unsafe { libc::closedir(dirp) };
-    result
-}
-
-/// File type by `fstatat` without following symlinks, for filesystems whose `readdir` does not
-/// report types.
-fn kind_by_stat(dir_fd: libc::c_int, name: &[u8]) -> Kind {
-    let Ok(c) = std::ffi::CString::new(name) else {
-        return Kind::Other;
-    };
-    // SAFETY: st is a properly sized out-parameter.
-    let mut st: libc::stat = unsafe { std::mem::zeroed() };
-    // SAFETY: valid descriptor (owned by the open DIR stream) and C string.
-    if unsafe { libc::fstatat(dir_fd, c.as_ptr(), &mut st, libc::AT_SYMLINK_NOFOLLOW) } < 0 {
-        return Kind::Other;
-    }
-    match st.st_mode & libc::S_IFMT {
-        libc::S_IFREG => Kind::File,
-        libc::S_IFDIR => Kind::Dir,
-        _ => Kind::Other,
-    }
 }
 
 #[cfg(test)]

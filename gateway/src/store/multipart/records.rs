@@ -14,7 +14,7 @@
 
 use std::fs::File;
 use std::io::{self, Write};
-use std::os::fd::{AsFd, AsRawFd};
+use std::os::fd::AsFd;
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 use std::time::SystemTime;
@@ -82,21 +82,7 @@ pub(super) fn no_upload_if_missing(e: io::Error) -> StoreError {
 /// aborted while we waited).
 pub(super) fn lock(dir: &Path, exclusive: bool) -> StoreResult<File> {
     let f = File::open(dir).map_err(no_upload_if_missing)?;
-    let op = if exclusive {
-        libc::LOCK_EX
-    } else {
-        libc::LOCK_SH
-    };
-    loop {
-        // SAFETY: valid descriptor owned by `f`.
-        if unsafe { libc::flock(f.as_raw_fd(), op) } == 0 {
-            break;
-        }
-        let e = io::Error::last_os_error();
-        if e.kind() != io::ErrorKind::Interrupted {
-            return Err(e.into());
-        }
-    }
+    fsutil::lock(&f, exclusive)?;
     if !dir.join(UPLOAD_FILE).exists() {
         return Err(StoreError::NoSuchUpload);
     }
