@@ -1,5 +1,7 @@
 //! The catalog: a database mirror of every object, plus what only the catalog knows (media
-//! probe results, renditions, transcode jobs).
+//! probe results, renditions, transcode jobs). The poster a probed video lists
+//! ([`CatalogObject::poster`]) follows from its probe result; the JPEG lives in the renditions
+//! store.
 //!
 //! The filesystem stays the truth. Every write and delete updates the catalog within the
 //! request (through [`crate::events::ObjectEvents`]); a reconcile scan ([`Catalog::reconcile`])
