@@ -22,6 +22,7 @@
 //! `README.md` beside this crate records the measurements behind the pipeline's settings
 //! (encoder presets, fragment length, AAC encoder choice, the pitfalls it avoids).
 
+mod cmaf;
 pub mod detect;
 mod encoder;
 mod error;

@@ -249,13 +249,13 @@ fn video_chain(
     if hls {
         // The master playlist announces the CODECS string before anything is encoded, and
         // every restart must give the same init segment: pin profile and level.
-        let profile = crate::hls::h264_profile(settings.encoder, out_h);
+        let profile = crate::cmaf::h264_profile(settings.encoder, out_h);
         chain.insert(
             5,
             ElemSpec::caps(format!(
                 "video/x-h264,profile={},level=(string){}",
                 profile.caps_name,
-                crate::hls::H264_LEVEL
+                crate::cmaf::H264_LEVEL
             )),
         );
     }
@@ -267,7 +267,7 @@ fn audio_chain(aac: &'static str, hls: bool) -> Vec<ElemSpec> {
     // Stereo keeps AAC-LC playable everywhere; multichannel sources are downmixed. HLS
     // audio is always 48 kHz so a segment holds a whole number of AAC frames (hls/mod.rs).
     let caps = if hls {
-        format!("audio/x-raw,channels=2,rate={}", crate::hls::AUDIO_RATE)
+        format!("audio/x-raw,channels=2,rate={}", crate::cmaf::AUDIO_RATE)
     } else {
         "audio/x-raw,channels=2".to_string()
     };
@@ -574,7 +574,7 @@ fn on_pad_added(
             if let Some(enc_sink) = encoder.and_then(|e| e.static_pad("sink")) {
                 record_stream_time(&enc_sink, video_pts.clone());
                 if let Some(hls) = ctx.hls {
-                    crate::hls::force_segment_keyframes(&enc_sink, hls.segment_ns);
+                    crate::cmaf::force_segment_keyframes(&enc_sink, hls.segment_ns);
                 }
             }
             *video_pad.lock().unwrap() = Some(pad.clone());

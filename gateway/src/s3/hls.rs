@@ -18,9 +18,10 @@ use nebula_media::{MediaService, ObjectRef, Quality};
 use s3s::dto::{GetObjectInput, GetObjectOutput, StreamingBlob};
 use s3s::{S3Request, S3Response};
 
-use super::media::open_video;
 use super::presign::Presigner;
 use super::{Gateway, RequestError, RequestResult, timestamp};
+use crate::store::ObjectHandle;
+use crate::store::keys::ObjectPath;
 use crate::store::read::file_stream;
 
 /// What an HLS request asks for.
@@ -45,10 +46,10 @@ pub(crate) async fn get_object(
     gw: &Gateway,
     media: Arc<MediaService>,
     request: HlsRequest,
+    (path, obj): (ObjectPath, ObjectHandle),
     req: S3Request<GetObjectInput>,
 ) -> RequestResult<S3Response<GetObjectOutput>> {
     let input = req.input;
-    let (path, obj) = open_video(gw, &input.bucket, &input.key, "stream applies to").await?;
     let object = ObjectRef {
         bucket: &input.bucket,
         key: &path.key,

@@ -188,16 +188,24 @@ pub(crate) async fn get_object(
             "media extensions are disabled on this gateway (GStreamer is not available)",
         ));
     };
+    let what = match request {
+        MediaRequest::Transcode(_) => "transcode and quality apply to",
+        MediaRequest::Thumbnail { .. } => "thumbnail applies to",
+        MediaRequest::Hls(_) => "stream applies to",
+    };
+    let video = open_video(gw, &req.input.bucket, &req.input.key, what).await?;
     match request {
-        MediaRequest::Transcode(quality) => transcode(gw, media, quality, req.input).await,
-        MediaRequest::Thumbnail { width, at } => thumbnail(gw, media, width, at, req.input).await,
-        MediaRequest::Hls(hls) => hls::get_object(gw, media, hls, req).await,
+        MediaRequest::Transcode(quality) => transcode(media, quality, video, req.input).await,
+        MediaRequest::Thumbnail { width, at } => {
+            thumbnail(media, width, at, video, req.input).await
+        }
+        MediaRequest::Hls(hls) => hls::get_object(gw, media, hls, video, req).await,
     }
 }
 
 /// Opens a video object beneath its bucket; anything else is 415 (`what` names the
 /// parameters that apply to videos only).
-pub(crate) async fn open_video(
+async fn open_video(
     gw: &Gateway,
     bucket: &str,
     key: &str,
@@ -219,18 +227,11 @@ pub(crate) async fn open_video(
 
 /// A rendition: the finished file with byte ranges, or a live transcode.
 async fn transcode(
-    gw: &Gateway,
     media: Arc<MediaService>,
     quality: Quality,
+    (path, obj): (ObjectPath, ObjectHandle),
     input: GetObjectInput,
 ) -> RequestResult<S3Response<GetObjectOutput>> {
-    let (path, obj) = open_video(
-        gw,
-        &input.bucket,
-        &input.key,
-        "transcode and quality apply to",
-    )
-    .await?;
     let object = ObjectRef {
         bucket: &input.bucket,
         key: &path.key,
@@ -257,13 +258,12 @@ async fn transcode(
 /// naming these bytes of the object at this size and moment, the object's Last-Modified
 /// and byte ranges.
 async fn thumbnail(
-    gw: &Gateway,
     media: Arc<MediaService>,
     width: u32,
     at: Option<Duration>,
+    (path, obj): (ObjectPath, ObjectHandle),
     input: GetObjectInput,
 ) -> RequestResult<S3Response<GetObjectOutput>> {
-    let (path, obj) = open_video(gw, &input.bucket, &input.key, "thumbnail applies to").await?;
     let object = ObjectRef {
         bucket: &input.bucket,
         key: &path.key,

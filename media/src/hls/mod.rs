@@ -11,8 +11,8 @@
 //!   timeline (force-key-unit events, whatever the encoder or frame rate);
 //! - every fragment's decode time (`tfdt`) is rewritten to its position on the source
 //!   timeline, anchored on the first buffer each mux pad received (`fmp4.rs`);
-//! - profile, level, track order, audio rate and channel count are pinned, so the init
-//!   segment of any run describes every run's segments.
+//! - profile, level, track order, audio rate and channel count are pinned (`cmaf.rs`), so
+//!   the init segment of any run describes every run's segments.
 
 mod fmp4;
 mod playlist;
@@ -21,8 +21,7 @@ mod sessions;
 
 use std::time::Duration;
 
-use gst::prelude::*;
-
+use crate::cmaf::{H264_LEVEL_IDC, h264_profile};
 use crate::encoder::Encoder;
 use crate::probe::MediaInfo;
 use crate::quality::{Quality, output_size};
@@ -40,14 +39,6 @@ pub(crate) use sessions::Sessions;
 /// 25, 30, 50 and 60 fps it is also a whole number of frames (80, 96, 160, 192).
 pub const SEGMENT_DURATION: Duration = Duration::from_millis(3200);
 
-/// Audio sample rate of HLS output (see [`SEGMENT_DURATION`]).
-pub(crate) const AUDIO_RATE: u32 = 48_000;
-
-/// H.264 level written by every encoder: 4.2 covers 1080p at 60 fps, the top of the ladder.
-pub(crate) const H264_LEVEL: &str = "4.2";
-/// `level_idc` of [`H264_LEVEL`] as it appears in the CODECS string.
-const H264_LEVEL_IDC: u8 = 42;
-
 /// AAC bitrate of HLS audio (the same as the live stream's).
 const AUDIO_BITRATE: u64 = 128_000;
 
@@ -57,36 +48,6 @@ pub const PLAYLIST_CONTENT_TYPE: &str = "application/vnd.apple.mpegurl";
 pub const INIT_CONTENT_TYPE: &str = "video/mp4";
 /// Content type of media segments.
 pub const SEGMENT_CONTENT_TYPE: &str = "video/iso.segment";
-
-/// H.264 profile the encoder is pinned to, as caps name and as CODECS hex.
-pub(crate) struct H264Profile {
-    pub caps_name: &'static str,
-    /// `profile_idc` and constraint flags, e.g. `42C0` for Constrained Baseline.
-    pub codec_hex: &'static str,
-}
-
-const CONSTRAINED_BASELINE: H264Profile = H264Profile {
-    caps_name: "constrained-baseline",
-    codec_hex: "42C0",
-};
-const HIGH: H264Profile = H264Profile {
-    caps_name: "high",
-    codec_hex: "6400",
-};
-
-/// The profile an encoder produces at an output height: x264's `ultrafast` (720p and up)
-/// only has Constrained Baseline tools, `superfast` uses High; OpenH264 is Constrained
-/// Baseline; VA-API is asked for High.
-pub(crate) fn h264_profile(encoder: Encoder, out_h: u32) -> H264Profile {
-    match encoder {
-        Encoder::X264 => match Quality::for_output_height(out_h).x264_speed_preset() {
-            "ultrafast" => CONSTRAINED_BASELINE,
-            _ => HIGH,
-        },
-        Encoder::OpenH264 => CONSTRAINED_BASELINE,
-        Encoder::Vaapi => HIGH,
-    }
-}
 
 /// One entry of the master playlist.
 #[derive(Debug, Clone, PartialEq)]
@@ -150,45 +111,6 @@ pub fn ladder(info: &MediaInfo, encoder: Encoder, has_aac_encoder: bool) -> Vec<
 pub fn segment_count(duration: Duration) -> u64 {
     let seg = SEGMENT_DURATION.as_nanos();
     (duration.as_nanos().div_ceil(seg) as u64).max(1)
-}
-
-/// Sends a force-key-unit event into the encoder before the first frame at or after each
-/// segment start, so every segment starts with an IDR frame at any frame rate (also
-/// variable) and with any encoder built on GstVideoEncoder.
-pub(crate) fn force_segment_keyframes(encoder_sink: &gst::Pad, segment_ns: u64) {
-    // Next boundary to force, in source-timeline ns (0: force the first frame).
-    let next = std::sync::Mutex::new(0u64);
-    // Timestamps of frames at exactly a boundary may be a rounding step below it.
-    const SLACK_NS: u64 = 500_000;
-    encoder_sink.add_probe(gst::PadProbeType::BUFFER, move |pad, info| {
-        let Some(pts) = info.buffer().and_then(|b| b.pts()) else {
-            return gst::PadProbeReturn::Ok;
-        };
-        let Some(segment) = pad
-            .sticky_event::<gst::event::Segment>(0)
-            .and_then(|ev| ev.segment().downcast_ref::<gst::ClockTime>().cloned())
-        else {
-            return gst::PadProbeReturn::Ok;
-        };
-        let Some(stream_time) = segment.to_stream_time(pts) else {
-            return gst::PadProbeReturn::Ok;
-        };
-        let at = stream_time.nseconds();
-        let mut next = next.lock().unwrap();
-        if at + SLACK_NS >= *next {
-            *next = ((at + SLACK_NS) / segment_ns + 1) * segment_ns;
-            // No running time: "the next frame", which is this buffer (the event is
-            // serialized on our own streaming thread). A running time would be compared
-            // with x264enc's shifted output timeline and match only the first frame.
-            let event = gst_video::DownstreamForceKeyUnitEvent::builder()
-                .timestamp(pts)
-                .stream_time(stream_time)
-                .all_headers(true)
-                .build();
-            pad.send_event(event);
-        }
-        gst::PadProbeReturn::Ok
-    });
 }
 
 #[cfg(test)]
