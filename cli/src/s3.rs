@@ -89,6 +89,25 @@ fn elements<'a, 'i>(
         .filter(move |n| n.tag_name().name() == tag)
 }
 
+/// The ETag of a CopyObject or CompleteMultipartUpload answer. S3 may report a failure
+/// inside a 200 answer (the status is sent before the server-side work ends), so an `Error`
+/// document is the remote error it names.
+fn etag_of_200(body: &str, what: &str, bucket: &str, key: &str) -> Result<String> {
+    let doc = parse(body, what)?;
+    if doc.root_element().tag_name().name() == "Error" {
+        let (code, message) = crate::client::parse_error_body(body);
+        return Err(CliError::Remote {
+            status: 200,
+            code,
+            message,
+            resource: s3_uri(bucket, key),
+        });
+    }
+    Ok(unquote(
+        child(doc.root_element(), "ETag").unwrap_or_default(),
+    ))
+}
+
 async fn text(resp: reqwest::Response, what: &str) -> Result<String> {
     resp.text()
         .await
@@ -168,20 +187,7 @@ impl Client {
             )
             .await?;
         let body = text(resp, "CopyObject").await?;
-        // As with CompleteMultipartUpload, a failure may come inside a 200 answer.
-        let doc = parse(&body, "CopyObject")?;
-        if doc.root_element().tag_name().name() == "Error" {
-            let (code, message) = crate::client::parse_error_body(&body);
-            return Err(CliError::Remote {
-                status: 200,
-                code,
-                message,
-                resource: s3_uri(bucket, key),
-            });
-        }
-        Ok(unquote(
-            child(doc.root_element(), "ETag").unwrap_or_default(),
-        ))
+        etag_of_200(&body, "CopyObject", bucket, key)
     }
 
     /// Signed GET on a bucket with a query (the listing calls); the XML body as text.
@@ -422,20 +428,7 @@ impl Client {
             )
             .await?;
         let body = text(resp, "CompleteMultipartUpload").await?;
-        // S3 may report a failure inside a 200 answer once the body has started.
-        let doc = parse(&body, "CompleteMultipartUpload")?;
-        if doc.root_element().tag_name().name() == "Error" {
-            let (code, message) = crate::client::parse_error_body(&body);
-            return Err(CliError::Remote {
-                status: 200,
-                code,
-                message,
-                resource: s3_uri(bucket, key),
-            });
-        }
-        Ok(unquote(
-            child(doc.root_element(), "ETag").unwrap_or_default(),
-        ))
+        etag_of_200(&body, "CompleteMultipartUpload", bucket, key)
     }
 }
 
