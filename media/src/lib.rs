@@ -13,6 +13,9 @@
 //!   request (finished file, or a live transcode teed into the store, one pipeline per
 //!   rendition, limited transcode slots), a rendition made ahead by a job, and HLS segments
 //!   (one session per source and quality, `hls/sessions.rs`, sharing the same slots).
+//! - [`hls`]: segments and playlists; `cmaf.rs` holds what every HLS run is pinned to
+//!   (audio rate, H.264 profile and level, keyframes on segment boundaries), used by both
+//!   `pipeline.rs` and `hls/` so neither imports the other.
 //!
 //! The engine's methods **block** (GStreamer state changes, Discoverer, whole transcodes);
 //! call them from `tokio::task::spawn_blocking` in async code, or use the `_async` variants.
