@@ -67,7 +67,11 @@ def hls_gw(tmp_path_factory):
 
     g = Gateway(
         tmp_path_factory.mktemp("gw-hls"),
-        extra_args=["--max-transcodes", "2", "--public-bucket", "hls-public"],
+        # Tests share this gateway, and a pipeline keeps its slot while it runs ahead of
+        # its viewer: ffprobe on the master alone starts one per quality. Four slots keep
+        # one test's pipelines from refusing the next test's segment (503 SlowDown, which
+        # ffprobe does not retry); the limit itself is tested on a gateway of its own.
+        extra_args=["--max-transcodes", "4", "--public-bucket", "hls-public"],
     )
     g.start()
     raw = g.raw()
