@@ -7,7 +7,8 @@
 //! The rest of the gateway reaches files only through this module: [`keys`] maps keys to
 //! paths, [`walk`] is the one folder walker (listings, the catalog scan, DeleteBucket),
 //! [`read`] runs store calls off the async runtime and streams file bodies, [`error`] says
-//! what the store refused or failed at, [`fsutil`] makes every filesystem call below std
+//! what the store refused or failed at, [`settings`] keeps each bucket's settings documents
+//! (CORS, policy, versioning, ...), [`fsutil`] makes every filesystem call below std
 //! through `rustix` (or std, for `flock`), and [`sys`] holds the workspace's only `unsafe`
 //! code (the calls nothing safe wraps).
 
@@ -17,6 +18,7 @@ pub mod keys;
 pub mod meta;
 pub mod multipart;
 pub mod read;
+pub mod settings;
 pub mod sys;
 pub mod walk;
 
@@ -120,6 +122,8 @@ pub struct Store {
     dir_cache: walk::DirCache,
     /// Write turns in multipart assembly files.
     assembly_writes: multipart::AssemblyWrites,
+    /// Per-bucket settings documents.
+    settings: settings::BucketSettings,
 }
 
 impl Store {
@@ -153,6 +157,7 @@ impl Store {
         let root_dev = std::fs::metadata(&root)?.dev();
         let root_fd = fsutil::open_dir(&root)?;
         let tmp_fd = std::sync::RwLock::new(Arc::new(fsutil::open_dir(&tmp)?));
+        let settings = settings::BucketSettings::new(&internal);
         let store = Store {
             root,
             root_fd,
@@ -164,6 +169,7 @@ impl Store {
             meta_cache: MetaCache::default(),
             dir_cache: walk::DirCache::default(),
             assembly_writes: multipart::AssemblyWrites::default(),
+            settings,
         };
         store.clean_bucket_temp_dirs();
         Ok(store)
@@ -277,6 +283,8 @@ impl Store {
                 if let Ok(d) = fsutil::open_dir(&self.root) {
                     let _ = fsutil::fsync_dir(d.as_fd());
                 }
+                // Settings left by a bucket of this name removed out of band must not apply.
+                self.settings.remove_bucket(bucket)?;
                 Ok(true)
             }
             Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
@@ -305,7 +313,12 @@ impl Store {
         if let MetaStore::Sidecar(dir) = &self.meta {
             let _ = std::fs::remove_dir_all(dir.join(bucket));
         }
-        Ok(())
+        self.settings.remove_bucket(bucket)
+    }
+
+    /// The per-bucket settings (CORS, policy, versioning, ...).
+    pub fn settings(&self) -> &settings::BucketSettings {
+        &self.settings
     }
 
     /// Opens an object and returns it with its metadata (recorded, or derived for files that
