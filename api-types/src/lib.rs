@@ -4,12 +4,13 @@
 //!
 //! One module per endpoint family: [`files`] (`GET files`), [`jobs`] (`POST transcode`,
 //! `GET jobs`, `GET jobs/{id}`, `POST jobs/{id}/cancel`), [`health`] (`GET health`), [`logs`]
-//! (`GET logs`); `ping` and the error body are here. `GET metrics` answers Prometheus text,
-//! not JSON.
+//! (`GET logs`), [`keys`] (`keys`, `keys/{id}`, `keys/{id}/allow|deny`); `ping` and the error
+//! body are here. `GET metrics` answers Prometheus text, not JSON.
 
 pub mod files;
 pub mod health;
 pub mod jobs;
+pub mod keys;
 pub mod logs;
 
 use serde::{Deserialize, Serialize};

@@ -209,6 +209,21 @@ impl Client {
         decode_json(resp, path).await
     }
 
+    /// Signed DELETE of an API endpoint, decoded from JSON.
+    pub async fn api_delete<T: DeserializeOwned>(&self, path: &str) -> Result<T> {
+        let url = self.api_url(path, &[]);
+        let resp = self
+            .send(
+                Method::DELETE,
+                &url,
+                &[],
+                Body::Empty,
+                &format!("DELETE /_nebula/v1/{path}"),
+            )
+            .await?;
+        decode_json(resp, path).await
+    }
+
     /// Classifies a transport failure; only failures to get any answer are "connection" errors.
     pub fn connection_error(&self, url: &str, e: &reqwest::Error) -> CliError {
         let detail = if e.is_timeout() {

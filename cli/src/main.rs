@@ -80,6 +80,8 @@ enum Command {
     Status(commands::status::Args),
     /// Show the gateway's recent log lines (-f: keep following).
     Logs(commands::logs::Args),
+    /// Create, list, change and delete the gateway's scoped access keys (admin key only).
+    Keys(commands::keys::Args),
     /// Measure upload, download, ranged reads and transcoding.
     Benchmark(commands::benchmark::Args),
     /// Print a presigned URL.
@@ -135,6 +137,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::TranscodeCancel(a) => commands::transcode::run_cancel(&ctx, a).await?,
         Command::Status(a) => commands::status::run(&ctx, a).await?,
         Command::Logs(a) => commands::logs::run(&ctx, a).await?,
+        Command::Keys(a) => commands::keys::run(&ctx, a).await?,
         Command::Benchmark(a) => commands::benchmark::run(&ctx, a).await?,
         Command::Presign(a) => commands::presign::run(&ctx, a).await?,
         Command::Share(a) => commands::share::run(&ctx, a).await?,

@@ -1,96 +1,200 @@
-//! Who may call the gateway: the configured key pair (SigV4, verified by s3s), and the
-//! virtual-host parsing that must never mistake a plain host name for a bucket.
+//! The access rules ([`crate::access`]) wired into s3s: the key lookup behind its SigV4 check,
+//! the per-operation check it runs before reading a body; and the virtual-host parsing that
+//! must never mistake a plain host name for a bucket.
 
-use s3s::S3Result;
+use std::sync::Arc;
+
 use s3s::access::{S3Access, S3AccessContext};
 use s3s::auth::{S3Auth, SecretKey};
+use s3s::dto::DeleteObjectsInput;
 use s3s::host::{S3Host, VirtualHost};
 use s3s::path::S3Path;
+use s3s::{S3Request, S3Result};
 
+use crate::access::{Access, Caller, KeyRefusal, Need, Principal, ops};
 use crate::s3::RequestError;
+use crate::store::Store;
 
-/// The gateway's single access key / secret key pair.
+/// s3s's key lookup: the admin pair and the scoped keys ([`Access::secret`]).
 #[derive(Debug, Clone)]
 pub struct KeyAuth {
-    access_key: String,
-    secret_key: SecretKey,
+    access: Arc<Access>,
 }
 
 impl KeyAuth {
-    /// Auth for one key pair.
-    pub fn new(access_key: &str, secret_key: &str) -> Self {
-        KeyAuth {
-            access_key: access_key.to_owned(),
-            secret_key: SecretKey::from(secret_key.to_owned()),
+    /// Looks keys up in `access`.
+    pub fn new(access: Arc<Access>) -> Self {
+        KeyAuth { access }
+    }
+}
+
+fn refusal(e: KeyRefusal) -> s3s::S3Error {
+    match e {
+        KeyRefusal::Unknown => RequestError::InvalidAccessKeyId.into(),
+        e @ KeyRefusal::Expired(..) => RequestError::Forbidden(e.to_string()).into(),
+        KeyRefusal::Unavailable(e) => RequestError::SlowDown {
+            message: format!("{e}; retry shortly"),
+            retry_after: 1,
         }
+        .into(),
     }
 }
 
 #[async_trait::async_trait]
 impl S3Auth for KeyAuth {
     async fn get_secret_key(&self, access_key: &str) -> S3Result<SecretKey> {
-        if access_key == self.access_key {
-            Ok(self.secret_key.clone())
-        } else {
-            Err(RequestError::InvalidAccessKeyId.into())
-        }
+        self.access.secret(access_key).await.map_err(refusal)
     }
 }
 
-/// Who may do what: signed requests (verified by s3s against [`KeyAuth`]) may do anything;
-/// unsigned ones may only read objects and list them in the buckets marked public-read
-/// (`--public-bucket`). s3s runs this before it reads the request body.
-#[derive(Debug, Clone, Default)]
-pub struct PublicRead {
-    buckets: std::collections::HashSet<String>,
+/// s3s's access check: every operation classified once ([`ops::s3_need`]) and checked once
+/// ([`Access::permits`]), before s3s reads the request body. Copies also need read on their
+/// source; listings are checked against the prefix they list.
+#[derive(Debug, Clone)]
+pub struct AccessCheck {
+    access: Arc<Access>,
+    store: Arc<Store>,
 }
 
-/// Operations an anonymous client may run on a public-read bucket. GetObject covers the media
-/// extension (`?quality=`), which is GetObject with parameters.
-const ANONYMOUS_READ_OPS: &[&str] = &[
-    "GetObject",
-    "HeadObject",
+impl AccessCheck {
+    /// Checks requests against `access`; `store` answers whether a bucket exists.
+    pub fn new(access: Arc<Access>, store: Arc<Store>) -> Self {
+        AccessCheck { access, store }
+    }
+
+    fn refuse(who: &Principal, op: &str, need: Need, bucket: Option<&str>) -> s3s::S3Error {
+        let message = match who {
+            Principal::Anonymous => match bucket {
+                Some(b) if need == Need::Read => format!(
+                    "Anonymous access to bucket '{b}' is not allowed: sign the request with the gateway's keys"
+                ),
+                Some(b) => format!(
+                    "Anonymous requests may not run {op} on '{b}': only reading public-read buckets is open"
+                ),
+                None => "Anonymous access is not allowed: sign the request with the gateway's keys"
+                    .to_owned(),
+            },
+            _ => {
+                let what = match need {
+                    Need::Read => "read",
+                    Need::Write => "write to",
+                    Need::Owner => "own",
+                    Need::CreateBucket => "create",
+                    _ => "administer",
+                };
+                match bucket {
+                    Some(b) => format!("{} may not {what} bucket '{b}' ({op})", who.describe()),
+                    None => format!("{} may not run {op}", who.describe()),
+                }
+            }
+        };
+        RequestError::Forbidden(message).into()
+    }
+}
+
+/// The listings whose `prefix` parameter a prefix-narrowed grant must cover.
+const PREFIX_LISTINGS: &[&str] = &[
     "ListObjects",
     "ListObjectsV2",
-    "HeadBucket",
+    "ListObjectVersions",
+    "ListMultipartUploads",
 ];
 
-impl PublicRead {
-    /// Access rules with these buckets public-read.
-    pub fn new<I: IntoIterator<Item = String>>(buckets: I) -> Self {
-        PublicRead {
-            buckets: buckets.into_iter().collect(),
-        }
-    }
+fn query_param(query: &str, name: &str) -> Option<String> {
+    query.split('&').find_map(|pair| {
+        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+        (k == name).then(|| {
+            percent_encoding::percent_decode_str(&v.replace('+', " "))
+                .decode_utf8_lossy()
+                .into_owned()
+        })
+    })
+}
 
-    /// True when an unsigned `op` on `path` is allowed.
-    pub fn allows_anonymous(&self, op: &str, path: &S3Path) -> bool {
-        let bucket = match path {
-            S3Path::Root => return false,
-            S3Path::Bucket { bucket } | S3Path::Object { bucket, .. } => bucket,
-        };
-        self.buckets.contains(&**bucket) && ANONYMOUS_READ_OPS.contains(&op)
-    }
+/// `x-amz-copy-source` as bucket and key (`[/]bucket/key[?versionId=...]`, percent-encoded).
+fn copy_source(value: &str) -> Option<(String, String)> {
+    let path = value.split_once('?').map_or(value, |(p, _)| p);
+    let decoded = percent_encoding::percent_decode_str(path)
+        .decode_utf8()
+        .ok()?;
+    let (bucket, key) = decoded.trim_start_matches('/').split_once('/')?;
+    Some((bucket.to_owned(), key.to_owned()))
 }
 
 #[async_trait::async_trait]
-impl S3Access for PublicRead {
+impl S3Access for AccessCheck {
     async fn check(&self, cx: &mut S3AccessContext<'_>) -> S3Result<()> {
         // The first point where s3s knows the operation: name it for the metrics.
         let op = crate::metrics::op_name(cx.s3_op().name());
         crate::metrics::note_op(cx.extensions_mut(), op);
-        if cx.credentials().is_some() || self.allows_anonymous(cx.s3_op().name(), cx.s3_path()) {
-            return Ok(());
-        }
-        let message = match cx.s3_path() {
-            S3Path::Bucket { bucket } | S3Path::Object { bucket, .. }
-                if self.buckets.contains(&**bucket) =>
-            {
-                "this bucket is public-read: anonymous requests may only read and list objects"
+        let who = self
+            .access
+            .principal(cx.credentials())
+            .await
+            .map_err(refusal)?;
+        let need = ops::s3_need(op);
+        let (bucket, key): (Option<&str>, Option<String>) = match cx.s3_path() {
+            S3Path::Root => (None, None),
+            S3Path::Bucket { bucket } => {
+                let listed = PREFIX_LISTINGS.contains(&op).then(|| {
+                    query_param(cx.uri().query().unwrap_or(""), "prefix").unwrap_or_default()
+                });
+                (Some(bucket), listed)
             }
-            _ => "Anonymous access is not allowed: sign the request with the gateway's keys",
+            S3Path::Object { bucket, key } => (Some(bucket), Some(key.to_string())),
         };
-        Err(RequestError::AccessDenied(message).into())
+        let store = &self.store;
+        let exists = |b: &str| store.bucket_fd(b).is_ok();
+        if !self
+            .access
+            .permits(&who, need, bucket, key.as_deref(), exists)
+        {
+            return Err(Self::refuse(&who, op, need, bucket));
+        }
+        if matches!(op, "CopyObject" | "UploadPartCopy") {
+            let source = cx
+                .headers()
+                .get("x-amz-copy-source")
+                .and_then(|v| v.to_str().ok())
+                .and_then(copy_source);
+            if let Some((b, k)) = source
+                && !self
+                    .access
+                    .permits(&who, Need::Read, Some(&b), Some(&k), exists)
+            {
+                return Err(Self::refuse(&who, op, Need::Read, Some(&b)));
+            }
+        }
+        let caller = Caller {
+            who,
+            access: self.access.clone(),
+        };
+        cx.extensions_mut().insert(caller);
+        Ok(())
+    }
+
+    /// DeleteObjects names its keys in the body: each must be within a prefix-narrowed grant.
+    async fn delete_objects(&self, req: &mut S3Request<DeleteObjectsInput>) -> S3Result<()> {
+        let Some(caller) = req.extensions.get::<Caller>() else {
+            return Ok(());
+        };
+        let bucket = req.input.bucket.as_str();
+        for o in &req.input.delete.objects {
+            if !self
+                .access
+                .permits(&caller.who, Need::Write, Some(bucket), Some(&o.key), |_| {
+                    true
+                })
+            {
+                return Err(Self::refuse(
+                    &caller.who,
+                    "DeleteObjects",
+                    Need::Write,
+                    Some(bucket),
+                ));
+            }
+        }
+        Ok(())
     }
 }
 
@@ -142,21 +246,13 @@ mod tests {
     use super::*;
 
     #[test]
-    fn anonymous_reads_only_on_public_buckets() {
-        let p = PublicRead::new(["pics".to_owned()]);
-        let obj = |b: &str| S3Path::Object {
-            bucket: b.into(),
-            key: "a.jpg".into(),
-        };
-        let bucket = |b: &str| S3Path::Bucket { bucket: b.into() };
-        assert!(p.allows_anonymous("GetObject", &obj("pics")));
-        assert!(p.allows_anonymous("HeadObject", &obj("pics")));
-        assert!(p.allows_anonymous("ListObjectsV2", &bucket("pics")));
-        assert!(!p.allows_anonymous("PutObject", &obj("pics")));
-        assert!(!p.allows_anonymous("DeleteObject", &obj("pics")));
-        assert!(!p.allows_anonymous("DeleteBucket", &bucket("pics")));
-        assert!(!p.allows_anonymous("GetObject", &obj("private")));
-        assert!(!p.allows_anonymous("ListBuckets", &S3Path::Root));
+    fn copy_sources() {
+        assert_eq!(
+            copy_source("/src/a%20b/c.mp4?versionId=1"),
+            Some(("src".into(), "a b/c.mp4".into()))
+        );
+        assert_eq!(copy_source("src/k"), Some(("src".into(), "k".into())));
+        assert_eq!(copy_source("nokey"), None);
     }
 
     #[test]

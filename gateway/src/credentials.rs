@@ -76,6 +76,14 @@ pub fn resolve(
     Ok((creds, true))
 }
 
+/// The access key id of the pair generated and kept in `internal_dir`, if there is one.
+pub fn stored_access_key(internal_dir: &Path) -> Option<String> {
+    let raw = std::fs::read(internal_dir.join(FILE)).ok()?;
+    serde_json::from_slice::<Credentials>(&raw)
+        .ok()
+        .map(|c| c.access_key)
+}
+
 /// Secrets copied from documentation and sample files, refused on an exposed listener.
 /// Compared without regard to case.
 const SAMPLE_SECRETS: &[&str] = &[

@@ -1,7 +1,9 @@
 //! Nebula gateway: S3 over a transparent filesystem, with media extensions.
 //!
 //! Layout: `s3/` answers S3 (one operation family per file; `s3/media.rs` adapts the media
-//! extension of GetObject), `store/` maps keys to paths and does all raw I/O, `events.rs` fans
+//! extension of GetObject), `access/` decides who may do what (keys, the classification of
+//! every operation, the one check; wired into s3s by `auth.rs`), `store/` maps keys to paths
+//! and does all raw I/O, `events.rs` fans
 //! committed writes and deletes out to their subscribers (renditions store, catalog,
 //! auto-transcode rules), `catalog/` mirrors objects in a database, `jobs/` queues and runs
 //! background transcodes, `api/` is the JSON API. Every media step itself is in the
@@ -13,6 +15,7 @@
 //! `s3/error.rs` maps both, and the media extension's errors, once to the S3 code, status and
 //! message a client gets.
 
+pub mod access;
 pub mod api;
 pub mod auth;
 pub mod catalog;
@@ -45,22 +48,16 @@ fn s3s_config() -> Arc<StaticConfigProvider> {
     Arc::new(StaticConfigProvider::new(Arc::new(config)))
 }
 
-/// Builds the request entry point for a gateway; `public_buckets` may be read and listed
-/// without signing (`--public-bucket`).
-pub fn build_front(
-    gateway: s3::Gateway,
-    api: api::ApiState,
-    creds: &credentials::Credentials,
-    domain: Option<&str>,
-    public_buckets: &[String],
-) -> front::Front {
+/// Builds the request entry point for a gateway; who may do what is `api.access`.
+pub fn build_front(gateway: s3::Gateway, api: api::ApiState, domain: Option<&str>) -> front::Front {
     let region = gateway.region.clone();
     let mut verified = S3ServiceBuilder::new(gateway.clone());
     verified.set_validation(api::ApiAwareNames);
     verified.set_config(s3s_config());
+    let store = gateway.store.clone();
     let mut b = S3ServiceBuilder::new(gateway);
-    b.set_auth(auth::KeyAuth::new(&creds.access_key, &creds.secret_key));
-    b.set_access(auth::PublicRead::new(public_buckets.iter().cloned()));
+    b.set_auth(auth::KeyAuth::new(api.access.clone()));
+    b.set_access(auth::AccessCheck::new(api.access.clone(), store));
     b.set_config(s3s_config());
     b.set_validation(api::ApiAwareNames);
     b.set_route(api::ApiRoute::new(api));

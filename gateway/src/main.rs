@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::Parser;
+use nebula_gateway::access::{Access, KeyStore};
 use nebula_gateway::catalog::Catalog;
 use nebula_gateway::config::{Cli, Command, ReindexArgs, ServeArgs, parse_size};
 use nebula_gateway::events::ObjectEvents;
@@ -38,6 +39,7 @@ fn main() -> anyhow::Result<()> {
     match cli.command {
         Some(Command::Serve(a)) => runtime.block_on(serve(a)),
         Some(Command::Reindex(a)) => runtime.block_on(reindex(a)),
+        Some(Command::Keys(a)) => runtime.block_on(nebula_gateway::access::command::run(a)),
         None => runtime.block_on(serve(cli.serve)),
     }
 }
@@ -149,13 +151,6 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             .push(Arc::new(jobs::JobEvents::new(jobs.clone())));
     }
     gateway.media = media;
-    let api = nebula_gateway::api::ApiState {
-        started: std::time::Instant::now(),
-        store: gateway.store.clone(),
-        media: gateway.media.clone(),
-        catalog: Some(catalog),
-        jobs: Some(jobs.clone()),
-    };
     let public_buckets: Vec<String> = args
         .public_buckets
         .iter()
@@ -165,6 +160,25 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     if !public_buckets.is_empty() {
         println!("  public-read {}", public_buckets.join(", "));
     }
+    // Gateways sharing a PostgreSQL catalog share its keys; otherwise they live in the folder.
+    let keys = if catalog.engine() == "postgres" {
+        KeyStore::in_catalog(catalog.clone())
+    } else {
+        KeyStore::in_folder(gateway.store.internal_dir())
+    };
+    println!(
+        "  scoped keys in {} (`nebula-gateway keys --help`)",
+        keys.describe()
+    );
+    let access = Access::new(&creds.access_key, &creds.secret_key, keys, public_buckets);
+    let api = nebula_gateway::api::ApiState {
+        started: std::time::Instant::now(),
+        store: gateway.store.clone(),
+        media: gateway.media.clone(),
+        catalog: Some(catalog),
+        jobs: Some(jobs.clone()),
+        access: Arc::new(access),
+    };
     let mut metrics_tasks = Vec::new();
     for l in metrics_listeners {
         println!(
@@ -174,13 +188,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         let task = nebula_gateway::api::metrics::serve_listener(l, api.clone());
         metrics_tasks.push(tokio::spawn(task));
     }
-    let front = build_front(
-        gateway,
-        api,
-        &creds,
-        args.domain.as_deref(),
-        &public_buckets,
-    );
+    let front = build_front(gateway, api, args.domain.as_deref());
     let front = front.with_tailnet_allow(tailnet_allow).with_limits(limits);
     serve_all(listeners, tls, tailnet_cfg.map(|cfg| (cfg, joined)), front).await;
     for t in metrics_tasks {

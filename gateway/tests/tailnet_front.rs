@@ -8,7 +8,7 @@ use hmac::{Hmac, Mac};
 use hyper_util::server::graceful::GracefulShutdown;
 use nebula_gateway::front::Front;
 use nebula_gateway::peer::{AllowList, PeerInfo, TailnetPeer};
-use nebula_gateway::{api, build_front, credentials::Credentials, s3, server, store};
+use nebula_gateway::{access, api, build_front, s3, server, store};
 use sha2::{Digest, Sha256};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -19,19 +19,17 @@ const REGION: &str = "us-east-1";
 fn front(data: &std::path::Path, allow: &str) -> Front {
     let store = Arc::new(store::Store::open(data).expect("data folder"));
     let gateway = s3::Gateway::new(store.clone(), REGION.to_owned());
+    let keys = access::KeyStore::in_folder(store.internal_dir());
+    let access = Arc::new(access::Access::new(ACCESS_KEY, SECRET_KEY, keys, []));
     let api = api::ApiState {
         started: std::time::Instant::now(),
         store,
         media: None,
         catalog: None,
         jobs: None,
+        access,
     };
-    let creds = Credentials {
-        access_key: ACCESS_KEY.to_owned(),
-        secret_key: SECRET_KEY.to_owned(),
-    };
-    build_front(gateway, api, &creds, None, &[])
-        .with_tailnet_allow(AllowList::parse(allow).expect("allow-list"))
+    build_front(gateway, api, None).with_tailnet_allow(AllowList::parse(allow).expect("allow-list"))
 }
 
 fn tailnet_peer(hostname: &str, tags: &[&str]) -> PeerInfo {

@@ -4,6 +4,7 @@ pub mod benchmark;
 pub mod buckets;
 pub mod config;
 pub mod download;
+pub mod keys;
 pub mod logs;
 pub mod ls;
 pub mod objects;

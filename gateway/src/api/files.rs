@@ -116,7 +116,7 @@ pub(super) fn unavailable(e: impl std::fmt::Display) -> ApiError {
 }
 
 /// `GET /files?bucket=&prefix=&limit=&cursor=`.
-pub async fn list(state: &ApiState, query: Option<&str>) -> ApiResult {
+pub async fn list(state: &ApiState, query: Option<&str>, gate: &super::Gate) -> ApiResult {
     let params = query_params(query);
     let bucket = params.get("bucket").map(String::as_str).unwrap_or("");
     if bucket.is_empty() {
@@ -126,6 +126,8 @@ pub async fn list(state: &ApiState, query: Option<&str>) -> ApiResult {
             "the bucket parameter is required (files?bucket=NAME)",
         ));
     }
+    let prefix = params.get("prefix").map(String::as_str).unwrap_or("");
+    gate.check(bucket, Some(prefix))?;
     // The folder is the truth: a bucket the catalog has not seen yet still lists (empty), a
     // missing one is a 404 as in S3, not an empty page.
     match state.store.bucket_fd(bucket) {
@@ -146,7 +148,6 @@ pub async fn list(state: &ApiState, query: Option<&str>) -> ApiResult {
         }
         Err(e) => return Err(unavailable(e)),
     }
-    let prefix = params.get("prefix").map(String::as_str).unwrap_or("");
     let limit = parse_limit(&params, DEFAULT_LIMIT, MAX_LIMIT)?;
     let cursor = params
         .get("cursor")

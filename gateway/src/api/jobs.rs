@@ -7,7 +7,7 @@ use nebula_api_types::jobs::{JobList, QualityName, TranscodeRequest};
 use nebula_media::Quality;
 
 use super::files::{parse_limit, query_params, unavailable};
-use super::{ApiError, ApiResult, ApiState, ok};
+use super::{ApiError, ApiResult, ApiState, Gate, ok};
 use crate::jobs::{JobError, JobFilter, JobStatus, Jobs};
 
 /// Largest request body accepted.
@@ -57,7 +57,7 @@ fn parse_quality(v: &QualityName) -> Result<Quality, ApiError> {
 }
 
 /// `POST /transcode` with `{"bucket","key","qualities":[480,720]}`: 201 `{"jobs":[…]}`.
-pub async fn transcode(state: &ApiState, body: &[u8]) -> ApiResult {
+pub async fn transcode(state: &ApiState, body: &[u8], gate: &Gate) -> ApiResult {
     let req: TranscodeRequest = serde_json::from_slice(body).map_err(|e| {
         ApiError::new(
             StatusCode::BAD_REQUEST,
@@ -72,6 +72,7 @@ pub async fn transcode(state: &ApiState, body: &[u8]) -> ApiResult {
             "bucket and key must not be empty",
         ));
     }
+    gate.check(&req.bucket, Some(&req.key))?;
     if req.qualities.is_empty() {
         return Err(ApiError::new(
             StatusCode::BAD_REQUEST,
@@ -94,8 +95,9 @@ pub async fn transcode(state: &ApiState, body: &[u8]) -> ApiResult {
     Ok((StatusCode::CREATED, v))
 }
 
-/// `GET /jobs?status=&limit=&bucket=&key=`: newest first.
-pub async fn list(state: &ApiState, query: Option<&str>) -> ApiResult {
+/// `GET /jobs?status=&limit=&bucket=&key=`: newest first, only the jobs of buckets the
+/// caller can read.
+pub async fn list(state: &ApiState, query: Option<&str>, gate: &Gate) -> ApiResult {
     let params = query_params(query);
     let status = match params.get("status").filter(|s| !s.is_empty()) {
         Some(s) => Some(
@@ -110,7 +112,8 @@ pub async fn list(state: &ApiState, query: Option<&str>) -> ApiResult {
         key: params.get("key").filter(|s| !s.is_empty()).cloned(),
         limit: parse_limit(&params, 100, 1000)?,
     };
-    let list = jobs(state)?.list(&filter).await.map_err(job_error)?;
+    let mut list = jobs(state)?.list(&filter).await.map_err(job_error)?;
+    list.retain(|j| gate.can_see(&j.bucket));
     ok(&JobList { jobs: list })
 }
 
@@ -122,18 +125,26 @@ fn parse_id(id: &str) -> Result<i64, ApiError> {
 }
 
 /// `GET /jobs/{id}`.
-pub async fn get(state: &ApiState, id: &str) -> ApiResult {
+pub async fn get(state: &ApiState, id: &str, gate: &Gate) -> ApiResult {
     let n = parse_id(id)?;
     match jobs(state)?.get(n).await.map_err(job_error)? {
-        Some(job) => ok(&job),
+        Some(job) => {
+            gate.check(&job.bucket, Some(&job.key))?;
+            ok(&job)
+        }
         None => Err(no_such_job(id)),
     }
 }
 
 /// `POST /jobs/{id}/cancel`: the job, cancelled unless it had already finished.
-pub async fn cancel(state: &ApiState, id: &str) -> ApiResult {
+pub async fn cancel(state: &ApiState, id: &str, gate: &Gate) -> ApiResult {
     let n = parse_id(id)?;
-    match jobs(state)?.cancel(n).await.map_err(job_error)? {
+    let jobs = jobs(state)?;
+    match jobs.get(n).await.map_err(job_error)? {
+        Some(job) => gate.check(&job.bucket, Some(&job.key))?,
+        None => return Err(no_such_job(id)),
+    }
+    match jobs.cancel(n).await.map_err(job_error)? {
         Some(job) => ok(&job),
         None => Err(no_such_job(id)),
     }

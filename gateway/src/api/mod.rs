@@ -1,11 +1,15 @@
 //! The gateway's JSON API under the reserved prefix `/_nebula/v1/` (no bucket can have that
 //! name). Served as an s3s custom route, so requests are authenticated by s3s's own SigV4
 //! check (header or presigned) before they reach it; only `ping` is open to anonymous callers.
+//! Every endpoint is classified in [`crate::access::ops::API_ENDPOINTS`] and checked once
+//! ([`ApiRoute::gate`], then [`Gate::check`] for the bucket a handler acts on): a scoped key
+//! sees only its buckets' files and jobs; health, logs, metrics and keys are the admin's.
 //! Requests and answers are the types of `nebula-api-types`, which the CLI reads them with.
 
 mod files;
 mod health;
 mod jobs;
+mod keys;
 mod logs;
 pub mod metrics;
 
@@ -22,6 +26,7 @@ use serde::Serialize;
 
 use nebula_media::MediaService;
 
+use crate::access::{Access, KeyRefusal, Need, Principal, ops};
 use crate::store::Store;
 
 /// The reserved first path segment of the API.
@@ -51,6 +56,8 @@ pub struct ApiState {
     pub catalog: Option<crate::catalog::Catalog>,
     /// Transcode jobs (queue in the catalog), when the catalog is configured.
     pub jobs: Option<crate::jobs::Jobs>,
+    /// Who may do what (the S3 side and this API share it).
+    pub access: Arc<crate::access::Access>,
 }
 
 /// An API error: an HTTP status and a JSON body `{"error": {"code", "message"}}`.
@@ -144,27 +151,55 @@ impl S3Route for ApiRoute {
     }
 
     async fn call(&self, req: S3Request<Body>) -> S3Result<S3Response<Body>> {
-        // The one answer that is not JSON: Prometheus's text format.
-        if req.method == Method::GET && api_path(&req.uri) == Some("metrics") {
-            return Ok(match require_admin(&req) {
-                Ok(()) => text_response(metrics::text(&self.state).await),
-                Err(e) => error_response(e),
-            });
-        }
-        let open = req.method == Method::GET && api_path(&req.uri) == Some("ping");
-        let result = if open || req.credentials.is_some() {
-            self.dispatch(req).await
-        } else {
-            Err(ApiError::new(
-                StatusCode::FORBIDDEN,
-                "AccessDenied",
-                "sign API requests with the gateway's keys (SigV4 header or presigned URL)",
-            ))
+        let result = match self.gate(&req).await {
+            Ok((pattern, gate)) => {
+                // The one answer that is not JSON: Prometheus's text format.
+                if pattern == "metrics" {
+                    return Ok(text_response(metrics::text(&self.state).await));
+                }
+                self.dispatch(req, pattern, gate).await
+            }
+            Err(e) => Err(e),
         };
         Ok(match result {
             Ok((status, v)) => json_response(status, &v),
             Err(e) => error_response(e),
         })
+    }
+}
+
+/// The caller of an API request and what its endpoint needs ([`crate::access::ops`]); handlers
+/// of bucket endpoints check the bucket they act on with [`Gate::check`].
+pub struct Gate {
+    who: Principal,
+    need: Need,
+    access: Arc<Access>,
+}
+
+impl Gate {
+    /// Refuses unless the caller may do what the endpoint needs on `bucket` (and `key`, or the
+    /// prefix listed).
+    pub fn check(&self, bucket: &str, key: Option<&str>) -> Result<(), ApiError> {
+        if self
+            .access
+            .permits(&self.who, self.need, Some(bucket), key, |_| true)
+        {
+            Ok(())
+        } else {
+            Err(ApiError::new(
+                StatusCode::FORBIDDEN,
+                "AccessDenied",
+                format!(
+                    "{} may not use bucket '{bucket}' this way",
+                    self.who.describe()
+                ),
+            ))
+        }
+    }
+
+    /// True when the caller may see `bucket`'s files and jobs.
+    pub fn can_see(&self, bucket: &str) -> bool {
+        self.access.can_see(&self.who, bucket)
     }
 }
 
@@ -191,22 +226,13 @@ fn text_response(text: String) -> S3Response<Body> {
     S3Response::with_headers(Body::from(Bytes::from(text)), headers)
 }
 
-/// The gate of the operator's endpoints (logs, metrics). Today the gateway has one key pair,
-/// so whoever signs is the admin; per-key permissions narrow this one place.
-fn require_admin(req: &S3Request<Body>) -> Result<(), ApiError> {
-    if req.credentials.is_some() {
-        Ok(())
-    } else {
-        Err(ApiError::new(
-            StatusCode::FORBIDDEN,
-            "AccessDenied",
-            "the gateway's logs and metrics are for its administrator: sign the request with the gateway's keys",
-        ))
-    }
+fn denied(message: impl Into<String>) -> ApiError {
+    ApiError::new(StatusCode::FORBIDDEN, "AccessDenied", message)
 }
 
 impl ApiRoute {
-    async fn dispatch(&self, mut req: S3Request<Body>) -> ApiResult {
+    /// Finds the endpoint and checks what it needs of the caller, before anything runs.
+    async fn gate(&self, req: &S3Request<Body>) -> Result<(&'static str, Gate), ApiError> {
         let Some(path) = api_path(&req.uri) else {
             return Err(ApiError::new(
                 StatusCode::NOT_FOUND,
@@ -214,45 +240,81 @@ impl ApiRoute {
                 "the API lives under /_nebula/v1/",
             ));
         };
-        let path = path.to_owned();
+        let found = ops::api_need(req.method.as_str(), path);
+        if req.credentials.is_none() && !found.is_some_and(|(_, need)| need == Need::Open) {
+            return Err(denied(
+                "sign API requests with the gateway's keys (SigV4 header or presigned URL)",
+            ));
+        }
+        let Some((pattern, need)) = found else {
+            let other_method = ["GET", "POST", "DELETE"]
+                .iter()
+                .any(|m| ops::api_need(m, path).is_some());
+            return Err(if other_method {
+                ApiError::new(
+                    StatusCode::METHOD_NOT_ALLOWED,
+                    "MethodNotAllowed",
+                    format!("{} is not allowed on /_nebula/v1/{path}", req.method),
+                )
+            } else {
+                ApiError::new(
+                    StatusCode::NOT_FOUND,
+                    "NoSuchEndpoint",
+                    format!("no API endpoint {} /_nebula/v1/{path}", req.method),
+                )
+            });
+        };
+        let access = self.state.access.clone();
+        let who = match access.principal(req.credentials.as_ref()).await {
+            Ok(who) => who,
+            Err(KeyRefusal::Unavailable(e)) => return Err(files::unavailable(e)),
+            Err(e) => return Err(denied(e.to_string())),
+        };
+        match (&who, need) {
+            (_, Need::Open) | (Principal::Admin, _) => {}
+            (Principal::Anonymous, _) => {
+                return Err(denied(
+                    "sign API requests with the gateway's keys (SigV4 header or presigned URL)",
+                ));
+            }
+            (_, Need::Admin) => {
+                return Err(denied(format!(
+                    "/_nebula/v1/{pattern} is for the gateway's administrator: {} may not use it",
+                    who.describe()
+                )));
+            }
+            _ => {}
+        }
+        Ok((pattern, Gate { who, need, access }))
+    }
+
+    async fn dispatch(&self, mut req: S3Request<Body>, pattern: &str, gate: Gate) -> ApiResult {
+        let path = api_path(&req.uri).unwrap_or("").to_owned();
         let query = req.uri.query().map(str::to_owned);
         let query = query.as_deref();
-        // `jobs/{id}` and `jobs/{id}/cancel`.
-        let job_path: Option<(&str, Option<&str>)> =
-            path.strip_prefix("jobs/")
-                .map(|rest| match rest.split_once('/') {
-                    Some((id, action)) => (id, Some(action)),
-                    None => (rest, None),
-                });
-        match (req.method.clone(), path.as_str()) {
-            (Method::GET, "files") => files::list(&self.state, query).await,
-            (Method::POST, "transcode") => {
-                let body = req
-                    .input
-                    .store_all_limited(jobs::MAX_BODY)
-                    .await
-                    .map_err(|e| {
-                        ApiError::new(
-                            StatusCode::BAD_REQUEST,
-                            "MalformedJson",
-                            format!("cannot read the request body (at most 64 KiB): {e}"),
-                        )
-                    })?;
-                jobs::transcode(&self.state, &body).await
+        // The `{id}` of `jobs/{id}…` and `keys/{id}…`.
+        let id = path.split('/').nth(1).unwrap_or("").to_owned();
+        match pattern {
+            "files" => files::list(&self.state, query, &gate).await,
+            "transcode" => {
+                let body = read_body(&mut req).await?;
+                jobs::transcode(&self.state, &body, &gate).await
             }
-            (Method::GET, "jobs") => jobs::list(&self.state, query).await,
-            (Method::GET, _) if matches!(job_path, Some((_, None))) => {
-                jobs::get(&self.state, job_path.map(|p| p.0).unwrap_or("")).await
+            "jobs" => jobs::list(&self.state, query, &gate).await,
+            "jobs/{id}" => jobs::get(&self.state, &id, &gate).await,
+            "jobs/{id}/cancel" => jobs::cancel(&self.state, &id, &gate).await,
+            "keys" if req.method == Method::GET => keys::list(&self.state).await,
+            "keys" => {
+                let body = read_body(&mut req).await?;
+                keys::create(&self.state, &body).await
             }
-            (Method::POST, _) if matches!(job_path, Some((_, Some("cancel")))) => {
-                jobs::cancel(&self.state, job_path.map(|p| p.0).unwrap_or("")).await
+            "keys/{id}" if req.method == Method::GET => keys::show(&self.state, &id).await,
+            "keys/{id}" => keys::delete(&self.state, &id).await,
+            "keys/{id}/allow" | "keys/{id}/deny" => {
+                let body = read_body(&mut req).await?;
+                keys::change(&self.state, &id, &body, pattern.ends_with("allow")).await
             }
-            (_, "files" | "transcode" | "jobs") => Err(ApiError::new(
-                StatusCode::METHOD_NOT_ALLOWED,
-                "MethodNotAllowed",
-                format!("{} is not allowed on /_nebula/v1/{path}", req.method),
-            )),
-            (Method::GET, "ping") => {
+            "ping" => {
                 // Over the tailnet, the caller's node as the gateway sees it (what
                 // --tailscale-allow matches), to check an allow-list from a client.
                 let tailnet_node = req
@@ -270,16 +332,9 @@ impl ApiRoute {
                     tailnet_node,
                 })
             }
-            (Method::GET, "health") => health::health(&self.state).await,
-            (Method::GET, "logs") => {
-                require_admin(&req)?;
-                logs::query(query)
-            }
-            (_, "ping" | "health" | "logs" | "metrics") => Err(ApiError::new(
-                StatusCode::METHOD_NOT_ALLOWED,
-                "MethodNotAllowed",
-                format!("{} is not allowed on /_nebula/v1/{path}", req.method),
-            )),
+            "health" => health::health(&self.state).await,
+            "logs" => logs::query(query),
+            // Every pattern of the table is answered above.
             _ => Err(ApiError::new(
                 StatusCode::NOT_FOUND,
                 "NoSuchEndpoint",
@@ -287,4 +342,18 @@ impl ApiRoute {
             )),
         }
     }
+}
+
+/// A JSON request body, at most [`jobs::MAX_BODY`] bytes.
+async fn read_body(req: &mut S3Request<Body>) -> Result<Bytes, ApiError> {
+    req.input
+        .store_all_limited(jobs::MAX_BODY)
+        .await
+        .map_err(|e| {
+            ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "MalformedJson",
+                format!("cannot read the request body (at most 64 KiB): {e}"),
+            )
+        })
 }

@@ -15,6 +15,7 @@
 //! engine.
 
 mod events;
+mod keys;
 mod model;
 mod probe;
 mod scan;

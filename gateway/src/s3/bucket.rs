@@ -4,19 +4,23 @@
 use s3s::dto::*;
 use s3s::{S3Request, S3Response};
 
+use crate::access::Caller;
+
 use super::{Gateway, RequestError, RequestResult, blocking, object_path, owner, timestamp};
 
-/// ListBuckets.
+/// ListBuckets: the buckets the caller can read.
 pub(crate) async fn list_buckets(
     gw: &Gateway,
     req: S3Request<ListBucketsInput>,
 ) -> RequestResult<S3Response<ListBucketsOutput>> {
     let store = gw.store.clone();
     let prefix = req.input.prefix.clone();
+    let caller = req.extensions.get::<Caller>();
     let buckets = blocking(move || store.list_buckets()).await?;
     let buckets = buckets
         .into_iter()
         .filter(|b| prefix.as_deref().is_none_or(|p| b.name.starts_with(p)))
+        .filter(|b| caller.is_none_or(|c| c.access.can_see(&c.who, &b.name)))
         .map(|b| Bucket {
             name: Some(b.name),
             creation_date: Some(timestamp(b.created)),
@@ -31,8 +35,8 @@ pub(crate) async fn list_buckets(
     }))
 }
 
-/// CreateBucket: a folder. An owned bucket answers 200 in us-east-1 (AWS's legacy behaviour)
-/// and BucketAlreadyOwnedByYou elsewhere.
+/// CreateBucket: a folder, owned by the scoped key that created it. An owned bucket answers
+/// 200 in us-east-1 (AWS's legacy behaviour) and BucketAlreadyOwnedByYou elsewhere.
 pub(crate) async fn create_bucket(
     gw: &Gateway,
     req: S3Request<CreateBucketInput>,
@@ -59,6 +63,15 @@ pub(crate) async fn create_bucket(
     let store = gw.store.clone();
     let bucket = input.bucket.clone();
     let created = blocking(move || store.create_bucket(&bucket)).await?;
+    if created && let Some(c) = req.extensions.get::<Caller>() {
+        // A scoped key owns the buckets it creates.
+        c.access
+            .created_bucket(&c.who, &input.bucket)
+            .await
+            .map_err(|e| {
+                RequestError::Internal(format!("recording the new bucket's owner: {e}"))
+            })?;
+    }
     if !created && gw.region != "us-east-1" {
         return Err(RequestError::BucketAlreadyOwnedByYou);
     }

@@ -26,6 +26,9 @@ pub enum RequestError {
     /// An unsigned request asked for more than the bucket's public-read rule allows.
     #[error("{0}")]
     AccessDenied(&'static str),
+    /// The caller's key (or an anonymous caller) may not do this (`crate::access`).
+    #[error("{0}")]
+    Forbidden(String),
     /// CreateBucket on a bucket that exists (outside us-east-1).
     #[error("your previous request to create the named bucket succeeded and you already own it")]
     BucketAlreadyOwnedByYou,
@@ -200,7 +203,7 @@ impl RequestError {
             },
             RequestError::Protocol(e) => e.code().clone(),
             RequestError::InvalidAccessKeyId => C::InvalidAccessKeyId,
-            RequestError::AccessDenied(_) => C::AccessDenied,
+            RequestError::AccessDenied(_) | RequestError::Forbidden(_) => C::AccessDenied,
             RequestError::BucketAlreadyOwnedByYou => C::BucketAlreadyOwnedByYou,
             RequestError::IllegalLocationConstraint { .. } => {
                 return custom(

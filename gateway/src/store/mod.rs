@@ -14,6 +14,7 @@
 
 pub mod error;
 pub mod fsutil;
+pub mod keyfile;
 pub mod keys;
 pub mod meta;
 pub mod multipart;

@@ -1,0 +1,303 @@
+//! Who may do what: the admin key, scoped keys ([`keys`]), anonymous callers; one
+//! classification of every S3 operation and API endpoint ([`ops`]) and one check
+//! ([`Access::permits`]).
+//!
+//! The admin key (the gateway's configured or generated pair) may do everything. A scoped key
+//! may do what its grants say: per bucket read, write and owner (Garage's model), optionally
+//! narrowed to keys under a prefix, plus creating buckets (it then owns the buckets it creates).
+//! Anonymous requests may read the buckets made public-read (`--public-bucket`). The S3 side
+//! is wired in `crate::auth` (s3s's `S3Auth` and `S3Access`), the JSON API's in `crate::api`.
+
+pub mod command;
+pub mod keys;
+pub mod ops;
+
+use std::collections::HashSet;
+use std::sync::Arc;
+
+use s3s::auth::SecretKey;
+use time::OffsetDateTime;
+
+pub use keys::{Key, KeyError, KeyStore};
+pub use ops::Need;
+
+/// Who is asking.
+#[derive(Debug, Clone)]
+pub enum Principal {
+    /// The gateway's own key pair.
+    Admin,
+    /// A scoped key.
+    Key(Arc<Key>),
+    /// An unsigned request.
+    Anonymous,
+}
+
+impl Principal {
+    /// How refusals name the caller.
+    pub fn describe(&self) -> String {
+        match self {
+            Principal::Admin => "the admin key".to_owned(),
+            Principal::Key(k) => format!(
+                "access key {} ('{}')",
+                k.stored.access_key_id, k.stored.name
+            ),
+            Principal::Anonymous => "an anonymous request".to_owned(),
+        }
+    }
+}
+
+/// The caller of an S3 request, left in its extensions by the access check for the
+/// operations whose answer depends on it (ListBuckets lists only readable buckets; a bucket
+/// a scoped key creates becomes its own).
+#[derive(Debug, Clone)]
+pub struct Caller {
+    /// Who is asking.
+    pub who: Principal,
+    /// The access rules, to narrow an answer or record a new grant.
+    pub access: Arc<Access>,
+}
+
+/// Why a signing key is refused.
+#[derive(Debug, thiserror::Error)]
+pub enum KeyRefusal {
+    /// No such access key id.
+    #[error("the access key id does not exist")]
+    Unknown,
+    /// The key's expiry has passed.
+    #[error("the access key {0} expired at {1}")]
+    Expired(String, String),
+    /// The keys could not be read.
+    #[error(transparent)]
+    Unavailable(#[from] KeyError),
+}
+
+/// The access rules of a gateway.
+#[derive(Debug)]
+pub struct Access {
+    admin_id: String,
+    admin_secret: String,
+    keys: KeyStore,
+    public: HashSet<String>,
+}
+
+impl Access {
+    /// Rules for the admin pair, the scoped keys in `keys`, and the public-read buckets.
+    pub fn new(
+        admin_id: &str,
+        admin_secret: &str,
+        keys: KeyStore,
+        public_buckets: impl IntoIterator<Item = String>,
+    ) -> Self {
+        Access {
+            admin_id: admin_id.to_owned(),
+            admin_secret: admin_secret.to_owned(),
+            keys,
+            public: public_buckets.into_iter().collect(),
+        }
+    }
+
+    /// The scoped keys.
+    pub fn keys(&self) -> &KeyStore {
+        &self.keys
+    }
+
+    /// The admin's access key id.
+    pub fn admin_id(&self) -> &str {
+        &self.admin_id
+    }
+
+    /// True when `bucket` is public-read.
+    pub fn is_public(&self, bucket: &str) -> bool {
+        self.public.contains(bucket)
+    }
+
+    /// The secret a request signed with `id` must have been signed with; unknown and expired
+    /// keys are refused (so are their presigned URLs).
+    pub async fn secret(&self, id: &str) -> Result<SecretKey, KeyRefusal> {
+        if id == self.admin_id {
+            return Ok(SecretKey::from(self.admin_secret.clone()));
+        }
+        let ring = self.keys.ring().await?;
+        let key = ring.get(id).ok_or(KeyRefusal::Unknown)?;
+        if key.expired(OffsetDateTime::now_utc()) {
+            return Err(KeyRefusal::Expired(
+                id.to_owned(),
+                key.stored.expires.clone().unwrap_or_default(),
+            ));
+        }
+        Ok(SecretKey::from(key.stored.secret_access_key.clone()))
+    }
+
+    /// The principal behind credentials s3s has verified (`None`: anonymous).
+    pub async fn principal(
+        &self,
+        credentials: Option<&s3s::auth::Credentials>,
+    ) -> Result<Principal, KeyRefusal> {
+        let Some(c) = credentials else {
+            return Ok(Principal::Anonymous);
+        };
+        if c.access_key == self.admin_id {
+            return Ok(Principal::Admin);
+        }
+        let ring = self.keys.ring().await?;
+        match ring.get(&c.access_key) {
+            Some(k) if !k.expired(OffsetDateTime::now_utc()) => Ok(Principal::Key(k.clone())),
+            Some(k) => Err(KeyRefusal::Expired(
+                c.access_key.clone(),
+                k.stored.expires.clone().unwrap_or_default(),
+            )),
+            None => Err(KeyRefusal::Unknown),
+        }
+    }
+
+    /// The one check: may `who` do what `need` describes on `bucket`, for the object `key`
+    /// (or, for a listing, the prefix listed)? `None` for `key` means the bucket itself.
+    /// `bucket_exists` is only asked for CreateBucket by a key that may not create buckets.
+    pub fn permits(
+        &self,
+        who: &Principal,
+        need: Need,
+        bucket: Option<&str>,
+        key: Option<&str>,
+        bucket_exists: impl FnOnce(&str) -> bool,
+    ) -> bool {
+        match (who, need) {
+            (_, Need::Open) => true,
+            (Principal::Admin, _) => true,
+            (Principal::Anonymous, Need::Read) => bucket.is_some_and(|b| self.is_public(b)),
+            (Principal::Anonymous, _) => false,
+            (Principal::Key(_), Need::Listing) => true,
+            (Principal::Key(_), Need::Admin) => false,
+            (Principal::Key(k), Need::CreateBucket) => {
+                // A client that "creates" a bucket it may already write to (rclone does before
+                // every copy) gets the already-owned answer, as on S3.
+                k.stored.can_create_buckets
+                    || bucket.is_some_and(|b| {
+                        k.grant(b).is_some_and(|g| g.write || g.owner) && bucket_exists(b)
+                    })
+            }
+            (Principal::Key(k), Need::Read | Need::Write | Need::Owner) => {
+                let Some(g) = bucket.and_then(|b| k.grant(b)) else {
+                    return false;
+                };
+                let right = match need {
+                    Need::Read => g.read,
+                    Need::Write => g.write,
+                    _ => g.owner,
+                };
+                let within = match (g.prefix.as_deref(), key) {
+                    (Some(p), Some(k)) => k.starts_with(p),
+                    _ => true,
+                };
+                right && within
+            }
+        }
+    }
+
+    /// True when `who` may see `bucket` in ListBuckets and its jobs in the job list.
+    pub fn can_see(&self, who: &Principal, bucket: &str) -> bool {
+        match who {
+            Principal::Admin => true,
+            Principal::Key(k) => k.grant(bucket).is_some_and(|g| g.read),
+            Principal::Anonymous => false,
+        }
+    }
+
+    /// Makes `who` the owner of the bucket it has just created (a scoped key; the admin
+    /// owns everything already).
+    pub async fn created_bucket(&self, who: &Principal, bucket: &str) -> Result<(), KeyError> {
+        let Principal::Key(k) = who else {
+            return Ok(());
+        };
+        self.keys
+            .allow(
+                &k.stored.access_key_id,
+                nebula_api_types::keys::GrantChange {
+                    owner: vec![bucket.to_owned()],
+                    ..Default::default()
+                },
+            )
+            .await
+            .map(drop)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use nebula_api_types::keys::BucketGrant;
+
+    use super::*;
+
+    fn key(grants: &[(&str, bool, bool, bool, Option<&str>)], create: bool) -> Principal {
+        let buckets: BTreeMap<String, BucketGrant> = grants
+            .iter()
+            .map(|(b, read, write, owner, prefix)| {
+                (
+                    b.to_string(),
+                    BucketGrant {
+                        read: *read,
+                        write: *write,
+                        owner: *owner,
+                        prefix: prefix.map(str::to_owned),
+                    },
+                )
+            })
+            .collect();
+        Principal::Key(Arc::new(Key {
+            stored: keys::StoredKey {
+                access_key_id: "NEBK".into(),
+                secret_access_key: "s".into(),
+                name: "k".into(),
+                created: "2026-01-01T00:00:00Z".into(),
+                expires: None,
+                can_create_buckets: create,
+                buckets,
+            },
+            expires_at: None,
+        }))
+    }
+
+    #[test]
+    fn grants_decide_and_prefixes_narrow() {
+        let dir = tempfile::tempdir().unwrap();
+        let a = Access::new(
+            "ADMIN",
+            "secret",
+            KeyStore::in_folder(dir.path()),
+            ["pub".to_owned()],
+        );
+        let yes = |_: &str| true;
+        let tv = key(
+            &[
+                ("media", true, false, false, None),
+                ("cam", false, true, false, Some("phone/")),
+            ],
+            false,
+        );
+        assert!(a.permits(&tv, Need::Read, Some("media"), Some("a.mp4"), yes));
+        assert!(!a.permits(&tv, Need::Write, Some("media"), Some("a.mp4"), yes));
+        assert!(!a.permits(&tv, Need::Owner, Some("media"), None, yes));
+        assert!(!a.permits(&tv, Need::Read, Some("other"), Some("x"), yes));
+        assert!(a.permits(&tv, Need::Write, Some("cam"), Some("phone/1.jpg"), yes));
+        assert!(!a.permits(&tv, Need::Write, Some("cam"), Some("other/1.jpg"), yes));
+        assert!(!a.permits(&tv, Need::Read, Some("cam"), Some("phone/1.jpg"), yes));
+        assert!(!a.permits(&tv, Need::Admin, None, None, yes));
+        assert!(a.permits(&tv, Need::Listing, None, None, yes));
+        // CreateBucket: only on a bucket it may write that exists already.
+        assert!(!a.permits(&tv, Need::CreateBucket, Some("new"), None, yes));
+        assert!(a.permits(&tv, Need::CreateBucket, Some("cam"), None, yes));
+        assert!(!a.permits(&tv, Need::CreateBucket, Some("cam"), None, |_| false));
+        let creator = key(&[], true);
+        assert!(a.permits(&creator, Need::CreateBucket, Some("new"), None, yes));
+        assert!(a.can_see(&tv, "media") && !a.can_see(&tv, "cam"));
+        // Anonymous: reads of public buckets only.
+        let anon = Principal::Anonymous;
+        assert!(a.permits(&anon, Need::Read, Some("pub"), Some("a"), yes));
+        assert!(!a.permits(&anon, Need::Write, Some("pub"), Some("a"), yes));
+        assert!(!a.permits(&anon, Need::Read, Some("media"), Some("a"), yes));
+        assert!(!a.permits(&anon, Need::Listing, None, None, yes));
+        assert!(a.permits(&Principal::Admin, Need::Admin, None, None, yes));
+    }
+}
