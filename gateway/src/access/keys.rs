@@ -127,12 +127,15 @@ impl KeyRing {
     }
 }
 
+/// A document and the keys it parsed to.
+type Parsed = (Option<Arc<[u8]>>, Arc<KeyRing>);
+
 /// Where the keys are kept.
 #[derive(Debug)]
 pub struct KeyStore {
     place: Place,
     /// The last document read and what it parsed to (compared by identity).
-    parsed: Mutex<(Option<Arc<[u8]>>, Arc<KeyRing>)>,
+    parsed: Mutex<Parsed>,
 }
 
 #[derive(Debug)]
@@ -560,8 +563,8 @@ mod tests {
         let ring = store.ring().await.unwrap();
         let key = ring.get(&new.key.access_key_id).unwrap();
         assert!(!key.expired(OffsetDateTime::now_utc()));
-        assert_eq!(key.grant("media").unwrap().read, true);
-        assert_eq!(key.grant("media").unwrap().write, false);
+        assert!(key.grant("media").unwrap().read);
+        assert!(!key.grant("media").unwrap().write);
         // Another store on the same folder (a `keys` command) changes it: seen at once.
         let other = KeyStore::in_folder(dir.path());
         let mut c = change(&[], &["phone"], &[]);
