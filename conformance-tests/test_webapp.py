@@ -41,9 +41,10 @@ MIB = 1024 * 1024
 
 @pytest.fixture(scope="module")
 def gw(tmp_path_factory):
-    """The gateway, logging s3s's resolved operation names (to see UploadPart in the log)."""
+    """The gateway, logging s3s's resolved operation names (to see UploadPart in the log) and
+    the HLS segments it serves."""
     old = os.environ.get("NEBULA_TEST_RUST_LOG")
-    os.environ["NEBULA_TEST_RUST_LOG"] = "info,s3s::ops=debug"
+    os.environ["NEBULA_TEST_RUST_LOG"] = "info,s3s::ops=debug,nebula_gateway::s3::hls=debug"
     try:
         g = Gateway(tmp_path_factory.mktemp("gw-webapp")).start()
     finally:
@@ -337,26 +338,59 @@ def test_create_bucket_upload_play_share_delete(gw, browser, shots, video):
     assert "thumbnail=160" in src and "X-Amz-Signature=" in src, src
     shot(d, shots, "folder-desktop")
 
-    # Play at 360p: the frame is 360 high and time advances.
+    # Auto: the presigned master playlist through hls.js (Media Source Extensions), which
+    # fetches the segments the gateway makes on demand.
     css(d, 'tr[data-key="clip.mp4"] button.play')[0].click()
     wait_for(lambda: js(d, "return !!document.getElementById('player')"), what="the player")
-    choose_quality(d, "360")
-    wait_for(lambda: js(d, "return document.getElementById('player').videoHeight") == 360, what="a 360p frame")
-    wait_playing(d)
+    labels = [o.get_attribute("value") for o in css(d, "#player-quality option")]
+    assert labels == ["original", "auto", "720", "480", "360", "240"], labels
+    mark = gw.log_mark()
+    choose_quality(d, "auto")
+    wait_playing(d, min_advance=1.0, timeout=60)
+    assert "Auto (HLS, hls.js)" in by_id(d, "player-info").text, by_id(d, "player-info").text
+    assert js(d, "return document.getElementById('player').src").startswith("blob:"), "not on Media Source Extensions"
+    served = hls_segments(gw.log_since(mark))
+    assert any(seg == "init.mp4" for _, seg in served) and any(seg.endswith(".m4s") for _, seg in served), served
+    fetched = js(d, "return performance.getEntriesByType('resource').map(e => e.name).filter(u => u.includes('segment='))")
+    assert any("stream=hls" in u and "X-Amz-Signature=" in u for u in fetched), fetched
     shot(d, shots, "player-desktop")
 
-    # Switch quality: 240p.
+    # Fixed qualities: that quality's media playlist; the frame is as high as asked.
+    choose_quality(d, "360")
+    wait_for(lambda: js(d, "return document.getElementById('player').videoHeight") == 360, timeout=60, what="a 360p frame")
+    wait_playing(d, timeout=60)
     choose_quality(d, "240")
-    wait_for(lambda: js(d, "return document.getElementById('player').videoHeight") == 240, what="a 240p frame")
-    wait_playing(d)
+    wait_for(lambda: js(d, "return document.getElementById('player').videoHeight") == 240, timeout=60, what="a 240p frame")
+    wait_playing(d, timeout=60)
+
+    # A seek near the end of a quality nothing has been made of yet: switching to 480p at
+    # 17.5 s (paused there, then play) starts its media playlist there, so the first
+    # segment asked is the cold segment 5 (16.0-19.2 s), and playback goes on from there.
+    js(d, "const v=document.getElementById('player'); v.pause(); v.currentTime = 17.5;")
+    wait_for(lambda: js(d, "return document.getElementById('player').seeking") is False, what="the seek at 240p")
+    mark = gw.log_mark()
+    started = time.monotonic()
+    choose_quality(d, "480")
+    wait_for(lambda: js(d, "const v=document.getElementById('player'); return v.videoHeight===480 && v.readyState>=2"),
+             timeout=30, what="the first 480p frame")
+    js(d, "document.getElementById('player').play()")
+    wait_for(lambda: js(d, "const v=document.getElementById('player'); return v.videoHeight===480 && v.currentTime > 18.0"),
+             timeout=30, what="480p playback from 17.5 s")
+    took = time.monotonic() - started
+    served = [seg for q, seg in hls_segments(gw.log_since(mark)) if q == "480"]
+    media = [seg for seg in served if seg.endswith(".m4s")]
+    assert media and media[0] == "5.m4s", served
+    print(f"cold seek to 17.5 s at 480p played after {took:.1f} s")
+    # And back to the start (behind the segments made so far): it plays from there too.
+    seek_and_play(d, 2.0, within=30.0)
 
     # Seek to 50 % of the original (the stored file, byte ranges): it plays from there.
     choose_quality(d, "original")
     wait_for(lambda: js(d, "return document.getElementById('player').videoHeight") == 720, what="the original")
     seek_and_play(d, 10.0)
 
-    # A live transcode cannot jump ahead of what it has made: prepare 360p in the background
-    # (a job, watched under Jobs); the finished rendition is seekable anywhere.
+    # Prepare 360p in the background (a job, watched under Jobs): its segments are then
+    # served from the job's file.
     css(d, '#transcode-qualities input[value="360"]')[0].click()
     css(d, "#transcode-form button[type=submit]")[0].click()
     wait_for(lambda: "Queued 1 job" in by_id(d, "transcode-status").text, what="the job to be queued")
@@ -400,6 +434,13 @@ def test_create_bucket_upload_play_share_delete(gw, browser, shots, video):
     by_id(d, "confirm-yes").click()
     wait_for(lambda: not css(d, 'tr[data-key="clip.mp4"]'), what="the file to leave the listing")
     assert gw.raw().head(bucket, "clip.mp4").status == 404
+
+
+def hls_segments(log: str) -> list[tuple[str, str]]:
+    """(quality, segment file) of every HLS segment the gateway served, in order."""
+    import re
+
+    return re.findall(r"hls segment.*?quality=(\d+) segment=(\S+)", log)
 
 
 def seek_and_play(d, at: float, within: float = 5.0):
@@ -472,6 +513,29 @@ def test_folders_multi_delete_status_and_phone(gw, browser, shots, tmp_path):
         shot(phone, shots, "folder-phone")
     finally:
         phone.quit()
+
+
+def test_audio_plays(gw, browser, tmp_path):
+    """An audio file opens in an <audio> player, original bytes, and plays."""
+    d = browser
+    bucket = new_bucket_name("audio")
+    song = tmp_path / "tone.m4a"
+    subprocess.run(
+        ["gst-launch-1.0", "-q", "audiotestsrc", "num-buffers=300", "!", "audioconvert", "!",
+         "avenc_aac", "!", "aacparse", "!", "mp4mux", "!", "filesink", f"location={song}"],
+        check=True, timeout=60, capture_output=True,
+    )
+    raw = gw.raw()
+    assert raw.put_bucket(bucket).status == 200
+    assert raw.put(bucket, "tone.m4a", song.read_bytes(), headers={"Content-Type": "audio/mp4"}).status == 200
+    sign_in(d, gw)
+    wait_for(lambda: by_id(d, "app").is_displayed(), what="signed in")
+    open_folder(d, gw, bucket)
+    css(d, 'tr[data-key="tone.m4a"] button.play')[0].click()
+    wait_for(lambda: js(d, "const p=document.getElementById('player'); return p && p.tagName === 'AUDIO'"), what="the audio player")
+    assert [o.get_attribute("value") for o in css(d, "#player-quality option")] == ["original"]
+    wait_playing(d)
+    by_id(d, "player-close").click()
 
 
 def test_upload_cancel_aborts_the_multipart_upload(gw, browser, tmp_path):

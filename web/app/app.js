@@ -506,6 +506,7 @@ async function openPlayer(f) {
   tq.replaceChildren(...(isAudio(f) ? [] : qualitiesFor(f).map((q) => el('label', { class: 'check' },
     el('input', { type: 'checkbox', name: 'quality', value: String(q) }), `${q}p`))));
   $('transcode-form').hidden = isAudio(f);
+  $('player-fullscreen').hidden = isAudio(f);
   $('transcode-status').textContent = '';
   $('player-dialog').showModal();
   await p.open(f, select.value);
@@ -709,6 +710,7 @@ async function boot() {
     sessionStorage.setItem('nebula.quality', e.target.value);
     state.player.setQuality(e.target.value);
   });
+  $('player-fullscreen').addEventListener('click', () => state.player.fullscreen());
   $('player-close').addEventListener('click', () => $('player-dialog').close());
   $('player-dialog').addEventListener('close', () => state.player.close());
   $('transcode-form').addEventListener('submit', queueTranscode);
