@@ -374,3 +374,59 @@ def test_busy_segment_gets_slow_down_with_retry_after(start_gateway, sources):
         assert headers.get("retry-after"), headers
     finally:
         s.close()
+
+
+def test_a_finished_job_serves_every_segment_without_a_pipeline(hls_gw, sources, tmp_path):
+    """A background job's rendition is the quality's HLS segments end to end (same pipeline
+    and CMAF rules as on-demand runs): once it finished, its segments are ranges of that
+    file. No pipeline starts and no segment file is made, even for a seek."""
+    key = _upload(hls_gw, sources["av"], "job.mp4")
+    raw = hls_gw.raw()
+    r = raw.request("POST", "/_nebula/v1/transcode", headers={"content-type": "application/json"},
+                    body=json.dumps({"bucket": BUCKET, "key": key, "qualities": [240]}).encode())
+    assert r.status == 201, r
+    [job] = json.loads(r.body)["jobs"]
+    deadline = time.time() + 240
+    while True:
+        job = json.loads(raw.request("GET", f"/_nebula/v1/jobs/{job['id']}").body)
+        if job["status"] in ("completed", "failed", "cancelled"):
+            break
+        assert time.time() < deadline, job
+        time.sleep(0.2)
+    assert job["status"] == "completed", job
+    while _pipelines(hls_gw) and time.time() < deadline:
+        time.sleep(0.2)
+
+    _, urls = _media_playlist(hls_gw, key, 240)
+    segments = {}
+    for n in (4, 0, 6, 2):  # a seek ahead, back, to the end
+        status, h, body = _fetch(urls[1 + n])
+        assert status == 200 and h["content-type"] == "video/iso.segment" and body[4:8] == b"moof"
+        segments[n] = body
+        assert _pipelines(hls_gw) == 0, f"a pipeline started for segment {n}"
+    status, h, init = _fetch(urls[0])
+    assert status == 200 and h["content-type"] == "video/mp4" and init[4:8] == b"ftyp"
+    assert not _segment_files(hls_gw, key), "segments were made on demand instead of served from the job"
+    for n, seg in segments.items():
+        path = tmp_path / f"seg{n}.mp4"
+        path.write_bytes(init + seg)
+        p = run(["ffmpeg", "-v", "error", "-i", str(path), "-f", "null", "-"], timeout=120)
+        assert p.stderr_text.strip() == "", (n, p.stderr_text)
+        info = _ffprobe(str(path), "stream=codec_type,start_time,width,height")
+        starts = {s["codec_type"]: float(s["start_time"]) for s in info["streams"]}
+        assert abs(starts["video"] - n * SEGMENT) <= FRAME, (n, starts)
+        assert abs(starts["audio"] - n * SEGMENT) <= FRAME, (n, starts)
+        assert [(s["width"], s["height"]) for s in info["streams"] if s["codec_type"] == "video"] == [(426, 240)]
+    # A byte range of a segment is a range of that segment.
+    status, h, part = _fetch(urls[1 + 4], {"Range": "bytes=10-109"})
+    assert status == 206 and part == segments[4][10:110]
+    assert h["content-range"] == f"bytes 10-109/{len(segments[4])}"
+    # The whole stream, as a player reads it: the source's duration, audio and video in sync.
+    out = tmp_path / "job.mp4"
+    run(["ffmpeg", "-v", "error", "-y", "-i", _master(hls_gw, key, quality=240), "-map", "0", "-c", "copy", str(out)],
+        timeout=300)
+    info = _ffprobe(str(out), "stream=codec_type,start_time:format=duration")
+    assert abs(float(info["format"]["duration"]) - DURATION) <= SEGMENT, info
+    starts = {s["codec_type"]: float(s["start_time"]) for s in info["streams"]}
+    assert abs(starts["video"] - starts["audio"]) <= FRAME, info
+    assert _pipelines(hls_gw) == 0 and not _segment_files(hls_gw, key)

@@ -1,17 +1,18 @@
-//! Transcoding into a file, for background jobs and the renditions cache.
+//! Transcoding into a file, for background jobs: the rendition `?quality=` serves, which is
+//! also every HLS segment of that quality (init segment, then the media segments in order,
+//! with their places in a [`SegmentIndex`]), so a finished job serves HLS without a pipeline.
 
-use std::path::{Path, PathBuf};
+use std::fs::File;
+use std::io::{BufWriter, Write};
+use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use gst::prelude::*;
-
-use crate::pipeline::{self, Output, Running, Settings};
+use crate::hls::run::{Cut, RunEnd, RunSink, RunSpec};
+use crate::hls::{self, SegmentIndex};
+use crate::pipeline::Settings;
 use crate::{Encoder, MediaError};
-
-/// How often the job loop checks the bus, the cancel flag and progress. Bounds cancel latency.
-const TICK: Duration = Duration::from_millis(100);
 /// Progress is reported whenever it changes (checked every tick), and at least this often.
 const PROGRESS_EVERY: Duration = Duration::from_secs(1);
 /// A job whose output position has not moved for this long is considered stuck.
@@ -53,35 +54,44 @@ pub struct FileOutcome {
     pub bytes: u64,
     /// Wall time the transcode took.
     pub elapsed: Duration,
+    /// Where each HLS segment is in the file.
+    pub segments: SegmentIndex,
 }
 
-/// Runs the job to completion on the calling thread.
+/// Runs the job to completion on the calling thread: one HLS run from the first segment to
+/// the last (`hls/run.rs`, the same pipeline and CMAF rules as segments made on demand),
+/// the init segment then every media segment appended to `dest` in order.
+#[allow(clippy::too_many_arguments)]
 pub(crate) fn transcode(
     settings: Settings,
     src: &Path,
+    duration: Duration,
+    has_audio: bool,
     dest: &Path,
     progress: &dyn Fn(u8),
     cancel: &CancelFlag,
     active: Arc<AtomicUsize>,
 ) -> Result<FileOutcome, MediaError> {
     let started = Instant::now();
-    let result = run(settings, src, dest, progress, cancel, active);
+    let result = run(settings, src, duration, has_audio, dest, progress, cancel, active);
     if result.is_err() {
         // Never leave a partial file that could be mistaken for a finished rendition.
         remove_quietly(dest);
     }
-    // mp4mux normally deletes its faststart scratch file; not when stopped half-way.
-    remove_quietly(&pipeline::faststart_temp(dest));
-    let (width, height, has_audio) = result?;
+    let (end, segments) = result?;
+    let (width, height) = end
+        .video
+        .ok_or_else(|| MediaError::NotVideo("no video stream found".into()))?;
     let bytes = std::fs::metadata(dest)?.len();
     progress(100);
     Ok(FileOutcome {
         width,
         height,
         encoder: settings.encoder,
-        has_audio,
+        has_audio: end.audio,
         bytes,
         elapsed: started.elapsed(),
+        segments,
     })
 }
 
@@ -93,104 +103,111 @@ fn remove_quietly(path: &Path) {
     }
 }
 
+#[allow(clippy::too_many_arguments)]
 fn run(
     settings: Settings,
     src: &Path,
+    duration: Duration,
+    has_audio: bool,
     dest: &Path,
     progress: &dyn Fn(u8),
     cancel: &CancelFlag,
     active: Arc<AtomicUsize>,
-) -> Result<(u32, u32, bool), MediaError> {
-    let built = pipeline::build(settings, src, Output::File(PathBuf::from(dest)))?;
-    let running = Running::new(built.pipeline.clone(), active);
-    let bus = running.pipeline.bus().expect("pipelines have a bus");
-    if running.pipeline.set_state(gst::State::Playing).is_err() {
-        return Err(bus_error_now(&bus, &built.state)
-            .unwrap_or_else(|| MediaError::Pipeline("pipeline refused to start".into())));
-    }
-
-    let mut reported: u8 = 0;
+) -> Result<(RunEnd, SegmentIndex), MediaError> {
+    let count = hls::segment_count(duration);
+    let mut sink = OneFile {
+        out: BufWriter::new(File::create(dest)?),
+        written: 0,
+        index: SegmentIndex::new(count),
+        duration_ns: duration.as_nanos() as u64,
+        progress,
+        reported: 0,
+        last_report: Instant::now(),
+        last_pts: 0,
+        last_move: Instant::now(),
+        cancel,
+        stalled: false,
+    };
     progress(0);
-    let mut last_report = Instant::now();
-    let mut last_pts = 0;
-    let mut last_move = Instant::now();
-    let mut duration_ns: Option<u64> = None;
-    loop {
-        if cancel.is_cancelled() {
-            drop(running);
-            return Err(MediaError::Cancelled);
-        }
-        let msg = bus.timed_pop_filtered(
-            gst::ClockTime::from_nseconds(TICK.as_nanos() as u64),
-            &[gst::MessageType::Error, gst::MessageType::Eos],
-        );
-        match msg.as_ref().map(|m| m.view()) {
-            Some(gst::MessageView::Eos(_)) => break,
-            Some(gst::MessageView::Error(err)) => {
-                return Err(pipeline::map_bus_error(err, &built.state));
-            }
-            _ => {}
-        }
+    let spec = RunSpec {
+        settings,
+        src,
+        count,
+        audio: has_audio && settings.aac.is_some(),
+        start: 0,
+        active,
+    };
+    let end = hls::run::run(spec, &mut sink)?;
+    if cancel.is_cancelled() {
+        return Err(MediaError::Cancelled);
+    }
+    if sink.stalled {
+        return Err(MediaError::Timeout(format!(
+            "transcode made no progress for {STALL_TIMEOUT:?}"
+        )));
+    }
+    if !end.complete {
+        return Err(MediaError::Pipeline("the run stopped before the end".into()));
+    }
+    sink.out.flush()?;
+    Ok((end, sink.index))
+}
 
-        let pts = built.video_pts.load(Ordering::Relaxed);
-        if pts != last_pts {
-            last_pts = pts;
-            last_move = Instant::now();
-        } else if last_move.elapsed() > STALL_TIMEOUT {
-            return Err(MediaError::Timeout(format!(
-                "transcode made no progress for {STALL_TIMEOUT:?}"
-            )));
+/// A job's run: the init segment and every media segment appended to one file, with the
+/// place of each recorded.
+struct OneFile<'a> {
+    out: BufWriter<File>,
+    written: u64,
+    index: SegmentIndex,
+    duration_ns: u64,
+    progress: &'a dyn Fn(u8),
+    reported: u8,
+    last_report: Instant,
+    last_pts: u64,
+    last_move: Instant,
+    cancel: &'a CancelFlag,
+    stalled: bool,
+}
+
+impl RunSink for OneFile<'_> {
+    fn keep_going(&mut self, encoded_ns: u64) -> bool {
+        if self.cancel.is_cancelled() {
+            return false;
         }
-        if duration_ns.is_none() {
-            duration_ns = query_duration(&built);
+        if encoded_ns != self.last_pts {
+            self.last_pts = encoded_ns;
+            self.last_move = Instant::now();
+        } else if self.last_move.elapsed() > STALL_TIMEOUT {
+            self.stalled = true;
+            return false;
         }
-        // 99 at most until EOS: 100 means the file is complete.
-        let pct = match duration_ns {
-            Some(d) if d > 0 => ((u128::from(pts) * 100 / u128::from(d)).min(99)) as u8,
-            _ => 0,
+        // 99 at most until the end: 100 means the file is complete.
+        let pct = match self.duration_ns {
+            0 => 0,
+            d => (u128::from(encoded_ns) * 100 / u128::from(d)).min(99) as u8,
         };
-        if pct > reported || last_report.elapsed() >= PROGRESS_EVERY {
+        if pct > self.reported || self.last_report.elapsed() >= PROGRESS_EVERY {
             // Never goes backwards, even if timestamps jitter.
-            reported = reported.max(pct);
-            progress(reported);
-            last_report = Instant::now();
+            self.reported = self.reported.max(pct);
+            (self.progress)(self.reported);
+            self.last_report = Instant::now();
         }
+        true
     }
 
-    let st = built.state.lock().unwrap();
-    let (w, h) = st
-        .video
-        .ok_or_else(|| MediaError::NotVideo("no video stream found".into()))?;
-    let has_audio = st.audio;
-    drop(st);
-    // NULL closes the file (filesink flushed it at EOS).
-    drop(running);
-    Ok((w, h, has_audio))
-}
-
-/// Source duration. The pipeline query travels upstream from the sink to the demuxer;
-/// asking the decoder's video pad directly is the fallback if a muxer does not forward it.
-fn query_duration(built: &pipeline::Built) -> Option<u64> {
-    built
-        .pipeline
-        .query_duration::<gst::ClockTime>()
-        .or_else(|| {
-            let pad = built.video_pad.lock().unwrap().clone()?;
-            pad.query_duration::<gst::ClockTime>()
-        })
-        .map(|d| d.nseconds())
-}
-
-fn bus_error_now(
-    bus: &gst::Bus,
-    state: &std::sync::Mutex<pipeline::BranchState>,
-) -> Option<MediaError> {
-    let msg = bus.timed_pop_filtered(
-        gst::ClockTime::from_mseconds(500),
-        &[gst::MessageType::Error],
-    )?;
-    match msg.view() {
-        gst::MessageView::Error(err) => Some(pipeline::map_bus_error(err, state)),
-        _ => None,
+    fn cut(&mut self, cut: Cut) -> Result<bool, MediaError> {
+        let bytes = match cut {
+            Cut::Init(bytes) => {
+                self.index.init = bytes.len() as u64;
+                bytes
+            }
+            Cut::Segment(n, bytes) => {
+                self.index.set(n, self.written, bytes.len() as u64);
+                bytes
+            }
+        };
+        self.out.write_all(&bytes)?;
+        self.written += bytes.len() as u64;
+        Ok(true)
     }
 }

@@ -200,14 +200,17 @@ impl MediaEngine {
         spawn_blocking(move || engine.poster(&src, width, at)).await
     }
 
-    /// Transcodes `src` at `quality` into an MP4 at `dest` (moov at the front, for ranged
-    /// playback later).
+    /// Transcodes `src` at `quality` into a fragmented MP4 at `dest` made of HLS segments:
+    /// the init segment, then every media segment in order, cut by the same pipeline and
+    /// CMAF rules as segments made on demand ([`hls`]); [`FileOutcome::segments`] tells
+    /// where each is, so the file serves both `?quality=` (byte ranges) and HLS.
     ///
     /// Blocking for the whole transcode: run it on a blocking thread. `dest` is written
     /// directly, so pass a temporary path and rename it once this returns `Ok`; on error or
     /// cancel the partial file is deleted. `progress` gets 0..=100 (from the encoded
     /// position over the source duration) at least every second, 100 only on success.
-    /// `cancel` stops the job within about 100 ms with [`MediaError::Cancelled`].
+    /// `cancel` stops the job within about 100 ms with [`MediaError::Cancelled`]. A source
+    /// that is not a video, or whose duration is unknown, is [`MediaError::NotVideo`].
     pub fn transcode_to_file(
         &self,
         src: &(impl MediaSource + ?Sized),
@@ -217,9 +220,24 @@ impl MediaEngine {
         cancel: &CancelFlag,
     ) -> Result<FileOutcome, MediaError> {
         let location = src.location()?;
+        let info = self.probe(src).map_err(|e| match e {
+            MediaError::NotMedia(m) => MediaError::NotVideo(m),
+            other => other,
+        })?;
+        let duration = match (info.has_video, info.duration) {
+            (true, Some(d)) => d,
+            (false, _) => return Err(MediaError::NotVideo("no video stream".into())),
+            (true, None) => {
+                return Err(MediaError::NotVideo(
+                    "unknown duration: cannot cut segments".into(),
+                ));
+            }
+        };
         file::transcode(
             self.settings(quality),
             &location,
+            duration,
+            info.has_audio,
             dest,
             &progress,
             cancel,

@@ -110,6 +110,7 @@ impl LiveRendition {
             width: inner.width,
             height: inner.height,
             encoder: inner.encoder.element_name().to_owned(),
+            segments: None,
         };
         let part = store.part_path(&name);
         // Without a copy (store full or gone) the stream is still served.

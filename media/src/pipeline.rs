@@ -11,12 +11,12 @@
 //!            ! <h264 encoder> ! h264parse ! queue ! mux.
 //!   (audio)  ! queue ! audioconvert ! audioresample ! audio/x-raw,channels=2
 //!            ! avenc_aac|voaacenc ! aacparse ! queue ! mux.
-//! mp4mux (fragmented for streams, faststart for files) ! appsink | filesink
+//! mp4mux (fragmented) ! appsink
 //! ```
 //! Branches are built in `pad-added` for the streams that exist: a mux pad requested for a
 //! stream that never comes (audio-less source) makes mp4mux wait forever.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
@@ -39,9 +39,6 @@ const KEYFRAME_SECONDS: f64 = 2.0;
 pub(crate) enum Output {
     /// Fragmented MP4 (moov first, then moof/mdat) into an appsink.
     Stream,
-    /// Regular MP4 with the moov moved to the front (`faststart`), into a file; the full
-    /// index makes ranged seeking cheap when the rendition is served later.
-    File(PathBuf),
     /// Fragmented MP4 cut into HLS segments (see `hls/`): keyframes forced on segment
     /// boundaries, fixed track order, fixed H.264 profile and level, 48 kHz audio.
     Hls(HlsOutput),
@@ -300,18 +297,7 @@ fn mux_spec(output: &Output) -> ElemSpec {
             .prop("fragment-duration", hls.segment_ns / 1_000_000)
             // Never try to go back and rewrite the header: the appsink cannot seek.
             .prop("streamable", true),
-        Output::File(dest) => ElemSpec::new("mp4mux")
-            .prop("faststart", true)
-            // Keep the temporary mdat next to the output instead of in /tmp (may be small).
-            .prop("faststart-file", faststart_temp(dest).display()),
     }
-}
-
-/// Where mp4mux keeps the mdat while writing a faststart file.
-pub(crate) fn faststart_temp(dest: &Path) -> PathBuf {
-    let mut name = dest.as_os_str().to_owned();
-    name.push(".faststart");
-    PathBuf::from(name)
 }
 
 /// What the `pad-added` handler found, read by the caller after preroll or at the end.
@@ -336,13 +322,11 @@ pub(crate) struct BranchState {
 /// A built (not yet started) pipeline.
 pub(crate) struct Built {
     pub pipeline: gst::Pipeline,
-    /// The appsink for [`Output::Stream`], the filesink otherwise.
+    /// The appsink.
     pub sink: gst::Element,
     pub state: Arc<Mutex<BranchState>>,
     /// Stream time of the last frame that reached the video encoder, in ns (for progress).
     pub video_pts: Arc<AtomicU64>,
-    /// Decoder video pad, used to ask the demuxer for the duration.
-    pub video_pad: Arc<Mutex<Option<gst::Pad>>>,
 }
 
 /// Builds the pipeline for `src`; branches are added when decodebin exposes its pads.
@@ -353,20 +337,14 @@ pub(crate) fn build(settings: Settings, src: &Path, output: Output) -> Result<Bu
         .build()?;
     let decodebin = make("decodebin")?;
     let mux = mux_spec(&output).build()?;
-    let sink = match &output {
-        Output::Stream | Output::Hls(_) => gst_app::AppSink::builder()
-            // Bounded queue and no dropping: a slow reader blocks the pipeline instead of
-            // growing memory. No clock sync: transcode as fast as the reader takes it.
-            .max_buffers(8)
-            .drop(false)
-            .sync(false)
-            .build()
-            .upcast::<gst::Element>(),
-        Output::File(dest) => ElemSpec::new("filesink")
-            .prop("location", dest.display())
-            .prop("sync", false)
-            .build()?,
-    };
+    // Bounded queue and no dropping: a slow reader blocks the pipeline instead of growing
+    // memory. No clock sync: transcode as fast as the reader takes it.
+    let sink = gst_app::AppSink::builder()
+        .max_buffers(8)
+        .drop(false)
+        .sync(false)
+        .build()
+        .upcast::<gst::Element>();
     pipeline
         .add_many([&filesrc, &decodebin, &mux, &sink])
         .map_err(|e| MediaError::Pipeline(e.to_string()))?;
@@ -378,7 +356,6 @@ pub(crate) fn build(settings: Settings, src: &Path, output: Output) -> Result<Bu
 
     let state = Arc::new(Mutex::new(BranchState::default()));
     let video_pts = Arc::new(AtomicU64::new(0));
-    let video_pad = Arc::new(Mutex::new(None));
     let hls = match &output {
         Output::Hls(hls) => Some(*hls),
         _ => None,
@@ -407,7 +384,6 @@ pub(crate) fn build(settings: Settings, src: &Path, output: Output) -> Result<Bu
     {
         let state = state.clone();
         let video_pts = video_pts.clone();
-        let video_pad = video_pad.clone();
         // The handler holds the mux strongly (no cycle: the mux does not reference
         // decodebin) and finds the pipeline through decodebin's parent.
         decodebin.connect_pad_added(move |dbin, pad| {
@@ -418,7 +394,6 @@ pub(crate) fn build(settings: Settings, src: &Path, output: Output) -> Result<Bu
                 settings,
                 state: &state,
                 video_pts: &video_pts,
-                video_pad: &video_pad,
             };
             let result = on_pad_added(dbin, pad, &ctx);
             if let Err(err) = result {
@@ -454,7 +429,6 @@ pub(crate) fn build(settings: Settings, src: &Path, output: Output) -> Result<Bu
         sink,
         state,
         video_pts,
-        video_pad,
     })
 }
 
@@ -479,7 +453,6 @@ struct PadContext<'a> {
     settings: Settings,
     state: &'a Mutex<BranchState>,
     video_pts: &'a Arc<AtomicU64>,
-    video_pad: &'a Mutex<Option<gst::Pad>>,
 }
 
 fn request_mux_pad(mux: &gst::Element, template: &str) -> Result<gst::Pad, MediaError> {
@@ -497,7 +470,6 @@ fn on_pad_added(
         settings,
         state,
         video_pts,
-        video_pad,
         ..
     } = *ctx;
     let bin = dbin
@@ -577,7 +549,6 @@ fn on_pad_added(
                     crate::cmaf::force_segment_keyframes(&enc_sink, hls.segment_ns);
                 }
             }
-            *video_pad.lock().unwrap() = Some(pad.clone());
             state.lock().unwrap().video = Some((out_w, out_h));
             tracing::debug!(%caps, out_w, out_h, "video branch linked");
         }

@@ -22,6 +22,7 @@ use std::time::{Duration, SystemTime};
 use md5::{Digest, Md5};
 use serde::{Deserialize, Serialize};
 
+use crate::hls::SegmentIndex;
 use crate::{Encoder, Quality};
 
 /// Changes whenever the pipeline's output changes, so old renditions are never served.
@@ -55,6 +56,11 @@ pub struct RenditionInfo {
     pub height: u32,
     /// Encoder element that produced the video (`x264enc`, ...).
     pub encoder: String,
+    /// For a background job's rendition: where each HLS segment is in it, so the segments
+    /// of this quality are served from it without a pipeline. `None` for live transcodes
+    /// and posters.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub segments: Option<SegmentIndex>,
 }
 
 /// A finished rendition, opened for reading.
@@ -359,6 +365,7 @@ mod tests {
             width: 854,
             height: 480,
             encoder: "x264enc".into(),
+            segments: None,
         }
     }
 

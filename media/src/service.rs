@@ -22,17 +22,27 @@ use crate::{
 /// [`MediaError::Timeout`]; a cold 1080p segment takes a few seconds on 2 cores.
 pub const SEGMENT_WAIT: Duration = Duration::from_secs(30);
 
-/// An HLS segment (or init segment) file, opened for reading.
+/// An HLS segment (or init segment): a file of its own, or a range of a background job's
+/// rendition, opened for reading.
 #[derive(Debug)]
 pub struct HlsSegment {
     /// The file.
     pub file: File,
+    /// Where the segment starts in it.
+    pub offset: u64,
     /// Its size in bytes.
     pub size: u64,
     /// When it was written.
     pub modified: SystemTime,
     /// `video/mp4` for the init segment, `video/iso.segment` for media segments.
     pub content_type: &'static str,
+}
+
+fn segment_content_type(id: SegmentId) -> &'static str {
+    match id {
+        SegmentId::Init => hls::INIT_CONTENT_TYPE,
+        SegmentId::Media(_) => hls::SEGMENT_CONTENT_TYPE,
+    }
 }
 
 /// How long a request waits for the same rendition being produced by another request.
@@ -186,6 +196,7 @@ impl MediaService {
     }
 
     /// Segment `id` of `object` (whose bytes `source` holds, probed as `info`) at `quality`:
+    /// its range of the background job's rendition of that quality if one finished, else
     /// its file in the renditions store, produced first if needed by the session of that
     /// object and quality (one per ETag and quality, so one pipeline at most). Starting a
     /// pipeline takes a transcode slot.
@@ -202,6 +213,27 @@ impl MediaService {
         quality: Quality,
         id: SegmentId,
     ) -> Result<HlsSegment, MediaError> {
+        let (store, name) = (self.store.clone(), self.store.name(object, quality));
+        let from_job = crate::spawn_blocking(move || {
+            let Some(f) = store.open_finished(&name)? else {
+                return Ok(None);
+            };
+            let Some((offset, size)) = f.info.segments.as_ref().and_then(|s| s.range(id)) else {
+                return Ok(None);
+            };
+            let modified = f.file.metadata()?.modified()?;
+            Ok(Some(HlsSegment {
+                file: f.file,
+                offset,
+                size,
+                modified,
+                content_type: segment_content_type(id),
+            }))
+        })
+        .await?;
+        if let Some(seg) = from_job {
+            return Ok(seg);
+        }
         let dir = self.store.hls_dir(object, quality);
         let session = self
             .sessions
@@ -238,13 +270,11 @@ impl MediaService {
                 store.evict();
             }
             Ok(HlsSegment {
+                offset: 0,
                 size: md.len(),
                 modified: md.modified()?,
                 file,
-                content_type: match id {
-                    SegmentId::Init => hls::INIT_CONTENT_TYPE,
-                    SegmentId::Media(_) => hls::SEGMENT_CONTENT_TYPE,
-                },
+                content_type: segment_content_type(id),
             })
         })
         .await
@@ -332,6 +362,7 @@ impl MediaService {
             width: outcome.width,
             height: outcome.height,
             encoder: outcome.encoder.element_name().to_owned(),
+            segments: Some(outcome.segments.clone()),
         };
         match self.store.install(&part, &name, &info) {
             Ok(path) => Ok(Installed { path, outcome }),
@@ -403,6 +434,7 @@ fn write_poster(
         width: poster.width,
         height: poster.height,
         encoder: POSTER_ENCODER.to_owned(),
+        segments: None,
     };
     store.install(part, name, &info)?;
     Ok(Finished {

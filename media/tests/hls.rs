@@ -12,6 +12,8 @@ use std::time::Duration;
 use nebula_media::hls::{AcquireRun, HlsSession, SEGMENT_DURATION, SegmentId};
 use nebula_media::{EncoderChoice, MediaEngine, Quality};
 
+use common::sample_entry;
+
 const WAIT: Duration = Duration::from_secs(60);
 
 fn engine() -> &'static MediaEngine {
@@ -291,18 +293,6 @@ fn init_segment_is_the_same_for_every_run() {
             String::from_utf8_lossy(tag)
         );
     }
-}
-
-/// Bytes of the first box of type `tag` anywhere in `b`, minus creation/modification times
-/// (the 8 bytes after version and flags in tkhd/mdhd).
-fn sample_entry(b: &[u8], tag: &[u8]) -> Vec<u8> {
-    let i = b.windows(4).position(|w| w == tag).expect("box present") - 4;
-    let size = u32::from_be_bytes(b[i..i + 4].try_into().unwrap()) as usize;
-    let mut out = b[i..i + size].to_vec();
-    if tag == b"tkhd" || tag == b"mdhd" {
-        out[12..20].fill(0);
-    }
-    out
 }
 
 #[test]

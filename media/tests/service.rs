@@ -7,11 +7,12 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU8, Ordering};
 
 use futures::StreamExt;
+use nebula_media::hls::SegmentId;
 use nebula_media::{
     CancelFlag, EncoderChoice, MediaEngine, MediaError, MediaService, ObjectRef, Quality, Rendition,
 };
 
-use common::{mp4_boxes, source};
+use common::{mp4_boxes, sample_entry, source};
 
 fn service(dir: &std::path::Path, slots: usize) -> Arc<MediaService> {
     let engine = MediaEngine::new(EncoderChoice::Auto).expect("media engine");
@@ -164,4 +165,49 @@ async fn a_job_installs_the_rendition_requests_are_served() {
         panic!("the job's rendition must be served");
     };
     assert_eq!(f.size, installed.outcome.bytes);
+
+    // Its HLS segments are ranges of that file: no session, no pipeline.
+    let read = |seg: nebula_media::HlsSegment| {
+        use std::io::{Read, Seek, SeekFrom};
+        let mut file = seg.file;
+        file.seek(SeekFrom::Start(seg.offset)).unwrap();
+        let mut buf = vec![0; seg.size as usize];
+        file.read_exact(&mut buf).unwrap();
+        buf
+    };
+    let src = opened_and_unlinked("av360_long.mp4", dir.path());
+    let seg = svc
+        .hls_segment(object("long.mp4"), src, &info, Quality::P240, SegmentId::Media(2))
+        .await
+        .unwrap();
+    let index = &installed.outcome.segments;
+    assert_eq!(Some((seg.offset, seg.size)), index.range(SegmentId::Media(2)));
+    assert_eq!(&read(seg)[4..8], b"moof");
+    let src = opened_and_unlinked("av360_long.mp4", dir.path());
+    let init = svc
+        .hls_segment(object("long.mp4"), src, &info, Quality::P240, SegmentId::Init)
+        .await
+        .unwrap();
+    let job_init = read(init);
+    assert_eq!(svc.hls_sessions(), 0);
+    assert_eq!(svc.engine().active_pipelines(), 0);
+
+    // The same init segment as an on-demand run's: the job's segments and a run's mix.
+    let other = tempfile::tempdir().unwrap();
+    let svc2 = service(other.path(), 1);
+    let src = opened_and_unlinked("av360_long.mp4", other.path());
+    let run_init = svc2
+        .hls_segment(object("long.mp4"), src, &info, Quality::P240, SegmentId::Init)
+        .await
+        .unwrap();
+    assert_eq!(svc2.hls_sessions(), 1);
+    let run_init = read(run_init);
+    for tag in [&b"avcC"[..], b"esds", b"tkhd", b"mdhd", b"hdlr"] {
+        assert_eq!(
+            sample_entry(&run_init, tag),
+            sample_entry(&job_init, tag),
+            "{}",
+            String::from_utf8_lossy(tag)
+        );
+    }
 }

@@ -6,6 +6,7 @@ use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use futures::{FutureExt, StreamExt};
+use nebula_media::hls::SegmentId;
 use nebula_media::{
     CancelFlag, Encoder, EncoderChoice, MediaEngine, MediaError, Quality, STREAM_CONTENT_TYPE,
     TranscodeStream,
@@ -210,11 +211,22 @@ fn transcode_to_file_reports_rising_progress() {
     assert!(outcome.has_audio);
     assert_eq!(outcome.bytes, std::fs::metadata(&dest).unwrap().len());
 
-    // A regular MP4 with the index in front (faststart), not fragmented.
-    let head = std::fs::read(&dest).unwrap();
-    let boxes = mp4_boxes(&head);
-    assert_eq!(&boxes[..2], ["ftyp", "moov"], "{boxes:?}");
-    assert!(!boxes.iter().any(|b| b == "moof"), "{boxes:?}");
+    // HLS segments end to end: the init segment (ftyp, moov), then the 4 media segments of
+    // 12 s (3.2 s each) in order, each a moof/mdat run starting where the index says.
+    let bytes = std::fs::read(&dest).unwrap();
+    let boxes = mp4_boxes(&bytes);
+    assert_eq!(&boxes[..3], ["ftyp", "moov", "moof"], "{boxes:?}");
+    let index = &outcome.segments;
+    assert_eq!(index.range(SegmentId::Init), Some((0, index.init)));
+    assert_eq!(index.segments.len(), 4);
+    let mut at = index.init;
+    for n in 0..4 {
+        let (offset, len) = index.range(SegmentId::Media(n)).expect("every segment is cut");
+        assert_eq!(offset, at, "segment {n} is not where the previous one ends");
+        assert_eq!(&bytes[offset as usize + 4..offset as usize + 8], b"moof");
+        at += len;
+    }
+    assert_eq!(at, outcome.bytes);
     let streams = ffprobe_streams(&dest);
     let video = streams.iter().find(|s| s.codec_type == "video").unwrap();
     assert_eq!(
@@ -222,7 +234,7 @@ fn transcode_to_file_reports_rising_progress() {
         ("h264", Some(426), Some(240))
     );
     assert!(streams.iter().any(|s| s.codec_name == "aac"));
-    // The faststart scratch file is gone.
+    // Nothing else is left beside it.
     assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
 }
 
@@ -255,7 +267,7 @@ fn transcode_to_file_cancel_stops_quickly_and_cleans_up() {
     assert!(matches!(result, Err(MediaError::Cancelled)), "{result:?}");
     assert!(pct < 100);
     assert!(took < Duration::from_secs(1), "cancel took {took:?}");
-    // Neither the partial output nor mp4mux's faststart scratch file is left behind.
+    // The partial output is not left behind.
     assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
 }
 

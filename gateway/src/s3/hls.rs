@@ -3,26 +3,26 @@
 //! - `?stream=hls`: the master playlist, one entry per quality of the ladder;
 //! - `?stream=hls&quality=Q`: the VOD media playlist of one quality;
 //! - `?stream=hls&quality=Q&segment=N|init`: one segment, from its file in the renditions
-//!   store (produced first by `nebula-media` if needed), with byte ranges.
+//!   store (produced first by `nebula-media` if needed) or its range of a finished
+//!   background job's rendition, with byte ranges.
 //!
 //! Every URL inside a playlist is presigned for the request's own access key and expires no
 //! later than the request (`presign.rs`). The source is opened beneath its bucket by the
 //! store and handed to `nebula-media` as an open file.
 
 use std::collections::HashMap;
+use std::fs::File;
 use std::sync::Arc;
 
 use md5::{Digest, Md5};
 use nebula_media::hls::{self, SegmentId};
-use nebula_media::{MediaService, ObjectRef, Quality};
+use nebula_media::{MediaService, Quality};
 use s3s::dto::{GetObjectInput, GetObjectOutput, StreamingBlob};
 use s3s::{S3Request, S3Response};
 
+use super::media::{Video, file_output};
 use super::presign::Presigner;
-use super::{Gateway, RequestError, RequestResult, timestamp};
-use crate::store::ObjectHandle;
-use crate::store::keys::ObjectPath;
-use crate::store::read::file_stream;
+use super::{Gateway, RequestResult, timestamp};
 
 /// What an HLS request asks for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -46,16 +46,12 @@ pub(crate) async fn get_object(
     gw: &Gateway,
     media: Arc<MediaService>,
     request: HlsRequest,
-    (path, obj): (ObjectPath, ObjectHandle),
+    (video, source): (Video, File),
     req: S3Request<GetObjectInput>,
 ) -> RequestResult<S3Response<GetObjectOutput>> {
     let input = req.input;
-    let object = ObjectRef {
-        bucket: &input.bucket,
-        key: &path.key,
-        etag: &obj.meta.etag,
-    };
-    let (info, source) = media.hls_info(object, obj.file).await?;
+    let object = video.object();
+    let (info, source) = media.hls_info(object, source).await?;
     let region = req
         .region
         .as_ref()
@@ -95,37 +91,35 @@ pub(crate) async fn get_object(
     let seg = media
         .hls_segment(object, source, &info, quality, segment)
         .await?;
-    let range = match input.range {
-        None => None,
-        Some(r) => Some(r.check(seg.size).map_err(|_| RequestError::InvalidRange)?),
-    };
-    let (start, len) = range
-        .as_ref()
-        .map(|r| (r.start, r.end - r.start))
-        .unwrap_or((0, seg.size));
-    // The file of one segment is written once and never rewritten (only evicted and made
-    // again), so its place and write time identify its bytes.
+    // A segment's file (or a job's rendition) is written once and never rewritten (only
+    // evicted and made again), so its place and write time identify its bytes.
     let mut h = Md5::new();
     h.update(format!(
-        "{}\0{}\0{}\0{}\0{:?}",
-        obj.meta.etag,
+        "{}\0{}\0{}\0{}\0{}\0{:?}",
+        object.etag,
         quality.height(),
         segment.file_name(),
+        seg.offset,
         seg.size,
         seg.modified
     ));
-    let output = GetObjectOutput {
-        body: Some(StreamingBlob::wrap(file_stream(seg.file, start, len))),
-        content_length: Some(len as i64),
-        content_range: range
-            .as_ref()
-            .map(|r| format!("bytes {}-{}/{}", r.start, r.end - 1, seg.size)),
-        content_type: Some(seg.content_type.to_owned()),
-        accept_ranges: Some("bytes".into()),
-        e_tag: Some(s3s::dto::ETag::Strong(hex::encode(h.finalize()))),
-        last_modified: Some(timestamp(seg.modified)),
-        ..Default::default()
-    };
+    tracing::debug!(
+        bucket = object.bucket,
+        key = object.key,
+        quality = quality.height(),
+        segment = %segment.file_name(),
+        size = seg.size,
+        "hls segment"
+    );
+    let mut output = file_output(
+        seg.file,
+        seg.offset,
+        seg.size,
+        input.range,
+        seg.content_type,
+    )?;
+    output.e_tag = Some(s3s::dto::ETag::Strong(hex::encode(h.finalize())));
+    output.last_modified = Some(timestamp(seg.modified));
     Ok(S3Response::new(output))
 }
 

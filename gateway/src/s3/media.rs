@@ -10,21 +10,18 @@
 //! them: s3s verifies the signature before GetObject runs, and editing `quality`,
 //! `thumbnail`, `stream` or `segment` in a presigned URL gives 403.
 
+use std::fs::File;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use http::{HeaderMap, HeaderValue};
-use nebula_media::{
-    Finished, MAX_POSTER_WIDTH, MediaService, ObjectRef, Quality, Rendition, RenditionInfo,
-};
+use nebula_media::{MAX_POSTER_WIDTH, MediaService, ObjectRef, Quality, Rendition, RenditionInfo};
 use s3s::dto::{ETag, GetObjectInput, GetObjectOutput, Range, StreamingBlob};
 use s3s::{S3Request, S3Response};
 
 use super::hls::{self, HlsRequest};
 use super::{Gateway, RequestError, RequestResult, blocking, object_path, timestamp};
 use crate::events::ObjectEvents;
-use crate::store::ObjectHandle;
-use crate::store::keys::ObjectPath;
 use crate::store::meta::ObjectMeta;
 use crate::store::read::file_stream;
 
@@ -203,6 +200,27 @@ pub(crate) async fn get_object(
     }
 }
 
+/// A video object opened beneath its bucket: what names the bytes read (the source file is
+/// handed over separately, to the media step that reads it).
+pub(crate) struct Video {
+    bucket: String,
+    key: String,
+    etag: String,
+    /// The object's Last-Modified.
+    pub modified: SystemTime,
+}
+
+impl Video {
+    /// The bytes read, as the renditions store names them.
+    pub(crate) fn object(&self) -> ObjectRef<'_> {
+        ObjectRef {
+            bucket: &self.bucket,
+            key: &self.key,
+            etag: &self.etag,
+        }
+    }
+}
+
 /// Opens a video object beneath its bucket; anything else is 415 (`what` names the
 /// parameters that apply to videos only).
 async fn open_video(
@@ -210,7 +228,7 @@ async fn open_video(
     bucket: &str,
     key: &str,
     what: &str,
-) -> RequestResult<(ObjectPath, ObjectHandle)> {
+) -> RequestResult<(Video, File)> {
     let path = object_path(key)?;
     let (store, b, p) = (gw.store.clone(), bucket.to_owned(), path.clone());
     let obj = blocking(move || store.open_object(&b, &p)).await?;
@@ -222,29 +240,34 @@ async fn open_video(
             content_type.unwrap_or("unknown")
         )));
     }
-    Ok((path, obj))
+    let video = Video {
+        bucket: bucket.to_owned(),
+        key: path.key,
+        etag: obj.meta.etag,
+        modified: obj.modified,
+    };
+    Ok((video, obj.file))
 }
 
 /// A rendition: the finished file with byte ranges, or a live transcode.
 async fn transcode(
     media: Arc<MediaService>,
     quality: Quality,
-    (path, obj): (ObjectPath, ObjectHandle),
+    (video, source): (Video, File),
     input: GetObjectInput,
 ) -> RequestResult<S3Response<GetObjectOutput>> {
-    let object = ObjectRef {
-        bucket: &input.bucket,
-        key: &path.key,
-        etag: &obj.meta.etag,
-    };
-    let rendition = media.rendition(object, obj.file, quality).await?;
+    let rendition = media.rendition(video.object(), source, quality).await?;
     let headers = rendition_headers(rendition.info());
     let hit = matches!(rendition, Rendition::Finished(_));
     crate::metrics::cache(crate::metrics::Cache::Rendition, hit);
     let output = match rendition {
-        Rendition::Finished(f) => {
-            finished_output(f, input.range, nebula_media::STREAM_CONTENT_TYPE)?
-        }
+        Rendition::Finished(f) => file_output(
+            f.file,
+            0,
+            f.size,
+            input.range,
+            nebula_media::STREAM_CONTENT_TYPE,
+        )?,
         Rendition::Live(stream) => GetObjectOutput {
             body: Some(StreamingBlob::wrap(stream)),
             content_type: Some(nebula_media::STREAM_CONTENT_TYPE.to_owned()),
@@ -261,48 +284,53 @@ async fn thumbnail(
     media: Arc<MediaService>,
     width: u32,
     at: Option<Duration>,
-    (path, obj): (ObjectPath, ObjectHandle),
+    (video, source): (Video, File),
     input: GetObjectInput,
 ) -> RequestResult<S3Response<GetObjectOutput>> {
-    let object = ObjectRef {
-        bucket: &input.bucket,
-        key: &path.key,
-        etag: &obj.meta.etag,
-    };
+    let object = video.object();
     let name = media.renditions().poster_name(object, width, at);
-    let poster = media.poster(object, obj.file, width, at).await?;
+    let poster = media.poster(object, source, width, at).await?;
     let headers = rendition_headers(&poster.info);
-    let mut output = finished_output(poster, input.range, nebula_media::POSTER_CONTENT_TYPE)?;
+    let mut output = file_output(
+        poster.file,
+        0,
+        poster.size,
+        input.range,
+        nebula_media::POSTER_CONTENT_TYPE,
+    )?;
     // The file's name already hashes the object's ETag, the width and the moment.
     let variant = name
         .rsplit_once('-')
         .map_or(name.as_str(), |(_, v)| v)
         .trim_end_matches(".jpg");
     output.e_tag = Some(ETag::Strong(variant.to_owned()));
-    output.last_modified = Some(timestamp(obj.modified));
+    output.last_modified = Some(timestamp(video.modified));
     Ok(S3Response::with_headers(output, headers))
 }
 
-/// The output for a finished file of the store: its length, or the asked byte range.
-fn finished_output(
-    f: Finished,
+/// The output for `size` bytes at `offset` of a file of the renditions store (a rendition,
+/// poster or HLS segment): all of them, or the asked byte range of them.
+pub(crate) fn file_output(
+    file: File,
+    offset: u64,
+    size: u64,
     range: Option<Range>,
     content_type: &str,
 ) -> RequestResult<GetObjectOutput> {
     let range = match range {
         None => None,
-        Some(r) => Some(r.check(f.size).map_err(|_| RequestError::InvalidRange)?),
+        Some(r) => Some(r.check(size).map_err(|_| RequestError::InvalidRange)?),
     };
     let (start, len) = range
         .as_ref()
         .map(|r| (r.start, r.end - r.start))
-        .unwrap_or((0, f.size));
+        .unwrap_or((0, size));
     Ok(GetObjectOutput {
-        body: Some(StreamingBlob::wrap(file_stream(f.file, start, len))),
+        body: Some(StreamingBlob::wrap(file_stream(file, offset + start, len))),
         content_length: Some(len as i64),
         content_range: range
             .as_ref()
-            .map(|r| format!("bytes {}-{}/{}", r.start, r.end - 1, f.size)),
+            .map(|r| format!("bytes {}-{}/{}", r.start, r.end - 1, size)),
         content_type: Some(content_type.to_owned()),
         accept_ranges: Some("bytes".into()),
         ..Default::default()

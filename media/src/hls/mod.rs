@@ -16,10 +16,13 @@
 
 mod fmp4;
 mod playlist;
+pub(crate) mod run;
 mod session;
 mod sessions;
 
 use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
 
 use crate::cmaf::{H264_LEVEL_IDC, h264_profile};
 use crate::encoder::Encoder;
@@ -105,6 +108,55 @@ pub fn ladder(info: &MediaInfo, encoder: Encoder, has_aac_encoder: bool) -> Vec<
             }
         })
         .collect()
+}
+
+/// Where each segment of one quality is in a file holding them all: a background job's
+/// rendition (`file.rs`), the init segment at offset 0, then every media segment in order.
+/// Kept in the rendition's sidecar, so serving a segment from it is one ranged read.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SegmentIndex {
+    /// [`crate::renditions::HLS_VERSION`] of the run that cut the file.
+    pub version: String,
+    /// [`SEGMENT_DURATION`] of that run, in ms.
+    pub segment_ms: u64,
+    /// Length of the init segment.
+    pub init: u64,
+    /// `[offset, length]` of each media segment; `None` for one the run did not produce.
+    pub segments: Vec<Option<[u64; 2]>>,
+}
+
+impl SegmentIndex {
+    /// An index of `count` media segments, none placed yet.
+    pub(crate) fn new(count: u64) -> Self {
+        SegmentIndex {
+            version: crate::renditions::HLS_VERSION.to_owned(),
+            segment_ms: SEGMENT_DURATION.as_millis() as u64,
+            init: 0,
+            segments: vec![None; count as usize],
+        }
+    }
+
+    /// Records where segment `n` is.
+    pub(crate) fn set(&mut self, n: u64, offset: u64, len: u64) {
+        if let Some(slot) = self.segments.get_mut(n as usize) {
+            *slot = Some([offset, len]);
+        }
+    }
+
+    /// `(offset, length)` of segment `id`, if this index was cut by the running version's
+    /// rules and holds it.
+    pub fn range(&self, id: SegmentId) -> Option<(u64, u64)> {
+        if self.version != crate::renditions::HLS_VERSION
+            || self.segment_ms != SEGMENT_DURATION.as_millis() as u64
+            || self.init == 0
+        {
+            return None;
+        }
+        match id {
+            SegmentId::Init => Some((0, self.init)),
+            SegmentId::Media(n) => self.segments.get(n as usize).copied().flatten().map(|[o, l]| (o, l)),
+        }
+    }
 }
 
 /// Number of segments of a source of this duration (the last one may be shorter).

@@ -209,3 +209,15 @@ pub fn mp4_boxes(data: &[u8]) -> Vec<String> {
     }
     boxes
 }
+
+/// Bytes of the first box of type `tag` anywhere in `b`, minus creation/modification times
+/// (the 8 bytes after version and flags in tkhd/mdhd).
+pub fn sample_entry(b: &[u8], tag: &[u8]) -> Vec<u8> {
+    let i = b.windows(4).position(|w| w == tag).expect("box present") - 4;
+    let size = u32::from_be_bytes(b[i..i + 4].try_into().unwrap()) as usize;
+    let mut out = b[i..i + size].to_vec();
+    if tag == b"tkhd" || tag == b"mdhd" {
+        out[12..20].fill(0);
+    }
+    out
+}

@@ -1,0 +1,338 @@
+//! One run of an HLS pipeline: built, started at a segment (flushing, accurate seek), its
+//! fragmented MP4 cut into an init segment and media segments on the source timeline, which
+//! go to the caller in order. An on-demand run (`session.rs`) writes each to its own file and
+//! waits for its viewer; a background job (`file.rs`) appends them all to one file.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::Path;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use gst::prelude::*;
+
+use super::SEGMENT_DURATION;
+use super::fmp4::{self, BoxReader, Track};
+use crate::MediaError;
+use crate::pipeline::{self, BranchState, HlsOutput, Output, Running, Settings};
+
+/// Building the pipeline and finding the streams must take less than this.
+const SETUP_TIMEOUT: Duration = Duration::from_secs(15);
+/// How long the run blocks on the appsink before checking for errors and its caller.
+const PULL_TIMEOUT: Duration = Duration::from_millis(100);
+/// How far before a run's first segment the pipeline seeks. More than a frame (the decoder
+/// clips the frame spanning the seek position to start there) and than a decoded audio
+/// buffer.
+const PRE_SEEK: Duration = Duration::from_millis(300);
+/// A timestamp at most this far below a segment start belongs to that segment (rounding).
+const SLACK_NS: u64 = 1_000_000;
+
+/// What to run.
+pub(crate) struct RunSpec<'a> {
+    pub settings: Settings,
+    /// Where the pipeline reads the source.
+    pub src: &'a Path,
+    /// Number of media segments of the source.
+    pub count: u64,
+    /// Whether to mux an audio track (the source has one and an AAC encoder exists).
+    pub audio: bool,
+    /// First segment.
+    pub start: u64,
+    /// The engine's count of running pipelines.
+    pub active: Arc<AtomicUsize>,
+}
+
+/// Where a run's output goes.
+pub(crate) trait RunSink {
+    /// Asked between pulls (at least every [`PULL_TIMEOUT`]), with the source-timeline
+    /// position the video encoder has reached (ns): `false` stops the run.
+    fn keep_going(&mut self, encoded_ns: u64) -> bool;
+    /// The init segment, then each media segment in order: `false` stops the run.
+    fn cut(&mut self, cut: Cut) -> Result<bool, MediaError>;
+}
+
+/// How a run ended.
+pub(crate) struct RunEnd {
+    /// Every segment up to the end of the source was handed out.
+    pub complete: bool,
+    /// Output width and height of the video.
+    pub video: Option<(u32, u32)>,
+    /// Whether the output has an audio track.
+    pub audio: bool,
+}
+
+/// Runs one pipeline from segment `spec.start` until the end, `sink` stopping it, or an error.
+pub(crate) fn run(spec: RunSpec<'_>, sink: &mut dyn RunSink) -> Result<RunEnd, MediaError> {
+    let segment_ns = SEGMENT_DURATION.as_nanos() as u64;
+    let start_ns = spec.start * segment_ns;
+    let built = pipeline::build(
+        spec.settings,
+        spec.src,
+        Output::Hls(HlsOutput {
+            segment_ns,
+            start_ns,
+            audio: spec.audio,
+        }),
+    )?;
+    let appsink = built
+        .sink
+        .clone()
+        .downcast::<gst_app::AppSink>()
+        .expect("hls output uses an appsink");
+    let running = Running::new(built.pipeline.clone(), spec.active.clone());
+    let bus = running.pipeline.bus().expect("pipelines have a bus");
+
+    if running.pipeline.set_state(gst::State::Paused).is_err() {
+        return Err(
+            bus_error(&bus, &built.state, gst::ClockTime::from_mseconds(500))
+                .unwrap_or_else(|| MediaError::Pipeline("pipeline refused to start".into())),
+        );
+    }
+    // Seek once decodebin has exposed every stream (their branches drop data until then).
+    let deadline = Instant::now() + SETUP_TIMEOUT;
+    while !built.state.lock().unwrap().all_pads {
+        if let Some(err) = bus_error(&bus, &built.state, gst::ClockTime::from_mseconds(10)) {
+            return Err(err);
+        }
+        if Instant::now() > deadline {
+            return Err(MediaError::Timeout(format!(
+                "no streams found within {SETUP_TIMEOUT:?}"
+            )));
+        }
+    }
+    if start_ns > 0 {
+        // A little before the segment: the decoders' clipping then happens there, and the
+        // cut at the segment start is ours (pipeline.rs, `gate_until_seeked`), identical
+        // to where a run from further back forced its keyframe.
+        let seek_ns = start_ns.saturating_sub(PRE_SEEK.as_nanos() as u64);
+        running
+            .pipeline
+            .seek(
+                1.0,
+                gst::SeekFlags::FLUSH | gst::SeekFlags::ACCURATE,
+                gst::SeekType::Set,
+                gst::ClockTime::from_nseconds(seek_ns),
+                gst::SeekType::None,
+                gst::ClockTime::NONE,
+            )
+            .map_err(|_| MediaError::Pipeline(format!("seek to {start_ns} ns refused")))?;
+    }
+    if running.pipeline.set_state(gst::State::Playing).is_err() {
+        return Err(
+            bus_error(&bus, &built.state, gst::ClockTime::from_mseconds(500))
+                .unwrap_or_else(|| MediaError::Pipeline("pipeline refused to play".into())),
+        );
+    }
+
+    let mut cutter = Cutter::new(spec.start, spec.count, segment_ns);
+    let end = |complete| {
+        let st = built.state.lock().unwrap();
+        RunEnd {
+            complete,
+            video: st.video,
+            audio: st.audio,
+        }
+    };
+    loop {
+        if !sink.keep_going(built.video_pts.load(Ordering::Relaxed)) {
+            return Ok(end(false));
+        }
+        if let Some(err) = bus_error(&bus, &built.state, gst::ClockTime::ZERO) {
+            return Err(err);
+        }
+        let pulled =
+            appsink.try_pull_sample(gst::ClockTime::from_nseconds(PULL_TIMEOUT.as_nanos() as u64));
+        let at_end = pulled.is_none() && appsink.is_eos();
+        let outputs = match pulled {
+            Some(sample) => {
+                let buffer = sample
+                    .buffer()
+                    .ok_or_else(|| MediaError::Pipeline("sample without buffer".into()))?;
+                let map = buffer
+                    .map_readable()
+                    .map_err(|_| MediaError::Pipeline("unreadable buffer".into()))?;
+                cutter.push(map.as_slice(), &built.state)?
+            }
+            None if at_end => cutter.finish(),
+            None => continue,
+        };
+        for out in outputs {
+            if !sink.cut(out)? {
+                return Ok(end(false));
+            }
+        }
+        if at_end {
+            return Ok(end(true));
+        }
+    }
+}
+
+/// The first error on the bus within `wait`, if any.
+fn bus_error(
+    bus: &gst::Bus,
+    state: &Mutex<BranchState>,
+    wait: gst::ClockTime,
+) -> Option<MediaError> {
+    let msg = bus.timed_pop_filtered(wait, &[gst::MessageType::Error])?;
+    match msg.view() {
+        gst::MessageView::Error(err) => Some(pipeline::map_bus_error(err, state)),
+        _ => None,
+    }
+}
+
+/// What the cutter hands out.
+#[derive(Debug)]
+pub(crate) enum Cut {
+    Init(Vec<u8>),
+    Segment(u64, Vec<u8>),
+}
+
+/// Cuts mp4mux's fragmented output into an init segment and media segments, moving every
+/// fragment's decode time onto the source timeline.
+struct Cutter {
+    reader: BoxReader,
+    start: u64,
+    count: u64,
+    segment_ns: u64,
+    ftyp: Option<Vec<u8>>,
+    tracks: Vec<Track>,
+    /// Per track: added to mp4mux's decode times (track timescale).
+    offsets: HashMap<u32, i128>,
+    /// A moof waiting for its mdat, with its segment.
+    moof: Option<(Vec<u8>, u64, Vec<u32>)>,
+    pending: BTreeMap<u64, Vec<u8>>,
+    /// Newest segment each track has reached.
+    reached: HashMap<u32, u64>,
+    fragments_in: HashMap<u64, u32>,
+}
+
+impl Cutter {
+    fn new(start: u64, count: u64, segment_ns: u64) -> Self {
+        Cutter {
+            reader: BoxReader::default(),
+            start,
+            count,
+            segment_ns,
+            ftyp: None,
+            tracks: Vec::new(),
+            offsets: HashMap::new(),
+            moof: None,
+            pending: BTreeMap::new(),
+            reached: HashMap::new(),
+            fragments_in: HashMap::new(),
+        }
+    }
+
+    fn push(&mut self, data: &[u8], state: &Mutex<BranchState>) -> Result<Vec<Cut>, MediaError> {
+        self.reader.push(data);
+        let mut out = Vec::new();
+        while let Some((kind, bytes)) = self.reader.next_box()? {
+            match &kind {
+                b"ftyp" => self.ftyp = Some(bytes),
+                b"moov" if self.tracks.is_empty() => {
+                    self.tracks = fmp4::tracks(&bytes)?;
+                    let mut init = self.ftyp.take().unwrap_or_default();
+                    init.extend_from_slice(&bytes);
+                    out.push(Cut::Init(init));
+                }
+                b"moof" => {
+                    let (moof, seg, ids) = self.place(bytes, state)?;
+                    self.moof = Some((moof, seg, ids));
+                }
+                b"mdat" => {
+                    let Some((moof, seg, ids)) = self.moof.take() else {
+                        continue;
+                    };
+                    let entry = self.pending.entry(seg).or_default();
+                    entry.extend_from_slice(&moof);
+                    entry.extend_from_slice(&bytes);
+                    for id in ids {
+                        let r = self.reached.entry(id).or_insert(seg);
+                        *r = (*r).max(seg);
+                    }
+                    self.emit_complete(&mut out);
+                }
+                // uuid (XMP), mfra, free: not part of HLS segments.
+                _ => {}
+            }
+        }
+        Ok(out)
+    }
+
+    /// Rewrites a moof's decode times and sequence number; returns it with its segment.
+    fn place(
+        &mut self,
+        mut moof: Vec<u8>,
+        state: &Mutex<BranchState>,
+    ) -> Result<(Vec<u8>, u64, Vec<u32>), MediaError> {
+        let trafs = fmp4::trafs(&moof)?;
+        let mut seg = None;
+        let mut ids = Vec::new();
+        for traf in &trafs {
+            let track = self
+                .tracks
+                .iter()
+                .find(|t| t.id == traf.track_id)
+                .copied()
+                .ok_or_else(|| MediaError::Pipeline("fragment of an unknown track".into()))?;
+            let scale = i128::from(track.timescale);
+            let offset = match self.offsets.get(&track.id) {
+                Some(o) => *o,
+                None => {
+                    let st = state.lock().unwrap();
+                    let first = if track.video {
+                        st.first_video_ns
+                    } else {
+                        st.first_audio_ns
+                    };
+                    let first_ns = i128::from(first.unwrap_or(self.start * self.segment_ns));
+                    let anchored = (first_ns * scale + 500_000_000) / 1_000_000_000;
+                    let o = anchored - i128::from(traf.decode_time);
+                    self.offsets.insert(track.id, o);
+                    o
+                }
+            };
+            let time = (i128::from(traf.decode_time) + offset).max(0) as u64;
+            fmp4::set_decode_time(&mut moof, traf, time)?;
+            if seg.is_none() {
+                let ns = u128::from(time) * 1_000_000_000 / u128::from(track.timescale);
+                let n = (ns as u64 + SLACK_NS) / self.segment_ns;
+                seg = Some(n.clamp(self.start, self.count - 1));
+            }
+            ids.push(track.id);
+        }
+        let seg = seg.expect("trafs() is never empty");
+        let k = self.fragments_in.entry(seg).or_insert(0);
+        *k += 1;
+        fmp4::set_sequence(&mut moof, (seg as u32).wrapping_mul(256) + (*k).min(255))?;
+        Ok((moof, seg, ids))
+    }
+
+    /// Hands out the oldest pending segments once every track has moved past them (or
+    /// one track is far ahead: the other has ended).
+    fn emit_complete(&mut self, out: &mut Vec<Cut>) {
+        while let Some((&s, _)) = self.pending.first_key_value() {
+            let reached: Vec<u64> = self
+                .tracks
+                .iter()
+                .map(|t| self.reached.get(&t.id).copied().unwrap_or(0))
+                .collect();
+            let all_past = reached.iter().all(|&r| r > s);
+            let one_far = reached.iter().any(|&r| r > s + 2);
+            if !(all_past || one_far) {
+                break;
+            }
+            let bytes = self.pending.remove(&s).expect("key just seen");
+            self.fragments_in.remove(&s);
+            out.push(Cut::Segment(s, bytes));
+        }
+    }
+
+    /// At the end of the stream every pending segment is complete.
+    fn finish(&mut self) -> Vec<Cut> {
+        std::mem::take(&mut self.pending)
+            .into_iter()
+            .map(|(s, b)| Cut::Segment(s, b))
+            .collect()
+    }
+}
