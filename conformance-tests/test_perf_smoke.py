@@ -40,6 +40,9 @@ METRICS = {
     "transcode_720p_ttfb": "gst-launch",
     "transcode_480p": "gst-launch",
     "transcode_480p_ttfb": "gst-launch",
+    "hls_seek_first_segment": "gst-launch",
+    "hls_segments_720p": "live fMP4",
+    "hls_cached_segment_c8": "nginx",
     "webapp_first_paint": "nginx",
     "webapp_play_720p": "nginx",
 }

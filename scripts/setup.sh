@@ -27,6 +27,8 @@ if [ "$WITH_TESTS" = 1 ]; then
     openssl systemd
     # the web app's tests: Debian's Chromium, driven by Selenium through chromium-driver
     chromium chromium-driver
+    # the benchmark's HLS reference (perf/gst_seek.py): GStreamer from the system Python
+    python3-gi gir1.2-gstreamer-1.0
   )
   command -v node >/dev/null || APT_PKGS+=(nodejs npm)
   python3 -m pip --version >/dev/null 2>&1 || APT_PKGS+=(python3-pip)

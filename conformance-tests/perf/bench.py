@@ -443,6 +443,97 @@ class Bench:
                 rtf.notes.append(f"outputs differ (pipeline.rs changed?): gst-launch {outputs['gst-launch']}, "
                                  f"nebula {outputs[NEBULA]}")
 
+    # -- HLS ----------------------------------------------------------------------------------
+    def hls_metrics(self) -> None:
+        """HLS of the 1080p source at 720p, each run on a fresh gateway with no segment made:
+        the first segment after a seek to 50 % (against the same pipeline from the same place,
+        run by GStreamer's parser as gst-launch-1.0 runs it, plus the seek it cannot do); all
+        segments one after the other (against the live fMP4 stream of the same quality); and a
+        segment already made (against nginx serving the same file by range)."""
+        ids = ("hls_seek_first_segment", "hls_segments_720p", "hls_cached_segment_c8")
+        if not self.wanted(*ids):
+            return
+        sc = self.scale
+        video = self.source_video()
+        q = 720
+        count = max(1, -(-int(sc.video_seconds * 1000) // int(gst_pipeline.SEGMENT_S * 1000)))
+        seek_n = count // 2
+        hostport = f"127.0.0.1:{self.ports[NEBULA]}"
+        playlist = loads.target(NEBULA, CREDS, hostport, "GET", MEDIA_BUCKET, video.name,
+                                extra_query=[("stream", "hls"), ("quality", str(q))])
+        live = loads.target(NEBULA, CREDS, hostport, "GET", MEDIA_BUCKET, video.name,
+                            extra_query=[("transcode", "h264"), ("quality", str(q))])
+        renditions = self.data / ".nebula" / "renditions"
+        seek = Metric("hls_seek_first_segment", f"HLS 1080p→{q}p segment {seek_n} cold (seek to 50 %)", "s",
+                      "CPU s", False, "gst-launch", [Target("ratio_max", 1.1), Target("value_max", 1.5)],
+                      {"source_seconds": sc.video_seconds, "segment": seek_n, "quality": q,
+                       "gst-launch": "perf/gst_seek.py: gst_pipeline.hls_launch_args, seek to the segment"})
+        steady = Metric("hls_segments_720p", f"HLS 1080p→{q}p all {count} segments in turn", "× realtime", "CPU s",
+                        True, "live fMP4", [Target("ratio_min", 0.9)],
+                        {"source_seconds": sc.video_seconds, "segments": count, "quality": q,
+                         "live fMP4": f"?quality={q}, the whole stream"})
+        cached = Metric("hls_cached_segment_c8", "HLS segment already made c8", "MiB/s", "CPU s/GiB", True, "nginx",
+                        [Target("ratio_min", 0.9)],
+                        {"segment": seek_n, "concurrency": 8, "duration_s": sc.duration,
+                         "nginx": "the segment's file, by range"})
+        self.metrics += [seek, steady, cached]
+        out = self.work / "hls-ref.mp4"
+        ref_args = gst_pipeline.hls_launch_args(video, out, 1920, 1080, FPS, q, self.audio_encoder)
+        start = seek_n * gst_pipeline.SEGMENT_S
+        stop = min(start + gst_pipeline.SEGMENT_S, float(sc.video_seconds))
+        scratch = self.work / "hls-gets"
+        scratch.mkdir(exist_ok=True)
+        for rnd in range(sc.rounds):
+            def run_ref(_: Server | None) -> dict:
+                res = loads.gst_seek(ref_args, start, stop)
+                out.unlink()
+                return {**res, "value": res["first_segment_s"], "cpu_per_unit": res["server_cpu_s"]}
+
+            def run_seek(server: Server) -> dict:
+                uris = loads.hls_uris(server.hostport, playlist)  # probes the source: untimed
+                res = loads.curl_sequence(server, [uris[1 + seek_n]], scratch)
+                return {**res, "value": res["each_s"][0], "cpu_per_unit": res["server_cpu_s"]}
+
+            def run_live(server: Server) -> dict:
+                res = loads.curl_transcode(server, live, scratch / "live.mp4")
+                (scratch / "live.mp4").unlink()
+                return {**res, "value": sc.video_seconds / res["wall_s"], "cpu_per_unit": res["server_cpu_s"]}
+
+            def run_steady(server: Server) -> dict:
+                uris = loads.hls_uris(server.hostport, playlist)
+                res = loads.curl_sequence(server, uris, scratch)
+                return {**res, "value": sc.video_seconds / res["wall_s"], "cpu_per_unit": res["server_cpu_s"]}
+
+            self.measure(seek, "gst-launch", run_ref, round=rnd)
+            shutil.rmtree(renditions, ignore_errors=True)
+            self.measure(seek, NEBULA, run_seek, self.server(NEBULA), round=rnd)
+            shutil.rmtree(renditions, ignore_errors=True)
+            self.measure(steady, "live fMP4", run_live, self.server(NEBULA), round=rnd)
+            shutil.rmtree(renditions, ignore_errors=True)
+            self.measure(steady, NEBULA, run_steady, self.server(NEBULA), round=rnd)
+            # The segments of that run stay: the next two runs read one of them.
+            segment = next(iter(renditions.glob(f"*.hls/{seek_n}.m4s")), None)
+            for kind in ("nginx", NEBULA):
+                def run_cached(server: Server, kind=kind) -> dict:
+                    if segment is None:
+                        raise RuntimeError("no segment file was made")
+                    size = segment.stat().st_size
+                    if kind == NEBULA:
+                        uris = loads.hls_uris(server.hostport, playlist)
+                        reqs = [Req("GET", uris[1 + seek_n])]
+                    else:
+                        reqs = [Req("GET", "/" + str(segment.relative_to(self.data)), f"bytes=0-{size - 1}")]
+                    loads.check_requests(server.hostport, reqs, size)
+                    res = loads.run_wrk(server, reqs, 8, sc.duration, self.work, sc.warmup)
+                    ok = res["requests"] - res["errors"]["status"]
+                    if ok <= 0:
+                        raise RuntimeError(f"no successful requests: {res}")
+                    moved = res["bytes"]
+                    return {**res, "value": moved / MIB / (res["duration_us"] / 1e6),
+                            "cpu_per_unit": res["server_cpu_s"] / (moved / GIB)}
+
+                self.measure(cached, kind, run_cached, self.server(kind), round=rnd)
+
     # -- web app ------------------------------------------------------------------------------
     def webapp_metrics(self) -> None:
         """The web app in headless Chromium: the bucket view's first paint and Play to the first
@@ -496,6 +587,7 @@ class Bench:
         self.upload_metric()
         self.list_metrics()
         self.transcode_metrics()
+        self.hls_metrics()
         self.webapp_metrics()
         return {
             "meta": {

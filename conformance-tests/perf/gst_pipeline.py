@@ -76,3 +76,42 @@ def source_args(dest: Path, seconds: int, fps: int = 30) -> list[str]:
         "avenc_aac", f"bitrate={AUDIO_BITRATE}", "!", "aacparse", "!", "queue", "!", "mux.",
         "mp4mux", "faststart=true", "name=mux", "!", "filesink", f"location={dest}",
     ]
+
+
+# HLS runs (media/src/pipeline.rs with Output::Hls, media/src/cmaf.rs, media/src/hls/mod.rs).
+SEGMENT_S = 3.2
+H264_LEVEL = "4.2"
+AUDIO_RATE = 48000
+
+
+def hls_launch_args(src: Path, dest: Path, width: int, height: int, fps: int, quality: int,
+                    audio_encoder: str | None) -> list[str]:
+    """The pipeline of an HLS run as gst-launch-1.0 arguments, writing to `dest`: the live
+    pipeline with what cmaf.rs pins (profile and level caps, x264 without scene-cut keyframes,
+    48 kHz audio with perfect timestamps) and segment-long fragments. The forced keyframe on
+    each segment start is an event the gateway sends, which gst-launch syntax cannot say; a
+    reference run starting on a segment starts with a keyframe anyway."""
+    out_w, out_h = output_size(width, height, quality)
+    kbps, preset = settings_for_height(out_h)
+    profile = "constrained-baseline" if preset == "ultrafast" else "high"
+    key_int = min(max(int(fps * 2 * SEGMENT_S + 0.5), 1), 600)
+    args = [
+        "filesrc", f"location={src}", "!", "decodebin", "name=d",
+        "d.", "!", "video/x-raw", "!",
+        "queue", "!", "videoconvert", "!", "videoscale", "!",
+        f"video/x-raw,format=I420,width={out_w},height={out_h},pixel-aspect-ratio=1/1", "!",
+        "x264enc", f"speed-preset={preset}", "tune=zerolatency", f"bitrate={kbps}", f"key-int-max={key_int}",
+        "option-string=scenecut=0", "!",
+        f"video/x-h264,profile={profile},level=(string){H264_LEVEL}", "!",
+        "h264parse", "!", "queue", "!", "mux.",
+    ]
+    if audio_encoder:
+        args += [
+            "d.", "!", "audio/x-raw", "!",
+            "queue", "!", "audioconvert", "!", "audioresample", "!", f"audio/x-raw,channels=2,rate={AUDIO_RATE}", "!",
+            audio_encoder, f"bitrate={AUDIO_BITRATE}", "perfect-timestamp=true", "!", "aacparse", "!", "queue", "!",
+            "mux.",
+        ]
+    args += ["mp4mux", f"fragment-duration={int(SEGMENT_S * 1000)}", "streamable=true", "name=mux", "!",
+             "filesink", f"location={dest}"]
+    return args

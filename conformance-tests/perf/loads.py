@@ -13,6 +13,7 @@ import re
 import resource
 import statistics
 import subprocess
+import tempfile
 import threading
 import time
 import xml.etree.ElementTree as ET
@@ -375,3 +376,66 @@ def probe_video(path: Path) -> dict:
         "profile": video.get("profile"),
         "audio": any(s.get("codec_type") == "audio" for s in streams),
     }
+
+
+# --------------------------------------------------------------------------------------------
+# HLS
+
+SYSTEM_PYTHON = "/usr/bin/python3"  # the one Debian's python3-gi (GStreamer bindings) is for
+
+
+def hls_uris(hostport: str, playlist_path: str) -> list[str]:
+    """The URIs of a playlist (EXT-X-MAP first, then every segment), as the gateway wrote
+    them (absolute presigned paths)."""
+    host, port = hostport.split(":")
+    conn = http.client.HTTPConnection(host, int(port), timeout=120)
+    try:
+        conn.request("GET", playlist_path)
+        r = conn.getresponse()
+        body = r.read().decode()
+    finally:
+        conn.close()
+    if r.status != 200:
+        raise RuntimeError(f"playlist GET: {r.status} {body[:300]}")
+    uris = []
+    for line in body.splitlines():
+        m = re.match(r'#EXT-X-MAP:URI="([^"]+)"', line)
+        if m:
+            uris.append(m.group(1))
+        elif line and not line.startswith("#"):
+            uris.append(line)
+    return uris
+
+
+def curl_sequence(server: Server, paths: list[str], out_dir: Path) -> dict:
+    """GETs `paths` one after the other on one connection (as a player fetches segments);
+    every answer must be 200. Returns the wall time of each and of all."""
+    args = ["curl", "-sS", "-w", "%{http_code} %{time_total} %{size_download}\\n"]
+    for i, p in enumerate(paths):
+        args += ["-o", str(out_dir / f"get-{i}"), f"http://{server.hostport}{p}"]
+    with Window(server) as w:
+        p = subprocess.run(args, capture_output=True, text=True, timeout=1800)
+    lines = [ln.split() for ln in p.stdout.splitlines() if ln.strip()]
+    if p.returncode != 0 or len(lines) != len(paths) or any(ln[0] != "200" for ln in lines):
+        raise RuntimeError(f"segment GETs failed: rc {p.returncode}, {p.stdout[-600:]} {p.stderr[-400:]}")
+    for i in range(len(paths)):
+        (out_dir / f"get-{i}").unlink()
+    return {**w.fields(), "each_s": [float(ln[1]) for ln in lines], "bytes": sum(int(ln[2]) for ln in lines)}
+
+
+def gst_seek(args: list[str], start_s: float, stop_s: float) -> dict:
+    """The reference for a cold HLS segment: `args` (a gst-launch-1.0 description) run from
+    `start_s` to `stop_s` by gst_seek.py; `first_segment_s` is its time from building the
+    pipeline to EOS, the child's CPU and peak RSS its whole run's."""
+    with tempfile.TemporaryFile() as err_file, Window(None) as w:
+        proc = subprocess.Popen([SYSTEM_PYTHON, str(HERE / "gst_seek.py"), str(start_s), str(stop_s), *args],
+                                stdout=subprocess.PIPE, stderr=err_file)
+        out = proc.stdout.read().decode()
+        ru = reap(proc)
+        err_file.seek(0)
+        err = err_file.read().decode(errors="replace")
+    if proc.returncode != 0:
+        raise RuntimeError(f"gst_seek.py failed ({proc.returncode}): {err[-600:]}")
+    cpu = ru.ru_utime + ru.ru_stime
+    return {**w.fields(), "first_segment_s": float(out.strip()), "server_cpu_s": cpu,
+            "client_cpu_s": w.client_cpu_s - cpu, "peak_rss_kib": ru.ru_maxrss}
