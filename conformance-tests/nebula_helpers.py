@@ -338,6 +338,18 @@ class Resp:
         return f"Resp(status={self.status}, headers={self.headers!r}, body={body!r})"
 
 
+def playlist_uris(text: str) -> list[str]:
+    """The URIs of an HLS playlist in order: its EXT-X-MAP, then every non-tag line."""
+    out = []
+    for line in text.splitlines():
+        m = re.match(r'#EXT-X-MAP:URI="([^"]+)"', line)
+        if m:
+            out.append(m.group(1))
+        elif line and not line.startswith("#"):
+            out.append(line)
+    return out
+
+
 def xml_error_code(body: bytes) -> str | None:
     if not body:
         return None

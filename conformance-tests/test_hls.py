@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 
 from conftest import run
-from nebula_helpers import object_path, presign, xml_error_code
+from nebula_helpers import object_path, playlist_uris, presign, xml_error_code
 
 pytestmark = [
     pytest.mark.timeout(600),
@@ -107,14 +107,7 @@ def _error(url: str) -> tuple[int, dict, str | None]:
 
 def _uris(g, playlist: str) -> list[str]:
     """The URLs of a playlist (its non-tag lines and EXT-X-MAP), made absolute."""
-    out = []
-    for line in playlist.splitlines():
-        m = re.match(r'#EXT-X-MAP:URI="([^"]+)"', line)
-        if m:
-            out.append(m.group(1))
-        elif line and not line.startswith("#"):
-            out.append(line)
-    return [g.endpoint + u if u.startswith("/") else u for u in out]
+    return [g.endpoint + u if u.startswith("/") else u for u in playlist_uris(playlist)]
 
 
 def _params(url: str) -> dict[str, str]:

@@ -21,7 +21,8 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
-from nebula_helpers import UNSIGNED, Creds, RawS3, object_path, parse_list, presign, sign_headers
+from nebula_helpers import (UNSIGNED, Creds, RawS3, object_path, parse_list, playlist_uris, presign,
+                            sign_headers)
 from servers import Server, host_busy_s
 
 HERE = Path(__file__).resolve().parent
@@ -397,14 +398,7 @@ def hls_uris(hostport: str, playlist_path: str) -> list[str]:
         conn.close()
     if r.status != 200:
         raise RuntimeError(f"playlist GET: {r.status} {body[:300]}")
-    uris = []
-    for line in body.splitlines():
-        m = re.match(r'#EXT-X-MAP:URI="([^"]+)"', line)
-        if m:
-            uris.append(m.group(1))
-        elif line and not line.startswith("#"):
-            uris.append(line)
-    return uris
+    return playlist_uris(body)
 
 
 def curl_sequence(server: Server, paths: list[str], out_dir: Path) -> dict:

@@ -73,7 +73,9 @@ pub(crate) fn transcode(
     active: Arc<AtomicUsize>,
 ) -> Result<FileOutcome, MediaError> {
     let started = Instant::now();
-    let result = run(settings, src, duration, has_audio, dest, progress, cancel, active);
+    let result = run(
+        settings, src, duration, has_audio, dest, progress, cancel, active,
+    );
     if result.is_err() {
         // Never leave a partial file that could be mistaken for a finished rendition.
         remove_quietly(dest);
@@ -147,7 +149,9 @@ fn run(
         )));
     }
     if !end.complete {
-        return Err(MediaError::Pipeline("the run stopped before the end".into()));
+        return Err(MediaError::Pipeline(
+            "the run stopped before the end".into(),
+        ));
     }
     sink.out.flush()?;
     Ok((end, sink.index))

@@ -221,7 +221,9 @@ fn transcode_to_file_reports_rising_progress() {
     assert_eq!(index.segments.len(), 4);
     let mut at = index.init;
     for n in 0..4 {
-        let (offset, len) = index.range(SegmentId::Media(n)).expect("every segment is cut");
+        let (offset, len) = index
+            .range(SegmentId::Media(n))
+            .expect("every segment is cut");
         assert_eq!(offset, at, "segment {n} is not where the previous one ends");
         assert_eq!(&bytes[offset as usize + 4..offset as usize + 8], b"moof");
         at += len;

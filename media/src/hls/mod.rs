@@ -154,7 +154,12 @@ impl SegmentIndex {
         }
         match id {
             SegmentId::Init => Some((0, self.init)),
-            SegmentId::Media(n) => self.segments.get(n as usize).copied().flatten().map(|[o, l]| (o, l)),
+            SegmentId::Media(n) => self
+                .segments
+                .get(n as usize)
+                .copied()
+                .flatten()
+                .map(|[o, l]| (o, l)),
         }
     }
 }

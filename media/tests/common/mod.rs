@@ -221,3 +221,16 @@ pub fn sample_entry(b: &[u8], tag: &[u8]) -> Vec<u8> {
     }
     out
 }
+
+/// Asserts that two init segments describe the same tracks (codec configuration, track
+/// header, media header, handler), creation and modification times aside.
+pub fn assert_same_tracks(a: &[u8], b: &[u8]) {
+    for tag in [&b"avcC"[..], b"esds", b"tkhd", b"mdhd", b"hdlr"] {
+        assert_eq!(
+            sample_entry(a, tag),
+            sample_entry(b, tag),
+            "{}",
+            String::from_utf8_lossy(tag)
+        );
+    }
+}
