@@ -4,7 +4,7 @@
 
 use std::sync::Arc;
 
-use http::{HeaderValue, Request, Response, StatusCode};
+use http::{Request, Response, StatusCode};
 use hyper::body::Incoming;
 use s3s::service::S3Service;
 use s3s::{Body, HttpError};
@@ -12,6 +12,7 @@ use s3s::{Body, HttpError};
 use crate::limits::{IdleTimeoutBody, Limits, MAX_XML_BODY};
 use crate::metrics::RequestTag;
 use crate::peer::{AllowList, PeerInfo};
+use crate::s3::Cors;
 
 /// SigV4's longest presigned URL lifetime (7 days).
 const MAX_PRESIGNED_EXPIRES: u64 = 604_800;
@@ -28,27 +29,13 @@ pub struct Front {
     tailnet_allow: Option<Arc<AllowList>>,
     /// Time limits for connections and request bodies.
     limits: Limits,
+    /// The buckets' CORS rules: preflights and `Access-Control-*` headers.
+    cors: Option<Cors>,
 }
 
 /// An S3 XML error response produced before s3s sees the request.
 fn xml_error(status: StatusCode, code: &str, message: &str) -> Response<Body> {
-    let esc = |s: &str| {
-        s.replace('&', "&amp;")
-            .replace('<', "&lt;")
-            .replace('>', "&gt;")
-    };
-    let body = format!(
-        "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<Error><Code>{}</Code><Message>{}</Message></Error>",
-        esc(code),
-        esc(message)
-    );
-    let mut resp = Response::new(Body::from(body));
-    *resp.status_mut() = status;
-    resp.headers_mut().insert(
-        http::header::CONTENT_TYPE,
-        HeaderValue::from_static("application/xml"),
-    );
-    resp
+    crate::s3::xml_response(status, code, message)
 }
 
 /// True for a single well-formed byte range that s3s will accept (`a-b` with a ≤ b, `a-`, `-n`).
@@ -118,7 +105,14 @@ impl Front {
             region,
             tailnet_allow: None,
             limits: Limits::default(),
+            cors: None,
         }
+    }
+
+    /// Answers CORS preflights and adds CORS headers from the buckets' rules.
+    pub fn with_cors(mut self, cors: Cors) -> Self {
+        self.cors = Some(cors);
+        self
     }
 
     /// Sets the time limits (header read, body idle) for every listener serving this front.
@@ -297,7 +291,13 @@ impl Front {
         let early = self
             .tailnet_refusal(&peer)
             .or_else(|| crate::ui::respond(&req, &self.region))
+            .or_else(|| self.cors.as_ref().and_then(|c| c.preflight(&req)))
             .or_else(|| self.precheck(&req));
+        let cors_headers = self
+            .cors
+            .as_ref()
+            .map(|c| c.response_headers(&req))
+            .unwrap_or_default();
         let mut resp = match early {
             Some(resp) => resp,
             None => {
@@ -349,7 +349,8 @@ impl Front {
         } else {
             request_line!(tracing::Level::INFO);
         }
-        let (parts, body) = resp.into_parts();
+        let (mut parts, body) = resp.into_parts();
+        parts.headers.extend(cors_headers);
         let body = Body::http_body(tag.finish(parts.status, body));
         Ok(Response::from_parts(parts, body))
     }

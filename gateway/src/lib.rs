@@ -51,6 +51,7 @@ fn s3s_config() -> Arc<StaticConfigProvider> {
 /// Builds the request entry point for a gateway; who may do what is `api.access`.
 pub fn build_front(gateway: s3::Gateway, api: api::ApiState, domain: Option<&str>) -> front::Front {
     let region = gateway.region.clone();
+    let cors = s3::Cors::new(gateway.store.clone(), domain);
     let mut verified = S3ServiceBuilder::new(gateway.clone());
     verified.set_validation(api::ApiAwareNames);
     verified.set_config(s3s_config());
@@ -65,5 +66,5 @@ pub fn build_front(gateway: s3::Gateway, api: api::ApiState, domain: Option<&str
         b.set_host(auth::DomainHost::new(d));
         verified.set_host(auth::DomainHost::new(d));
     }
-    front::Front::new(b.build(), verified.build(), region)
+    front::Front::new(b.build(), verified.build(), region).with_cors(cors)
 }

@@ -90,6 +90,9 @@ pub enum RequestError {
     /// A feature this gateway does not offer.
     #[error("{0}")]
     NotImplemented(&'static str),
+    /// GetBucketCors on a bucket without CORS rules.
+    #[error("The CORS configuration does not exist")]
+    NoSuchCorsConfiguration,
     /// The request body was cut short or the client went away.
     #[error("the request body could not be read: {0}")]
     IncompleteBody(String),
@@ -226,6 +229,7 @@ impl RequestError {
             RequestError::InvalidRequest(_) => C::InvalidRequest,
             RequestError::MalformedXml(_) => C::MalformedXML,
             RequestError::NotImplemented(_) => C::NotImplemented,
+            RequestError::NoSuchCorsConfiguration => C::NoSuchCORSConfiguration,
             RequestError::IncompleteBody(_) => C::IncompleteBody,
             RequestError::ContentSha256Mismatch => {
                 return custom("XAmzContentSHA256Mismatch", StatusCode::BAD_REQUEST);
@@ -302,6 +306,31 @@ impl RequestError {
         }
         e
     }
+}
+
+/// An S3 XML error response built outside s3s (the front's refusals, CORS preflights).
+pub(crate) fn xml_response(
+    status: StatusCode,
+    code: &str,
+    message: &str,
+) -> http::Response<s3s::Body> {
+    let esc = |s: &str| {
+        s.replace('&', "&amp;")
+            .replace('<', "&lt;")
+            .replace('>', "&gt;")
+    };
+    let body = format!(
+        "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<Error><Code>{}</Code><Message>{}</Message></Error>",
+        esc(code),
+        esc(message)
+    );
+    let mut resp = http::Response::new(s3s::Body::from(body));
+    *resp.status_mut() = status;
+    resp.headers_mut().insert(
+        http::header::CONTENT_TYPE,
+        HeaderValue::from_static("application/xml"),
+    );
+    resp
 }
 
 /// The HTTP date of a file time, for `Last-Modified`.

@@ -8,6 +8,7 @@
 //! - `put.rs`: PutObject and what writes share (metadata, write preconditions), with
 //!   `receive.rs` streaming and hashing request bodies;
 //! - `copy.rs`: CopyObject and UploadPartCopy;
+//! - `cors.rs`: Put/Get/DeleteBucketCors, and the preflights and CORS headers the front adds;
 //! - `delete.rs`: DeleteObject and DeleteObjects;
 //! - `list.rs`: ListObjects, ListObjectsV2, ListParts and ListMultipartUploads;
 //! - `multipart.rs`: CreateMultipartUpload, UploadPart, CompleteMultipartUpload and
@@ -25,6 +26,7 @@ mod bucket;
 mod checksum;
 mod conditional;
 mod copy;
+mod cors;
 mod delete;
 mod error;
 mod get;
@@ -87,6 +89,8 @@ impl Gateway {
     }
 }
 
+pub use cors::Cors;
+pub(crate) use error::xml_response;
 pub use error::{RequestError, RequestResult};
 
 /// Validates a key.
@@ -201,6 +205,30 @@ impl S3 for Gateway {
         req: S3Request<GetObjectAclInput>,
     ) -> S3Result<S3Response<GetObjectAclOutput>> {
         bucket::get_object_acl(self, req)
+            .await
+            .map_err(RequestError::into_s3)
+    }
+    async fn put_bucket_cors(
+        &self,
+        req: S3Request<PutBucketCorsInput>,
+    ) -> S3Result<S3Response<PutBucketCorsOutput>> {
+        cors::put_bucket_cors(self, req)
+            .await
+            .map_err(RequestError::into_s3)
+    }
+    async fn get_bucket_cors(
+        &self,
+        req: S3Request<GetBucketCorsInput>,
+    ) -> S3Result<S3Response<GetBucketCorsOutput>> {
+        cors::get_bucket_cors(self, req)
+            .await
+            .map_err(RequestError::into_s3)
+    }
+    async fn delete_bucket_cors(
+        &self,
+        req: S3Request<DeleteBucketCorsInput>,
+    ) -> S3Result<S3Response<DeleteBucketCorsOutput>> {
+        cors::delete_bucket_cors(self, req)
             .await
             .map_err(RequestError::into_s3)
     }
