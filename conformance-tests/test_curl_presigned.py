@@ -135,3 +135,39 @@ def test_curl_presigned_expires_over_a_week_rejected(gw, s3, cbucket, obj, tmp_p
     code, _ = curl(gw, url, out=out)
     body = open(out, "rb").read()
     assert code in (400, 403) and xml_error_code(body), body
+
+
+def test_curl_presigned_response_header_overrides(gw, s3, cbucket, obj, tmp_path):
+    """A share link that downloads under a chosen name and type: the `response-*` parameters
+    are signed into the URL and replace the stored headers in the answer (GET and HEAD)."""
+    params = {
+        "ResponseContentDisposition": 'attachment; filename="Holiday 2026.bin"',
+        "ResponseContentType": "application/x-holiday",
+        "ResponseCacheControl": "no-store",
+        "ResponseContentLanguage": "fr",
+        "ResponseContentEncoding": "identity",
+        "ResponseExpires": "Thu, 01 Jan 2037 00:00:00 GMT",
+    }
+    src, sha = obj
+    url = presigned(s3, "get_object", cbucket, "media/movie part.bin", **params)
+    out = str(tmp_path / "dl.out")
+    code, headers = curl(gw, url, out=out)
+    assert code == 200
+    assert sha256_file(out) == sha
+    h = {k.lower(): v.strip() for k, _, v in (line.partition(":") for line in headers.splitlines()[1:]) if k}
+    assert h["content-disposition"] == 'attachment; filename="Holiday 2026.bin"'
+    assert h["content-type"] == "application/x-holiday"
+    assert h["cache-control"] == "no-store"
+    assert h["content-language"] == "fr"
+    assert h["content-encoding"] == "identity"
+    assert h["expires"] == "Thu, 01 Jan 2037 00:00:00 GMT"
+    url = presigned(s3, "head_object", cbucket, "media/movie part.bin", ResponseContentType="text/plain")
+    code, headers = curl(gw, "-I", url, out=str(tmp_path / "head.out"))
+    assert code == 200 and "content-type: text/plain" in headers.lower()
+    # The same link without the parameters keeps the stored headers.
+    url = presigned(s3, "get_object", cbucket, "media/movie part.bin")
+    code, headers = curl(gw, url, out=str(tmp_path / "plain.out"))
+    assert code == 200 and "holiday" not in headers.lower() and "no-store" not in headers
+    # A parameter added to a signed URL breaks its signature.
+    code, _ = curl(gw, url + "&response-content-type=text%2Fhtml", out=str(tmp_path / "forged.out"))
+    assert code == 403

@@ -13,6 +13,7 @@ use crate::limits::{IdleTimeoutBody, Limits, MAX_XML_BODY};
 use crate::metrics::RequestTag;
 use crate::peer::{AllowList, PeerInfo};
 use crate::s3::Cors;
+use crate::s3::post::{FormFileName, WatchFileName, is_form_upload};
 
 /// SigV4's longest presigned URL lifetime (7 days).
 const MAX_PRESIGNED_EXPIRES: u64 = 604_800;
@@ -293,6 +294,11 @@ impl Front {
             .or_else(|| crate::ui::respond(&req, &self.region))
             .or_else(|| self.cors.as_ref().and_then(|c| c.preflight(&req)))
             .or_else(|| self.precheck(&req));
+        // A browser form upload: the file part's name is picked up on the way to s3s.
+        let form = is_form_upload(&req).then(FormFileName::default);
+        if let Some(name) = &form {
+            req.extensions_mut().insert(name.clone());
+        }
         let cors_headers = self
             .cors
             .as_ref()
@@ -306,9 +312,18 @@ impl Front {
                 // A client that stops sending mid-body fails its request (and its temp file
                 // goes) instead of holding them until the connection dies.
                 let idle = self.limits.body_idle_timeout;
-                let req =
-                    req.map(|b| Body::http_body(tag.count_received(IdleTimeoutBody::new(b, idle))));
-                self.s3.call(req).await?
+                let req = req.map(|b| {
+                    let b = tag.count_received(IdleTimeoutBody::new(b, idle));
+                    match &form {
+                        Some(name) => Body::http_body(WatchFileName::new(b, name.clone())),
+                        None => Body::http_body(b),
+                    }
+                });
+                let resp = self.s3.call(req).await?;
+                match &form {
+                    Some(name) => crate::s3::post::finish(resp, name).await,
+                    None => resp,
+                }
             }
         };
         if let Some(parts) = replay

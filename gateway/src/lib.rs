@@ -41,10 +41,12 @@ use std::sync::Arc;
 use s3s::config::{S3Config, StaticConfigProvider};
 use s3s::service::S3ServiceBuilder;
 
-/// s3s settings: the XML body limit is ours (s3s's default is 20 MiB).
+/// s3s settings: the XML body limit is ours (s3s's default is 20 MiB), and so is the form
+/// upload limit (s3s holds a form's file in memory; its default is 5 GiB).
 fn s3s_config() -> Arc<StaticConfigProvider> {
     let mut config = S3Config::default();
     config.xml_max_body_size = limits::MAX_XML_BODY;
+    config.post_object_max_file_size = s3::post::MAX_FORM_FILE;
     Arc::new(StaticConfigProvider::new(Arc::new(config)))
 }
 

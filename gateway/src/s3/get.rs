@@ -33,6 +33,63 @@ struct ReadRequest {
     part_number: Option<i32>,
     /// `x-amz-checksum-mode: ENABLED`: the stored checksums are echoed on whole-object reads.
     checksum_mode: bool,
+    /// The `response-*` query parameters: headers the answer carries instead of the stored ones.
+    overrides: Overrides,
+}
+
+/// `response-content-type` and its siblings: a signed GET or HEAD may set these headers of the
+/// answer (a share link downloading under the right file name), as S3 allows.
+#[derive(Default)]
+struct Overrides {
+    content_type: Option<String>,
+    content_disposition: Option<String>,
+    content_encoding: Option<String>,
+    content_language: Option<String>,
+    cache_control: Option<String>,
+    expires: Option<Timestamp>,
+}
+
+impl Overrides {
+    fn is_empty(&self) -> bool {
+        self.content_type.is_none()
+            && self.content_disposition.is_none()
+            && self.content_encoding.is_none()
+            && self.content_language.is_none()
+            && self.cache_control.is_none()
+            && self.expires.is_none()
+    }
+
+    /// S3 refuses the overrides on anonymous requests.
+    fn check(&self, signed: bool) -> RequestResult<()> {
+        if signed || self.is_empty() {
+            Ok(())
+        } else {
+            Err(RequestError::InvalidRequest(
+                "Request specific response headers cannot be used for anonymous GET requests."
+                    .into(),
+            ))
+        }
+    }
+
+    /// Applies the overrides to the stored metadata sent with the answer.
+    fn apply(self, meta: &mut ObjectMeta) {
+        let Overrides {
+            content_type,
+            content_disposition,
+            content_encoding,
+            content_language,
+            cache_control,
+            expires,
+        } = self;
+        meta.content_type = content_type.or(meta.content_type.take());
+        meta.content_disposition = content_disposition.or(meta.content_disposition.take());
+        meta.content_encoding = content_encoding.or(meta.content_encoding.take());
+        meta.content_language = content_language.or(meta.content_language.take());
+        meta.cache_control = cache_control.or(meta.cache_control.take());
+        if let Some(t) = expires.as_ref().and_then(super::format_http_date) {
+            meta.expires = Some(t);
+        }
+    }
 }
 
 macro_rules! read_request {
@@ -47,6 +104,14 @@ macro_rules! read_request {
                 .checksum_mode
                 .as_ref()
                 .is_some_and(|m| m.as_str() == ChecksumMode::ENABLED),
+            overrides: Overrides {
+                content_type: $input.response_content_type,
+                content_disposition: $input.response_content_disposition,
+                content_encoding: $input.response_content_encoding,
+                content_language: $input.response_content_language,
+                cache_control: $input.response_cache_control,
+                expires: $input.response_expires,
+            },
         }
     };
 }
@@ -206,7 +271,11 @@ pub(crate) async fn get_object(
         return media::get_object(gw, request, req).await;
     }
     let input = req.input;
-    let p = prepare(gw, read_request!(input), true).await?;
+    let mut request = read_request!(input);
+    request.overrides.check(req.credentials.is_some())?;
+    let overrides = std::mem::take(&mut request.overrides);
+    let mut p = prepare(gw, request, true).await?;
+    overrides.apply(&mut p.meta);
     let (start, len) = p.span();
     let output = object_output!(GetObjectOutput, p, body: Some(match p.small {
         Some(bytes) => StreamingBlob::from(s3s::Body::from(bytes)),
@@ -221,6 +290,10 @@ pub(crate) async fn head_object(
     req: S3Request<HeadObjectInput>,
 ) -> RequestResult<S3Response<HeadObjectOutput>> {
     let input = req.input;
-    let p = prepare(gw, read_request!(input), false).await?;
+    let mut request = read_request!(input);
+    request.overrides.check(req.credentials.is_some())?;
+    let overrides = std::mem::take(&mut request.overrides);
+    let mut p = prepare(gw, request, false).await?;
+    overrides.apply(&mut p.meta);
     Ok(S3Response::new(object_output!(HeadObjectOutput, p)))
 }

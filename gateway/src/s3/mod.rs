@@ -11,6 +11,7 @@
 //! - `cors.rs`: Put/Get/DeleteBucketCors, and the preflights and CORS headers the front adds;
 //! - `delete.rs`: DeleteObject and DeleteObjects;
 //! - `list.rs`: ListObjects, ListObjectsV2, ListParts and ListMultipartUploads;
+//! - `post.rs`: PostObject (browser form uploads), with what the front adds for it;
 //! - `multipart.rs`: CreateMultipartUpload, UploadPart, CompleteMultipartUpload and
 //!   AbortMultipartUpload;
 //! - `media.rs` and `hls.rs`: the media extension of GetObject (renditions, posters, HLS),
@@ -34,6 +35,7 @@ mod hls;
 mod list;
 mod media;
 mod multipart;
+pub mod post;
 mod presign;
 mod put;
 mod receive;
@@ -237,6 +239,14 @@ impl S3 for Gateway {
         req: S3Request<PutObjectInput>,
     ) -> S3Result<S3Response<PutObjectOutput>> {
         put::put_object(self, req)
+            .await
+            .map_err(RequestError::into_s3)
+    }
+    async fn post_object(
+        &self,
+        req: S3Request<PostObjectInput>,
+    ) -> S3Result<S3Response<PostObjectOutput>> {
+        post::post_object(self, req)
             .await
             .map_err(RequestError::into_s3)
     }
