@@ -201,7 +201,7 @@ pub struct Cors {
 const NOT_ENABLED: &str = "CORSResponse: CORS is not enabled for this bucket.";
 const NOT_ALLOWED: &str = "CORSResponse: This CORS request is not allowed. This is usually because the evalution of Origin, request method / Access-Control-Request-Method or Access-Control-Request-Headers are not whitelisted by the resource's CORS spec.";
 
-fn header<'a, B>(req: &'a Request<B>, name: impl http::header::AsHeaderName) -> Option<&'a str> {
+fn header<B>(req: &Request<B>, name: impl http::header::AsHeaderName) -> Option<&str> {
     req.headers().get(name).and_then(|v| v.to_str().ok())
 }
 
