@@ -390,3 +390,126 @@ def test_keys_in_a_shared_postgres_catalog(start_gateway):
             g.stop()
     finally:
         pg.stop()
+
+
+# --------------------------------------------------------------------------------------------
+# bucket policies
+
+
+def boto3_as(gw, key: dict):
+    import boto3
+    from botocore.config import Config
+
+    return boto3.session.Session().client(
+        "s3",
+        endpoint_url=gw.endpoint,
+        aws_access_key_id=key["access_key_id"],
+        aws_secret_access_key=key["secret_access_key"],
+        region_name=gw.region,
+        config=Config(retries={"max_attempts": 1, "mode": "standard"}, s3={"addressing_style": "path"}),
+    )
+
+
+def test_boto3_bucket_policy_public_prefix_and_denied_key_at_once(gw):
+    from botocore.exceptions import ClientError
+
+    bucket = new_bucket_name("pol")
+    admin = gw.raw()
+    assert admin.put_bucket(bucket).status == 200
+    for k in ("public/a.txt", "private/b.txt"):
+        assert admin.put(bucket, k, b"data").status == 200
+    owner = new_key(gw, "--name", "pol-owner", "--owner", bucket)
+    reader = new_key(gw, "--name", "pol-reader", "--read", bucket)
+    banned = new_key(gw, "--name", "pol-banned", "--read", bucket)
+    s3 = boto3_as(gw, owner)
+    anon = UnsignedS3(gw.host, gw.port, gw.creds)
+    assert anon.get(bucket, "public/a.txt").status == 403
+    # A reader may not change the policy: that is the owner's.
+    with pytest.raises(ClientError) as e:
+        boto3_as(gw, reader).put_bucket_policy(Bucket=bucket, Policy='{"Statement": []}')
+    assert e.value.response["Error"]["Code"] == "AccessDenied"
+    with pytest.raises(ClientError) as e:
+        s3.get_bucket_policy(Bucket=bucket)
+    assert e.value.response["Error"]["Code"] == "NoSuchBucketPolicy"
+    policy = {
+        "Version": "2012-10-17",
+        "Statement": [
+            {
+                "Sid": "PublicPrefix",
+                "Effect": "Allow",
+                "Principal": "*",
+                "Action": "s3:GetObject",
+                "Resource": f"arn:aws:s3:::{bucket}/public/*",
+            },
+            {
+                "Sid": "ListPublicFromHere",
+                "Effect": "Allow",
+                "Principal": {"AWS": "*"},
+                "Action": "s3:ListBucket",
+                "Resource": f"arn:aws:s3:::{bucket}",
+                "Condition": {"StringLike": {"s3:prefix": "public/*"}, "IpAddress": {"aws:SourceIp": "127.0.0.0/8"}},
+            },
+            {
+                "Sid": "NotThisKey",
+                "Effect": "Deny",
+                "Principal": {"AWS": [banned["access_key_id"]]},
+                "Action": "s3:*",
+                "Resource": [f"arn:aws:s3:::{bucket}", f"arn:aws:s3:::{bucket}/*"],
+            },
+        ],
+    }
+    s3.put_bucket_policy(Bucket=bucket, Policy=json.dumps(policy))
+    # Both take effect at once: the public prefix opens, the denied key is shut out.
+    r = anon.get(bucket, "public/a.txt")
+    assert r.status == 200 and r.body == b"data", r
+    r = anon.get(bucket, "private/b.txt")
+    assert r.status == 403 and r.code == "AccessDenied", r
+    assert anon.list_v2(bucket, prefix="public/").status == 200
+    assert anon.list_v2(bucket, prefix="private/").status == 403
+    assert anon.put(bucket, "public/evil.txt", b"x").status == 403
+    for k in ("public/a.txt", "private/b.txt"):
+        r = as_key(gw, banned).get(bucket, k)
+        assert r.status == 403 and r.code == "AccessDenied", r
+        assert as_key(gw, reader).get(bucket, k).status == 200
+    assert admin.get(bucket, "private/b.txt").status == 200
+    assert json.loads(s3.get_bucket_policy(Bucket=bucket)["Policy"]) == policy
+    assert s3.get_bucket_policy_status(Bucket=bucket)["PolicyStatus"]["IsPublic"] is True
+    # Malformed documents are refused and leave the policy as it was.
+    for bad in (
+        "not json",
+        json.dumps({"Statement": [{"Effect": "Allow", "Principal": "*", "Action": "s3:GetObject", "Resource": "arn:aws:s3:::other/*"}]}),
+        json.dumps({"Statement": [{"Effect": "Perhaps", "Principal": "*", "Action": "s3:GetObject", "Resource": "*"}]}),
+    ):
+        with pytest.raises(ClientError) as e:
+            s3.put_bucket_policy(Bucket=bucket, Policy=bad)
+        assert e.value.response["Error"]["Code"] == "MalformedPolicy", bad
+    assert anon.get(bucket, "public/a.txt").status == 200
+    s3.delete_bucket_policy(Bucket=bucket)
+    assert anon.get(bucket, "public/a.txt").status == 403
+    assert as_key(gw, banned).get(bucket, "private/b.txt").status == 200
+    with pytest.raises(ClientError) as e:
+        s3.get_bucket_policy(Bucket=bucket)
+    assert e.value.response["Error"]["Code"] == "NoSuchBucketPolicy"
+
+
+def test_a_policy_can_grant_a_key_what_its_own_rights_do_not(gw, media):
+    k = new_key(gw, "--name", "guest")
+    r = as_key(gw, k).get(media, "films/a.txt")
+    assert r.status == 403, r
+    policy = {
+        "Statement": {
+            "Effect": "Allow",
+            "Principal": {"AWS": f"arn:aws:iam::nebula:user/{k['access_key_id']}"},
+            "Action": ["s3:Get*"],
+            "Resource": f"arn:aws:s3:::{media}/films/*",
+            "Condition": {"Bool": {"aws:SecureTransport": "false"}},
+        }
+    }
+    body = json.dumps(policy).encode()
+    r = gw.raw().request("PUT", object_path(media), query=[("policy", "")], body=body)
+    assert r.status == 204, r
+    try:
+        assert as_key(gw, k).get(media, "films/a.txt").status == 200
+        assert as_key(gw, k).put(media, "films/x.txt", b"x").status == 403
+    finally:
+        assert gw.raw().request("DELETE", object_path(media), query=[("policy", "")]).status == 204

@@ -11,7 +11,8 @@ use s3s::host::{S3Host, VirtualHost};
 use s3s::path::S3Path;
 use s3s::{S3Request, S3Result};
 
-use crate::access::{Access, Caller, KeyRefusal, Need, Principal, ops};
+use crate::access::{Access, Caller, KeyRefusal, Need, Principal, ops, policy};
+use crate::peer::PeerInfo;
 use crate::s3::RequestError;
 use crate::store::Store;
 
@@ -48,8 +49,9 @@ impl S3Auth for KeyAuth {
 }
 
 /// s3s's access check: every operation classified once ([`ops::s3_need`]) and checked once
-/// ([`Access::permits`]), before s3s reads the request body. Copies also need read on their
-/// source; listings are checked against the prefix they list.
+/// ([`Access::decide`]: the key's rights and the bucket's policies), before s3s reads the
+/// request body. Copies also need read on their source; listings are checked against the
+/// prefix they list.
 #[derive(Debug, Clone)]
 pub struct AccessCheck {
     access: Arc<Access>,
@@ -111,6 +113,58 @@ fn query_param(query: &str, name: &str) -> Option<String> {
     })
 }
 
+/// What bucket policy conditions may ask about a request.
+struct RequestFacts {
+    principal: Option<String>,
+    secure: bool,
+    source_ip: Option<std::net::IpAddr>,
+    prefix: Option<String>,
+    delimiter: Option<String>,
+    max_keys: Option<String>,
+    acl: Option<String>,
+}
+
+impl RequestFacts {
+    fn of(cx: &mut S3AccessContext<'_>) -> Self {
+        let query = cx.uri().query().unwrap_or("").to_owned();
+        let acl = cx
+            .headers()
+            .get("x-amz-acl")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned);
+        let principal = cx.credentials().map(|c| c.access_key.clone());
+        let peer = cx
+            .extensions_mut()
+            .get::<PeerInfo>()
+            .cloned()
+            .unwrap_or_default();
+        RequestFacts {
+            principal,
+            secure: peer.tls,
+            source_ip: peer.addr.map(|a| a.ip()),
+            prefix: query_param(&query, "prefix"),
+            delimiter: query_param(&query, "delimiter"),
+            max_keys: query_param(&query, "max-keys"),
+            acl,
+        }
+    }
+
+    fn request<'a>(&'a self, action: &'a str, resource: &'a str) -> policy::PolicyRequest<'a> {
+        policy::PolicyRequest {
+            principal: self.principal.as_deref(),
+            action,
+            resource,
+            secure: self.secure,
+            source_ip: self.source_ip,
+            prefix: self.prefix.as_deref(),
+            delimiter: self.delimiter.as_deref(),
+            max_keys: self.max_keys.as_deref(),
+            acl: self.acl.as_deref(),
+            now: time::OffsetDateTime::now_utc(),
+        }
+    }
+}
+
 /// `x-amz-copy-source` as bucket and key (`[/]bucket/key[?versionId=...]`, percent-encoded).
 fn copy_source(value: &str) -> Option<(String, String)> {
     let path = value.split_once('?').map_or(value, |(p, _)| p);
@@ -133,37 +187,51 @@ impl S3Access for AccessCheck {
             .await
             .map_err(refusal)?;
         let need = ops::s3_need(op);
-        let (bucket, key): (Option<&str>, Option<String>) = match cx.s3_path() {
+        let (bucket, key): (Option<String>, Option<String>) = match cx.s3_path() {
             S3Path::Root => (None, None),
             S3Path::Bucket { bucket } => {
                 let listed = PREFIX_LISTINGS.contains(&op).then(|| {
                     query_param(cx.uri().query().unwrap_or(""), "prefix").unwrap_or_default()
                 });
-                (Some(bucket), listed)
+                (Some(bucket.to_string()), listed)
             }
-            S3Path::Object { bucket, key } => (Some(bucket), Some(key.to_string())),
+            S3Path::Object { bucket, key } => (Some(bucket.to_string()), Some(key.to_string())),
         };
+        let source = matches!(op, "CopyObject" | "UploadPartCopy")
+            .then(|| {
+                cx.headers()
+                    .get("x-amz-copy-source")
+                    .and_then(|v| v.to_str().ok())
+                    .and_then(copy_source)
+            })
+            .flatten();
+        let facts = RequestFacts::of(cx);
         let store = &self.store;
-        let exists = |b: &str| store.bucket_fd(b).is_ok();
-        if !self
-            .access
-            .permits(&who, need, bucket, key.as_deref(), exists)
-        {
+        let allowed = |bucket: Option<&str>, key: Option<&str>, need: Need, action: &str| {
+            let policies = match bucket {
+                Some(b) if !matches!(who, Principal::Admin) => self.access.policies(store, b),
+                _ => Vec::new(),
+            };
+            let resource = match (bucket, key) {
+                (Some(b), Some(k)) if !PREFIX_LISTINGS.contains(&op) => {
+                    format!("arn:aws:s3:::{b}/{k}")
+                }
+                (Some(b), _) => format!("arn:aws:s3:::{b}"),
+                (None, _) => "*".to_owned(),
+            };
+            let request = facts.request(action, &resource);
+            let exists = |b: &str| store.bucket_fd(b).is_ok();
+            self.access
+                .decide(&who, need, bucket, key, exists, &policies, &request)
+        };
+        let bucket = bucket.as_deref();
+        if !allowed(bucket, key.as_deref(), need, &policy::iam_action(op)) {
             return Err(Self::refuse(&who, op, need, bucket));
         }
-        if matches!(op, "CopyObject" | "UploadPartCopy") {
-            let source = cx
-                .headers()
-                .get("x-amz-copy-source")
-                .and_then(|v| v.to_str().ok())
-                .and_then(copy_source);
-            if let Some((b, k)) = source
-                && !self
-                    .access
-                    .permits(&who, Need::Read, Some(&b), Some(&k), exists)
-            {
-                return Err(Self::refuse(&who, op, Need::Read, Some(&b)));
-            }
+        if let Some((b, k)) = &source
+            && !allowed(Some(b), Some(k), Need::Read, "s3:GetObject")
+        {
+            return Err(Self::refuse(&who, op, Need::Read, Some(b)));
         }
         let caller = Caller {
             who,

@@ -16,6 +16,8 @@ pub struct PeerInfo {
     /// The tailnet node the connection came from, when it came over the in-process tailnet
     /// listener and the control plane knew the peer.
     pub tailnet: Option<TailnetPeer>,
+    /// The connection is TLS (what bucket policies call `aws:SecureTransport`).
+    pub tls: bool,
 }
 
 impl PeerInfo {
@@ -24,6 +26,7 @@ impl PeerInfo {
         PeerInfo {
             addr: Some(addr),
             tailnet: None,
+            tls: false,
         }
     }
 }

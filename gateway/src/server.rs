@@ -103,7 +103,10 @@ pub async fn accept_tcp(
                 };
                 // Small responses must not wait for delayed ACKs.
                 let _ = stream.set_nodelay(true);
-                let peer = PeerInfo::from_addr(addr);
+                let peer = PeerInfo {
+                    tls: tls.is_some(),
+                    ..PeerInfo::from_addr(addr)
+                };
                 match &tls {
                     None => serve_stream(stream, peer, front.clone(), graceful),
                     Some(tls) => {

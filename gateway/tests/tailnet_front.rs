@@ -39,6 +39,7 @@ fn tailnet_peer(hostname: &str, tags: &[&str]) -> PeerInfo {
             hostname: hostname.to_owned(),
             tags: tags.iter().map(|t| t.to_string()).collect(),
         }),
+        tls: false,
     }
 }
 

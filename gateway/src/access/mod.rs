@@ -5,12 +5,16 @@
 //! The admin key (the gateway's configured or generated pair) may do everything. A scoped key
 //! may do what its grants say: per bucket read, write and owner (Garage's model), optionally
 //! narrowed to keys under a prefix, plus creating buckets (it then owns the buckets it creates).
-//! Anonymous requests may read the buckets made public-read (`--public-bucket`). The S3 side
-//! is wired in `crate::auth` (s3s's `S3Auth` and `S3Access`), the JSON API's in `crate::api`.
+//! On top, for S3 requests, bucket policies ([`policy`]): an explicit Deny there refuses
+//! anyone but the admin, an Allow grants what the key's own rights do not (to anonymous
+//! callers too, with `Principal: "*"`). A `--public-bucket` is a public-read policy held in
+//! memory. The S3 side is wired in `crate::auth` (s3s's `S3Auth` and `S3Access`), the JSON
+//! API's in `crate::api`.
 
 pub mod command;
 pub mod keys;
 pub mod ops;
+pub mod policy;
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -164,7 +168,7 @@ impl Access {
         match (who, need) {
             (_, Need::Open) => true,
             (Principal::Admin, _) => true,
-            (Principal::Anonymous, Need::Read) => bucket.is_some_and(|b| self.is_public(b)),
+            // Anonymous callers get only what bucket policies allow (see `decide`).
             (Principal::Anonymous, _) => false,
             (Principal::Key(_), Need::Listing) => true,
             (Principal::Key(_), Need::Admin) => false,
@@ -192,6 +196,55 @@ impl Access {
                 right && within
             }
         }
+    }
+
+    /// The bucket policies that apply to `bucket`: its own, and public read for a
+    /// `--public-bucket`. A stored document that no longer parses applies nothing (and is
+    /// logged): it was checked when it was put.
+    pub fn policies(&self, store: &crate::store::Store, bucket: &str) -> Vec<policy::Policy> {
+        let mut out = Vec::new();
+        match store
+            .settings()
+            .get(bucket, crate::store::settings::Setting::Policy)
+        {
+            Ok(Some(doc)) => match policy::Policy::parse(&doc, bucket) {
+                Ok(p) => out.push(p),
+                Err(e) => tracing::warn!(bucket, error = %e, "ignoring the bucket's stored policy"),
+            },
+            Ok(None) => {}
+            Err(e) => tracing::warn!(bucket, error = %e, "cannot read the bucket's policy"),
+        }
+        if self.is_public(bucket) {
+            out.push(policy::Policy::public_read(bucket));
+        }
+        out
+    }
+
+    /// [`Access::permits`] with bucket policies on top: the admin may do everything; an
+    /// explicit Deny in any policy refuses; an Allow grants; otherwise the key's rights decide.
+    #[allow(clippy::too_many_arguments)]
+    pub fn decide(
+        &self,
+        who: &Principal,
+        need: Need,
+        bucket: Option<&str>,
+        key: Option<&str>,
+        bucket_exists: impl FnOnce(&str) -> bool,
+        policies: &[policy::Policy],
+        request: &policy::PolicyRequest<'_>,
+    ) -> bool {
+        if matches!(who, Principal::Admin) {
+            return true;
+        }
+        let mut allowed = false;
+        for p in policies {
+            match p.evaluate(request) {
+                policy::Decision::Deny => return false,
+                policy::Decision::Allow => allowed = true,
+                policy::Decision::NotApplicable => {}
+            }
+        }
+        allowed || self.permits(who, need, bucket, key, bucket_exists)
     }
 
     /// True when `who` may see `bucket` in ListBuckets and its jobs in the job list.
@@ -292,12 +345,69 @@ mod tests {
         let creator = key(&[], true);
         assert!(a.permits(&creator, Need::CreateBucket, Some("new"), None, yes));
         assert!(a.can_see(&tv, "media") && !a.can_see(&tv, "cam"));
-        // Anonymous: reads of public buckets only.
+        // Anonymous: only what a policy allows; a public bucket's is public read.
         let anon = Principal::Anonymous;
-        assert!(a.permits(&anon, Need::Read, Some("pub"), Some("a"), yes));
-        assert!(!a.permits(&anon, Need::Write, Some("pub"), Some("a"), yes));
-        assert!(!a.permits(&anon, Need::Read, Some("media"), Some("a"), yes));
+        assert!(!a.permits(&anon, Need::Read, Some("pub"), Some("a"), yes));
         assert!(!a.permits(&anon, Need::Listing, None, None, yes));
+        let public = [policy::Policy::public_read("pub")];
+        let req = |action, resource| policy::PolicyRequest {
+            principal: None,
+            action,
+            resource,
+            secure: false,
+            source_ip: None,
+            prefix: None,
+            delimiter: None,
+            max_keys: None,
+            acl: None,
+            now: OffsetDateTime::now_utc(),
+        };
+        let get = req("s3:GetObject", "arn:aws:s3:::pub/a");
+        assert!(a.decide(
+            &anon,
+            Need::Read,
+            Some("pub"),
+            Some("a"),
+            yes,
+            &public,
+            &get
+        ));
+        let put = req("s3:PutObject", "arn:aws:s3:::pub/a");
+        assert!(!a.decide(
+            &anon,
+            Need::Write,
+            Some("pub"),
+            Some("a"),
+            yes,
+            &public,
+            &put
+        ));
+        // An explicit Deny beats a key's grant, but not the admin.
+        let deny = policy::Policy::parse(
+            br#"{"Statement":{"Effect":"Deny","Principal":"*","Action":"s3:GetObject","Resource":"arn:aws:s3:::media/*"}}"#,
+            "media",
+        )
+        .unwrap();
+        let get = req("s3:GetObject", "arn:aws:s3:::media/a.mp4");
+        let denied = [deny];
+        assert!(!a.decide(
+            &tv,
+            Need::Read,
+            Some("media"),
+            Some("a.mp4"),
+            yes,
+            &denied,
+            &get
+        ));
+        assert!(a.decide(
+            &Principal::Admin,
+            Need::Read,
+            Some("media"),
+            None,
+            yes,
+            &denied,
+            &get
+        ));
         assert!(a.permits(&Principal::Admin, Need::Admin, None, None, yes));
     }
 }

@@ -26,6 +26,12 @@ pub enum RequestError {
     /// An unsigned request asked for more than the bucket's public-read rule allows.
     #[error("{0}")]
     AccessDenied(&'static str),
+    /// PutBucketPolicy with a document that is not a policy this gateway can apply.
+    #[error("{0}")]
+    MalformedPolicy(String),
+    /// GetBucketPolicy on a bucket without one.
+    #[error("The bucket policy does not exist")]
+    NoSuchBucketPolicy,
     /// The caller's key (or an anonymous caller) may not do this (`crate::access`).
     #[error("{0}")]
     Forbidden(String),
@@ -207,6 +213,8 @@ impl RequestError {
             RequestError::Protocol(e) => e.code().clone(),
             RequestError::InvalidAccessKeyId => C::InvalidAccessKeyId,
             RequestError::AccessDenied(_) | RequestError::Forbidden(_) => C::AccessDenied,
+            RequestError::MalformedPolicy(_) => C::MalformedPolicy,
+            RequestError::NoSuchBucketPolicy => C::NoSuchBucketPolicy,
             RequestError::BucketAlreadyOwnedByYou => C::BucketAlreadyOwnedByYou,
             RequestError::IllegalLocationConstraint { .. } => {
                 return custom(

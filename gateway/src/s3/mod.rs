@@ -14,6 +14,8 @@
 //! - `post.rs`: PostObject (browser form uploads), with what the front adds for it;
 //! - `multipart.rs`: CreateMultipartUpload, UploadPart, CompleteMultipartUpload and
 //!   AbortMultipartUpload;
+//! - `policy.rs`: Put/Get/DeleteBucketPolicy and GetBucketPolicyStatus (the policies themselves
+//!   are applied by `crate::access`);
 //! - `media.rs` and `hls.rs`: the media extension of GetObject (renditions, posters, HLS),
 //!   called from `get.rs` only, with `presign.rs` writing the presigned URLs inside playlists;
 //! - `checksum.rs` (Content-MD5, `x-amz-checksum-*`) and `conditional.rs` (`If-*` headers)
@@ -35,6 +37,7 @@ mod hls;
 mod list;
 mod media;
 mod multipart;
+mod policy;
 pub mod post;
 mod presign;
 mod put;
@@ -359,6 +362,38 @@ impl S3 for Gateway {
         req: S3Request<ListMultipartUploadsInput>,
     ) -> S3Result<S3Response<ListMultipartUploadsOutput>> {
         list::list_multipart_uploads(self, req)
+            .await
+            .map_err(RequestError::into_s3)
+    }
+    async fn put_bucket_policy(
+        &self,
+        req: S3Request<PutBucketPolicyInput>,
+    ) -> S3Result<S3Response<PutBucketPolicyOutput>> {
+        policy::put_bucket_policy(self, req)
+            .await
+            .map_err(RequestError::into_s3)
+    }
+    async fn get_bucket_policy(
+        &self,
+        req: S3Request<GetBucketPolicyInput>,
+    ) -> S3Result<S3Response<GetBucketPolicyOutput>> {
+        policy::get_bucket_policy(self, req)
+            .await
+            .map_err(RequestError::into_s3)
+    }
+    async fn delete_bucket_policy(
+        &self,
+        req: S3Request<DeleteBucketPolicyInput>,
+    ) -> S3Result<S3Response<DeleteBucketPolicyOutput>> {
+        policy::delete_bucket_policy(self, req)
+            .await
+            .map_err(RequestError::into_s3)
+    }
+    async fn get_bucket_policy_status(
+        &self,
+        req: S3Request<GetBucketPolicyStatusInput>,
+    ) -> S3Result<S3Response<GetBucketPolicyStatusOutput>> {
+        policy::get_bucket_policy_status(self, req)
             .await
             .map_err(RequestError::into_s3)
     }

@@ -227,7 +227,7 @@ impl Tailnet {
                             tracing::warn!(peer = %remote, "tailnet: connection refused: unknown node and --tailscale-allow is set");
                             return;
                         }
-                        let peer = PeerInfo { addr: Some(remote), tailnet: node };
+                        let peer = PeerInfo { addr: Some(remote), tailnet: node, tls: false };
                         serve_watched(stream, peer, front, watcher).await;
                     });
                 }
