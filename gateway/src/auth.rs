@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use s3s::access::{S3Access, S3AccessContext};
 use s3s::auth::{S3Auth, SecretKey};
-use s3s::dto::DeleteObjectsInput;
+use s3s::dto::{DeleteObjectsInput, PostObjectInput};
 use s3s::host::{S3Host, VirtualHost};
 use s3s::path::S3Path;
 use s3s::{S3Request, S3Result};
@@ -111,6 +111,16 @@ fn query_param(query: &str, name: &str) -> Option<String> {
                 .into_owned()
         })
     })
+}
+
+/// True when `who` is a scoped key whose grant on `bucket` is narrowed to a prefix `key` is
+/// not under: the operations naming their keys in the body (DeleteObjects, PostObject) passed
+/// the bucket-level check without them.
+fn outside_prefix(who: &Principal, bucket: &str, key: &str) -> bool {
+    who.key()
+        .and_then(|k| k.grant(bucket))
+        .and_then(|g| g.prefix.as_deref())
+        .is_some_and(|p| !key.starts_with(p))
 }
 
 /// What bucket policy conditions may ask about a request.
@@ -241,6 +251,23 @@ impl S3Access for AccessCheck {
         Ok(())
     }
 
+    /// PostObject names its key in the form: it must be within a prefix-narrowed grant.
+    async fn post_object(&self, req: &mut S3Request<PostObjectInput>) -> S3Result<()> {
+        let Some(caller) = req.extensions.get::<Caller>() else {
+            return Ok(());
+        };
+        let bucket = req.input.bucket.as_str();
+        if outside_prefix(&caller.who, bucket, &req.input.key) {
+            return Err(Self::refuse(
+                &caller.who,
+                "PostObject",
+                Need::Write,
+                Some(bucket),
+            ));
+        }
+        Ok(())
+    }
+
     /// DeleteObjects names its keys in the body: each must be within a prefix-narrowed grant.
     async fn delete_objects(&self, req: &mut S3Request<DeleteObjectsInput>) -> S3Result<()> {
         let Some(caller) = req.extensions.get::<Caller>() else {
@@ -248,12 +275,7 @@ impl S3Access for AccessCheck {
         };
         let bucket = req.input.bucket.as_str();
         for o in &req.input.delete.objects {
-            if !self
-                .access
-                .permits(&caller.who, Need::Write, Some(bucket), Some(&o.key), |_| {
-                    true
-                })
-            {
+            if outside_prefix(&caller.who, bucket, &o.key) {
                 return Err(Self::refuse(
                     &caller.who,
                     "DeleteObjects",

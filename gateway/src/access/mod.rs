@@ -37,6 +37,14 @@ pub enum Principal {
 }
 
 impl Principal {
+    /// The scoped key, if it is one.
+    pub fn key(&self) -> Option<&Key> {
+        match self {
+            Principal::Key(k) => Some(k),
+            _ => None,
+        }
+    }
+
     /// How refusals name the caller.
     pub fn describe(&self) -> String {
         match self {
