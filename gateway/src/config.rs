@@ -194,6 +194,10 @@ pub struct ServeArgs {
     /// Queue an H.264 MP4 rendition at the source's height (at most 1080) for videos browsers cannot play (MKV, AVI, HEVC, ...).
     #[arg(long, env = "NEBULA_AUTO_WEB_FRIENDLY")]
     pub auto_web_friendly: bool,
+    /// Seconds in a lifecycle "day" (rules count Days in these). Only for tests: a real day
+    /// unless set.
+    #[arg(long, env = "NEBULA_LIFECYCLE_DAY_SECONDS", default_value_t = 86_400, value_parser = clap::value_parser!(u64).range(1..))]
+    pub lifecycle_day_seconds: u64,
     /// Seconds a worker holds a job without renewing before another gateway may take it over.
     #[arg(long, env = "NEBULA_JOB_LEASE_SECS", default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..))]
     pub job_lease_secs: u64,

@@ -24,6 +24,7 @@ pub mod credentials;
 pub mod events;
 pub mod front;
 pub mod jobs;
+pub mod lifecycle;
 pub mod limits;
 pub mod listen;
 pub mod logs;

@@ -151,6 +151,12 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             .push(Arc::new(jobs::JobEvents::new(jobs.clone())));
     }
     gateway.media = media;
+    gateway.lifecycle_day = std::time::Duration::from_secs(args.lifecycle_day_seconds);
+    let sweeper = tokio::spawn(nebula_gateway::lifecycle::run(
+        gateway.store.clone(),
+        gateway.events.clone(),
+        gateway.lifecycle_day,
+    ));
     let public_buckets: Vec<String> = args
         .public_buckets
         .iter()
@@ -194,6 +200,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     for t in metrics_tasks {
         t.abort();
     }
+    sweeper.abort();
     // Running jobs go back to the queue instead of holding the exit until they finish.
     jobs.shutdown().await;
     tracing::info!("stopped");
@@ -341,11 +348,19 @@ async fn serve_all(
     signal.abort();
 }
 
-/// `reindex`: reconciles the catalog with the data folder (rebuilding a lost database) and
-/// prints what changed.
+/// `reindex`: finishes versioned writes a crash cut short (so each key's current version is
+/// its plain file), then reconciles the catalog with the data folder (rebuilding a lost
+/// database) and prints what changed. The catalog follows current versions; kept versions are
+/// listed from the folder.
 async fn reindex(args: ReindexArgs) -> anyhow::Result<()> {
     let store = store::Store::open_shared(&args.data_dir)
         .with_context(|| format!("opening data folder {}", args.data_dir.display()))?;
+    let repaired = store
+        .recover_versions()
+        .context("repairing object versions")?;
+    if repaired > 0 {
+        println!("repaired the versions of {repaired} keys");
+    }
     let store = Arc::new(store);
     let catalog = Catalog::connect(args.database_url.as_deref(), store.internal_dir())?;
     catalog.migrate().await.context("opening the catalog")?;

@@ -1,5 +1,5 @@
 //! Bucket operations: ListBuckets, CreateBucket, HeadBucket, DeleteBucket, GetBucketLocation,
-//! and the read-only bucket settings clients probe (versioning, ACLs).
+//! and the read-only bucket settings clients probe (ACLs).
 
 use s3s::dto::*;
 use s3s::{S3Request, S3Response};
@@ -35,8 +35,9 @@ pub(crate) async fn list_buckets(
     }))
 }
 
-/// CreateBucket: a folder, owned by the scoped key that created it. An owned bucket answers
-/// 200 in us-east-1 (AWS's legacy behaviour) and BucketAlreadyOwnedByYou elsewhere.
+/// CreateBucket: a folder (with object lock, which turns versioning on, when asked), owned by
+/// the scoped key that created it. An owned bucket answers 200 in us-east-1 (AWS's legacy
+/// behaviour) and BucketAlreadyOwnedByYou elsewhere.
 pub(crate) async fn create_bucket(
     gw: &Gateway,
     req: S3Request<CreateBucketInput>,
@@ -62,7 +63,15 @@ pub(crate) async fn create_bucket(
     }
     let store = gw.store.clone();
     let bucket = input.bucket.clone();
-    let created = blocking(move || store.create_bucket(&bucket)).await?;
+    let with_lock = input.object_lock_enabled_for_bucket == Some(true);
+    let created = blocking(move || -> RequestResult<bool> {
+        let created = store.create_bucket(&bucket)?;
+        if created && with_lock {
+            super::lock::enable_at_create(&store, &bucket)?;
+        }
+        Ok(created)
+    })
+    .await?;
     if created && let Some(c) = req.extensions.get::<Caller>() {
         // A scoped key owns the buckets it creates.
         c.access
@@ -118,17 +127,6 @@ pub(crate) async fn get_bucket_location(
     Ok(S3Response::new(GetBucketLocationOutput {
         location_constraint,
     }))
-}
-
-/// GetBucketVersioning: versioning is never enabled here.
-pub(crate) async fn get_bucket_versioning(
-    gw: &Gateway,
-    req: S3Request<GetBucketVersioningInput>,
-) -> RequestResult<S3Response<GetBucketVersioningOutput>> {
-    let store = gw.store.clone();
-    let bucket = req.input.bucket;
-    blocking(move || store.bucket_fd(&bucket).map(drop)).await?;
-    Ok(S3Response::new(GetBucketVersioningOutput::default()))
 }
 
 fn owner_full_control() -> Vec<Grant> {

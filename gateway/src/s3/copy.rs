@@ -7,29 +7,46 @@ use s3s::{S3Request, S3Response};
 
 use super::checksum::{checksum_fields, hash_file};
 use super::conditional::conditions;
+use super::lock::{WriteLock, apply_on_write};
 use super::multipart::{algorithm_of, part_etag, part_number};
 use super::put::WriteHeaders;
 use super::{Gateway, RequestError, RequestResult, blocking, etag_of, object_path, timestamp};
-use crate::store::{Commit, fsutil};
+use crate::store::keys::ObjectPath;
+use crate::store::versions::Found;
+use crate::store::{Commit, ObjectHandle, Store, StoreError, fsutil};
 
-/// Extracts bucket and key from `x-amz-copy-source`; access points and versions are not served.
-pub(crate) fn copy_source(src: &CopySource) -> RequestResult<(String, String)> {
+/// Bucket, key and version id from `x-amz-copy-source`; access points are not served.
+pub(crate) fn copy_source(src: &CopySource) -> RequestResult<(String, String, Option<String>)> {
     match src {
         CopySource::Bucket {
             bucket,
             key,
             version_id,
-        } => {
-            if version_id.as_deref().is_some_and(|v| v != "null") {
-                return Err(RequestError::NotImplemented(
-                    "this gateway does not keep object versions",
-                ));
-            }
-            Ok((bucket.to_string(), key.to_string()))
-        }
+        } => Ok((
+            bucket.to_string(),
+            key.to_string(),
+            version_id.as_deref().map(str::to_owned),
+        )),
         _ => Err(RequestError::NotImplemented(
             "only bucket/key copy sources are supported",
         )),
+    }
+}
+
+/// Opens the copy source: its current version, or the one named. A delete marker has nothing
+/// to copy.
+fn open_source(
+    store: &Store,
+    bucket: &str,
+    path: &ObjectPath,
+    version: Option<&str>,
+) -> RequestResult<ObjectHandle> {
+    match store.open_version(bucket, path, version)? {
+        Found::Object(h) => Ok(h),
+        Found::DeleteMarker { .. } if version.is_some() => Err(RequestError::InvalidRequest(
+            "The source of a copy request may not specifically refer to a delete marker by version id.".into(),
+        )),
+        Found::DeleteMarker { .. } => Err(StoreError::NoSuchKey.into()),
     }
 }
 
@@ -39,14 +56,14 @@ pub(crate) async fn copy_object(
     req: S3Request<CopyObjectInput>,
 ) -> RequestResult<S3Response<CopyObjectOutput>> {
     let input = req.input;
-    let (src_bucket, src_key) = copy_source(&input.copy_source)?;
+    let (src_bucket, src_key, src_version) = copy_source(&input.copy_source)?;
     let src_path = object_path(&src_key)?;
     let dst_path = object_path(&input.key)?;
     let replace = input
         .metadata_directive
         .as_ref()
         .is_some_and(|d| d.as_str() == MetadataDirective::REPLACE);
-    if !replace && src_bucket == input.bucket && src_key == input.key {
+    if !replace && src_bucket == input.bucket && src_key == input.key && src_version.is_none() {
         return Err(RequestError::InvalidRequest(
             "This copy request is illegal because it is trying to copy an object to itself without changing the object's metadata, storage class, website redirect location or encryption attributes.".into(),
         ));
@@ -65,11 +82,17 @@ pub(crate) async fn copy_object(
         .to_meta()
     });
     let conds = conditions!(copy_source input);
+    let lock = WriteLock::new(
+        input.object_lock_mode.as_ref(),
+        input.object_lock_retain_until_date.as_ref(),
+        input.object_lock_legal_hold_status.as_ref(),
+    );
     let store = gw.store.clone();
     let dst_bucket = input.bucket.clone();
     let (bucket, key) = (input.bucket.clone(), input.key.clone());
-    let (meta, modified) = blocking(move || -> RequestResult<_> {
-        let src = store.open_object(&src_bucket, &src_path)?;
+    let (meta, modified, src_version) = blocking(move || -> RequestResult<_> {
+        let src = open_source(&store, &src_bucket, &src_path, src_version.as_deref())?;
+        let src_version = src.meta.version_id.clone().or(src_version);
         conds.borrow().check_copy_source(&src.meta, src.modified)?;
         if src_path.is_folder_marker != dst_path.is_folder_marker {
             return Err(RequestError::InvalidRequest(
@@ -90,10 +113,13 @@ pub(crate) async fn copy_object(
             }
             None => src.meta.clone(),
         };
+        // Object lock settings belong to the source version: the copy gets its own.
+        let mut meta = meta;
+        apply_on_write(&store, &dst_bucket, &lock, &mut meta)?;
         let meta = store.commit(tmp, &dst_bucket, &dst_path, meta, Commit::Replace)?;
         let modified =
             std::time::UNIX_EPOCH + std::time::Duration::from_nanos(meta.mtime_ns.max(0) as u64);
-        Ok((meta, modified))
+        Ok((meta, modified, src_version))
     })
     .await?;
     gw.written(&bucket, &key, &meta).await;
@@ -110,6 +136,8 @@ pub(crate) async fn copy_object(
     };
     Ok(S3Response::new(CopyObjectOutput {
         copy_object_result: Some(result),
+        version_id: meta.version_id.clone(),
+        copy_source_version_id: src_version,
         ..Default::default()
     }))
 }
@@ -143,7 +171,7 @@ pub(crate) async fn upload_part_copy(
 ) -> RequestResult<S3Response<UploadPartCopyOutput>> {
     let input = req.input;
     let number = part_number(input.part_number)?;
-    let (src_bucket, src_key) = copy_source(&input.copy_source)?;
+    let (src_bucket, src_key, src_version) = copy_source(&input.copy_source)?;
     let src_path = object_path(&src_key)?;
     let range = input
         .copy_source_range
@@ -155,7 +183,7 @@ pub(crate) async fn upload_part_copy(
     let (bucket, key, id) = (input.bucket, input.key, input.upload_id);
     let part = blocking(move || -> RequestResult<_> {
         let record = store.open_upload(&bucket, &key, &id)?;
-        let src = store.open_object(&src_bucket, &src_path)?;
+        let src = open_source(&store, &src_bucket, &src_path, src_version.as_deref())?;
         conds.borrow().check_copy_source(&src.meta, src.modified)?;
         let (start, len) = match range {
             None => (0, src.size),

@@ -119,6 +119,28 @@ pub enum RequestError {
         /// The `Retry-After` seconds.
         retry_after: u32,
     },
+    /// The bucket's state does not allow the change (e.g. suspending versioning under object
+    /// lock).
+    #[error("{0}")]
+    InvalidBucketState(&'static str),
+    /// The bucket has no lifecycle configuration.
+    #[error("The lifecycle configuration does not exist")]
+    NoLifecycleConfiguration,
+    /// The bucket has no object lock configuration.
+    #[error("Object Lock configuration does not exist for this bucket")]
+    NoLockConfiguration,
+    /// The version has no retention to report.
+    #[error("The specified object does not have a ObjectLock configuration")]
+    NoObjectLockSetting,
+    /// The version read is a delete marker: 404 NoSuchKey for the latest version, 405
+    /// MethodNotAllowed when asked for by id; both say so in `x-amz-delete-marker`.
+    #[error("{}", if *by_id { "the specified method is not allowed against a delete marker" } else { "the specified key does not exist" })]
+    DeleteMarker {
+        /// The marker's version id.
+        version_id: String,
+        /// True when the request named the version.
+        by_id: bool,
+    },
     /// The gateway failed, not the client (a worker panicked, a transcode broke).
     #[error("{0}")]
     Internal(String),
@@ -202,6 +224,11 @@ impl RequestError {
                 StoreError::InvalidKey(_) | StoreError::FolderMarkerNotEmpty => C::InvalidArgument,
                 StoreError::KeyTooLong => C::KeyTooLongError,
                 StoreError::KeyConflict(_) => return custom("KeyConflict", StatusCode::CONFLICT),
+                StoreError::NoSuchVersion => C::NoSuchVersion,
+                StoreError::InvalidVersionId => C::InvalidArgument,
+                StoreError::IsDeleteMarker => C::MethodNotAllowed,
+                StoreError::ObjectLocked(_) => C::AccessDenied,
+                StoreError::Unsupported(_) => C::NotImplemented,
                 StoreError::Exists => C::PreconditionFailed,
                 StoreError::SlotOverflow => C::InvalidRequest,
                 // S3 has no code for a full disk; WebDAV's 507 says what it is.
@@ -247,6 +274,17 @@ impl RequestError {
                 return custom("UnsupportedMediaType", StatusCode::UNSUPPORTED_MEDIA_TYPE);
             }
             RequestError::SlowDown { .. } => C::SlowDown,
+            RequestError::InvalidBucketState(_) => C::InvalidBucketState,
+            RequestError::NoLockConfiguration => {
+                return custom(
+                    "ObjectLockConfigurationNotFoundError",
+                    StatusCode::NOT_FOUND,
+                );
+            }
+            RequestError::NoObjectLockSetting => C::NoSuchObjectLockConfiguration,
+            RequestError::NoLifecycleConfiguration => C::NoSuchLifecycleConfiguration,
+            RequestError::DeleteMarker { by_id: true, .. } => C::MethodNotAllowed,
+            RequestError::DeleteMarker { by_id: false, .. } => C::NoSuchKey,
             RequestError::Internal(_) => C::InternalError,
         };
         (known, None)
@@ -275,7 +313,8 @@ impl RequestError {
         }
     }
 
-    /// Headers the error response carries: a 304's validators, a 503's `Retry-After`.
+    /// Headers the error response carries: a 304's validators, a 503's `Retry-After`, a delete
+    /// marker's `x-amz-delete-marker` and `x-amz-version-id`.
     fn headers(&self) -> HeaderMap {
         let mut headers = HeaderMap::new();
         match self {
@@ -292,6 +331,12 @@ impl RequestError {
             }
             RequestError::SlowDown { retry_after, .. } => {
                 headers.insert(http::header::RETRY_AFTER, HeaderValue::from(*retry_after));
+            }
+            RequestError::DeleteMarker { version_id, .. } => {
+                headers.insert("x-amz-delete-marker", HeaderValue::from_static("true"));
+                if let Ok(v) = HeaderValue::from_str(version_id) {
+                    headers.insert("x-amz-version-id", v);
+                }
             }
             _ => {}
         }

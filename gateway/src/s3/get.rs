@@ -1,6 +1,7 @@
 //! GetObject and HeadObject: conditionals, byte ranges, streaming bodies.
 
 use std::fs::File;
+use std::sync::Arc;
 use std::time::SystemTime;
 
 use bytes::Bytes;
@@ -9,16 +10,20 @@ use s3s::{S3Request, S3Response};
 
 use super::checksum::checksum_fields;
 use super::conditional::{OwnedConditions, conditions};
+use super::lifecycle::expiration_header;
+use super::lock;
 use super::media;
 use super::{
     Gateway, RequestError, RequestResult, blocking, etag_of, object_path, parse_http_date,
     timestamp,
 };
-use crate::store::ObjectHandle;
 use crate::store::StoreError;
 use crate::store::fsutil;
+use crate::store::keys::ObjectPath;
 use crate::store::meta::ObjectMeta;
 use crate::store::read::file_stream;
+use crate::store::versions::Found;
+use crate::store::{ObjectHandle, Store};
 
 /// Objects up to this size are read in the same blocking call that opens them: one thread hop
 /// per small GET.
@@ -35,6 +40,8 @@ struct ReadRequest {
     checksum_mode: bool,
     /// The `response-*` query parameters: headers the answer carries instead of the stored ones.
     overrides: Overrides,
+    /// `versionId`: a version other than the current one.
+    version_id: Option<String>,
 }
 
 /// `response-content-type` and its siblings: a signed GET or HEAD may set these headers of the
@@ -112,6 +119,7 @@ macro_rules! read_request {
                 cache_control: $input.response_cache_control,
                 expires: $input.response_expires,
             },
+            version_id: $input.version_id,
         }
     };
 }
@@ -123,6 +131,10 @@ struct Prepared {
     modified: SystemTime,
     range: Option<std::ops::Range<u64>>,
     checksum_mode: bool,
+    /// The version id sent back (`x-amz-version-id`).
+    version_id: Option<String>,
+    /// `x-amz-expiration`, when a lifecycle rule expires the current version.
+    expiration: Option<String>,
     file: File,
     small: Option<Bytes>,
 }
@@ -153,6 +165,7 @@ macro_rules! object_output {
     ($out:ident, $p:ident $(, $field:ident: $value:expr)* $(,)?) => {{
         let (_, len) = $p.span();
         let c = $p.checksums();
+        let (lock_mode, lock_until, legal_hold) = lock::read_fields(&$p.meta);
         $out {
             content_length: Some(len as i64),
             content_range: $p
@@ -174,6 +187,11 @@ macro_rules! object_output {
             checksum_crc64nvme: c.checksum_crc64nvme,
             checksum_sha1: c.checksum_sha1,
             checksum_sha256: c.checksum_sha256,
+            version_id: $p.version_id.clone(),
+            expiration: $p.expiration.clone(),
+            object_lock_mode: lock_mode,
+            object_lock_retain_until_date: lock_until,
+            object_lock_legal_hold_status: legal_hold,
             $($field: $value,)*
             ..Default::default()
         }
@@ -217,12 +235,19 @@ fn settle(obj: ObjectHandle, req: &ReadRequest, read: SmallRead) -> RequestResul
         )),
         SmallRead::Cached => fsutil::read_block_cached(&obj.file, len, start).map(Bytes::from),
     };
+    let version_id = obj
+        .meta
+        .version_id
+        .clone()
+        .or_else(|| req.version_id.clone());
     Ok(Prepared {
         meta: obj.meta,
         size: obj.size,
         modified: obj.modified,
         range,
         checksum_mode: req.checksum_mode,
+        version_id,
+        expiration: None,
         file: obj.file,
         small,
     })
@@ -235,31 +260,60 @@ fn prepare(
 ) -> impl std::future::Future<Output = RequestResult<Prepared>> + use<> {
     let store = gw.store.clone();
     let path = object_path(&req.key);
+    let day = gw.lifecycle_day;
     async move {
         let path = path?;
-        // The hot path: a recently served object is opened, checked and (if small and in the
-        // page cache) read right here. A hop to the blocking pool costs two thread wake-ups,
-        // more than the whole request otherwise; it is taken only when the disk may be needed.
-        let cached = store.try_open_object_cached(&req.bucket, &path)?;
-        if let Some(obj) = cached {
-            let read = if read_small {
-                SmallRead::Cached
-            } else {
-                SmallRead::No
-            };
-            return settle(obj, &req, read);
+        let current = req.version_id.is_none();
+        let (bucket, key) = (req.bucket.clone(), req.key.clone());
+        let mut p = prepare_version(store.clone(), req, path, read_small).await?;
+        if current {
+            p.expiration = expiration_header(&store, &bucket, &key, p.size, p.modified, day);
         }
-        blocking(move || {
-            let obj = store.open_object(&req.bucket, &path)?;
-            let read = if read_small {
-                SmallRead::Blocking
-            } else {
-                SmallRead::No
-            };
-            settle(obj, &req, read)
-        })
-        .await
+        Ok(p)
     }
+}
+
+/// Opens and settles the version a read asks for: from the hot path when it can, else on the
+/// blocking pool.
+async fn prepare_version(
+    store: Arc<Store>,
+    req: ReadRequest,
+    path: ObjectPath,
+    read_small: bool,
+) -> RequestResult<Prepared> {
+    // The hot path: a recently served object is opened, checked and (if small and in the
+    // page cache) read right here. A hop to the blocking pool costs two thread wake-ups,
+    // more than the whole request otherwise; it is taken only when the disk may be needed.
+    let cached = match req.version_id {
+        None => store.try_open_object_cached(&req.bucket, &path)?,
+        Some(_) => None,
+    };
+    if let Some(obj) = cached {
+        let read = if read_small {
+            SmallRead::Cached
+        } else {
+            SmallRead::No
+        };
+        return settle(obj, &req, read);
+    }
+    blocking(move || {
+        let obj = match store.open_version(&req.bucket, &path, req.version_id.as_deref())? {
+            Found::Object(obj) => obj,
+            Found::DeleteMarker { version_id } => {
+                return Err(RequestError::DeleteMarker {
+                    version_id,
+                    by_id: req.version_id.is_some(),
+                });
+            }
+        };
+        let read = if read_small {
+            SmallRead::Blocking
+        } else {
+            SmallRead::No
+        };
+        settle(obj, &req, read)
+    })
+    .await
 }
 
 /// GetObject.

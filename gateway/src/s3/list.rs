@@ -140,7 +140,7 @@ fn invalid_argument(msg: &str) -> RequestError {
 }
 
 /// Page size: default 1000, capped at 1000, negative rejected.
-fn parse_max_keys(max_keys: Option<MaxKeys>) -> RequestResult<usize> {
+pub(super) fn parse_max_keys(max_keys: Option<MaxKeys>) -> RequestResult<usize> {
     match max_keys {
         None => Ok(MAX_KEYS),
         Some(n) if n < 0 => Err(invalid_argument("max-keys must not be negative")),
@@ -149,7 +149,7 @@ fn parse_max_keys(max_keys: Option<MaxKeys>) -> RequestResult<usize> {
 }
 
 /// `true` for `encoding-type=url`; any other value is rejected as S3 does.
-fn parse_encoding(encoding: Option<&EncodingType>) -> RequestResult<bool> {
+pub(super) fn parse_encoding(encoding: Option<&EncodingType>) -> RequestResult<bool> {
     match encoding.map(EncodingType::as_str) {
         None => Ok(false),
         Some(EncodingType::URL) => Ok(true),
@@ -175,7 +175,7 @@ fn decode_token(token: &str) -> RequestResult<String> {
 }
 
 /// Applies `encoding-type=url` to a key-like value.
-fn encode(s: &str, url: bool) -> String {
+pub(super) fn encode(s: &str, url: bool) -> String {
     if url { url_encode(s) } else { s.to_owned() }
 }
 

@@ -2,7 +2,11 @@
 //! `src/api/s3/`):
 //!
 //! - `bucket.rs`: ListBuckets, CreateBucket, HeadBucket, DeleteBucket, GetBucketLocation and
-//!   the bucket settings clients probe (versioning, ACLs);
+//!   the bucket settings clients probe (ACLs);
+//! - `versioning.rs`: Put/GetBucketVersioning and ListObjectVersions;
+//! - `lifecycle.rs`: Put/Get/DeleteBucketLifecycleConfiguration and `x-amz-expiration`
+//!   (the sweeper is [`crate::lifecycle`]);
+//! - `lock.rs`: object lock (the bucket's configuration, a version's retention and legal hold);
 //! - `get.rs`: GetObject and HeadObject, which share one conditional set and one set of
 //!   output headers;
 //! - `put.rs`: PutObject and what writes share (metadata, write preconditions), with
@@ -34,7 +38,9 @@ mod delete;
 mod error;
 mod get;
 mod hls;
+mod lifecycle;
 mod list;
+mod lock;
 mod media;
 mod multipart;
 mod policy;
@@ -42,6 +48,7 @@ pub mod post;
 mod presign;
 mod put;
 mod receive;
+mod versioning;
 
 use std::sync::Arc;
 use std::time::SystemTime;
@@ -70,6 +77,8 @@ pub struct Gateway {
     pub events: Subscribers,
     /// The media extension (live transcodes, renditions), when GStreamer is available.
     pub media: Option<Arc<MediaService>>,
+    /// The length of a lifecycle "day" (a real day unless shortened for tests).
+    pub lifecycle_day: std::time::Duration,
 }
 
 impl Gateway {
@@ -80,6 +89,7 @@ impl Gateway {
             region,
             events: Subscribers::default(),
             media: None,
+            lifecycle_day: crate::lifecycle::DAY,
         }
     }
 
@@ -193,7 +203,23 @@ impl S3 for Gateway {
         &self,
         req: S3Request<GetBucketVersioningInput>,
     ) -> S3Result<S3Response<GetBucketVersioningOutput>> {
-        bucket::get_bucket_versioning(self, req)
+        versioning::get_bucket_versioning(self, req)
+            .await
+            .map_err(RequestError::into_s3)
+    }
+    async fn put_bucket_versioning(
+        &self,
+        req: S3Request<PutBucketVersioningInput>,
+    ) -> S3Result<S3Response<PutBucketVersioningOutput>> {
+        versioning::put_bucket_versioning(self, req)
+            .await
+            .map_err(RequestError::into_s3)
+    }
+    async fn list_object_versions(
+        &self,
+        req: S3Request<ListObjectVersionsInput>,
+    ) -> S3Result<S3Response<ListObjectVersionsOutput>> {
+        versioning::list_object_versions(self, req)
             .await
             .map_err(RequestError::into_s3)
     }
@@ -394,6 +420,78 @@ impl S3 for Gateway {
         req: S3Request<GetBucketPolicyStatusInput>,
     ) -> S3Result<S3Response<GetBucketPolicyStatusOutput>> {
         policy::get_bucket_policy_status(self, req)
+            .await
+            .map_err(RequestError::into_s3)
+    }
+    async fn put_object_lock_configuration(
+        &self,
+        req: S3Request<PutObjectLockConfigurationInput>,
+    ) -> S3Result<S3Response<PutObjectLockConfigurationOutput>> {
+        lock::put_object_lock_configuration(self, req)
+            .await
+            .map_err(RequestError::into_s3)
+    }
+    async fn get_object_lock_configuration(
+        &self,
+        req: S3Request<GetObjectLockConfigurationInput>,
+    ) -> S3Result<S3Response<GetObjectLockConfigurationOutput>> {
+        lock::get_object_lock_configuration(self, req)
+            .await
+            .map_err(RequestError::into_s3)
+    }
+    async fn put_object_retention(
+        &self,
+        req: S3Request<PutObjectRetentionInput>,
+    ) -> S3Result<S3Response<PutObjectRetentionOutput>> {
+        lock::put_object_retention(self, req)
+            .await
+            .map_err(RequestError::into_s3)
+    }
+    async fn get_object_retention(
+        &self,
+        req: S3Request<GetObjectRetentionInput>,
+    ) -> S3Result<S3Response<GetObjectRetentionOutput>> {
+        lock::get_object_retention(self, req)
+            .await
+            .map_err(RequestError::into_s3)
+    }
+    async fn put_object_legal_hold(
+        &self,
+        req: S3Request<PutObjectLegalHoldInput>,
+    ) -> S3Result<S3Response<PutObjectLegalHoldOutput>> {
+        lock::put_object_legal_hold(self, req)
+            .await
+            .map_err(RequestError::into_s3)
+    }
+    async fn get_object_legal_hold(
+        &self,
+        req: S3Request<GetObjectLegalHoldInput>,
+    ) -> S3Result<S3Response<GetObjectLegalHoldOutput>> {
+        lock::get_object_legal_hold(self, req)
+            .await
+            .map_err(RequestError::into_s3)
+    }
+    async fn put_bucket_lifecycle_configuration(
+        &self,
+        req: S3Request<PutBucketLifecycleConfigurationInput>,
+    ) -> S3Result<S3Response<PutBucketLifecycleConfigurationOutput>> {
+        lifecycle::put_bucket_lifecycle_configuration(self, req)
+            .await
+            .map_err(RequestError::into_s3)
+    }
+    async fn get_bucket_lifecycle_configuration(
+        &self,
+        req: S3Request<GetBucketLifecycleConfigurationInput>,
+    ) -> S3Result<S3Response<GetBucketLifecycleConfigurationOutput>> {
+        lifecycle::get_bucket_lifecycle_configuration(self, req)
+            .await
+            .map_err(RequestError::into_s3)
+    }
+    async fn delete_bucket_lifecycle(
+        &self,
+        req: S3Request<DeleteBucketLifecycleInput>,
+    ) -> S3Result<S3Response<DeleteBucketLifecycleOutput>> {
+        lifecycle::delete_bucket_lifecycle(self, req)
             .await
             .map_err(RequestError::into_s3)
     }

@@ -17,6 +17,7 @@ use s3s::{S3Request, S3Response};
 use super::checksum::{
     Expect, checksum_fields, checksums_agree, composite_checksums, stored_from_request,
 };
+use super::lock::{WriteLock, apply_on_write};
 use super::put::{WriteHeaders, write_precondition};
 use super::receive::{Dest, Landed, receive_body};
 use super::{Gateway, RequestError, RequestResult, blocking, object_path, url_encode};
@@ -129,7 +130,12 @@ pub(crate) async fn create_multipart_upload(
         .duration_since(SystemTime::UNIX_EPOCH)
         .map(|d| d.as_nanos() as u64)
         .unwrap_or(0);
-    let record = UploadRecord {
+    let lock = WriteLock::new(
+        input.object_lock_mode.as_ref(),
+        input.object_lock_retain_until_date.as_ref(),
+        input.object_lock_legal_hold_status.as_ref(),
+    );
+    let mut record = UploadRecord {
         bucket: input.bucket.clone(),
         key: input.key.clone(),
         meta: headers.to_meta(),
@@ -145,7 +151,11 @@ pub(crate) async fn create_multipart_upload(
         initiator: req.credentials.map(|c| c.access_key),
     };
     let store = gw.store.clone();
-    let id = blocking(move || store.create_upload(&record)).await?;
+    let id = blocking(move || -> RequestResult<_> {
+        apply_on_write(&store, &record.bucket, &lock, &mut record.meta)?;
+        Ok(store.create_upload(&record)?)
+    })
+    .await?;
     Ok(S3Response::new(CreateMultipartUploadOutput {
         bucket: Some(input.bucket),
         key: Some(input.key),
@@ -298,6 +308,7 @@ pub(crate) async fn complete_multipart_upload(
             checksum_sha1: c.checksum_sha1,
             checksum_sha256: c.checksum_sha256,
             checksum_type: composite.then(|| ChecksumType::from_static(ChecksumType::COMPOSITE)),
+            version_id: meta.version_id.clone(),
             ..Default::default()
         })
     };

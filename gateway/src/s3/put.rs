@@ -4,6 +4,8 @@ use s3s::dto::*;
 use s3s::{S3Request, S3Response};
 
 use super::checksum::{Expect, checksum_fields};
+use super::lifecycle::expiration_header;
+use super::lock::{WriteLock, apply_on_write};
 use super::receive::{Dest, Landed, receive_body};
 use super::{
     Gateway, RequestError, RequestResult, blocking, etag_of, format_http_date, object_path,
@@ -127,17 +129,36 @@ pub(crate) async fn put_object(
     meta.checksums = received.checksums;
     let (store, bucket) = (gw.store.clone(), input.bucket.clone());
     let size = received.size;
-    let meta = blocking(move || match received.landed {
-        Landed::Memory(bytes) => Ok(store.commit_bytes(&bytes, &bucket, &path, meta, mode)?),
-        Landed::Temp(tmp) => Ok(store.commit(tmp, &bucket, &path, meta, mode)?),
-        Landed::Slot(_) => Err(RequestError::InvalidRequest(
-            "a PUT body cannot land in a multipart slot".into(),
-        )),
+    let lock = WriteLock::new(
+        input.object_lock_mode.as_ref(),
+        input.object_lock_retain_until_date.as_ref(),
+        input.object_lock_legal_hold_status.as_ref(),
+    );
+    let meta = blocking(move || {
+        apply_on_write(&store, &bucket, &lock, &mut meta)?;
+        match received.landed {
+            Landed::Memory(bytes) => Ok(store.commit_bytes(&bytes, &bucket, &path, meta, mode)?),
+            Landed::Temp(tmp) => Ok(store.commit(tmp, &bucket, &path, meta, mode)?),
+            Landed::Slot(_) => Err(RequestError::InvalidRequest(
+                "a PUT body cannot land in a multipart slot".into(),
+            )),
+        }
     })
     .await?;
     gw.written(&input.bucket, &input.key, &meta).await;
     let c = checksum_fields(&meta.checksums);
+    let created =
+        std::time::UNIX_EPOCH + std::time::Duration::from_nanos(meta.mtime_ns.max(0) as u64);
+    let expiration = expiration_header(
+        &gw.store,
+        &input.bucket,
+        &input.key,
+        size,
+        created,
+        gw.lifecycle_day,
+    );
     let output = PutObjectOutput {
+        expiration,
         e_tag: Some(etag_of(&meta)),
         size: Some(size as i64),
         checksum_crc32: c.checksum_crc32,
@@ -145,6 +166,7 @@ pub(crate) async fn put_object(
         checksum_crc64nvme: c.checksum_crc64nvme,
         checksum_sha1: c.checksum_sha1,
         checksum_sha256: c.checksum_sha256,
+        version_id: meta.version_id.clone(),
         ..Default::default()
     };
     Ok(S3Response::new(output))

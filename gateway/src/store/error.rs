@@ -16,6 +16,21 @@ pub enum StoreError {
     /// The object does not exist.
     #[error("the specified key does not exist")]
     NoSuchKey,
+    /// The version id names no version of the key.
+    #[error("the specified version does not exist")]
+    NoSuchVersion,
+    /// The version id is not one this gateway hands out.
+    #[error("invalid version id specified")]
+    InvalidVersionId,
+    /// The version asked for is a delete marker, which has no bytes or settings.
+    #[error("the specified version is a delete marker")]
+    IsDeleteMarker,
+    /// Object lock protects the version from being deleted or overwritten.
+    #[error("access denied: {0}")]
+    ObjectLocked(&'static str),
+    /// The data folder cannot offer this (e.g. versioning without user xattrs).
+    #[error("{0}")]
+    Unsupported(&'static str),
     /// The multipart upload does not exist (or was completed or aborted).
     #[error("the specified multipart upload does not exist")]
     NoSuchUpload,

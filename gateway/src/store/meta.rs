@@ -71,6 +71,37 @@ pub struct ObjectMeta {
     /// Number of parts for multipart objects.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub parts: Option<u32>,
+    /// The version id, for versions written while versioning was enabled (`None` is the
+    /// null version).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version_id: Option<String>,
+    /// True for a delete marker (an empty file kept among a key's versions).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub delete_marker: bool,
+    /// Object lock retention of this version.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retention: Option<Retention>,
+    /// Object lock legal hold of this version.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub legal_hold: bool,
+}
+
+/// Object lock retention mode.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum RetentionMode {
+    /// Removable early by a request that bypasses governance retention.
+    Governance,
+    /// Removable by nobody until it expires.
+    Compliance,
+}
+
+/// Object lock retention of one version: nobody deletes or overwrites it before `until_ms`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Retention {
+    /// The mode.
+    pub mode: RetentionMode,
+    /// Retain until (milliseconds since the Unix epoch).
+    pub until_ms: i64,
 }
 
 /// Modification time of a file in nanoseconds since the epoch.
@@ -160,6 +191,10 @@ fn encode_compact(meta: &ObjectMeta, rel: &Path) -> Option<String> {
         && meta.user.is_empty()
         && meta.checksums == StoredChecksums::default()
         && meta.parts.is_none()
+        && meta.version_id.is_none()
+        && !meta.delete_marker
+        && meta.retention.is_none()
+        && !meta.legal_hold
         && meta.mtime_ns >= 0
         && !meta.etag.is_empty()
         && !meta.etag.contains(' ')

@@ -8,7 +8,8 @@
 //! paths, [`walk`] is the one folder walker (listings, the catalog scan, DeleteBucket),
 //! [`read`] runs store calls off the async runtime and streams file bodies, [`error`] says
 //! what the store refused or failed at, [`settings`] keeps each bucket's settings documents
-//! (CORS, policy, versioning, ...), [`fsutil`] makes every filesystem call below std
+//! (CORS, policy, versioning, ...), [`versions`] keeps the versions of versioned buckets
+//! beside the plain current files, [`fsutil`] makes every filesystem call below std
 //! through `rustix` (or std, for `flock`), and [`sys`] holds the workspace's only `unsafe`
 //! code (the calls nothing safe wraps).
 
@@ -21,6 +22,7 @@ pub mod multipart;
 pub mod read;
 pub mod settings;
 pub mod sys;
+pub mod versions;
 pub mod walk;
 
 use std::fs::File;
@@ -137,6 +139,8 @@ impl Store {
         std::fs::create_dir_all(&store.tmp)?;
         store.tmp_fd = std::sync::RwLock::new(Arc::new(fsutil::open_dir(&store.tmp)?));
         store.clean_bucket_temp_dirs();
+        // A versioned write or delete cut short by a crash is finished or undone.
+        store.recover_versions().map_err(io::Error::other)?;
         Ok(store)
     }
 
@@ -284,8 +288,10 @@ impl Store {
                 if let Ok(d) = fsutil::open_dir(&self.root) {
                     let _ = fsutil::fsync_dir(d.as_fd());
                 }
-                // Settings left by a bucket of this name removed out of band must not apply.
+                // Settings and versions left by a bucket of this name removed out of band must
+                // not apply.
                 self.settings.remove_bucket(bucket)?;
+                self.remove_versions_of_bucket(bucket)?;
                 Ok(true)
             }
             Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
@@ -305,16 +311,33 @@ impl Store {
     pub fn delete_bucket(&self, bucket: &str) -> StoreResult<()> {
         let path = self.bucket_path(bucket)?;
         self.bucket_fd(bucket)?;
-        if walk::has_any_object(self, bucket)? {
+        if walk::has_any_object(self, bucket)? || self.has_kept_versions(bucket)? {
             return Err(StoreError::BucketNotEmpty);
         }
         // Unfinished uploads must not come back if a bucket of the same name is created again.
         self.abort_uploads_of_bucket(bucket)?;
         std::fs::remove_dir_all(&path)?;
+        self.remove_versions_of_bucket(bucket)?;
         if let MetaStore::Sidecar(dir) = &self.meta {
             let _ = std::fs::remove_dir_all(dir.join(bucket));
         }
         self.settings.remove_bucket(bucket)
+    }
+
+    /// Takes an exclusive `flock` on the file `name` of the reserved folder without waiting:
+    /// `None` while another process (a gateway sharing the data folder) holds it. The lock
+    /// lasts as long as the returned file is open.
+    pub fn try_lock_file(&self, name: &str) -> StoreResult<Option<File>> {
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(self.internal.join(name))?;
+        match file.try_lock() {
+            Ok(()) => Ok(Some(file)),
+            Err(std::fs::TryLockError::WouldBlock) => Ok(None),
+            Err(std::fs::TryLockError::Error(e)) => Err(e.into()),
+        }
     }
 
     /// The per-bucket settings (CORS, policy, versioning, ...).
@@ -560,12 +583,31 @@ impl Store {
             }
             return self.commit_folder_marker(bfd, bucket, path, meta, mode);
         }
+        let state = self.versioning(bucket)?;
+        meta.version_id = (state == versions::Versioning::Enabled).then(versions::new_version_id);
         tmp.file.sync_all()?;
         let md = tmp.file.metadata()?;
         meta.size = md.len();
         meta.mtime_ns = meta::mtime_ns(&md);
         self.meta
             .write(&tmp.file, bucket, &path.rel, false, &meta)?;
+        if state != versions::Versioning::Off {
+            self.commit_versioned(bfd, tmp, bucket, path, mode, state)?;
+            return Ok(meta);
+        }
+        self.place(bfd, &mut tmp, path, mode)?;
+        Ok(meta)
+    }
+
+    /// Renames (or, for create-only, links) a written temp file into place as the file of
+    /// `path`, and makes that durable.
+    fn place(
+        &self,
+        bfd: &OwnedFd,
+        tmp: &mut TempFile,
+        path: &ObjectPath,
+        mode: Commit,
+    ) -> StoreResult<()> {
         let name = Path::new(
             path.rel
                 .file_name()
@@ -591,7 +633,7 @@ impl Store {
                     }
                     tmp.done = true;
                     fsutil::fsync_dir(parent.as_fd())?;
-                    return Ok(meta);
+                    return Ok(());
                 }
                 // A concurrent delete pruned the folder between mkdir and rename: make it again.
                 Err(e) if e.kind() == io::ErrorKind::NotFound && attempts < 5 => continue,
