@@ -212,7 +212,15 @@ pub fn sweep_bucket(
                         }))
             });
             if let Some(rule) = due {
-                let d = store.delete_current(bucket, &path)?;
+                let d = match store.delete_current(bucket, &path) {
+                    Ok(d) => d,
+                    // A locked null version of a suspended bucket cannot be replaced by a marker.
+                    Err(StoreError::ObjectLocked(_)) => {
+                        swept.kept_by_lock += 1;
+                        continue;
+                    }
+                    Err(e) => return Err(e),
+                };
                 tracing::info!(bucket, key, rule = %rule.id, "lifecycle: expired the current version");
                 swept.expired += 1;
                 changes.push(Change::from_deleted(&key, &d));
