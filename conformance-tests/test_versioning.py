@@ -17,7 +17,7 @@ import time
 import pytest
 from botocore.exceptions import ClientError
 
-from conftest import AWS_BIN, Gateway, new_bucket_name, run
+from conftest import AWS_BIN, Gateway, gateway_bin, new_bucket_name, run
 
 
 def versioned_bucket(s3) -> str:
@@ -155,6 +155,32 @@ def test_delete_markers_and_version_reads(gw):
     assert r["Deleted"] == [{"Key": "k", "VersionId": v1}]
     assert all_versions(s3, b) == ([], [])
     s3.delete_bucket(Bucket=b)
+
+
+def test_catalog_follows_the_current_version(gw):
+    """The files API (the catalog) shows what GET shows: a delete marker hides the key, an
+    older version moved back into place is listed with its own ETag."""
+    s3 = gw.boto3_client()
+    b = versioned_bucket(s3)
+
+    def catalog() -> dict[str, str]:
+        r = gw.raw().request("GET", "/_nebula/v1/files", query=[("bucket", b)])
+        assert r.status == 200, r
+        return {i["key"]: i["etag"].strip('"') for i in json.loads(r.body)["items"]}
+
+    v1 = s3.put_object(Bucket=b, Key="a.txt", Body=b"first")
+    v2 = s3.put_object(Bucket=b, Key="a.txt", Body=b"second")
+    assert catalog() == {"a.txt": v2["ETag"].strip('"')}
+    marker = s3.delete_object(Bucket=b, Key="a.txt")["VersionId"]
+    assert catalog() == {}
+    s3.delete_object(Bucket=b, Key="a.txt", VersionId=marker)
+    assert catalog() == {"a.txt": v2["ETag"].strip('"')}
+    s3.delete_object(Bucket=b, Key="a.txt", VersionId=v2["VersionId"])
+    assert catalog() == {"a.txt": v1["ETag"].strip('"')}
+    # reindex on the running gateway's folder agrees (and repairs nothing).
+    out = run([str(gateway_bin()), "reindex", "--data-dir", str(gw.data_dir)]).stdout_text
+    assert "repaired" not in out
+    assert catalog() == {"a.txt": v1["ETag"].strip('"')}
 
 
 def test_null_version_and_suspended_bucket(gw):
