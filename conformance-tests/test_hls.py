@@ -206,6 +206,7 @@ def test_cold_segment_decodes_and_starts_on_the_source_timeline(hls_gw, sources,
     n = 4
     status, h, seg = _fetch(urls[1 + n])
     assert status == 200 and h["content-type"] == "video/iso.segment" and h.get("etag")
+    first = (h["etag"], h["last-modified"])
     status, h, init = _fetch(urls[0])
     assert status == 200 and h["content-type"] == "video/mp4"
     path = tmp_path / "seg.mp4"
@@ -220,6 +221,10 @@ def test_cold_segment_decodes_and_starts_on_the_source_timeline(hls_gw, sources,
     status, h, part = _fetch(urls[1 + n], {"Range": "bytes=0-99"})
     assert status == 206 and part == seg[:100]
     assert h["content-range"] == f"bytes 0-99/{len(seg)}"
+    # Serving a segment counts as a use for eviction, which must not change what names its bytes.
+    time.sleep(1.1)
+    status, h, again = _fetch(urls[1 + n])
+    assert status == 200 and again == seg and (h["etag"], h["last-modified"]) == first, (h, first)
 
 
 def test_mpv_plays_the_presigned_master_url(hls_gw, sources, tmp_path):

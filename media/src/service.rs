@@ -38,6 +38,14 @@ pub struct HlsSegment {
     pub content_type: &'static str,
 }
 
+/// When a segment's file was written: its birth time. Its modification time is not it, since
+/// serving a file moves that forward (the eviction order), and the segment's ETag and
+/// Last-Modified must not change while its bytes do not. Filesystems without a birth time
+/// fall back to the modification time.
+fn written_at(md: &std::fs::Metadata) -> std::io::Result<SystemTime> {
+    md.created().or_else(|_| md.modified())
+}
+
 fn segment_content_type(id: SegmentId) -> &'static str {
     match id {
         SegmentId::Init => hls::INIT_CONTENT_TYPE,
@@ -221,7 +229,7 @@ impl MediaService {
             let Some((offset, size)) = f.info.segments.as_ref().and_then(|s| s.range(id)) else {
                 return Ok(None);
             };
-            let modified = f.file.metadata()?.modified()?;
+            let modified = written_at(&f.file.metadata()?)?;
             Ok(Some(HlsSegment {
                 file: f.file,
                 offset,
@@ -272,7 +280,7 @@ impl MediaService {
             Ok(HlsSegment {
                 offset: 0,
                 size: md.len(),
-                modified: md.modified()?,
+                modified: written_at(&md)?,
                 file,
                 content_type: segment_content_type(id),
             })
