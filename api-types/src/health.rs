@@ -28,6 +28,32 @@ pub struct Health {
     /// Transcode jobs by state (the whole queue, all gateways sharing the database); `null`
     /// when the database cannot be read.
     pub jobs: Option<JobCounts>,
+    /// Every gateway of the cluster (all sharing this catalog database), as each reports
+    /// itself with its heartbeat; empty when the database cannot be read.
+    #[serde(default)]
+    pub gateways: Vec<GatewayInfo>,
+}
+
+/// One gateway of the cluster.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct GatewayInfo {
+    /// `host:pid`.
+    pub id: String,
+    /// Its version.
+    pub version: String,
+    /// The URLs it serves on.
+    pub addresses: Vec<String>,
+    /// When it started (RFC 3339, UTC).
+    pub started_at: String,
+    /// Its last heartbeat (RFC 3339, UTC).
+    pub last_heartbeat: String,
+    /// Seconds since that heartbeat, by the database's clock.
+    pub heartbeat_age_secs: f64,
+    /// No heartbeat for longer than three heartbeat periods: killed, hung or cut off from the
+    /// database.
+    pub stale: bool,
+    /// The gateway that answered this request.
+    pub this: bool,
 }
 
 /// Overall state.

@@ -227,6 +227,14 @@ pub struct ServeArgs {
     /// 127.0.0.1:9100; same forms as --listen). Off by default.
     #[arg(long, env = "NEBULA_METRICS_LISTEN")]
     pub metrics_listen: Option<String>,
+    /// URL(s) other gateways and `nebula status` show for this gateway (comma-separated;
+    /// default: the listeners' addresses, with the host name for 0.0.0.0 or [::]).
+    #[arg(long, env = "NEBULA_ADVERTISE_URL", value_delimiter = ',')]
+    pub advertise_url: Vec<String>,
+    /// Seconds between this gateway's heartbeats in the catalog; a gateway silent for three
+    /// of them is shown as stale. Give every gateway of a cluster the same value.
+    #[arg(long, env = "NEBULA_HEARTBEAT_SECS", default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..))]
+    pub heartbeat_secs: u64,
     #[command(flatten)]
     pub tailnet: TailnetArgs,
 }

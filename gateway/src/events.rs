@@ -1,6 +1,7 @@
 //! Object events: every committed write and delete, told to each subscriber in turn (the
 //! renditions store drops stale renditions, the catalog updates its row, the auto-transcode
-//! rules queue jobs).
+//! rules queue jobs); and changes another gateway made ([`ChangedElsewhere`]), told to
+//! whatever keeps a memory cache of objects.
 
 use std::sync::Arc;
 
@@ -40,5 +41,25 @@ impl Subscribers {
         for s in &self.0 {
             s.deleted(bucket, key).await;
         }
+    }
+}
+
+/// Told about objects another gateway sharing the data folder changed (announced through the
+/// catalog database), so memory caches drop what they hold of them. Called on tokio's
+/// blocking pool: an implementation may touch the filesystem.
+pub trait ChangedElsewhere: Send + Sync + std::fmt::Debug {
+    /// `bucket/key` was written or deleted by another gateway.
+    fn changed_elsewhere(&self, bucket: &str, key: &str);
+    /// Announcements may have been missed (the database connection was lost): drop everything.
+    fn forget_all(&self);
+}
+
+impl ChangedElsewhere for crate::store::Store {
+    fn changed_elsewhere(&self, bucket: &str, key: &str) {
+        self.forget_object(bucket, key);
+    }
+
+    fn forget_all(&self) {
+        crate::store::Store::forget_all(self);
     }
 }

@@ -150,6 +150,13 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             .events
             .push(Arc::new(jobs::JobEvents::new(jobs.clone())));
     }
+    // What other gateways sharing the database change is dropped from this one's caches.
+    let mut caches: Vec<Arc<dyn nebula_gateway::events::ChangedElsewhere>> =
+        vec![gateway.store.clone()];
+    if let Some(svc) = &media {
+        caches.push(svc.clone());
+    }
+    catalog.start_change_listener(caches);
     gateway.media = media;
     gateway.lifecycle_day = std::time::Duration::from_secs(args.lifecycle_day_seconds);
     let sweeper = tokio::spawn(nebula_gateway::lifecycle::run(
@@ -177,6 +184,11 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         keys.describe()
     );
     let access = Access::new(&creds.access_key, &creds.secret_key, keys, public_buckets);
+    let mut catalog = catalog;
+    let heartbeat = catalog.start_heartbeat(
+        advertised(&args.advertise_url, &endpoints),
+        Duration::from_secs(args.heartbeat_secs),
+    );
     let api = nebula_gateway::api::ApiState {
         started: std::time::Instant::now(),
         store: gateway.store.clone(),
@@ -203,8 +215,30 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     sweeper.abort();
     // Running jobs go back to the queue instead of holding the exit until they finish.
     jobs.shutdown().await;
+    heartbeat.stop().await;
     tracing::info!("stopped");
     Ok(())
+}
+
+/// The URLs this gateway reports in the catalog: `--advertise-url`, else its listeners'
+/// (an unspecified address, which other hosts cannot use, shows the host name instead).
+fn advertised(configured: &[String], endpoints: &[String]) -> Vec<String> {
+    let configured: Vec<String> = configured
+        .iter()
+        .map(|u| u.trim().to_owned())
+        .filter(|u| !u.is_empty())
+        .collect();
+    if !configured.is_empty() {
+        return configured;
+    }
+    let host = nebula_gateway::catalog::gateway_id()
+        .rsplit_once(':')
+        .map_or("localhost", |(h, _)| h)
+        .to_owned();
+    endpoints
+        .iter()
+        .map(|e| e.replace("0.0.0.0", &host).replace("[::]", &host))
+        .collect()
 }
 
 /// The secret key, the database password and the tailnet auth key never appear in the log

@@ -131,6 +131,7 @@ pub struct Metrics {
     disk_total: IntGauge,
     disk_free: IntGauge,
     disk_available: IntGauge,
+    remote_changes: IntCounter,
 }
 
 static METRICS: LazyLock<Metrics> = LazyLock::new(Metrics::new);
@@ -150,6 +151,11 @@ pub fn cache(which: Cache, hit: bool) {
     };
     let counter = if hit { &c.hit } else { &c.miss };
     counter.inc();
+}
+
+/// Counts object changes announced by other gateways.
+pub fn remote_changes(n: usize) {
+    global().remote_changes.inc_by(n as u64);
 }
 
 /// Times a catalog call until the guard is dropped.
@@ -292,6 +298,15 @@ impl Metrics {
             metadata,
             listing,
             rendition,
+            remote_changes: {
+                let c = IntCounter::new(
+                    "nebula_remote_changes_total",
+                    "Object changes other gateways announced through the database (each drops what the memory caches hold of the object).",
+                )
+                .expect("valid metric");
+                r.register(Box::new(c.clone())).expect("unique name");
+                c
+            },
             catalog: histogram_vec(
                 &r,
                 "nebula_catalog_duration_seconds",

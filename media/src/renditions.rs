@@ -9,8 +9,9 @@
 //! bucket and key, so every rendition of an
 //! object is found by prefix when it is replaced or deleted; `<variant>` hashes the ETag,
 //! the quality, the encoder and [`PIPELINE_VERSION`], so a rendition of other bytes or an
-//! older pipeline is never served. Files in the making end in `.part` and are removed at the
-//! next start if the process dies. The store keeps itself under a size limit, dropping the
+//! older pipeline is never served. Files in the making end in `.part`; one left by a process
+//! that died is removed by a later start (once nobody has written to it for ten minutes: a
+//! younger one may be another gateway's, sharing the folder). The store keeps itself under a size limit, dropping the
 //! least recently served first.
 
 use std::collections::HashSet;
@@ -92,7 +93,7 @@ struct Inner {
 
 impl RenditionStore {
     /// Opens (creates) the store in `dir`, for renditions made with `encoder`, kept under
-    /// `limit` bytes. Partial renditions left by a crash are removed.
+    /// `limit` bytes. Partial renditions left by a crash are removed (see [`ABANDONED_AFTER`]).
     pub fn open(dir: PathBuf, limit: u64, encoder: Encoder) -> std::io::Result<Self> {
         std::fs::create_dir_all(&dir)?;
         let mut with_renditions = HashSet::new();
@@ -100,7 +101,9 @@ impl RenditionStore {
             let name = e.file_name();
             let name = name.to_string_lossy();
             if name.ends_with(".part") || name.ends_with(".part.faststart") {
-                let _ = std::fs::remove_file(e.path());
+                if abandoned(&e.path()) {
+                    let _ = std::fs::remove_file(e.path());
+                }
             } else if let Some(prefix) = prefix_of_rendition(&name) {
                 if name.ends_with(".hls") {
                     remove_temporaries(&e.path());
@@ -318,10 +321,22 @@ fn remove_temporaries(dir: &Path) {
         return;
     };
     for e in rd.flatten() {
-        if e.file_name().to_string_lossy().ends_with(".tmp") {
+        if e.file_name().to_string_lossy().ends_with(".tmp") && abandoned(&e.path()) {
             let _ = std::fs::remove_file(e.path());
         }
     }
+}
+
+/// A file in the making that nobody wrote to for this long was left by a process that died:
+/// a producer writes all the time. Younger ones may belong to another gateway sharing the
+/// folder, which is producing them right now.
+const ABANDONED_AFTER: Duration = Duration::from_secs(600);
+
+/// True when the file in the making at `path` was abandoned (see [`ABANDONED_AFTER`]).
+fn abandoned(path: &Path) -> bool {
+    std::fs::metadata(path)
+        .and_then(|m| m.modified())
+        .is_ok_and(|t| t.elapsed().is_ok_and(|age| age > ABANDONED_AFTER))
 }
 
 /// Removes the renditions (and sidecars) named after `prefix`, leaving files in the making.

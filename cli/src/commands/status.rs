@@ -137,6 +137,34 @@ fn dashboard(base: &str, h: &Health) -> String {
             ),
         );
     }
+    if !h.gateways.is_empty() {
+        out.push_str(&format!("Cluster  {} gateway(s)\n", h.gateways.len()));
+        for g in &h.gateways {
+            let mut marks = Vec::new();
+            if g.this {
+                marks.push("this one".to_owned());
+            }
+            if g.stale {
+                marks.push(format!(
+                    "STALE: no heartbeat for {}",
+                    human_duration(Duration::from_secs_f64(g.heartbeat_age_secs))
+                ));
+            }
+            let marks = if marks.is_empty() {
+                String::new()
+            } else {
+                format!(" ({})", marks.join(", "))
+            };
+            out.push_str(&format!(
+                "  {} {} v{}, started {}, heartbeat {:.0}s ago{marks}\n",
+                g.id,
+                g.addresses.join(" "),
+                g.version,
+                g.started_at,
+                g.heartbeat_age_secs
+            ));
+        }
+    }
     out
 }
 
@@ -165,5 +193,36 @@ mod tests {
             "{text}"
         );
         assert!(!text.contains("Jobs"), "{text}");
+        assert!(!text.contains("Cluster"), "{text}");
+    }
+
+    #[test]
+    fn lists_the_gateways_of_a_cluster() {
+        let h: Health = serde_json::from_value(serde_json::json!({
+            "status": "ok", "version": "0.1.0", "uptime_secs": 5,
+            "cpu": {"cores": 2, "load1": 0.5, "load5": 0.25, "load15": 0.0, "process_cpu_secs": 1.25},
+            "memory": {"total_bytes": 2048, "available_bytes": 1024, "gateway_rss_bytes": 512},
+            "disk": null, "battery": [],
+            "media": {"enabled": false, "encoder": null, "max_transcodes": null},
+            "database": {"engine": "postgres", "ok": true, "error": null},
+            "jobs": null,
+            "gateways": [
+                {"id": "a:1", "version": "0.1.0", "addresses": ["http://a:9000"],
+                 "started_at": "2026-01-01T00:00:00Z", "last_heartbeat": "2026-01-01T00:01:00Z",
+                 "heartbeat_age_secs": 2.0, "stale": false, "this": true},
+                {"id": "b:2", "version": "0.1.0", "addresses": ["http://b:9000"],
+                 "started_at": "2026-01-01T00:00:00Z", "last_heartbeat": "2026-01-01T00:00:10Z",
+                 "heartbeat_age_secs": 52.0, "stale": true, "this": false}
+            ]
+        }))
+        .unwrap();
+        let text = dashboard("http://x", &h);
+        assert!(text.contains("Cluster  2 gateway(s)"), "{text}");
+        assert!(text.contains("  a:1 http://a:9000 v0.1.0"), "{text}");
+        assert!(text.contains("(this one)"), "{text}");
+        assert!(
+            text.contains("b:2 http://b:9000") && text.contains("STALE: no heartbeat for 52.0s"),
+            "{text}"
+        );
     }
 }

@@ -3,7 +3,7 @@
 use std::path::Path;
 
 use nebula_api_types::health::{
-    Battery, Cpu, Database, Disk, Health, HealthStatus, MediaStatus, Memory,
+    Battery, Cpu, Database, Disk, GatewayInfo, Health, HealthStatus, MediaStatus, Memory,
 };
 
 use super::{ApiResult, ApiState, ok};
@@ -132,6 +132,10 @@ pub async fn health(state: &ApiState) -> ApiResult {
         Some(j) if database.ok => j.counts().await.ok(),
         _ => None,
     };
+    let gateways = match &state.catalog {
+        Some(c) if database.ok => gateways(c).await,
+        _ => Vec::new(),
+    };
     let root = state.store.root().to_owned();
     let (disk, battery) = tokio::task::spawn_blocking(move || (disk(&root), batteries()))
         .await
@@ -151,6 +155,38 @@ pub async fn health(state: &ApiState) -> ApiResult {
         media,
         database,
         jobs,
+        gateways,
     };
     ok(&report)
+}
+
+/// The gateways sharing the catalog database, as their rows say.
+async fn gateways(catalog: &crate::catalog::Catalog) -> Vec<GatewayInfo> {
+    let Ok((now_ms, rows)) = catalog.gateways().await else {
+        return Vec::new();
+    };
+    let stale_ms = catalog.stale_after().as_millis() as i64;
+    let me = crate::catalog::gateway_id();
+    rows.into_iter()
+        .map(|r| GatewayInfo {
+            addresses: r.address_list(),
+            started_at: rfc3339_ms(r.started_ms),
+            last_heartbeat: rfc3339_ms(r.heartbeat_ms),
+            heartbeat_age_secs: (now_ms - r.heartbeat_ms).max(0) as f64 / 1000.0,
+            stale: now_ms - r.heartbeat_ms > stale_ms,
+            this: r.id == me,
+            id: r.id,
+            version: r.version,
+        })
+        .collect()
+}
+
+fn rfc3339_ms(ms: i64) -> String {
+    time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000)
+        .ok()
+        .and_then(|t| {
+            t.format(&time::format_description::well_known::Rfc3339)
+                .ok()
+        })
+        .unwrap_or_default()
 }

@@ -14,9 +14,11 @@
 //! accept, so most statements are shared; the few engine-specific ones are spelled out per
 //! engine.
 
+mod cluster;
 mod events;
 mod keys;
 mod model;
+mod notify;
 mod probe;
 mod scan;
 mod writer;
@@ -34,8 +36,9 @@ use sqlx::sqlite::{
 use sqlx::types::Json;
 use tokio::sync::Notify;
 
+pub use cluster::{GatewayRow, HEARTBEAT, Heartbeat, HeldLease, gateway_id};
 pub use model::{CatalogObject, MediaMeta, ObjectPage, PosterMeta, ProbeStatus, Variant};
-pub use scan::ScanReport;
+pub use scan::{Busy, ScanReport};
 
 use model::{NewObject, OBJECT_COLUMNS, ObjectRow};
 
@@ -147,6 +150,8 @@ pub struct Catalog {
     probe_wakeup: Arc<Notify>,
     /// Group commit of the changes requests make.
     writer: writer::Writer,
+    /// How often this gateway reports itself (see [`Catalog::start_heartbeat`]).
+    heartbeat: Duration,
 }
 
 impl Catalog {
@@ -163,8 +168,11 @@ impl Catalog {
                 Db::Sqlite(sqlite_pool(opts))
             }
             Some(url) if url.starts_with("postgres://") || url.starts_with("postgresql://") => {
+                // The application name tells other gateways which one announced an object
+                // change (see the notify trigger in schema/postgres/0004_cluster.sql).
                 let opts = PgConnectOptions::from_str(url)
-                    .map_err(|_| CatalogError::BadUrl(redact(url)))?;
+                    .map_err(|_| CatalogError::BadUrl(redact(url)))?
+                    .application_name(gateway_id());
                 let pool = PgPoolOptions::new()
                     .max_connections(8)
                     .acquire_timeout(WAIT)
@@ -177,6 +185,7 @@ impl Catalog {
             db,
             probe_wakeup: Arc::new(Notify::new()),
             writer: writer::Writer::default(),
+            heartbeat: HEARTBEAT,
         })
     }
 
@@ -222,7 +231,7 @@ impl Catalog {
                 }
             }
             let started = std::time::Instant::now();
-            match self.reconcile(store.clone()).await {
+            match self.reconcile_with(store.clone(), Busy::Skip).await {
                 Ok(report) => {
                     tracing::info!(%report, elapsed_ms = started.elapsed().as_millis() as u64, "catalog reconciled with the data folder");
                     return;

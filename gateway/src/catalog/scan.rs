@@ -20,6 +20,19 @@ use crate::store::walk::Walker;
 /// Rows read and written per transaction.
 const BATCH: usize = 500;
 
+/// How long a bucket's scan lease lasts without renewal (renewed every third of it): a
+/// gateway killed mid-scan holds its buckets this long at most.
+const SCAN_LEASE: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// What to do about a bucket another gateway (or a `reindex`) is scanning right now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Busy {
+    /// Wait until it is done, then scan it too (`reindex`: its report covers every bucket).
+    Wait,
+    /// Pass it over: the other scan covers the same folder (a gateway's start scan).
+    Skip,
+}
+
 /// What a scan did.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct ScanReport {
@@ -33,6 +46,8 @@ pub struct ScanReport {
     pub removed: u64,
     /// Objects already in step.
     pub unchanged: u64,
+    /// Buckets passed over because another gateway was scanning them (start scans only).
+    pub busy: u64,
 }
 
 impl std::fmt::Display for ScanReport {
@@ -41,7 +56,15 @@ impl std::fmt::Display for ScanReport {
             f,
             "{} buckets: {} added, {} updated, {} removed, {} unchanged",
             self.buckets, self.added, self.updated, self.removed, self.unchanged
-        )
+        )?;
+        if self.busy > 0 {
+            write!(
+                f,
+                ", {} passed over (another gateway was scanning them)",
+                self.busy
+            )?;
+        }
+        Ok(())
     }
 }
 
@@ -55,19 +78,64 @@ struct Found {
 }
 
 impl Catalog {
-    /// Walks every bucket and brings the catalog in step with the data folder.
+    /// Walks every bucket and brings the catalog in step with the data folder, waiting for
+    /// buckets that another gateway is scanning.
     pub async fn reconcile(&self, store: Arc<Store>) -> CatalogResult<ScanReport> {
+        self.reconcile_with(store, Busy::Wait).await
+    }
+
+    /// [`Catalog::reconcile`], deciding what to do about buckets another gateway is scanning.
+    /// A bucket is scanned under the lease `reconcile:<bucket>`, so no two scans (of
+    /// gateways sharing the database, or a `reindex`) walk it at the same moment.
+    pub async fn reconcile_with(&self, store: Arc<Store>, busy: Busy) -> CatalogResult<ScanReport> {
         let mut report = ScanReport::default();
         let s = store.clone();
         let buckets = run_blocking(move || s.list_buckets().map_err(store_io)).await?;
         for b in &buckets {
-            self.reconcile_bucket(&store, &b.name, &mut report).await?;
+            self.reconcile_leased(&store, &b.name, busy, &mut report)
+                .await?;
             report.buckets += 1;
         }
         let listed: HashSet<&str> = buckets.iter().map(|b| b.name.as_str()).collect();
-        self.reconcile_unlisted(&store, &listed, &mut report)
+        self.reconcile_unlisted(&store, &listed, busy, &mut report)
             .await?;
         Ok(report)
+    }
+
+    /// Scans `bucket` under its lease.
+    async fn reconcile_leased(
+        &self,
+        store: &Arc<Store>,
+        bucket: &str,
+        busy: Busy,
+        report: &mut ScanReport,
+    ) -> CatalogResult<()> {
+        let name = format!("reconcile:{bucket}");
+        let mut waited = false;
+        let lease = loop {
+            if let Some(lease) = self.hold_lease(&name, SCAN_LEASE).await? {
+                break lease;
+            }
+            if busy == Busy::Skip {
+                tracing::info!(
+                    bucket,
+                    "another gateway is scanning this bucket; passed over"
+                );
+                report.busy += 1;
+                return Ok(());
+            }
+            if !waited {
+                tracing::info!(
+                    bucket,
+                    "another gateway is scanning this bucket; waiting for it"
+                );
+                waited = true;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+        };
+        let res = self.reconcile_bucket(store, bucket, report).await;
+        lease.release().await;
+        res
     }
 
     /// Rows of buckets the listing at the start of the scan did not show. Such a bucket may
@@ -78,11 +146,12 @@ impl Catalog {
         &self,
         store: &Arc<Store>,
         listed: &HashSet<&str>,
+        busy: Busy,
         report: &mut ScanReport,
     ) -> CatalogResult<()> {
         let known: Vec<String> = on_pool!(&self.db, pool => sqlx::query_scalar("SELECT DISTINCT bucket FROM objects").fetch_all(pool).await?);
         for bucket in known.iter().filter(|b| !listed.contains(b.as_str())) {
-            self.reconcile_bucket(store, bucket, report).await?;
+            self.reconcile_leased(store, bucket, busy, report).await?;
         }
         Ok(())
     }

@@ -297,9 +297,14 @@ async fn reconcile_keeps_a_bucket_created_after_its_listing() {
 
     // As if the listing had been taken before "late" was created.
     let mut r = ScanReport::default();
-    c.reconcile_unlisted(&store, &std::collections::HashSet::new(), &mut r)
-        .await
-        .unwrap();
+    c.reconcile_unlisted(
+        &store,
+        &std::collections::HashSet::new(),
+        super::scan::Busy::Wait,
+        &mut r,
+    )
+    .await
+    .unwrap();
     assert_eq!(r.removed, 1);
     assert!(c.get_object("late", "new.mp4").await.unwrap().is_some());
     assert!(c.get_object("late", "gone.mp4").await.unwrap().is_none());
@@ -420,4 +425,86 @@ fn posters_are_listed_for_probed_videos_only() {
         ..video
     };
     assert_eq!(failed.poster(), None);
+}
+
+#[tokio::test]
+async fn a_lease_has_one_holder_until_it_expires_or_is_released() {
+    let dir = tempfile::tempdir().unwrap();
+    let c = catalog(dir.path()).await;
+    let ttl = std::time::Duration::from_millis(300);
+    assert!(c.try_lease("sweep", "a", ttl).await.unwrap());
+    assert!(!c.try_lease("sweep", "b", ttl).await.unwrap(), "held by a");
+    assert!(c.try_lease("sweep", "a", ttl).await.unwrap(), "a renews");
+    assert!(
+        c.try_lease("other", "b", ttl).await.unwrap(),
+        "names are independent"
+    );
+    assert_eq!(c.lease_holder("sweep").await.unwrap().unwrap().0, "a");
+    // a stops renewing (killed): once the lease expires, b takes the work over.
+    tokio::time::sleep(ttl + std::time::Duration::from_millis(100)).await;
+    assert!(c.lease_holder("sweep").await.unwrap().is_none());
+    assert!(c.try_lease("sweep", "b", ttl).await.unwrap());
+    assert!(
+        !c.try_lease("sweep", "a", ttl).await.unwrap(),
+        "now held by b"
+    );
+    c.release_lease("sweep", "a").await.unwrap();
+    assert!(
+        !c.try_lease("sweep", "a", ttl).await.unwrap(),
+        "only the holder releases"
+    );
+    c.release_lease("sweep", "b").await.unwrap();
+    assert!(
+        c.try_lease("sweep", "a", ttl).await.unwrap(),
+        "released: free at once"
+    );
+
+    // A held lease is renewed while its guard lives and given up when it is dropped.
+    let held = c
+        .hold_lease("scan", std::time::Duration::from_millis(600))
+        .await
+        .unwrap()
+        .expect("free");
+    assert!(
+        c.hold_lease("scan", ttl).await.unwrap().is_some(),
+        "same holder"
+    );
+    tokio::time::sleep(std::time::Duration::from_millis(900)).await;
+    assert!(!held.lost());
+    assert!(
+        !c.try_lease("scan", "someone-else", ttl).await.unwrap(),
+        "renewed"
+    );
+    drop(held);
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    assert!(
+        c.try_lease("scan", "someone-else", ttl).await.unwrap(),
+        "given up"
+    );
+}
+
+#[tokio::test]
+async fn gateways_report_themselves_with_a_heartbeat() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut c = catalog(dir.path()).await;
+    let hb = c.start_heartbeat(vec!["http://127.0.0.1:9000".into()], HEARTBEAT);
+    assert_eq!(c.stale_after(), HEARTBEAT * 3);
+    let mut rows = Vec::new();
+    for _ in 0..50 {
+        rows = c.gateways().await.unwrap().1;
+        if !rows.is_empty() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    let (now, _) = c.gateways().await.unwrap();
+    assert_eq!(rows.len(), 1, "{rows:?}");
+    assert_eq!(rows[0].id, gateway_id());
+    assert_eq!(rows[0].address_list(), vec!["http://127.0.0.1:9000"]);
+    assert!((now - rows[0].heartbeat_ms).abs() < 5_000, "{now} {rows:?}");
+    hb.stop().await;
+    assert!(
+        c.gateways().await.unwrap().1.is_empty(),
+        "a clean stop removes the row"
+    );
 }

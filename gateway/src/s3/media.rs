@@ -362,6 +362,19 @@ impl ObjectEvents for MediaService {
     }
 }
 
+/// Another gateway wrote or deleted an object: its HLS sessions here stop, and renditions this
+/// gateway made of it go (that gateway's own store did not know about them).
+impl crate::events::ChangedElsewhere for MediaService {
+    fn changed_elsewhere(&self, bucket: &str, key: &str) {
+        self.invalidate(bucket, key);
+    }
+
+    fn forget_all(&self) {
+        // Nothing can be served stale: renditions, segments and probe results are found by the
+        // ETag of the bytes the request read.
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

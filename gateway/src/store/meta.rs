@@ -405,6 +405,19 @@ impl MetaCache {
         found
     }
 
+    /// Drops what is kept for the file `id` (another gateway changed the object there).
+    pub fn forget(&self, id: FileId) {
+        self.map
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&id);
+    }
+
+    /// Drops everything (changes made elsewhere may have been missed).
+    pub fn clear(&self) {
+        self.map.lock().unwrap_or_else(|e| e.into_inner()).clear();
+    }
+
     /// Remembers the metadata of a file version (replacing what was kept for that file).
     pub fn put(&self, stamp: FileStamp, meta: &ObjectMeta) {
         let mut map = self.map.lock().unwrap_or_else(|e| e.into_inner());

@@ -113,10 +113,13 @@ pub struct Store {
     /// The data folder, for `*at` lookups of bucket folders.
     root_fd: OwnedFd,
     internal: PathBuf,
+    /// This process's temp folder, `DATA/.nebula/tmp/<owner>` (see [`OWNER_LOCK`]).
     tmp: PathBuf,
     /// The temp folder, opened once: every upload creates a file in it. Replaced if the
-    /// folder is (another gateway sharing the data folder empties it when it starts).
+    /// folder is (by hand, say).
     tmp_fd: std::sync::RwLock<Arc<OwnedFd>>,
+    /// The lock that marks the temp folder as in use while this process lives.
+    _tmp_owner: File,
     root_dev: u64,
     meta: MetaStore,
     /// Metadata of recently opened or listed objects, by file version.
@@ -133,19 +136,16 @@ impl Store {
     /// Opens (creating if needed) a data folder for serving: probes xattr support and removes
     /// temp files left by a crash.
     pub fn open(root: &Path) -> io::Result<Self> {
-        let mut store = Self::open_shared(root)?;
-        // Temp files left by a crash are never part of an object: drop them all.
-        let _ = std::fs::remove_dir_all(&store.tmp);
-        std::fs::create_dir_all(&store.tmp)?;
-        store.tmp_fd = std::sync::RwLock::new(Arc::new(fsutil::open_dir(&store.tmp)?));
-        store.clean_bucket_temp_dirs();
+        let store = Self::open_shared(root)?;
         // A versioned write or delete cut short by a crash is finished or undone.
         store.recover_versions().map_err(io::Error::other)?;
         Ok(store)
     }
 
-    /// Opens a data folder that a running gateway may be using (e.g. for `reindex`): nothing
-    /// is removed, so its uploads in progress are untouched.
+    /// Opens a data folder that other gateways (or a `reindex`) may be using at the same
+    /// time. Each process stages its temp files in a folder of its own, locked while it
+    /// lives; only the folders of processes that are gone (a crash) are removed, so the
+    /// uploads in progress of the others are untouched.
     pub fn open_shared(root: &Path) -> io::Result<Self> {
         std::fs::create_dir_all(root)?;
         let root = root.canonicalize()?;
@@ -155,8 +155,9 @@ impl Store {
             &internal,
             std::os::unix::fs::PermissionsExt::from_mode(0o700),
         )?;
-        let tmp = internal.join("tmp");
-        std::fs::create_dir_all(&tmp)?;
+        let tmp_root = internal.join("tmp");
+        std::fs::create_dir_all(&tmp_root)?;
+        let (tmp, tmp_owner) = own_temp_dir(&tmp_root)?;
         std::fs::create_dir_all(internal.join("multipart"))?;
         let meta = MetaStore::probe(&root, internal.join("meta"));
         let root_dev = std::fs::metadata(&root)?.dev();
@@ -169,6 +170,7 @@ impl Store {
             internal,
             tmp,
             tmp_fd,
+            _tmp_owner: tmp_owner,
             root_dev,
             meta,
             meta_cache: MetaCache::default(),
@@ -176,18 +178,39 @@ impl Store {
             assembly_writes: multipart::AssemblyWrites::default(),
             settings,
         };
-        store.clean_bucket_temp_dirs();
+        // Buckets first: whether a bucket's temp folder is dead is told by the lock of the
+        // owner's folder in the reserved temp folder.
+        store.clean_bucket_temp_dirs(&tmp_root);
+        clean_dead_temp_dirs(&tmp_root, &store.tmp);
         Ok(store)
     }
 
-    fn clean_bucket_temp_dirs(&self) {
+    /// The name of this process's temp folders (in the reserved folder and in buckets on
+    /// other filesystems).
+    fn tmp_owner(&self) -> &std::ffi::OsStr {
+        self.tmp.file_name().unwrap_or_default()
+    }
+
+    /// Removes what dead processes left in the temp folders of buckets on other filesystems.
+    fn clean_bucket_temp_dirs(&self, tmp_root: &Path) {
         let Ok(rd) = std::fs::read_dir(&self.root) else {
             return;
         };
         for e in rd.flatten() {
             let p = e.path().join(BUCKET_TMP_PREFIX);
-            if p.is_dir() {
-                let _ = std::fs::remove_dir_all(&p);
+            let Ok(entries) = std::fs::read_dir(&p) else {
+                continue;
+            };
+            for t in entries.flatten() {
+                let name = t.file_name();
+                let live = name == self.tmp_owner()
+                    || (t.file_type().is_ok_and(|ft| ft.is_dir())
+                        && tmp_root.join(&name).is_dir()
+                        && !owner_gone(&tmp_root.join(&name)));
+                if !live {
+                    let _ = std::fs::remove_dir_all(t.path())
+                        .or_else(|_| std::fs::remove_file(t.path()));
+                }
             }
         }
     }
@@ -445,6 +468,38 @@ impl Store {
         fsutil::statx_at(parent.as_fd(), name).is_ok_and(|st| fsutil::statx_type(&st) == want)
     }
 
+    /// Drops what the memory caches hold of `bucket/key` and of its folder's listing: another
+    /// gateway sharing the data folder changed it. The caches check every entry against the
+    /// file's stamp anyway; this covers what a stamp cannot show (an inode number reused within
+    /// one tick of a coarse filesystem clock, attributes a network filesystem client cached).
+    /// Blocking (two `statx`).
+    pub fn forget_object(&self, bucket: &str, key: &str) {
+        let Ok(path) = keys::parse_key(key) else {
+            return;
+        };
+        let Ok(bfd) = self.bucket_fd(bucket) else {
+            return;
+        };
+        let Ok(parent) = fsutil::open_parent_nofollow(bfd.as_fd(), &path.rel, false) else {
+            return;
+        };
+        if let Some(name) = path.rel.file_name().and_then(|n| n.to_str())
+            && let Ok(st) = fsutil::statx_at(parent.as_fd(), name)
+        {
+            self.meta_cache.forget(FileStamp::of_statx(&st).id());
+        }
+        if let Ok(st) = fsutil::statx_at(parent.as_fd(), ".") {
+            self.dir_cache.forget(FileStamp::of_statx(&st).id());
+        }
+    }
+
+    /// Drops everything the memory caches hold: changes made by other gateways may have been
+    /// missed (the signal that announces them was interrupted).
+    pub fn forget_all(&self) {
+        self.meta_cache.clear();
+        self.dir_cache.clear();
+    }
+
     /// [`Store::open_object`] for the hot path, on an async worker thread: succeeds only when
     /// nothing can wait for the disk or take long (every name in the kernel's lookup cache,
     /// recorded metadata that still matches the file). `Ok(None)` means "ask
@@ -501,11 +556,14 @@ impl Store {
             return self.internal_temp();
         } else {
             // The bucket is another filesystem (a mounted media disk): a rename from the data
-            // folder would not be atomic there, so stage beside the objects.
+            // folder would not be atomic there, so stage beside the objects, in a folder of
+            // this process's own (named like its folder in the reserved temp folder).
+            let own = Path::new(BUCKET_TMP_PREFIX).join(self.tmp_owner());
             fsutil::mkdir_at(bfd.as_fd(), Path::new(BUCKET_TMP_PREFIX))?;
+            fsutil::mkdir_at(bfd.as_fd(), &own)?;
             Arc::new(fsutil::open_parent_nofollow(
                 bfd.as_fd(),
-                &Path::new(BUCKET_TMP_PREFIX).join("x"),
+                &own.join("x"),
                 false,
             )?)
         };
@@ -767,6 +825,66 @@ impl Store {
     }
 }
 
+/// The lock file in each process's temp folder: held (`flock`, exclusive) for the life of the
+/// process, so a starting gateway can tell the folders of gateways that are running (locked)
+/// from those of gateways that crashed (free), and remove only the latter.
+pub const OWNER_LOCK: &str = "owner.lock";
+
+/// A temp folder without a lock file that is younger than this is never taken for dead: it
+/// may be one being set up right now, its lock not created yet.
+const TEMP_DIR_SETUP: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// Creates this process's temp folder in `tmp_root` and locks it.
+fn own_temp_dir(tmp_root: &Path) -> io::Result<(PathBuf, File)> {
+    let name = format!(
+        "{}-{}",
+        std::process::id(),
+        &uuid::Uuid::new_v4().simple().to_string()[..12]
+    );
+    let dir = tmp_root.join(name);
+    std::fs::create_dir(&dir)?;
+    let lock = File::create(dir.join(OWNER_LOCK))?;
+    fsutil::lock(&lock, true)?;
+    Ok((dir, lock))
+}
+
+/// True when the temp folder `dir` belongs to a process that is gone: its lock can be taken
+/// (and is given back at once), or it never got one and is not new.
+fn owner_gone(dir: &Path) -> bool {
+    match std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(dir.join(OWNER_LOCK))
+    {
+        Ok(f) => f.try_lock().is_ok(),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => std::fs::metadata(dir)
+            .and_then(|m| m.modified())
+            .is_ok_and(|t| t.elapsed().is_ok_and(|age| age > TEMP_DIR_SETUP)),
+        Err(_) => false,
+    }
+}
+
+/// Removes the temp folders in `tmp_root` of processes that are gone, and loose files (from
+/// gateways before temp folders were per process).
+fn clean_dead_temp_dirs(tmp_root: &Path, mine: &Path) {
+    let Ok(rd) = std::fs::read_dir(tmp_root) else {
+        return;
+    };
+    for e in rd.flatten() {
+        let p = e.path();
+        if p == mine {
+            continue;
+        }
+        if e.file_type().is_ok_and(|t| t.is_dir()) {
+            if owner_gone(&p) {
+                let _ = std::fs::remove_dir_all(&p);
+            }
+        } else {
+            let _ = std::fs::remove_file(&p);
+        }
+    }
+}
+
 /// Creates a fresh, uniquely named temp file in `dir`.
 pub(crate) fn temp_in(dir: Arc<OwnedFd>) -> StoreResult<TempFile> {
     let name = PathBuf::from(format!("{}.tmp", uuid::Uuid::new_v4().simple()));
@@ -799,5 +917,41 @@ fn conflict_as_object(e: io::Error) -> StoreError {
         StoreError::KeyConflict("object")
     } else {
         StoreError::from(e)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn temp_files(root: &Path) -> usize {
+        std::fs::read_dir(root.join(RESERVED_DIR).join("tmp"))
+            .unwrap()
+            .flatten()
+            .flat_map(|d| std::fs::read_dir(d.path()).unwrap().flatten())
+            .filter(|f| f.file_name() != OWNER_LOCK)
+            .count()
+    }
+
+    #[test]
+    fn a_starting_gateway_leaves_the_temp_files_of_running_ones_alone() {
+        let dir = tempfile::tempdir().unwrap();
+        let a = Store::open(dir.path()).unwrap();
+        let mut t = a.internal_temp().unwrap();
+        std::io::Write::write_all(&mut t.file, b"in flight").unwrap();
+        // Another gateway starts on the same data folder while A is writing.
+        let b = Store::open(dir.path()).unwrap();
+        assert_eq!(temp_files(dir.path()), 1, "A's upload in progress is kept");
+        drop(t);
+        let _t = a.internal_temp().unwrap();
+        // A dies: the next start removes what it left.
+        drop(a);
+        let c = Store::open(dir.path()).unwrap();
+        assert_eq!(temp_files(dir.path()), 0);
+        let folders = std::fs::read_dir(dir.path().join(RESERVED_DIR).join("tmp"))
+            .unwrap()
+            .count();
+        assert_eq!(folders, 2, "B's and C's own folders");
+        drop((b, c));
     }
 }

@@ -203,6 +203,19 @@ impl DirCache {
         }
     }
 
+    /// Drops the listing kept for the folder `id` (another gateway changed an entry).
+    pub(super) fn forget(&self, id: FileId) {
+        self.map
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&id);
+    }
+
+    /// Drops every listing (changes made elsewhere may have been missed).
+    pub(super) fn clear(&self) {
+        self.map.lock().unwrap_or_else(|e| e.into_inner()).clear();
+    }
+
     fn put(&self, stamp: FileStamp, key: &str, names: Arc<Vec<String>>) {
         let mut map = self.map.lock().unwrap_or_else(|e| e.into_inner());
         let held: usize = map.values().map(|(_, _, n)| n.len()).sum();

@@ -7,8 +7,9 @@
 //! lock), [`slots`] writes parts straight into their place in the finished object, and
 //! [`complete`] checks a part list and assembles the object.
 //!
-//! Temp files live in `DATA/.nebula/tmp`, which is emptied at start, so a crash mid-part leaves
-//! nothing that matters in a staging folder.
+//! Temp files live in this process's folder of `DATA/.nebula/tmp`, removed by the next start
+//! after the process is gone, so a crash mid-part leaves nothing that matters in a staging
+//! folder.
 
 mod complete;
 mod records;

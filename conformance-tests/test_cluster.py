@@ -1,0 +1,239 @@
+"""Several gateways on one data folder and one PostgreSQL (issue 19: scale-out).
+
+Real `nebula-gateway` processes on loopback ports share a temp data folder and a throwaway
+PostgreSQL cluster (the one of test_catalog.py): each reports itself in the catalog (`nebula
+status` lists them, a killed one turns stale), named leases pass from a dead holder to a live
+one, and whatever one gateway writes is read, listed and ranged through another at once.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import random
+import re
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from conftest import Gateway, cli_bin, gateway_bin, new_bucket_name, run, sanitized_environ
+from test_catalog import PgCluster, pg, wait_for  # noqa: F401  (pg is a fixture)
+
+API = "/_nebula/v1/"
+
+
+class Cluster:
+    """Gateways sharing one data folder and one database; stopped (and checked) at the end."""
+
+    def __init__(self, tmp_path_factory, pg_cluster: PgCluster):
+        self.tmp = tmp_path_factory
+        self.pg = pg_cluster
+        self.db = pg_cluster.create_db()
+        self.data_dir: Path | None = None
+        self.gateways: list[Gateway] = []
+        self.killed: set[int] = set()
+
+    @property
+    def url(self) -> str:
+        return self.pg.url(self.db)
+
+    def start(self, *args: str) -> Gateway:
+        g = Gateway(self.tmp.mktemp("gw-cluster"), extra_args=["--database-url", self.url, *args])
+        if self.data_dir is None:
+            self.data_dir = g.data_dir
+        g.data_dir = self.data_dir
+        self.gateways.append(g)
+        return g.start()
+
+    def kill(self, g: Gateway):
+        g.kill()
+        self.killed.add(id(g))
+
+    def close(self):
+        for g in self.gateways:
+            if id(g) not in self.killed:
+                g.assert_clean_exit()
+
+
+@pytest.fixture
+def cluster(request, tmp_path_factory):
+    c = Cluster(tmp_path_factory, request.getfixturevalue("pg"))
+    yield c
+    c.close()
+
+
+def api_get(g: Gateway, path: str, query=None) -> dict:
+    r = g.raw().request("GET", API + path, query=list(query or []))
+    assert r.status == 200, (path, r)
+    return json.loads(r.body)
+
+
+def remote_changes(g: Gateway) -> int:
+    r = g.raw().request("GET", API + "metrics")
+    assert r.status == 200, r
+    m = re.search(rb"^nebula_remote_changes_total (\d+)", r.body, re.M)
+    return int(m.group(1)) if m else 0
+
+
+def nebula(g: Gateway, tmp_path: Path, *args: str) -> str:
+    env = g.client_env(
+        NEBULA_SERVER_URL=g.endpoint,
+        NEBULA_ACCESS_KEY=g.access_key,
+        NEBULA_SECRET_KEY=g.secret_key,
+        NEBULA_REGION=g.region,
+        XDG_CONFIG_HOME=str(tmp_path / "cfg"),
+        HOME=str(tmp_path),
+    )
+    return run([cli_bin(), *args], env=env, timeout=60).stdout_text
+
+
+# --------------------------------------------------------------------------------------------
+# every gateway reports itself
+
+
+def test_status_lists_every_gateway_and_marks_a_killed_one_stale(cluster, tmp_path):
+    g1 = cluster.start("--heartbeat-secs", "1")
+    g2 = cluster.start("--heartbeat-secs", "1", "--advertise-url", "http://gw2.example:9000")
+
+    def both():
+        gws = api_get(g1, "health")["gateways"]
+        return gws if len(gws) == 2 else None
+
+    gws = wait_for(both, timeout=10, what="both gateways in the catalog")
+    by_pid = {g["id"].rsplit(":", 1)[1]: g for g in gws}
+    assert set(by_pid) == {str(g1.pid), str(g2.pid)}, gws
+    one, two = by_pid[str(g1.pid)], by_pid[str(g2.pid)]
+    assert one["this"] and not two["this"], gws
+    assert one["addresses"] == [g1.endpoint] and two["addresses"] == ["http://gw2.example:9000"], gws
+    assert not one["stale"] and not two["stale"], gws
+    assert one["version"] == two["version"] and re.match(r"\d+\.\d+\.\d+", one["version"]), gws
+    assert one["heartbeat_age_secs"] < 3 and one["last_heartbeat"] >= one["started_at"], gws
+
+    status = json.loads(nebula(g2, tmp_path, "status", "--json"))
+    assert {g["id"] for g in status["gateways"]} == {one["id"], two["id"]}, status
+    assert [g["this"] for g in status["gateways"] if g["id"] == two["id"]] == [True], status
+    text = nebula(g1, tmp_path, "status")
+    assert "Cluster  2 gateway(s)" in text and f"{one['id']} {g1.endpoint}" in text and "STALE" not in text, text
+
+    # SIGKILL: no goodbye, the row stays and ages; three missed heartbeats make it stale.
+    cluster.kill(g2)
+
+    def stale():
+        gws = {g["id"]: g for g in api_get(g1, "health")["gateways"]}
+        return gws if gws[two["id"]]["stale"] else None
+
+    gws = wait_for(stale, timeout=15, what="the killed gateway to turn stale")
+    assert not gws[one["id"]]["stale"] and gws[two["id"]]["heartbeat_age_secs"] > 3, gws
+    text = nebula(g1, tmp_path, "status")
+    assert re.search(rf"{re.escape(two['id'])} http://gw2.example:9000 .*STALE: no heartbeat for", text), text
+
+    # A clean stop removes the gateway's own row: it is gone, not stale.
+    g1.assert_clean_exit()
+    cluster.killed.add(id(g1))
+    rows = cluster.pg.psql(cluster.db, "SELECT id FROM gateways ORDER BY id").split()
+    assert rows == [two["id"]], rows
+
+
+# --------------------------------------------------------------------------------------------
+# leases: one scan of a bucket at a time, and a dead holder's lease is taken over
+
+
+def test_scan_leases_pass_over_busy_buckets_and_expire_with_their_holder(cluster):
+    g1 = cluster.start()
+    s3 = g1.boto3_client()
+    b = new_bucket_name("lease")
+    s3.create_bucket(Bucket=b)
+    s3.put_object(Bucket=b, Key="a.txt", Body=b"a")
+    g1.assert_clean_exit()
+    cluster.killed.add(id(g1))
+    # Out of band, and a "gateway" that died mid-scan of the bucket: its lease runs 4 s more.
+    (cluster.data_dir / b / "outside.txt").write_bytes(b"added by hand")
+    cluster.pg.psql(
+        cluster.db,
+        f"INSERT INTO leases (name, holder, expires_ms) VALUES ('reconcile:{b}', 'dead-host:1', "
+        "CAST(extract(epoch FROM clock_timestamp()) * 1000 AS BIGINT) + 4000)",
+    )
+    # A gateway starting now passes the bucket over (the holder's scan covers it)...
+    g2 = cluster.start()
+    wait_for(lambda: "catalog reconciled" in g2.log_text(), timeout=20, what="start scan")
+    assert re.search(rf"another gateway is scanning this bucket; passed over bucket=\"?{b}", g2.log_text()), g2.log_tail()
+    assert "1 passed over" in g2.log_grep("catalog reconciled"), g2.log_grep("catalog reconciled")
+    listed = api_get(g2, "files", [("bucket", b)])["items"]
+    assert [i["key"] for i in listed] == ["a.txt"], listed
+    # ...and `reindex` waits for the lease, which expires with its dead holder, then scans.
+    t0 = time.monotonic()
+    p = subprocess.run(
+        [str(gateway_bin()), "reindex", "--data-dir", str(cluster.data_dir), "--database-url", cluster.url],
+        capture_output=True,
+        timeout=60,
+        env={**sanitized_environ(), "RUST_LOG": "info", "NO_COLOR": "1"},
+    )
+    out = p.stdout.decode() + p.stderr.decode()
+    assert p.returncode == 0, out
+    assert "waiting for it" in out and "1 added" in out, out
+    assert time.monotonic() - t0 > 1.5, "reindex did not wait for the lease"
+    listed = api_get(g2, "files", [("bucket", b)])["items"]
+    assert [i["key"] for i in listed] == ["a.txt", "outside.txt"], listed
+    assert cluster.pg.psql(cluster.db, "SELECT count(*) FROM leases").strip() == "0", "leases given back"
+
+
+# --------------------------------------------------------------------------------------------
+# one truth: written through one gateway, seen through the other at once
+
+
+def test_written_through_one_gateway_is_seen_through_another_at_once(cluster):
+    a, b = cluster.start(), cluster.start()
+    sa, sb = a.boto3_client(), b.boto3_client()
+    bucket = new_bucket_name("raw")
+    sa.create_bucket(Bucket=bucket)
+    rnd = random.Random(7)
+    for i in range(40):
+        key = f"k{i % 5}.bin"
+        # Same size every time: only the ETag and the bytes tell versions apart.
+        body = rnd.randbytes(4096)
+        etag = hashlib.md5(body).hexdigest()
+        writer, reader = (sa, sb) if i % 2 == 0 else (sb, sa)
+        if i >= 5:  # the reader has served this key before: its caches hold the old version
+            reader.get_object(Bucket=bucket, Key=key, Range="bytes=0-9")["Body"].read()
+        writer.put_object(Bucket=bucket, Key=key, Body=body)
+        got = reader.get_object(Bucket=bucket, Key=key)
+        assert got["Body"].read() == body and got["ETag"].strip('"') == etag, (i, key)
+        head = reader.head_object(Bucket=bucket, Key=key)
+        assert head["ETag"].strip('"') == etag, (i, key)
+        ranged = reader.get_object(Bucket=bucket, Key=key, Range="bytes=100-199")["Body"].read()
+        assert ranged == body[100:200], (i, key)
+        listed = {o["Key"]: o for o in reader.list_objects_v2(Bucket=bucket)["Contents"]}
+        assert listed[key]["ETag"].strip('"') == etag and listed[key]["Size"] == 4096, (i, key)
+    # Each gateway heard of the other's 20 writes through PostgreSQL (LISTEN/NOTIFY), not of
+    # its own.
+    for g in (a, b):
+        wait_for(lambda: remote_changes(g) >= 20, timeout=5, what=f"announcements at {g.endpoint}")
+        assert remote_changes(g) < 40, remote_changes(g)
+    sa.delete_object(Bucket=bucket, Key="k0.bin")
+    with pytest.raises(sb.exceptions.NoSuchKey):
+        sb.get_object(Bucket=bucket, Key="k0.bin")
+    assert "k0.bin" not in [o["Key"] for o in sb.list_objects_v2(Bucket=bucket)["Contents"]]
+
+    # A big folder's sorted listing is cached (once it settled): a key added through the other
+    # gateway is listed at once all the same.
+    big = new_bucket_name("big")
+    sa.create_bucket(Bucket=big)
+    names = [f"f{i:04d}" for i in range(1000)]
+    for n in names:
+        (cluster.data_dir / big / n).write_bytes(b"x")
+    time.sleep(2.5)
+
+    def all_keys(s3):
+        keys = []
+        for page in s3.get_paginator("list_objects_v2").paginate(Bucket=big):
+            keys += [o["Key"] for o in page.get("Contents", [])]
+        return keys
+
+    assert all_keys(sb) == names
+    assert all_keys(sb) == names  # from the cache now
+    sa.put_object(Bucket=big, Key="f0500a", Body=b"new")
+    assert "f0500a" in all_keys(sb)
+    sa.delete_object(Bucket=big, Key="f0001")
+    assert "f0001" not in all_keys(sb)
