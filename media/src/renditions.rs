@@ -423,8 +423,18 @@ mod tests {
         drop(rt); // waits for the blocking cleanup
         assert!(s.open_finished(&name).unwrap().is_none());
         assert!(part.exists());
-        // A restart removes it.
+        // A restart leaves it while it is fresh (another gateway sharing the folder may be
+        // writing it), and removes it once abandoned.
         drop(s);
+        let s = store(dir.path(), u64::MAX);
+        assert!(part.exists());
+        drop(s);
+        std::fs::File::options()
+            .write(true)
+            .open(&part)
+            .unwrap()
+            .set_modified(SystemTime::now() - ABANDONED_AFTER - Duration::from_secs(1))
+            .unwrap();
         let s = store(dir.path(), u64::MAX);
         assert!(!part.exists());
         assert!(std::fs::read_dir(s.dir()).unwrap().next().is_none());
