@@ -9,9 +9,9 @@
 //! bucket and key, so every rendition of an
 //! object is found by prefix when it is replaced or deleted; `<variant>` hashes the ETag,
 //! the quality, the encoder and [`PIPELINE_VERSION`], so a rendition of other bytes or an
-//! older pipeline is never served. Files in the making end in `.part`; one left by a process
-//! that died is removed by a later start (once nobody has written to it for ten minutes: a
-//! younger one may be another gateway's, sharing the folder). The store keeps itself under a size limit, dropping the
+//! older pipeline is never served. Files in the making end in `.part` and carry their
+//! process's name; a later start removes those whose process is gone (its lock in `.owners/`
+//! is free), never those of another gateway sharing the folder. The store keeps itself under a size limit, dropping the
 //! least recently served first.
 
 use std::collections::HashSet;
@@ -89,19 +89,36 @@ struct Inner {
     /// Object prefixes that may have renditions on disk: a write to any other object does
     /// not look at the folder at all.
     with_renditions: Mutex<HashSet<String>>,
+    /// This process's name in the names of its files in the making (see [`OWNERS_DIR`]).
+    owner: String,
+    /// The lock that marks those files as being made while this process lives.
+    _owner_lock: File,
 }
+
+/// Folder of the renditions folder holding one `<owner>.lock` per process using the folder,
+/// `flock`ed while it lives. Files in the making carry their owner's name, so a starting
+/// gateway removes only those whose owner is gone (its lock is free), never those another
+/// gateway sharing the folder is writing.
+const OWNERS_DIR: &str = ".owners";
 
 impl RenditionStore {
     /// Opens (creates) the store in `dir`, for renditions made with `encoder`, kept under
-    /// `limit` bytes. Partial renditions left by a crash are removed (see [`ABANDONED_AFTER`]).
+    /// `limit` bytes. Partial renditions left by a crashed process are removed.
     pub fn open(dir: PathBuf, limit: u64, encoder: Encoder) -> std::io::Result<Self> {
-        std::fs::create_dir_all(&dir)?;
+        std::fs::create_dir_all(dir.join(OWNERS_DIR))?;
+        let owner = format!(
+            "{}x{}",
+            std::process::id(),
+            &uuid::Uuid::new_v4().simple().to_string()[..8]
+        );
+        let owner_lock = File::create(dir.join(OWNERS_DIR).join(format!("{owner}.lock")))?;
+        owner_lock.lock()?;
         let mut with_renditions = HashSet::new();
         for e in std::fs::read_dir(&dir)?.flatten() {
             let name = e.file_name();
             let name = name.to_string_lossy();
             if name.ends_with(".part") || name.ends_with(".part.faststart") {
-                if abandoned(&e.path()) {
+                if part_abandoned(&dir, &name) {
                     let _ = std::fs::remove_file(e.path());
                 }
             } else if let Some(prefix) = prefix_of_rendition(&name) {
@@ -111,12 +128,26 @@ impl RenditionStore {
                 with_renditions.insert(prefix.to_owned());
             }
         }
+        // Locks of processes that are gone, whether or not they left files in the making.
+        for e in std::fs::read_dir(dir.join(OWNERS_DIR))?.flatten() {
+            if e.file_name().to_string_lossy() != format!("{owner}.lock")
+                && File::options()
+                    .read(true)
+                    .write(true)
+                    .open(e.path())
+                    .is_ok_and(|f| f.try_lock().is_ok())
+            {
+                let _ = std::fs::remove_file(e.path());
+            }
+        }
         Ok(RenditionStore {
             inner: Arc::new(Inner {
                 dir,
                 limit,
                 encoder,
                 with_renditions: Mutex::new(with_renditions),
+                owner,
+                _owner_lock: owner_lock,
             }),
         })
     }
@@ -181,12 +212,15 @@ impl RenditionStore {
         dir
     }
 
-    /// A fresh path for a rendition in the making, `<stem>.<random>.part`. A stem that does
-    /// not start with an object prefix keeps the file safe from [`RenditionStore::invalidate`].
+    /// A fresh path for a rendition in the making, `<stem>.<owner>_<random>.part`. A stem
+    /// that does not start with an object prefix keeps the file safe from
+    /// [`RenditionStore::invalidate`].
     pub fn part_path(&self, stem: &str) -> PathBuf {
-        self.inner
-            .dir
-            .join(format!("{stem}.{}.part", uuid::Uuid::new_v4().simple()))
+        self.inner.dir.join(format!(
+            "{stem}.{}_{}.part",
+            self.inner.owner,
+            uuid::Uuid::new_v4().simple()
+        ))
     }
 
     /// Opens the finished rendition `name`, or `None` if there is none (yet). Blocking.
@@ -327,10 +361,36 @@ fn remove_temporaries(dir: &Path) {
     }
 }
 
-/// A file in the making that nobody wrote to for this long was left by a process that died:
-/// a producer writes all the time. Younger ones may belong to another gateway sharing the
-/// folder, which is producing them right now.
+/// A file in the making that names no owner (an HLS segment's temporary) and that nobody
+/// wrote to for this long was left by a process that died: a producer writes all the time.
+/// Younger ones may belong to another gateway sharing the folder, producing them right now.
 const ABANDONED_AFTER: Duration = Duration::from_secs(600);
+
+/// True when the rendition in the making `name` in `dir` was left by a process that is gone:
+/// the owner its name carries no longer holds its lock (which is then removed too). Names
+/// without an owner follow [`ABANDONED_AFTER`].
+fn part_abandoned(dir: &Path, name: &str) -> bool {
+    let stem = name
+        .strip_suffix(".part.faststart")
+        .or_else(|| name.strip_suffix(".part"))
+        .unwrap_or(name);
+    let owner = stem
+        .rsplit_once('.')
+        .and_then(|(_, tail)| tail.split_once('_'))
+        .map(|(owner, _)| owner);
+    let Some(owner) = owner else {
+        return abandoned(&dir.join(name));
+    };
+    let lock = dir.join(OWNERS_DIR).join(format!("{owner}.lock"));
+    match File::options().read(true).write(true).open(&lock) {
+        Ok(f) if f.try_lock().is_ok() => {
+            let _ = std::fs::remove_file(&lock);
+            true
+        }
+        Ok(_) => false,
+        Err(e) => e.kind() == std::io::ErrorKind::NotFound,
+    }
+}
 
 /// True when the file in the making at `path` was abandoned (see [`ABANDONED_AFTER`]).
 fn abandoned(path: &Path) -> bool {
@@ -423,21 +483,24 @@ mod tests {
         drop(rt); // waits for the blocking cleanup
         assert!(s.open_finished(&name).unwrap().is_none());
         assert!(part.exists());
-        // A restart leaves it while it is fresh (another gateway sharing the folder may be
-        // writing it), and removes it once abandoned.
-        drop(s);
-        let s = store(dir.path(), u64::MAX);
+        // Another process opening the folder (a gateway sharing it) leaves it: its owner
+        // lives. Once the owner is gone, a start removes it.
+        let other = store(dir.path(), u64::MAX);
         assert!(part.exists());
-        drop(s);
-        std::fs::File::options()
-            .write(true)
-            .open(&part)
-            .unwrap()
-            .set_modified(SystemTime::now() - ABANDONED_AFTER - Duration::from_secs(1))
-            .unwrap();
+        drop((s, other));
         let s = store(dir.path(), u64::MAX);
         assert!(!part.exists());
-        assert!(std::fs::read_dir(s.dir()).unwrap().next().is_none());
+        let left: Vec<_> = std::fs::read_dir(s.dir())
+            .unwrap()
+            .flatten()
+            .map(|e| e.file_name())
+            .collect();
+        assert_eq!(left, vec![std::ffi::OsString::from(OWNERS_DIR)]);
+        assert_eq!(
+            std::fs::read_dir(s.dir().join(OWNERS_DIR)).unwrap().count(),
+            1,
+            "only the live owner's lock"
+        );
     }
 
     #[test]
