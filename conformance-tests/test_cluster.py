@@ -13,6 +13,7 @@ import json
 import random
 import re
 import subprocess
+import threading
 import time
 from pathlib import Path
 
@@ -237,3 +238,228 @@ def test_written_through_one_gateway_is_seen_through_another_at_once(cluster):
     assert "f0500a" in all_keys(sb)
     sa.delete_object(Bucket=big, Key="f0001")
     assert "f0001" not in all_keys(sb)
+
+
+# --------------------------------------------------------------------------------------------
+# three gateways, 32 clients, one killed midway
+
+
+STRESS_SECS = 20
+CLIENTS = 32
+PART = 5 * 1024 * 1024
+
+
+class Stress:
+    """32 boto3 threads, each on keys of its own, sending every request to a random gateway
+    and checking every answer against what it wrote (read-after-write, list-after-write).
+    A request to a gateway that is gone is retried on another; anything else is an error."""
+
+    def __init__(self, gateways: list[Gateway], bucket: str):
+        self.bucket = bucket
+        self.lock = threading.Lock()
+        self.alive: dict[str, object] = {}
+        for g in gateways:
+            self.add(g)
+        self.errors: list[str] = []
+        self.ops: dict[str, int] = {}
+        self.retries = 0
+        self.stop = threading.Event()
+
+    def add(self, g: Gateway):
+        s3 = g.boto3_client(max_pool_connections=CLIENTS, connect_timeout=2, read_timeout=20)
+        with self.lock:
+            self.alive[g.endpoint] = s3
+
+    def remove(self, g: Gateway):
+        with self.lock:
+            self.alive.pop(g.endpoint, None)
+
+    def pick(self, rnd: random.Random):
+        with self.lock:
+            return rnd.choice(list(self.alive.items()))
+
+    def call(self, rnd: random.Random, op: str, **kw):
+        """`op` on a random live gateway; a connection to a dead one is retried elsewhere."""
+        from botocore.exceptions import ConnectionClosedError, EndpointConnectionError, ReadTimeoutError
+
+        for _ in range(6):
+            endpoint, s3 = self.pick(rnd)
+            try:
+                return getattr(s3, op)(**kw)
+            except (EndpointConnectionError, ConnectionClosedError, ReadTimeoutError) as e:
+                with self.lock:
+                    gone = endpoint not in self.alive
+                    self.retries += 1
+                if not gone:
+                    # The gateway may be the one being killed right now: give the kill a moment.
+                    time.sleep(0.5)
+                    with self.lock:
+                        if endpoint in self.alive:
+                            raise AssertionError(f"{op} on live gateway {endpoint}: {e!r}")
+        raise AssertionError(f"{op}: no gateway answered")
+
+    def note(self, op: str):
+        with self.lock:
+            self.ops[op] = self.ops.get(op, 0) + 1
+
+    def worker(self, n: int):
+        rnd = random.Random(n)
+        b = self.bucket
+        prefix = f"w{n:02d}/"
+        model: dict[str, bytes] = {}
+
+        def check_get(key: str):
+            want = model.get(key)
+            try:
+                got = self.call(rnd, "get_object", Bucket=b, Key=key)["Body"].read()
+            except Exception as e:  # noqa: BLE001
+                if want is None and getattr(e, "response", {}).get("Error", {}).get("Code") == "NoSuchKey":
+                    return
+                raise
+            if got != want:
+                raise AssertionError(f"stale read of {key}: {len(got)} bytes, want {None if want is None else len(want)}")
+
+        try:
+            while not self.stop.is_set():
+                r = rnd.random()
+                key = prefix + f"k{rnd.randrange(8)}"
+                if r < 0.35:
+                    body = rnd.randbytes(rnd.choice([0, 1, 100, 4096, 65536]))
+                    self.call(rnd, "put_object", Bucket=b, Key=key, Body=body)
+                    model[key] = body
+                    check_get(key)
+                    self.note("put")
+                elif r < 0.60:
+                    check_get(key)
+                    if key in model and model[key]:
+                        n0 = rnd.randrange(len(model[key]))
+                        got = self.call(rnd, "get_object", Bucket=b, Key=key, Range=f"bytes={n0}-")["Body"].read()
+                        if got != model[key][n0:]:
+                            raise AssertionError(f"stale range of {key}")
+                    self.note("get")
+                elif r < 0.75:
+                    listed = self.call(rnd, "list_objects_v2", Bucket=b, Prefix=prefix).get("Contents", [])
+                    seen = {o["Key"]: o["Size"] for o in listed}
+                    want = {k: len(v) for k, v in model.items()}
+                    if seen != want:
+                        raise AssertionError(f"stale listing of {prefix}: {sorted(seen.items())} != {sorted(want.items())}")
+                    self.note("list")
+                elif r < 0.87:
+                    self.call(rnd, "delete_object", Bucket=b, Key=key)
+                    model.pop(key, None)
+                    check_get(key)
+                    self.note("delete")
+                elif r < 0.97:
+                    if key in model:
+                        dst = prefix + f"k{(int(key[-1]) + rnd.randrange(1, 8)) % 8}"
+                        self.call(rnd, "copy_object", Bucket=b, Key=dst, CopySource={"Bucket": b, "Key": key})
+                        model[dst] = model[key]
+                        check_get(dst)
+                        self.note("copy")
+                else:
+                    self.multipart(rnd, key, model)
+                    check_get(key)
+                    self.note("multipart")
+        except Exception as e:  # noqa: BLE001
+            with self.lock:
+                self.errors.append(f"client {n}: {e!r}")
+
+    def multipart(self, rnd: random.Random, key: str, model: dict[str, bytes]):
+        """Created on one gateway, parts through others, completed on yet another."""
+        b = self.bucket
+        parts = [rnd.randbytes(PART), rnd.randbytes(1000)]
+        up = self.call(rnd, "create_multipart_upload", Bucket=b, Key=key)["UploadId"]
+        done = []
+        for i, data in enumerate(parts, 1):
+            etag = self.call(rnd, "upload_part", Bucket=b, Key=key, UploadId=up, PartNumber=i, Body=data)["ETag"]
+            done.append({"PartNumber": i, "ETag": etag})
+        try:
+            self.call(rnd, "complete_multipart_upload", Bucket=b, Key=key, UploadId=up, MultipartUpload={"Parts": done})
+        except Exception as e:  # noqa: BLE001
+            # Completed by a gateway killed before it answered: the retry finds no upload.
+            if getattr(e, "response", {}).get("Error", {}).get("Code") != "NoSuchUpload":
+                raise
+        model[key] = b"".join(parts)
+
+
+def test_three_gateways_32_clients_one_killed(cluster, tmp_path):
+    from test_jobs import make_video
+
+    video = make_video(tmp_path / "clip.mp4", 12, 320, 240)
+    args = ("--job-lease-secs", "3", "--heartbeat-secs", "1")
+    gws = [cluster.start(*args) for _ in range(3)]
+    bucket = new_bucket_name("stress")
+    s3 = gws[0].boto3_client()
+    s3.create_bucket(Bucket=bucket)
+    s3.upload_file(str(video), bucket, "clip.mp4", ExtraArgs={"ContentType": "video/mp4"})
+    stress = Stress(gws, bucket)
+    threads = [threading.Thread(target=stress.worker, args=(n,), daemon=True) for n in range(CLIENTS)]
+    t0 = time.monotonic()
+    for t in threads:
+        t.start()
+    try:
+        time.sleep(STRESS_SECS * 0.3)
+        # A transcode job: whichever gateway takes it is the one killed, mid-transcode.
+        r = gws[1].raw().request(
+            "POST", API + "transcode", body=json.dumps({"bucket": bucket, "key": "clip.mp4", "qualities": [240]}).encode(),
+            headers={"content-type": "application/json"},
+        )
+        assert r.status == 201, r
+        job = json.loads(r.body)["jobs"][0]
+
+        def holder():
+            j = api_get(gws[0], f"jobs/{job['id']}")
+            return j if j["status"] == "processing" else None
+
+        held = wait_for(holder, timeout=20, interval=0.05, what="a gateway to take the job")
+        victim = next(g for g in gws if f":{g.pid}:" in held["worker_id"])
+        stress.remove(victim)
+        cluster.kill(victim)
+        survivors = [g for g in gws if g is not victim]
+        # A gateway started now, while the others serve, sees everything and joins in.
+        late = cluster.start(*args)
+        stress.add(late)
+        survivors.append(late)
+        time.sleep(max(0.0, STRESS_SECS - (time.monotonic() - t0)))
+    finally:
+        stress.stop.set()
+        for t in threads:
+            t.join(timeout=60)
+    assert not stress.errors, "\n".join(stress.errors[:10])
+    total = sum(stress.ops.values())
+    print(f"\nstress: {total} operations in {time.monotonic() - t0:.1f}s {stress.ops}, {stress.retries} retried elsewhere")
+    assert total > 300 and all(stress.ops.get(op, 0) > 0 for op in ("put", "get", "list", "delete", "copy", "multipart")), stress.ops
+
+    # The killed gateway's job lease expired and a survivor finished the job.
+    done = wait_for(
+        lambda: (j := api_get(survivors[0], f"jobs/{job['id']}"))["status"] == "completed" and j,
+        timeout=120,
+        what="the job to finish on a survivor",
+    )
+    assert done["attempts"] == 2 and done["worker_id"] != held["worker_id"], (held, done)
+    assert any(f":{g.pid}:" in done["worker_id"] for g in survivors), done
+    # The killed one is stale in everyone's view; the survivors are not.
+    view = {g["id"]: g for g in api_get(survivors[0], "health")["gateways"]}
+    assert len(view) == 4, view
+    assert not any(g["stale"] for i, g in view.items() if not i.endswith(f":{victim.pid}")), view
+
+    def victim_stale():
+        rows = api_get(survivors[0], "health")["gateways"]
+        return [g["stale"] for g in rows if g["id"].endswith(f":{victim.pid}")] == [True]
+
+    wait_for(victim_stale, timeout=10, what="the killed gateway to turn stale")
+    # Every gateway lists the same objects, with the bytes the files hold.
+    listings = []
+    for g in survivors:
+        c = g.boto3_client()
+        keys = []
+        for page in c.get_paginator("list_objects_v2").paginate(Bucket=bucket):
+            keys += [(o["Key"], o["Size"]) for o in page.get("Contents", [])]
+        listings.append(keys)
+    assert listings[0] == listings[1] == listings[2], "gateways disagree"
+    on_disk = sorted(
+        (str(p.relative_to(cluster.data_dir / bucket)), p.stat().st_size)
+        for p in (cluster.data_dir / bucket).rglob("*")
+        if p.is_file() and ".nebula-tmp" not in p.parts
+    )
+    assert sorted(listings[0]) == on_disk
