@@ -81,6 +81,13 @@ pub(crate) async fn copy_object(
         }
         .to_meta()
     });
+    // Tags come with the source unless the copy names its own (x-amz-tagging-directive).
+    let new_tags = match input.tagging_directive.as_ref().map(|d| d.as_str()) {
+        Some(TaggingDirective::REPLACE) => {
+            Some(super::tagging::from_header(input.tagging.as_deref())?)
+        }
+        _ => None,
+    };
     let conds = conditions!(copy_source input);
     let lock = WriteLock::new(
         input.object_lock_mode.as_ref(),
@@ -109,6 +116,7 @@ pub(crate) async fn copy_object(
                 m.etag = src.meta.etag.clone();
                 m.checksums = src.meta.checksums.clone();
                 m.parts = src.meta.parts;
+                m.tags = src.meta.tags.clone();
                 m
             }
             None => src.meta.clone(),
@@ -116,6 +124,9 @@ pub(crate) async fn copy_object(
         // Object lock settings belong to the source version: the copy gets its own.
         let mut meta = meta;
         apply_on_write(&store, &dst_bucket, &lock, &mut meta)?;
+        if let Some(tags) = new_tags {
+            meta.tags = tags;
+        }
         let meta = store.commit(tmp, &dst_bucket, &dst_path, meta, Commit::Replace)?;
         let modified =
             std::time::UNIX_EPOCH + std::time::Duration::from_nanos(meta.mtime_ns.max(0) as u64);

@@ -96,6 +96,18 @@ pub enum RequestError {
     /// A feature this gateway does not offer.
     #[error("{0}")]
     NotImplemented(&'static str),
+    /// A request S3 answers with a plain `400 BadRequest` (too many tags).
+    #[error("{0}")]
+    BadRequest(String),
+    /// A tag set breaks S3's rules (lengths, duplicate keys, `aws:` prefix).
+    #[error("{0}")]
+    InvalidTag(String),
+    /// GetBucketTagging on a bucket without tags.
+    #[error("The TagSet does not exist")]
+    NoSuchTagSet,
+    /// A version id other than `null` (this object has no other version).
+    #[error("The specified version does not exist.")]
+    NoSuchVersion,
     /// GetBucketCors on a bucket without CORS rules.
     #[error("The CORS configuration does not exist")]
     NoSuchCorsConfiguration,
@@ -265,6 +277,12 @@ impl RequestError {
             RequestError::MalformedXml(_) => C::MalformedXML,
             RequestError::NotImplemented(_) => C::NotImplemented,
             RequestError::NoSuchCorsConfiguration => C::NoSuchCORSConfiguration,
+            RequestError::BadRequest(_) => {
+                return custom("BadRequest", StatusCode::BAD_REQUEST);
+            }
+            RequestError::InvalidTag(_) => C::InvalidTag,
+            RequestError::NoSuchTagSet => C::NoSuchTagSet,
+            RequestError::NoSuchVersion => C::NoSuchVersion,
             RequestError::IncompleteBody(_) => C::IncompleteBody,
             RequestError::ContentSha256Mismatch => {
                 return custom("XAmzContentSHA256Mismatch", StatusCode::BAD_REQUEST);

@@ -331,7 +331,8 @@ pub(crate) async fn get_object(
     let mut p = prepare(gw, request, true).await?;
     overrides.apply(&mut p.meta);
     let (start, len) = p.span();
-    let output = object_output!(GetObjectOutput, p, body: Some(match p.small {
+    let tag_count = (!p.meta.tags.is_empty()).then(|| p.meta.tags.len() as i32);
+    let output = object_output!(GetObjectOutput, p, tag_count: tag_count, body: Some(match p.small {
         Some(bytes) => StreamingBlob::from(s3s::Body::from(bytes)),
         None => StreamingBlob::wrap(file_stream(p.file, start, len)),
     }));
@@ -349,5 +350,12 @@ pub(crate) async fn head_object(
     let overrides = std::mem::take(&mut request.overrides);
     let mut p = prepare(gw, request, false).await?;
     overrides.apply(&mut p.meta);
-    Ok(S3Response::new(object_output!(HeadObjectOutput, p)))
+    let tags = p.meta.tags.len();
+    let mut resp = S3Response::new(object_output!(HeadObjectOutput, p));
+    // HeadObjectOutput has no field for it; GetObject's header, as clients read it there too.
+    if tags > 0 {
+        resp.headers
+            .insert("x-amz-tagging-count", http::HeaderValue::from(tags));
+    }
+    Ok(resp)
 }

@@ -22,6 +22,7 @@
 //!   are applied by `crate::access`);
 //! - `media.rs` and `hls.rs`: the media extension of GetObject (renditions, posters, HLS),
 //!   called from `get.rs` only, with `presign.rs` writing the presigned URLs inside playlists;
+//! - `tagging.rs`: object and bucket tags (object tags live in the object's metadata);
 //! - `checksum.rs` (Content-MD5, `x-amz-checksum-*`) and `conditional.rs` (`If-*` headers)
 //!   serve all of them.
 //!
@@ -48,6 +49,7 @@ pub mod post;
 mod presign;
 mod put;
 mod receive;
+mod tagging;
 mod versioning;
 
 use std::sync::Arc;
@@ -236,6 +238,54 @@ impl S3 for Gateway {
         req: S3Request<GetObjectAclInput>,
     ) -> S3Result<S3Response<GetObjectAclOutput>> {
         bucket::get_object_acl(self, req)
+            .await
+            .map_err(RequestError::into_s3)
+    }
+    async fn put_object_tagging(
+        &self,
+        req: S3Request<PutObjectTaggingInput>,
+    ) -> S3Result<S3Response<PutObjectTaggingOutput>> {
+        tagging::put_object_tagging(self, req)
+            .await
+            .map_err(RequestError::into_s3)
+    }
+    async fn get_object_tagging(
+        &self,
+        req: S3Request<GetObjectTaggingInput>,
+    ) -> S3Result<S3Response<GetObjectTaggingOutput>> {
+        tagging::get_object_tagging(self, req)
+            .await
+            .map_err(RequestError::into_s3)
+    }
+    async fn delete_object_tagging(
+        &self,
+        req: S3Request<DeleteObjectTaggingInput>,
+    ) -> S3Result<S3Response<DeleteObjectTaggingOutput>> {
+        tagging::delete_object_tagging(self, req)
+            .await
+            .map_err(RequestError::into_s3)
+    }
+    async fn put_bucket_tagging(
+        &self,
+        req: S3Request<PutBucketTaggingInput>,
+    ) -> S3Result<S3Response<PutBucketTaggingOutput>> {
+        tagging::put_bucket_tagging(self, req)
+            .await
+            .map_err(RequestError::into_s3)
+    }
+    async fn get_bucket_tagging(
+        &self,
+        req: S3Request<GetBucketTaggingInput>,
+    ) -> S3Result<S3Response<GetBucketTaggingOutput>> {
+        tagging::get_bucket_tagging(self, req)
+            .await
+            .map_err(RequestError::into_s3)
+    }
+    async fn delete_bucket_tagging(
+        &self,
+        req: S3Request<DeleteBucketTaggingInput>,
+    ) -> S3Result<S3Response<DeleteBucketTaggingOutput>> {
+        tagging::delete_bucket_tagging(self, req)
             .await
             .map_err(RequestError::into_s3)
     }

@@ -130,6 +130,8 @@ pub(crate) async fn create_multipart_upload(
         .duration_since(SystemTime::UNIX_EPOCH)
         .map(|d| d.as_nanos() as u64)
         .unwrap_or(0);
+    let mut meta = headers.to_meta();
+    meta.tags = super::tagging::from_header(input.tagging.as_deref())?;
     let lock = WriteLock::new(
         input.object_lock_mode.as_ref(),
         input.object_lock_retain_until_date.as_ref(),
@@ -138,7 +140,7 @@ pub(crate) async fn create_multipart_upload(
     let mut record = UploadRecord {
         bucket: input.bucket.clone(),
         key: input.key.clone(),
-        meta: headers.to_meta(),
+        meta,
         checksum_algorithm: input
             .checksum_algorithm
             .as_ref()

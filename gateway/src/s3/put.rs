@@ -101,6 +101,7 @@ pub(crate) async fn put_object(
         &req.headers,
         input.checksum_algorithm.as_ref(),
     )?;
+    let tags = super::tagging::from_header(input.tagging.as_deref())?;
     let mode = write_precondition(
         gw,
         &input.bucket,
@@ -125,6 +126,7 @@ pub(crate) async fn put_object(
         metadata: input.metadata.as_ref(),
     };
     let mut meta = headers.to_meta();
+    meta.tags = tags;
     meta.etag = hex::encode(received.md5);
     meta.checksums = received.checksums;
     let (store, bucket) = (gw.store.clone(), input.bucket.clone());

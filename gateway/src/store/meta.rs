@@ -71,6 +71,9 @@ pub struct ObjectMeta {
     /// Number of parts for multipart objects.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub parts: Option<u32>,
+    /// Object tags (key, value) in the order set.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tags: Vec<(String, String)>,
     /// The version id, for versions written while versioning was enabled (`None` is the
     /// null version).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -195,6 +198,7 @@ fn encode_compact(meta: &ObjectMeta, rel: &Path) -> Option<String> {
         && !meta.delete_marker
         && meta.retention.is_none()
         && !meta.legal_hold
+        && meta.tags.is_empty()
         && meta.mtime_ns >= 0
         && !meta.etag.is_empty()
         && !meta.etag.contains(' ')
@@ -469,7 +473,9 @@ mod tests {
         let mut multipart = plain("a.txt", 3);
         multipart.etag = "0123456789abcdef0123456789abcdef-3".into();
         multipart.parts = Some(3);
-        for meta in [typed, user, multipart] {
+        let mut tagged = plain("a.txt", 3);
+        tagged.tags.push(("project".into(), "nebula".into()));
+        for meta in [typed, user, multipart, tagged] {
             assert_eq!(encode_compact(&meta, rel), None);
             let json = serde_json::to_vec(&meta).unwrap();
             assert_eq!(decode_record(&json, rel), Some(meta));
