@@ -251,7 +251,10 @@ pub(crate) async fn list_objects(
         },
         contents,
         common_prefixes,
-        delimiter: input.delimiter.map(|d| encode(&d, url)),
+        delimiter: input
+            .delimiter
+            .filter(|d| !d.is_empty())
+            .map(|d| encode(&d, url)),
         encoding_type: input.encoding_type,
         ..Default::default()
     };
@@ -297,7 +300,10 @@ pub(crate) async fn list_objects_v2(
         },
         contents,
         common_prefixes,
-        delimiter: input.delimiter.map(|d| encode(&d, url)),
+        delimiter: input
+            .delimiter
+            .filter(|d| !d.is_empty())
+            .map(|d| encode(&d, url)),
         encoding_type: input.encoding_type,
         start_after: input.start_after.map(|s| encode(&s, url)),
         ..Default::default()
@@ -520,7 +526,7 @@ pub(crate) async fn list_multipart_uploads(
     Ok(S3Response::new(ListMultipartUploadsOutput {
         bucket: Some(input.bucket),
         prefix: Some(enc(prefix)),
-        delimiter: input.delimiter.map(enc),
+        delimiter: input.delimiter.filter(|d| !d.is_empty()).map(enc),
         key_marker: Some(enc(input.key_marker.unwrap_or_default())),
         upload_id_marker: Some(input.upload_id_marker.unwrap_or_default()),
         next_key_marker: page.next_key.map(enc),

@@ -53,8 +53,12 @@ impl WriteHeaders<'_> {
 }
 
 /// `aws-chunked` describes the upload's framing, not the object: S3 drops it from the stored
-/// Content-Encoding and keeps any other coding (`aws-chunked,gzip` is stored as `gzip`).
+/// Content-Encoding and keeps any other coding (`aws-chunked,gzip` is stored as `gzip`); a
+/// value without it is kept exactly as sent.
 fn strip_aws_chunked(v: &str) -> Option<String> {
+    if !v.to_ascii_lowercase().contains("aws-chunked") {
+        return (!v.is_empty()).then(|| v.to_owned());
+    }
     let rest: Vec<&str> = v
         .split(',')
         .map(str::trim)
@@ -72,12 +76,18 @@ pub(crate) async fn write_precondition(
     if_none_match: Option<&ETagCondition>,
 ) -> RequestResult<Commit> {
     if let Some(cond) = if_none_match {
-        if !cond.is_any() {
-            return Err(RequestError::NotImplemented(
-                "If-None-Match on writes supports only '*'",
-            ));
+        if cond.is_any() {
+            return Ok(Commit::CreateOnly);
         }
-        return Ok(Commit::CreateOnly);
+        // An ETag: the write fails only when the current object has it.
+        let (store, b, path) = (gw.store.clone(), bucket.to_owned(), object_path(key)?);
+        match blocking(move || store.open_object(&b, &path)).await {
+            Ok(current) if super::conditional::etag_matches(cond, &current.meta.etag) => {
+                return Err(RequestError::PreconditionFailed);
+            }
+            Ok(_) | Err(crate::store::StoreError::NoSuchKey) => {}
+            Err(e) => return Err(e.into()),
+        }
     }
     if let Some(cond) = if_match {
         let (store, b, path) = (gw.store.clone(), bucket.to_owned(), object_path(key)?);
