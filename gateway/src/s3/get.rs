@@ -331,7 +331,7 @@ pub(crate) async fn get_object(
     let mut p = prepare(gw, request, true).await?;
     overrides.apply(&mut p.meta);
     let (start, len) = p.span();
-    let tag_count = (!p.meta.tags.is_empty()).then(|| p.meta.tags.len() as i32);
+    let tag_count = (!p.meta.tags.is_empty()).then_some(p.meta.tags.len() as i32);
     let output = object_output!(GetObjectOutput, p, tag_count: tag_count, body: Some(match p.small {
         Some(bytes) => StreamingBlob::from(s3s::Body::from(bytes)),
         None => StreamingBlob::wrap(file_stream(p.file, start, len)),
