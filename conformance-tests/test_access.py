@@ -513,3 +513,46 @@ def test_a_policy_can_grant_a_key_what_its_own_rights_do_not(gw, media):
         assert as_key(gw, k).put(media, "films/x.txt", b"x").status == 403
     finally:
         assert gw.raw().request("DELETE", object_path(media), query=[("policy", "")]).status == 204
+
+
+def test_public_access_block_overrides_public_policies(gw):
+    from botocore.exceptions import ClientError
+
+    bucket = new_bucket_name("pab")
+    admin = gw.raw()
+    assert admin.put_bucket(bucket).status == 200
+    assert admin.put(bucket, "public/a.txt", b"data").status == 200
+    owner = new_key(gw, "--name", "pab-owner", "--owner", bucket)
+    banned = new_key(gw, "--name", "pab-banned", "--read", bucket)
+    s3 = boto3_as(gw, owner)
+    anon = UnsignedS3(gw.host, gw.port, gw.creds)
+    with pytest.raises(ClientError) as e:
+        s3.get_public_access_block(Bucket=bucket)
+    assert e.value.response["Error"]["Code"] == "NoSuchPublicAccessBlockConfiguration"
+    public = {
+        "Statement": [
+            {"Effect": "Allow", "Principal": "*", "Action": "s3:GetObject", "Resource": f"arn:aws:s3:::{bucket}/public/*"},
+            {"Effect": "Deny", "Principal": {"AWS": banned["access_key_id"]}, "Action": "s3:*", "Resource": f"arn:aws:s3:::{bucket}/*"},
+        ]
+    }
+    s3.put_bucket_policy(Bucket=bucket, Policy=json.dumps(public))
+    assert anon.get(bucket, "public/a.txt").status == 200
+    # RestrictPublicBuckets: what the policy allows everyone is ignored; its Deny still holds.
+    s3.put_public_access_block(
+        Bucket=bucket,
+        PublicAccessBlockConfiguration={"RestrictPublicBuckets": True, "BlockPublicPolicy": True},
+    )
+    got = s3.get_public_access_block(Bucket=bucket)["PublicAccessBlockConfiguration"]
+    assert got["RestrictPublicBuckets"] is True and got["BlockPublicPolicy"] is True and got["BlockPublicAcls"] is False
+    r = anon.get(bucket, "public/a.txt")
+    assert r.status == 403 and r.code == "AccessDenied", r
+    assert as_key(gw, banned).get(bucket, "public/a.txt").status == 403
+    # BlockPublicPolicy: a public policy cannot be put; a non-public one can.
+    with pytest.raises(ClientError) as e:
+        s3.put_bucket_policy(Bucket=bucket, Policy=json.dumps(public))
+    assert e.value.response["Error"]["Code"] == "AccessDenied"
+    s3.put_bucket_policy(Bucket=bucket, Policy=json.dumps({"Statement": [public["Statement"][1]]}))
+    s3.delete_public_access_block(Bucket=bucket)
+    s3.put_bucket_policy(Bucket=bucket, Policy=json.dumps(public))
+    assert anon.get(bucket, "public/a.txt").status == 200
+    s3.delete_bucket_policy(Bucket=bucket)

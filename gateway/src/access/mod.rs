@@ -210,19 +210,21 @@ impl Access {
     /// `--public-bucket`. A stored document that no longer parses applies nothing (and is
     /// logged): it was checked when it was put.
     pub fn policies(&self, store: &crate::store::Store, bucket: &str) -> Vec<policy::Policy> {
+        let restrict = public_access_block(store, bucket).restrict_public_buckets;
         let mut out = Vec::new();
         match store
             .settings()
             .get(bucket, crate::store::settings::Setting::Policy)
         {
             Ok(Some(doc)) => match policy::Policy::parse(&doc, bucket) {
+                Ok(p) if restrict => out.push(p.without_public_allows()),
                 Ok(p) => out.push(p),
                 Err(e) => tracing::warn!(bucket, error = %e, "ignoring the bucket's stored policy"),
             },
             Ok(None) => {}
             Err(e) => tracing::warn!(bucket, error = %e, "cannot read the bucket's policy"),
         }
-        if self.is_public(bucket) {
+        if self.is_public(bucket) && !restrict {
             out.push(policy::Policy::public_read(bucket));
         }
         out
@@ -280,6 +282,31 @@ impl Access {
             )
             .await
             .map(drop)
+    }
+}
+
+/// The bucket's public access block (all off when it has none; a damaged document is logged
+/// and read as all on, the safe side).
+pub fn public_access_block(store: &crate::store::Store, bucket: &str) -> policy::PublicAccessBlock {
+    let all_on = policy::PublicAccessBlock {
+        block_public_acls: true,
+        ignore_public_acls: true,
+        block_public_policy: true,
+        restrict_public_buckets: true,
+    };
+    match store
+        .settings()
+        .get(bucket, crate::store::settings::Setting::PublicAccessBlock)
+    {
+        Ok(None) => policy::PublicAccessBlock::default(),
+        Ok(Some(doc)) => serde_json::from_slice(&doc).unwrap_or_else(|e| {
+            tracing::warn!(bucket, error = %e, "damaged public access block: treating it as all on");
+            all_on
+        }),
+        Err(e) => {
+            tracing::warn!(bucket, error = %e, "cannot read the public access block: treating it as all on");
+            all_on
+        }
     }
 }
 

@@ -14,6 +14,26 @@ use serde_json::Value;
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
+/// A bucket's public access block: S3's four switches. ACLs are not kept by this gateway,
+/// so only the two about policies change anything: `block_public_policy` refuses a public
+/// PutBucketPolicy, `restrict_public_buckets` ignores what policies allow to everyone
+/// (`--public-bucket` included).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct PublicAccessBlock {
+    /// Refuse public ACLs.
+    #[serde(default)]
+    pub block_public_acls: bool,
+    /// Ignore public ACLs.
+    #[serde(default)]
+    pub ignore_public_acls: bool,
+    /// Refuse public bucket policies.
+    #[serde(default)]
+    pub block_public_policy: bool,
+    /// Ignore what bucket policies allow to everyone.
+    #[serde(default)]
+    pub restrict_public_buckets: bool,
+}
+
 /// A parsed bucket policy.
 #[derive(Debug, Clone)]
 pub struct Policy {
@@ -233,6 +253,19 @@ impl Policy {
         self.statements.iter().any(|s| {
             s.allow && s.principals.is_none() && !s.not_principal && s.conditions.is_empty()
         })
+    }
+
+    /// The policy without its statements that allow something to everyone (what
+    /// `restrict_public_buckets` ignores); its Deny statements stay.
+    pub fn without_public_allows(&self) -> Policy {
+        Policy {
+            statements: self
+                .statements
+                .iter()
+                .filter(|s| !(s.allow && s.principals.is_none() && !s.not_principal))
+                .cloned()
+                .collect(),
+        }
     }
 
     /// The public-read policy of a `--public-bucket`: anyone may get objects and list them.

@@ -29,6 +29,9 @@ pub enum RequestError {
     /// PutBucketPolicy with a document that is not a policy this gateway can apply.
     #[error("{0}")]
     MalformedPolicy(String),
+    /// GetPublicAccessBlock on a bucket without one.
+    #[error("The public access block configuration was not found")]
+    NoSuchPublicAccessBlockConfiguration,
     /// GetBucketPolicy on a bucket without one.
     #[error("The bucket policy does not exist")]
     NoSuchBucketPolicy,
@@ -254,6 +257,12 @@ impl RequestError {
             RequestError::AccessDenied(_) | RequestError::Forbidden(_) => C::AccessDenied,
             RequestError::MalformedPolicy(_) => C::MalformedPolicy,
             RequestError::NoSuchBucketPolicy => C::NoSuchBucketPolicy,
+            RequestError::NoSuchPublicAccessBlockConfiguration => {
+                return custom(
+                    "NoSuchPublicAccessBlockConfiguration",
+                    StatusCode::NOT_FOUND,
+                );
+            }
             RequestError::BucketAlreadyOwnedByYou => C::BucketAlreadyOwnedByYou,
             RequestError::IllegalLocationConstraint { .. } => {
                 return custom(

@@ -18,8 +18,8 @@
 //! - `post.rs`: PostObject (browser form uploads), with what the front adds for it;
 //! - `multipart.rs`: CreateMultipartUpload, UploadPart, CompleteMultipartUpload and
 //!   AbortMultipartUpload;
-//! - `policy.rs`: Put/Get/DeleteBucketPolicy and GetBucketPolicyStatus (the policies themselves
-//!   are applied by `crate::access`);
+//! - `policy.rs`: Put/Get/DeleteBucketPolicy, GetBucketPolicyStatus and
+//!   Put/Get/DeletePublicAccessBlock (the policies themselves are applied by `crate::access`);
 //! - `media.rs` and `hls.rs`: the media extension of GetObject (renditions, posters, HLS),
 //!   called from `get.rs` only, with `presign.rs` writing the presigned URLs inside playlists;
 //! - `tagging.rs`: object and bucket tags (object tags live in the object's metadata);
@@ -542,6 +542,30 @@ impl S3 for Gateway {
         req: S3Request<DeleteBucketLifecycleInput>,
     ) -> S3Result<S3Response<DeleteBucketLifecycleOutput>> {
         lifecycle::delete_bucket_lifecycle(self, req)
+            .await
+            .map_err(RequestError::into_s3)
+    }
+    async fn put_public_access_block(
+        &self,
+        req: S3Request<PutPublicAccessBlockInput>,
+    ) -> S3Result<S3Response<PutPublicAccessBlockOutput>> {
+        policy::put_public_access_block(self, req)
+            .await
+            .map_err(RequestError::into_s3)
+    }
+    async fn get_public_access_block(
+        &self,
+        req: S3Request<GetPublicAccessBlockInput>,
+    ) -> S3Result<S3Response<GetPublicAccessBlockOutput>> {
+        policy::get_public_access_block(self, req)
+            .await
+            .map_err(RequestError::into_s3)
+    }
+    async fn delete_public_access_block(
+        &self,
+        req: S3Request<DeletePublicAccessBlockInput>,
+    ) -> S3Result<S3Response<DeletePublicAccessBlockOutput>> {
+        policy::delete_public_access_block(self, req)
             .await
             .map_err(RequestError::into_s3)
     }
