@@ -242,7 +242,7 @@ def test_logs_api_returns_the_request_lines_just_made(obs, s3, bucket):
 def test_level_filter(obs, bucket):
     # A server-side failure (501: an S3 operation the gateway does not implement) is logged
     # at WARN; ordinary requests at INFO.
-    r = obs.raw().request("GET", f"/{bucket}", query=[("tagging", "")])
+    r = obs.raw().request("GET", f"/{bucket}", query=[("website", "")])
     assert r.status == 501, r
     everything = logs(obs, limit=200)
     warn = logs(obs, level="warn", limit=200)
