@@ -55,6 +55,24 @@ pub struct NewKey {
     pub secret_access_key: String,
 }
 
+impl NewKey {
+    /// The new key as both CLIs print it after creating one (the secret included: it is
+    /// shown only then).
+    pub fn summary(&self) -> String {
+        let mut out = format!(
+            "created access key '{}'\n  access key  {}\n  secret key  {}\n  rights      {}",
+            self.key.name,
+            self.key.access_key_id,
+            self.secret_access_key,
+            self.key.rights()
+        );
+        if let Some(e) = &self.key.expires {
+            out.push_str(&format!("\n  expires     {e}"));
+        }
+        out
+    }
+}
+
 /// `GET /keys`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct KeyList {

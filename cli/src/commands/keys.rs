@@ -140,13 +140,7 @@ pub async fn run(ctx: &Ctx, args: Args) -> Result<()> {
             if json {
                 print_json(&new);
             } else {
-                println!("created access key '{}'", new.key.name);
-                println!("  access key  {}", new.key.access_key_id);
-                println!("  secret key  {}", new.secret_access_key);
-                println!("  rights      {}", new.key.rights());
-                if let Some(e) = &new.key.expires {
-                    println!("  expires     {e}");
-                }
+                println!("{}", new.summary());
                 eprintln!("The secret is shown only now: keep it somewhere safe.");
             }
         }

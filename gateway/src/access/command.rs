@@ -86,12 +86,6 @@ fn print_new(new: &NewKey, json: bool) {
         );
         return;
     }
-    println!("created access key '{}'", new.key.name);
-    println!("  access key  {}", new.key.access_key_id);
-    println!("  secret key  {}", new.secret_access_key);
-    println!("  rights      {}", new.key.rights());
-    if let Some(e) = &new.key.expires {
-        println!("  expires     {e}");
-    }
+    println!("{}", new.summary());
     println!("The secret is shown only now: keep it somewhere safe.");
 }
