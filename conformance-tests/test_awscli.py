@@ -238,3 +238,27 @@ def test_awscli_s3_presign_then_curl(aws, abucket, tmp_path, gw):
     p = run(["curl", "-sS", "-o", out, "-w", "%{http_code}", url], env=gw.client_env())
     assert p.stdout_text == "200"
     assert sha256_file(out) == want
+
+
+def test_awscli_s3_cp_tree_of_empty_and_small_files(aws, abucket, tmp_path, gw):
+    """Empty files between non-empty ones: the aws CLI sends `Expect: 100-continue` even with no
+    body, gets the final answer at once, and (botocore before 1.43.77, which Debian's aws CLI is)
+    then misreads the next upload's response on that pooled connection: headers lost, a stall
+    until the read timeout, a hidden retry (boto/botocore#3755). The gateway closes the
+    connection after such an answer; urllib3 logs "Failed to parse headers" if it did not."""
+    src = tmp_path / "mixed"
+    src.mkdir()
+    for i in range(16):
+        (src / f"empty{i:02d}").write_bytes(b"")
+        (src / f"small{i:02d}").write_bytes(f"content {i}\n".encode())
+    p = aws("--debug", "--cli-read-timeout", "10", "s3", "cp", "--recursive", src, f"s3://{abucket}/mixed/")
+    assert "Failed to parse headers" not in p.stderr_text
+    dst = tmp_path / "back"
+    aws("s3", "cp", "--recursive", f"s3://{abucket}/mixed/", dst)
+    assert tree_digest(dst) == tree_digest(src)
+    # The header is there for the empty upload only; other uploads keep their connection.
+    c = gw.raw()
+    r = c.request("PUT", f"/{abucket}/mixed/raw-empty", body=b"", headers={"expect": "100-continue"})
+    assert r.status == 200 and r.headers.get("connection") == "close", (r.status, r.headers)
+    r = c.request("PUT", f"/{abucket}/mixed/raw-full", body=b"abc", headers={"expect": "100-continue"})
+    assert r.status == 200 and r.headers.get("connection") != "close", (r.status, r.headers)

@@ -72,6 +72,24 @@ fn content_length<B>(req: &Request<B>) -> Option<u64> {
         .ok()
 }
 
+/// True for an HTTP/1.1 request that asks for `100 Continue` but has no body to send.
+///
+/// hyper answers such a request with its final status straight away (RFC 9110 allows it), and
+/// botocore before 1.43.77 (boto3, aws CLI v1 and Debian 12's aws CLI v2) then keeps that
+/// status line on the pooled connection and misreads the next `Expect` response on it: its
+/// headers are lost (no ETag) and the client stalls until its read timeout
+/// (boto/botocore#3755). Closing the connection after the response resets the client's
+/// connection object, at the price of one reconnect per empty upload.
+fn empty_body_expecting_continue<B>(req: &Request<B>) -> bool {
+    let headers = req.headers();
+    req.version() == http::Version::HTTP_11
+        && headers
+            .get(http::header::EXPECT)
+            .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"))
+        && !headers.contains_key(http::header::TRANSFER_ENCODING)
+        && content_length(req).unwrap_or(0) == 0
+}
+
 /// True when the client's SigV4 signature covers the `Range` header.
 fn range_is_signed<B>(req: &Request<B>) -> bool {
     let signed_in_header = req
@@ -275,6 +293,7 @@ impl Front {
         // S3 ignores a Range it cannot serve as one range (malformed, multi-range, last < first)
         // and sends the whole object; s3s would answer 400.
         let bad_range = range.as_deref().is_some_and(|r| !is_single_valid_range(r));
+        let close_after = empty_body_expecting_continue(&req);
         let mut replay = None;
         if bad_range {
             if range_is_signed(&req) {
@@ -366,6 +385,12 @@ impl Front {
         }
         let (mut parts, body) = resp.into_parts();
         parts.headers.extend(cors_headers);
+        if close_after {
+            parts.headers.insert(
+                http::header::CONNECTION,
+                http::HeaderValue::from_static("close"),
+            );
+        }
         let body = Body::http_body(tag.finish(parts.status, body));
         Ok(Response::from_parts(parts, body))
     }
@@ -390,6 +415,28 @@ mod tests {
         ] {
             assert!(!is_single_valid_range(bad), "{bad}");
         }
+    }
+
+    #[test]
+    fn empty_uploads_expecting_continue_close_the_connection() {
+        let closes = |expect: Option<&str>, len: Option<&str>, te: bool| {
+            let mut b = Request::builder().method("PUT").uri("/b/k");
+            if let Some(e) = expect {
+                b = b.header("expect", e);
+            }
+            if let Some(l) = len {
+                b = b.header("content-length", l);
+            }
+            if te {
+                b = b.header("transfer-encoding", "chunked");
+            }
+            empty_body_expecting_continue(&b.body(()).unwrap())
+        };
+        assert!(closes(Some("100-continue"), Some("0"), false));
+        assert!(closes(Some("100-Continue"), None, false));
+        assert!(!closes(Some("100-continue"), Some("5"), false));
+        assert!(!closes(Some("100-continue"), None, true));
+        assert!(!closes(None, Some("0"), false));
     }
 
     #[test]
