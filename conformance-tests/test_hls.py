@@ -11,8 +11,10 @@ has no segments yet).
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
+import tempfile
 import time
 import urllib.error
 import urllib.request
@@ -238,6 +240,30 @@ def test_mpv_plays_the_presigned_master_url(hls_gw, sources, tmp_path):
     out = p.stdout_text + p.stderr_text
     assert p.returncode == 0, out[-3000:]
     assert "NEBULA_START=" in out and "h264" in out and "aac" in out, out[-3000:]
+
+
+def test_vlc_plays_the_presigned_master_url(hls_gw, sources):
+    """VLC's adaptive demuxer opens the master, picks the highest variant and streams it to the
+    end; what it played is written out (remuxed, not re-encoded) and checked. VLC refuses to run
+    as root, so as root it runs as `nobody`, in a folder of its own that `nobody` can write."""
+    key = _upload(hls_gw, sources["av"], "vlc.mp4")
+    out_dir = Path(tempfile.mkdtemp(prefix="nebula-vlc-"))
+    try:
+        out_dir.chmod(0o777)
+        out = out_dir / "played.ts"
+        as_user = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", "--"] if os.geteuid() == 0 else []
+        p = run(
+            [*as_user, "cvlc", "-I", "dummy", "--play-and-exit", "--adaptive-logic=highest",
+             _master(hls_gw, key), f"--sout=#std{{access=file,mux=ts,dst={out}}}"],
+            env=hls_gw.client_env(HOME=str(out_dir)), timeout=180, check=False,
+        )
+        assert p.returncode == 0 and out.exists(), (p.stdout_text + p.stderr_text)[-3000:]
+        info = _ffprobe(str(out), "stream=codec_name,height:format=duration")
+    finally:
+        shutil.rmtree(out_dir, ignore_errors=True)
+    codecs = {s["codec_name"]: s.get("height") for s in info["streams"]}
+    assert codecs.get("h264") == 360 and "aac" in codecs, info
+    assert abs(float(info["format"]["duration"]) - DURATION) <= SEGMENT, info
 
 
 def test_tampered_urls_are_refused(hls_gw, sources):

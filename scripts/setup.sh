@@ -23,6 +23,8 @@ if [ "$WITH_TESTS" = 1 ]; then
   APT_PKGS+=(
     # real S3 clients, players and servers used by the tests and benchmarks
     ffmpeg mpv awscli rclone s3cmd curl postgresql nginx-light wrk time procps iproute2 docker-compose attr
+    # VLC (without its GUI) plays the HLS streams, as mpv and ffmpeg do
+    vlc-bin vlc-plugin-base
     # deployment tests: self-signed certificates, `systemd-analyze verify` of the unit
     openssl systemd
     # the web app's tests: Debian's Chromium, driven by Selenium through chromium-driver
