@@ -289,8 +289,15 @@ class Gateway:
         log = self.log_text()
         if "panicked at" in log:
             problems.append("panic in gateway log")
+        # GLib and GStreamer report a broken assertion (a refcount or state bug) on stderr and
+        # go on; nothing else would notice it.
+        if "-CRITICAL **" in log:
+            problems.append("GLib/GStreamer CRITICAL in gateway log")
         if problems:
-            pytest.fail("gateway shutdown: " + "; ".join(problems) + "\n" + self.log_grep("panicked", 5) + self.log_tail(30))
+            pytest.fail(
+                "gateway shutdown: " + "; ".join(problems) + "\n"
+                + self.log_grep("panicked", 5) + self.log_grep("-CRITICAL", 5) + self.log_tail(30)
+            )
 
     # -- observation ----------------------------------------------------------------------
     def peak_rss_kib(self) -> int:

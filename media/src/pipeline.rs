@@ -322,6 +322,8 @@ pub(crate) struct BranchState {
 /// A built (not yet started) pipeline.
 pub(crate) struct Built {
     pub pipeline: gst::Pipeline,
+    /// Where an HLS run's seek is sent (see [`Built::seek`]).
+    pub decodebin: gst::Element,
     /// The appsink.
     pub sink: gst::Element,
     pub state: Arc<Mutex<BranchState>>,
@@ -426,10 +428,32 @@ pub(crate) fn build(settings: Settings, src: &Path, output: Output) -> Result<Bu
 
     Ok(Built {
         pipeline,
+        decodebin,
         sink,
         state,
         video_pts,
     })
+}
+
+impl Built {
+    /// Seeks the source to `ns` (flushing, accurate), upstream from decodebin's pads, so the
+    /// demuxer gets it without going through the muxer: mp4mux's output is in bytes, and a
+    /// time seek passing it is a GLib CRITICAL on GStreamer 1.22. One pad is enough, the
+    /// demuxer flushes and moves all its streams.
+    pub fn seek(&self, ns: u64) -> bool {
+        let event = gst::event::Seek::new(
+            1.0,
+            gst::SeekFlags::FLUSH | gst::SeekFlags::ACCURATE,
+            gst::SeekType::Set,
+            gst::ClockTime::from_nseconds(ns),
+            gst::SeekType::None,
+            gst::ClockTime::NONE,
+        );
+        self.decodebin
+            .src_pads()
+            .first()
+            .is_some_and(|pad| pad.send_event(event))
+    }
 }
 
 /// What a new decoder pad is used for.
@@ -612,6 +636,10 @@ fn record_stream_time(pad: &gst::Pad, out: Arc<AtomicU64>) {
 /// muxer only see the stream from the run's start, cut exactly where a run from further
 /// back forced its keyframe: video at the first frame at or after the start, audio at the
 /// sample (the buffer spanning the start is trimmed; `pad` must carry interleaved raw audio).
+///
+/// Buffers are dropped by returning `Handled`, not `Drop`: gstreamer-rs hands the probe the
+/// buffer and clears the pad's pointer to it, and GStreamer 1.22 (Debian 12) then unrefs that
+/// NULL pointer after a `Drop` (a GLib CRITICAL per buffer); after `Handled` it does not.
 fn gate_until_seeked(pad: &gst::Pad, hls: HlsOutput, video: bool) {
     if hls.start_ns == 0 {
         return;
@@ -627,7 +655,7 @@ fn gate_until_seeked(pad: &gst::Pad, hls: HlsOutput, video: bool) {
                 return gst::PadProbeReturn::Ok;
             }
             if !open.load(Ordering::SeqCst) {
-                return gst::PadProbeReturn::Drop;
+                return gst::PadProbeReturn::Handled;
             }
             let Some(gst::PadProbeData::Buffer(buffer)) = &mut info.data else {
                 return gst::PadProbeReturn::Ok;
@@ -647,18 +675,18 @@ fn gate_until_seeked(pad: &gst::Pad, hls: HlsOutput, video: bool) {
             let end = start + buffer.duration().map_or(0, |d| d.nseconds());
             if video {
                 return if start + SLACK_NS < hls.start_ns {
-                    gst::PadProbeReturn::Drop
+                    gst::PadProbeReturn::Handled
                 } else {
                     gst::PadProbeReturn::Remove
                 };
             }
             if end <= hls.start_ns {
-                return gst::PadProbeReturn::Drop;
+                return gst::PadProbeReturn::Handled;
             }
             if start < hls.start_ns {
                 match trim_audio_front(pad, buffer, hls.start_ns - start) {
                     Some(trimmed) => *buffer = trimmed,
-                    None => return gst::PadProbeReturn::Drop,
+                    None => return gst::PadProbeReturn::Handled,
                 }
             }
             gst::PadProbeReturn::Remove

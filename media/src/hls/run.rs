@@ -105,17 +105,11 @@ pub(crate) fn run(spec: RunSpec<'_>, sink: &mut dyn RunSink) -> Result<RunEnd, M
         // cut at the segment start is ours (pipeline.rs, `gate_until_seeked`), identical
         // to where a run from further back forced its keyframe.
         let seek_ns = start_ns.saturating_sub(PRE_SEEK.as_nanos() as u64);
-        running
-            .pipeline
-            .seek(
-                1.0,
-                gst::SeekFlags::FLUSH | gst::SeekFlags::ACCURATE,
-                gst::SeekType::Set,
-                gst::ClockTime::from_nseconds(seek_ns),
-                gst::SeekType::None,
-                gst::ClockTime::NONE,
-            )
-            .map_err(|_| MediaError::Pipeline(format!("seek to {start_ns} ns refused")))?;
+        if !built.seek(seek_ns) {
+            return Err(MediaError::Pipeline(format!(
+                "seek to {start_ns} ns refused"
+            )));
+        }
     }
     if running.pipeline.set_state(gst::State::Playing).is_err() {
         return Err(
