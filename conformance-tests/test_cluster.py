@@ -463,3 +463,69 @@ def test_three_gateways_32_clients_one_killed(cluster, tmp_path):
         if p.is_file() and ".nebula-tmp" not in p.parts
     )
     assert sorted(listings[0]) == on_disk
+
+
+# --------------------------------------------------------------------------------------------
+# media: one producer of a rendition, poster or HLS segment in the whole cluster
+
+
+def media_counters(g: Gateway) -> dict[str, int]:
+    """This gateway's pipelines started by kind, and requests that waited for another's."""
+    r = g.raw().request("GET", API + "metrics")
+    assert r.status == 200, r
+    text = r.body.decode()
+    out = {k: 0 for k in ("live_transcode", "poster", "hls_run", "waited")}
+    for kind, n in re.findall(r'^nebula_media_produced_total\{kind="(\w+)"\} (\d+)', text, re.M):
+        out[kind] = int(n)
+    m = re.search(r"^nebula_media_waited_for_other_gateway_total (\d+)", text, re.M)
+    out["waited"] = int(m.group(1)) if m else 0
+    return out
+
+
+def test_two_gateways_asked_for_the_same_media_at_once_produce_it_once(cluster, tmp_path):
+    from test_jobs import make_video
+
+    a, b = cluster.start(), cluster.start()
+    bucket = new_bucket_name("media1")
+    s3 = a.boto3_client()
+    s3.create_bucket(Bucket=bucket)
+    video = make_video(tmp_path / "clip.mp4", 8, 320, 240)
+    s3.upload_file(str(video), bucket, "clip.mp4", ExtraArgs={"ContentType": "video/mp4"})
+
+    def at_once(query: list[tuple[str, str]]) -> list:
+        """The same GET through both gateways at the same moment."""
+        go = threading.Barrier(2)
+        answers: list = [None, None]
+
+        def fetch(i: int, g: Gateway):
+            go.wait()
+            answers[i] = g.raw().request("GET", f"/{bucket}/clip.mp4", query=query)
+
+        threads = [threading.Thread(target=fetch, args=(i, g)) for i, g in enumerate((a, b))]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(120)
+        for r in answers:
+            assert r is not None and r.status == 200, (query, answers)
+        return answers
+
+    cases = [
+        ("live_transcode", [("quality", "240")]),
+        ("poster", [("thumbnail", "160")]),
+        ("hls_run", [("stream", "hls"), ("quality", "240"), ("segment", "1")]),
+    ]
+    for kind, query in cases:
+        before = [media_counters(g) for g in (a, b)]
+        ra, rb = at_once(query)
+        after = [media_counters(g) for g in (a, b)]
+        started = [after[i][kind] - before[i][kind] for i in (0, 1)]
+        # One pipeline in the cluster; the other gateway served its file, byte for byte.
+        assert sum(started) == 1, (kind, before, after)
+        assert ra.body == rb.body and len(ra.body) > 1000, (kind, len(ra.body), len(rb.body))
+    # Every claim was given back once its file was in place.
+    wait_for(
+        lambda: cluster.pg.psql(cluster.db, "SELECT count(*) FROM leases WHERE name LIKE 'media:%'").strip() == "0",
+        timeout=20,
+        what="media leases released",
+    )

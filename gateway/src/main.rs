@@ -121,11 +121,19 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         ),
         (None, None) => {}
     }
-    let media = start_media(&args, store.internal_dir()).await?;
     let store = Arc::new(store);
     let catalog = Catalog::start(args.database_url.as_deref(), store.clone())
         .await
         .context("opening the catalog")?;
+    // Gateways sharing a PostgreSQL catalog share the data folder too: one of them at a time
+    // produces a rendition, poster or HLS segment, the others serve its file.
+    let claims = (catalog.engine() == "postgres").then(|| {
+        Arc::new(nebula_gateway::catalog::MediaLeases::new(
+            catalog.clone(),
+            tokio::runtime::Handle::current(),
+        )) as Arc<dyn nebula_media::Claims>
+    });
+    let media = start_media(&args, store.internal_dir(), claims).await?;
     if let Some(svc) = &media {
         catalog.start_prober(store.clone(), svc.engine().clone());
     }
@@ -416,6 +424,7 @@ async fn reindex(args: ReindexArgs) -> anyhow::Result<()> {
 async fn start_media(
     args: &ServeArgs,
     internal: &std::path::Path,
+    claims: Option<Arc<dyn nebula_media::Claims>>,
 ) -> anyhow::Result<Option<Arc<MediaService>>> {
     let choice: nebula_media::EncoderChoice = args
         .encoder
@@ -444,7 +453,10 @@ async fn start_media(
             args.rendition_cache_size
         )
     })?;
-    let svc = MediaService::new(engine, internal.join("renditions"), max, limit)?;
+    let mut svc = MediaService::new(engine, internal.join("renditions"), max, limit)?;
+    if let Some(claims) = claims {
+        svc = svc.with_claims(claims);
+    }
     println!(
         "  encoder     {} (max {max} live transcodes)",
         svc.encoder().element_name()

@@ -93,6 +93,19 @@ pub struct DiskSpace {
     pub available: u64,
 }
 
+/// Media work this process did since its start, as the media service counts it.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct MediaProduced {
+    /// Live transcodes started.
+    pub live_transcodes: u64,
+    /// Posters taken.
+    pub posters: u64,
+    /// HLS segment runs started.
+    pub hls_runs: u64,
+    /// Requests that waited for another gateway's rendition, poster or segment.
+    pub waited_elsewhere: u64,
+}
+
 /// State sampled at scrape time; `None` leaves the gauge at its last value (0 at first).
 #[derive(Debug, Clone, Default)]
 pub struct Gauges {
@@ -104,6 +117,8 @@ pub struct Gauges {
     pub jobs: Option<JobDepth>,
     /// The data folder's filesystem.
     pub disk: Option<DiskSpace>,
+    /// Media work done (counters, sampled from the media service).
+    pub produced: Option<MediaProduced>,
 }
 
 /// Hit and miss counters of one cache, resolved once so a lookup costs one atomic add.
@@ -127,6 +142,8 @@ pub struct Metrics {
     catalog: HistogramVec,
     pipelines: IntGauge,
     transcode_slots: IntGauge,
+    produced: IntCounterVec,
+    waited_elsewhere: IntCounter,
     jobs: IntGaugeVec,
     disk_total: IntGauge,
     disk_free: IntGauge,
@@ -324,6 +341,21 @@ impl Metrics {
                 "nebula_media_transcode_slots",
                 "The most live transcodes at once (--max-transcodes); 0 without media extensions.",
             ),
+            produced: counter_vec(
+                &r,
+                "nebula_media_produced_total",
+                "Media pipelines this gateway started, by kind: live_transcode, poster, hls_run. With gateways sharing a PostgreSQL catalog, one of them produces each rendition, poster or segment.",
+                &["kind"],
+            ),
+            waited_elsewhere: {
+                let c = IntCounter::new(
+                    "nebula_media_waited_for_other_gateway_total",
+                    "Media requests that found their rendition, poster or HLS segment being produced by another gateway and waited for its file.",
+                )
+                .expect("valid metric");
+                r.register(Box::new(c.clone())).expect("unique name");
+                c
+            },
             jobs,
             disk_total: gauge(
                 &r,
@@ -353,6 +385,18 @@ impl Metrics {
         };
         set(&self.pipelines, gauges.media_pipelines);
         set(&self.transcode_slots, gauges.transcode_slots);
+        if let Some(p) = gauges.produced {
+            // The media service counts; the counters follow it here.
+            let follow = |c: &IntCounter, v: u64| c.inc_by(v.saturating_sub(c.get()));
+            for (kind, n) in [
+                ("live_transcode", p.live_transcodes),
+                ("poster", p.posters),
+                ("hls_run", p.hls_runs),
+            ] {
+                follow(&self.produced.with_label_values(&[kind]), n);
+            }
+            follow(&self.waited_elsewhere, p.waited_elsewhere);
+        }
         if let Some(j) = gauges.jobs {
             for (status, n) in [
                 ("pending", j.pending),

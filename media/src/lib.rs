@@ -25,6 +25,7 @@
 //! `README.md` beside this crate records the measurements behind the pipeline's settings
 //! (encoder presets, fragment length, AAC encoder choice, the pitfalls it avoids).
 
+mod claims;
 mod cmaf;
 pub mod detect;
 mod encoder;
@@ -46,6 +47,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
+pub use claims::{Claim, Claims, Produced};
 pub use encoder::{Encoder, EncoderChoice};
 pub use error::MediaError;
 pub use file::{CancelFlag, FileOutcome};

@@ -12,6 +12,7 @@ use bytes::Bytes;
 use futures::Stream;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
 
+use crate::claims::Claim;
 use crate::renditions::{RenditionInfo, RenditionStore};
 use crate::{MediaError, TranscodeStream};
 
@@ -87,6 +88,8 @@ pub struct LiveRendition {
     copy: Option<File>,
     producer: Option<Producer>,
     _slot: OwnedSemaphorePermit,
+    /// Given up once the rendition is installed (or abandoned), after the producer.
+    claim: Option<Claim>,
 }
 
 impl std::fmt::Debug for LiveRendition {
@@ -105,6 +108,7 @@ impl LiveRendition {
         name: String,
         producer: Producer,
         slot: OwnedSemaphorePermit,
+        claim: Claim,
     ) -> Self {
         let info = RenditionInfo {
             width: inner.width,
@@ -124,6 +128,7 @@ impl LiveRendition {
             copy,
             producer: Some(producer),
             _slot: slot,
+            claim: Some(claim),
         }
     }
 
@@ -138,6 +143,7 @@ impl LiveRendition {
         let (Some(copy), Some(producer)) = (self.copy.take(), self.producer.take()) else {
             return;
         };
+        let claim = self.claim.take();
         drop(copy);
         let (store, part, name, info) = (
             self.store.clone(),
@@ -151,6 +157,7 @@ impl LiveRendition {
                 let _ = std::fs::remove_file(&part);
             }
             drop(producer);
+            drop(claim);
         });
     }
 }

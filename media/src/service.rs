@@ -10,6 +10,7 @@ use std::time::{Duration, SystemTime};
 
 use tokio::sync::Semaphore;
 
+use crate::claims::{CLAIM_POLL, Claimer, Claims, Produced};
 use crate::hls::{self, AcquireRun, RunPermit, SegmentId, Sessions, Variant};
 use crate::live::{Flights, LiveRendition, Step};
 use crate::poster::POSTER_ENCODER;
@@ -61,6 +62,9 @@ pub const FOLLOW_WAIT: Duration = Duration::from_secs(300);
 /// slot instead of being refused.
 const POSTER_SLOTS: usize = 2;
 
+/// How long a poster request waits for another process taking the same poster.
+const POSTER_WAIT: Duration = Duration::from_secs(30);
+
 /// A rendition for a request.
 #[derive(Debug)]
 pub enum Rendition {
@@ -99,6 +103,7 @@ pub struct MediaService {
     max_transcodes: usize,
     flights: Arc<Flights>,
     sessions: Arc<Sessions>,
+    claimer: Claimer,
 }
 
 impl MediaService {
@@ -120,7 +125,20 @@ impl MediaService {
             max_transcodes,
             flights: Arc::new(Flights::default()),
             sessions: Arc::new(Sessions::default()),
+            claimer: Claimer::default(),
         })
+    }
+
+    /// Makes the service claim every rendition, poster and HLS segment through `claims`
+    /// before producing it, for processes sharing the renditions folder (see `claims.rs`).
+    pub fn with_claims(mut self, claims: Arc<dyn Claims>) -> Self {
+        self.claimer = Claimer::new(Some(claims));
+        self
+    }
+
+    /// What this process produced, and how often it waited for another's work.
+    pub fn produced(&self) -> &Produced {
+        &self.claimer.produced
     }
 
     /// The encoder in use.
@@ -246,8 +264,16 @@ impl MediaService {
         let session = self
             .sessions
             .get_or_make(object.bucket, object.key, &dir, || {
-                self.engine
-                    .hls_session(source, info, quality, dir.clone(), self.acquire_run())
+                let mut session = self.engine.hls_session(
+                    source,
+                    info,
+                    quality,
+                    dir.clone(),
+                    self.acquire_run(),
+                )?;
+                let folder = dir.file_name().unwrap_or_default().to_string_lossy();
+                session.set_claims(self.claimer.clone(), format!("hls:{folder}"));
+                Ok(session)
             })?;
         let (store, sessions) = (self.store.clone(), self.sessions.clone());
         crate::spawn_blocking(move || {
@@ -317,6 +343,7 @@ impl MediaService {
         let name = self.store.name(object, quality);
         let deadline = tokio::time::Instant::now() + FOLLOW_WAIT;
         let mut source = Some(source);
+        let mut elsewhere = false;
         loop {
             let (store, n) = (self.store.clone(), name.clone());
             if let Some(f) = crate::spawn_blocking(move || Ok(store.open_finished(&n)?)).await? {
@@ -328,13 +355,46 @@ impl MediaService {
                 Step::Busy if self.sessions.stop_parked(Path::new("")) => continue,
                 Step::Busy => return Err(MediaError::Busy(self.max_transcodes)),
                 Step::Produce(producer, slot) => {
+                    let (claimer, store, n) =
+                        (self.claimer.clone(), self.store.clone(), name.clone());
+                    let claimed = crate::spawn_blocking(move || {
+                        let Some(claim) = claimer.claim(&format!("rendition:{n}")) else {
+                            return Ok(Err(()));
+                        };
+                        // The holder may have installed it just before giving its claim up.
+                        Ok(Ok((claim, store.open_finished(&n)?)))
+                    })
+                    .await?;
+                    let claim = match claimed {
+                        Ok((_, Some(f))) => return Ok(Rendition::Finished(f)),
+                        Ok((claim, None)) => claim,
+                        // Another process produces it: wait for its file (the local
+                        // requests behind this one do the same), asking again meanwhile.
+                        Err(()) => {
+                            drop((producer, slot));
+                            if !elsewhere {
+                                elsewhere = true;
+                                self.claimer.waited();
+                            }
+                            if tokio::time::Instant::now() + CLAIM_POLL > deadline {
+                                return Err(MediaError::StillProducing);
+                            }
+                            tokio::time::sleep(CLAIM_POLL).await;
+                            continue;
+                        }
+                    };
                     let source = source
                         .take()
                         .expect("the source is taken once, by the single producer");
                     // An error drops the producer: the waiting requests try themselves.
                     let stream = self.engine.start_stream_async(source, quality).await?;
                     tracing::info!(rendition = %name, quality = quality.height(), width = stream.width, height = stream.height, encoder = stream.encoder.element_name(), "live transcode started");
-                    let live = LiveRendition::new(stream, self.store.clone(), name, producer, slot);
+                    self.claimer
+                        .produced
+                        .live_transcodes
+                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    let live =
+                        LiveRendition::new(stream, self.store.clone(), name, producer, slot, claim);
                     return Ok(Rendition::Live(live));
                 }
             };
@@ -404,12 +464,38 @@ impl MediaService {
             .acquire()
             .await
             .expect("the poster slots are never closed");
-        let (engine, store) = (self.engine.clone(), self.store.clone());
+        let (engine, store, claimer) = (
+            self.engine.clone(),
+            self.store.clone(),
+            self.claimer.clone(),
+        );
         crate::spawn_blocking(move || {
-            // Another request may have stored it while this one waited for a slot.
-            if let Some(f) = store.open_finished(&name)? {
-                return Ok(f);
-            }
+            let deadline = std::time::Instant::now() + POSTER_WAIT;
+            let mut elsewhere = false;
+            let _claim = loop {
+                // Another request, here or in another process, may have stored it meanwhile.
+                if let Some(f) = store.open_finished(&name)? {
+                    return Ok(f);
+                }
+                if let Some(claim) = claimer.claim(&format!("poster:{name}")) {
+                    if let Some(f) = store.open_finished(&name)? {
+                        return Ok(f);
+                    }
+                    break claim;
+                }
+                if !elsewhere {
+                    elsewhere = true;
+                    claimer.waited();
+                }
+                if std::time::Instant::now() + CLAIM_POLL > deadline {
+                    return Err(MediaError::StillProducing);
+                }
+                std::thread::sleep(CLAIM_POLL);
+            };
+            claimer
+                .produced
+                .posters
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             let poster = engine.poster(&source, width, at)?;
             let part = store.part_path(&name);
             let written = write_poster(&store, &part, &name, &poster);

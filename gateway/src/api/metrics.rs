@@ -12,7 +12,8 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::TcpListener;
 
 use super::ApiState;
-use crate::metrics::{self, DiskSpace, Gauges, JobDepth};
+use crate::metrics::{self, DiskSpace, Gauges, JobDepth, MediaProduced};
+use std::sync::atomic::Ordering;
 
 /// How long a job count is reused: the count is a catalog query over the whole queue, and
 /// scrapes from several Prometheus servers should not each run it.
@@ -73,6 +74,16 @@ pub async fn text(state: &ApiState) -> String {
         ),
         jobs: job_depth(state).await,
         disk,
+        produced: state.media.as_ref().map(|m| {
+            let p = m.produced();
+            let get = |c: &std::sync::atomic::AtomicU64| c.load(Ordering::Relaxed);
+            MediaProduced {
+                live_transcodes: get(&p.live_transcodes),
+                posters: get(&p.posters),
+                hls_runs: get(&p.hls_runs),
+                waited_elsewhere: get(&p.waited_elsewhere),
+            }
+        }),
     };
     metrics::global().render(&gauges)
 }

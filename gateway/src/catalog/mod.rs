@@ -17,6 +17,7 @@
 mod cluster;
 mod events;
 mod keys;
+mod media_leases;
 mod model;
 mod notify;
 mod probe;
@@ -37,6 +38,7 @@ use sqlx::types::Json;
 use tokio::sync::Notify;
 
 pub use cluster::{GatewayRow, HEARTBEAT, Heartbeat, HeldLease, gateway_id};
+pub use media_leases::MediaLeases;
 pub use model::{CatalogObject, MediaMeta, ObjectPage, PosterMeta, ProbeStatus, Variant};
 pub use scan::{Busy, ScanReport};
 

@@ -11,7 +11,10 @@
 //!   after [`IDLE_STOP`] without requests, or at the end of the source.
 //!
 //! Exactly one run per session at a time, so one quality's segments are never produced by
-//! two pipelines at once; the caller's [`AcquireRun`] limits runs across sessions.
+//! two pipelines at once; the caller's [`AcquireRun`] limits runs across sessions. Across
+//! processes sharing the folder, a run claims each segment before producing it (`claims.rs`):
+//! a request for a segment another process claimed waits for its file, and a run whose next
+//! segment another process claimed stops there.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -21,6 +24,7 @@ use std::time::{Duration, Instant};
 
 use super::run::{self, Cut, RunSink, RunSpec};
 use crate::MediaError;
+use crate::claims::{CLAIM_POLL, Claim, Claimer};
 use crate::pipeline::Settings;
 
 /// A request this close past the newest produced segment waits instead of restarting.
@@ -86,6 +90,9 @@ struct Shared {
     audio: bool,
     active: Arc<AtomicUsize>,
     acquire: AcquireRun,
+    claimer: Claimer,
+    /// Names this session's segments among the claims of every process.
+    claim_prefix: String,
     state: Mutex<State>,
     cv: Condvar,
 }
@@ -108,6 +115,8 @@ struct Run {
     ended: bool,
     error: Option<String>,
     permit: Option<RunPermit>,
+    /// The claim of the segment being produced.
+    claim: Option<Claim>,
 }
 
 static TEMP_COUNTER: AtomicU64 = AtomicU64::new(0);
@@ -135,6 +144,8 @@ impl HlsSession {
                 count: super::segment_count(duration),
                 active,
                 acquire,
+                claimer: Claimer::default(),
+                claim_prefix: String::new(),
                 state: Mutex::new(State {
                     run: None,
                     next_id: 1,
@@ -145,6 +156,13 @@ impl HlsSession {
                 cv: Condvar::new(),
             }),
         })
+    }
+
+    /// Makes this (new) session claim its segments through `claimer`, named `prefix/N`.
+    pub(crate) fn set_claims(&mut self, claimer: Claimer, prefix: String) {
+        let shared = Arc::get_mut(&mut self.shared).expect("set on a new session");
+        shared.claimer = claimer;
+        shared.claim_prefix = prefix;
     }
 
     /// Number of media segments.
@@ -199,6 +217,8 @@ impl HlsSession {
             sh.cv.notify_all();
         }
         let mut started: Option<u64> = None;
+        // Set once another process was found producing the segment.
+        let mut elsewhere = false;
         loop {
             if path.exists() {
                 return Ok(path);
@@ -232,7 +252,15 @@ impl HlsSession {
                         id.file_name()
                     )));
                 }
-                started = Some(self.start_run(&mut st, start)?);
+                match sh.claim(start) {
+                    Some(claim) => started = Some(self.start_run(&mut st, start, claim)?),
+                    // Asked again at every turn: a holder that died loses its claim.
+                    None if !elsewhere => {
+                        elsewhere = true;
+                        sh.claimer.waited();
+                    }
+                    None => {}
+                }
             }
             let left = deadline.saturating_duration_since(Instant::now());
             if left.is_zero() {
@@ -241,11 +269,12 @@ impl HlsSession {
                     id.file_name()
                 )));
             }
-            st = sh
-                .cv
-                .wait_timeout(st, left.min(Duration::from_secs(1)))
-                .unwrap()
-                .0;
+            let tick = if elsewhere {
+                CLAIM_POLL
+            } else {
+                Duration::from_secs(1)
+            };
+            st = sh.cv.wait_timeout(st, left.min(tick)).unwrap().0;
         }
     }
 
@@ -257,7 +286,12 @@ impl HlsSession {
     }
 
     /// Replaces the current run by a new one starting at segment `start`.
-    fn start_run(&self, st: &mut MutexGuard<'_, State>, start: u64) -> Result<u64, MediaError> {
+    fn start_run(
+        &self,
+        st: &mut MutexGuard<'_, State>,
+        start: u64,
+        claim: Claim,
+    ) -> Result<u64, MediaError> {
         let sh = &self.shared;
         // A restart takes over the old run's permit: the old pipeline is gone within
         // ~100 ms, and a seek must not be refused for the viewer's own previous run.
@@ -274,6 +308,7 @@ impl HlsSession {
             ended: false,
             error: None,
             permit: Some(permit),
+            claim: Some(claim),
         });
         let shared = sh.clone();
         let spawned = std::thread::Builder::new()
@@ -283,6 +318,10 @@ impl HlsSession {
             st.run = None;
             return Err(err.into());
         }
+        sh.claimer
+            .produced
+            .hls_runs
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         tracing::debug!(src = %sh.src.display(), start, id, "hls run started");
         Ok(id)
     }
@@ -319,6 +358,11 @@ impl Shared {
     fn is_current(&self, st: &State, id: u64) -> bool {
         st.run.as_ref().is_some_and(|r| r.id == id)
     }
+
+    /// Claims media segment `n` (the init segment goes with segment 0) for this process.
+    fn claim(&self, n: u64) -> Option<Claim> {
+        self.claimer.claim(&format!("{}/{n}", self.claim_prefix))
+    }
 }
 
 fn run_thread(sh: Arc<Shared>, id: u64, start: u64) {
@@ -330,6 +374,7 @@ fn run_thread(sh: Arc<Shared>, id: u64, start: u64) {
     if let Some(run) = st.run.as_mut().filter(|r| r.id == id) {
         run.ended = true;
         run.permit = None;
+        run.claim = None;
         run.error = result.err().map(|e| e.to_string());
     }
     sh.cv.notify_all();
@@ -371,7 +416,27 @@ impl RunSink for SegmentFiles<'_> {
             }
             Cut::Segment(n, bytes) => {
                 write_new(&sh.dir, SegmentId::Media(n), &bytes)?;
-                wait_for_viewer(sh, self.id, n)
+                if let Some(run) = sh.lock().run.as_mut().filter(|r| r.id == self.id) {
+                    run.claim = None;
+                }
+                if !wait_for_viewer(sh, self.id, n)? {
+                    return Ok(false);
+                }
+                if n + 1 >= sh.count {
+                    return Ok(true);
+                }
+                // Another process producing the next segment goes on from there.
+                let Some(claim) = sh.claim(n + 1) else {
+                    return Ok(false);
+                };
+                let mut st = sh.lock();
+                match st.run.as_mut().filter(|r| r.id == self.id) {
+                    Some(run) => {
+                        run.claim = Some(claim);
+                        Ok(true)
+                    }
+                    None => Ok(false),
+                }
             }
         }
     }
