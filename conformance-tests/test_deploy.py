@@ -4,6 +4,9 @@
   ``postgres`` profile; Debian's docker-compose 1.29, no engine needed), ``.env.example`` and
   the compose environment name every setting ``serve --help`` lists, the Dockerfile's health
   check path answers 200 on a running gateway, ``systemd-analyze verify`` accepts the unit.
+* ``compose/cluster/``: the two-gateway example validates the same way (both gateways on one
+  volume and one PostgreSQL, keys required), and its ``nginx.conf`` runs in the real nginx in
+  front of two real gateways: signed S3 requests of every kind pass and both gateways serve.
 * Refusal: a non-loopback listener with an empty, short or sample secret does not start.
 * TLS: ``--tls-cert/--tls-key`` with a self-signed certificate made here by ``openssl``; the aws
   CLI and curl (HTTP/1.1 and h2 by ALPN) work over https, plain HTTP to that port fails cleanly.
@@ -29,8 +32,10 @@ import pytest
 
 from conftest import AWS_BIN, REPO, Gateway, gateway_bin, new_bucket_name, run, sanitized_environ
 from nebula_helpers import UNSIGNED, Creds, object_path, sign_headers, xml_error_code
+from test_catalog import pg  # noqa: F401  (a fixture: the throwaway PostgreSQL)
 
 COMPOSE = REPO / "compose"
+CLUSTER = COMPOSE / "cluster"
 MIB = 1024 * 1024
 
 
@@ -138,6 +143,126 @@ def test_env_example_and_compose_name_every_setting():
     passed = set(re.findall(r"^\s*-\s*([A-Z][A-Z0-9_]*)(?:=|\s*$)", yml, re.M))
     missing = [n for n in names if n not in passed]
     assert not missing, f"docker-compose.yml does not pass {missing} to the gateway"
+
+
+def cluster_compose(*args: str, settings: dict[str, str], check: bool = True) -> subprocess.CompletedProcess:
+    """docker-compose on compose/cluster/, fed only `settings` (its .env is absent in a clean tree)."""
+    if shutil.which("docker-compose") is None:
+        pytest.skip("docker-compose not installed (scripts/setup.sh --test installs it)")
+    env = {k: v for k, v in sanitized_environ().items()
+           if not k.startswith("NEBULA_") and k not in ("DATABASE_URL", "POSTGRES_PASSWORD")}
+    env.update(settings)
+    return run(["docker-compose", "-f", str(CLUSTER / "docker-compose.yml"), *args], env=env, cwd=REPO, check=check)
+
+
+def test_cluster_compose_config_validates():
+    settings = {"NEBULA_ACCESS_KEY": "cluster-admin", "NEBULA_SECRET_KEY": "s" * 40, "POSTGRES_PASSWORD": "pw-1"}
+    cluster_compose("config", "-q", settings=settings)
+    services = cluster_compose("config", "--services", settings=settings).stdout_text.split()
+    assert sorted(services) == ["gateway1", "gateway2", "lb", "postgres"], services
+    resolved = cluster_compose("config", settings=settings).stdout_text
+    # Both gateways: one volume, one database, one admin pair, each its own advertised address.
+    assert resolved.count("nebula-data:/data") == 2, resolved
+    assert resolved.count("DATABASE_URL: postgres://nebula:pw-1@postgres:5432/nebula") == 2, resolved
+    assert resolved.count(f"NEBULA_SECRET_KEY: {'s' * 40}") == 2, resolved
+    for n in (1, 2):
+        assert f"NEBULA_ADVERTISE_URL: http://gateway{n}:9000" in resolved, resolved
+    assert resolved.count("dockerfile: compose/Dockerfile") == 2 and "dockerfile: lb.Dockerfile" in resolved
+    # Only the load balancer is published, on loopback unless told otherwise.
+    assert resolved.count("9000:9000") == 1 and ("127.0.0.1:9000:9000" in resolved or "host_ip: 127.0.0.1" in resolved)
+    # A missing secret stops compose with a message naming it instead of starting gateways
+    # that would each generate keys of their own.
+    p = cluster_compose("config", "-q", settings={"POSTGRES_PASSWORD": "pw"}, check=False)
+    assert p.returncode != 0 and "NEBULA_ACCESS_KEY" in p.stdout_text + p.stderr_text, p
+    example = (CLUSTER / ".env.example").read_text()
+    for name in ("NEBULA_ACCESS_KEY", "NEBULA_SECRET_KEY", "POSTGRES_PASSWORD", "NEBULA_PUBLISH"):
+        assert re.search(rf"^#?{name}=", example, re.M), name
+    # Its sample secret is one a gateway on a public listener refuses (see the refusal tests).
+    assert re.search(r"^NEBULA_SECRET_KEY=(.+)$", example, re.M).group(1) == _env_example_secret()
+    lb = (CLUSTER / "lb.Dockerfile").read_text()
+    assert re.search(r"^FROM debian:bookworm-slim", lb, re.M) and "apt-get install" in lb and " nginx" in lb
+    assert "COPY nginx.conf /etc/nginx/nginx.conf" in lb
+    upstreams = re.findall(r"^\s*server (\S+):9000", (CLUSTER / "nginx.conf").read_text(), re.M)
+    assert upstreams == ["gateway1", "gateway2"], upstreams
+
+
+def test_cluster_nginx_conf_spreads_s3_over_two_gateways(pg, tmp_path_factory, tmp_path):  # noqa: F811
+    """compose/cluster/nginx.conf, run by the real nginx in front of two real gateways on one
+    PostgreSQL and one folder (only the upstream addresses, the port and temp paths are
+    changed): signed S3 requests of every kind go through, and both gateways serve them."""
+    from test_cluster import Cluster
+
+    cluster = Cluster(tmp_path_factory, pg)
+    gws = [cluster.start(), cluster.start()]
+    port = _free_any_port()
+    prefix = tmp_path / "nginx"
+    prefix.mkdir()
+    conf = (CLUSTER / "nginx.conf").read_text()
+    for n, g in enumerate(gws, 1):
+        conf = conf.replace(f"server gateway{n}:9000", f"server 127.0.0.1:{g.port}")
+    conf = conf.replace("listen 9000;", f"listen 127.0.0.1:{port};")
+    temps = "".join(f"    {t}_temp_path {prefix / t};\n" for t in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi"))
+    conf = conf.replace("http {\n", "http {\n" + temps, 1)
+    (prefix / "nginx.conf").write_text(conf)
+    cmd = ["nginx", "-p", str(prefix), "-e", str(prefix / "error.log"), "-c", str(prefix / "nginx.conf")]
+    run([*cmd, "-t"], timeout=30)
+    proc = subprocess.Popen([*cmd, "-g", f"daemon off; pid {prefix / 'nginx.pid'};"], stderr=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                break
+            except OSError:
+                assert time.monotonic() < deadline and proc.poll() is None, proc.stderr.read() if proc.poll() is not None else "nginx did not listen"
+                time.sleep(0.05)
+        import boto3
+        from botocore.config import Config
+
+        a = gws[0]
+        s3 = boto3.session.Session().client(
+            "s3", endpoint_url=f"http://127.0.0.1:{port}", aws_access_key_id=a.access_key,
+            aws_secret_access_key=a.secret_key, region_name=a.region,
+            config=Config(retries={"max_attempts": 1}, s3={"addressing_style": "path"}),
+        )
+
+        def served() -> list[int]:
+            out = []
+            for g in gws:
+                body = g.raw().request("GET", "/_nebula/v1/metrics").body.decode()
+                out.append(sum(int(n) for n in re.findall(r'^nebula_requests_total\{op="(?!Api)\w+",status="2\d\d"\} (\d+)', body, re.M)))
+            return out
+
+        before = served()
+        bucket = new_bucket_name("lb")
+        s3.create_bucket(Bucket=bucket)
+        bodies = {f"k{i}.bin": hashlib.sha256(str(i).encode()).digest() * (i + 1) for i in range(12)}
+        for k, body in bodies.items():
+            s3.put_object(Bucket=bucket, Key=k, Body=body)
+        for k, body in bodies.items():
+            assert s3.get_object(Bucket=bucket, Key=k)["Body"].read() == body
+        got = s3.get_object(Bucket=bucket, Key="k3.bin", Range="bytes=10-19")["Body"].read()
+        assert got == bodies["k3.bin"][10:20]
+        listed = s3.list_objects_v2(Bucket=bucket)["Contents"]
+        assert sorted(o["Key"] for o in listed) == sorted(bodies)
+        # A streamed multipart upload of 2 x 5 MiB + 1 byte: parts spread over both gateways.
+        part = b"p" * (5 * MIB)
+        up = s3.create_multipart_upload(Bucket=bucket, Key="big.bin")["UploadId"]
+        parts = [
+            {"PartNumber": n, "ETag": s3.upload_part(Bucket=bucket, Key="big.bin", UploadId=up, PartNumber=n, Body=body)["ETag"]}
+            for n, body in ((1, part), (2, part), (3, b"z"))
+        ]
+        s3.complete_multipart_upload(Bucket=bucket, Key="big.bin", UploadId=up, MultipartUpload={"Parts": parts})
+        assert hashlib.md5(s3.get_object(Bucket=bucket, Key="big.bin")["Body"].read()).hexdigest() == hashlib.md5(part + part + b"z").hexdigest()
+        s3.delete_object(Bucket=bucket, Key="k0.bin")
+        assert "k0.bin" not in [o["Key"] for o in s3.list_objects_v2(Bucket=bucket)["Contents"]]
+        after = served()
+        spread = [x - y for x, y in zip(after, before)]
+        assert sum(spread) >= 30 and min(spread) >= 5, spread
+    finally:
+        proc.terminate()
+        proc.wait(10)
+        cluster.close()
 
 
 def test_dockerfile_shape_and_healthcheck_path_answers(gw):
