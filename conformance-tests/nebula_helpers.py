@@ -569,3 +569,45 @@ def expected_auto_encoder() -> str:
         else:
             _AUTO_ENCODER.append("openh264enc")
     return _AUTO_ENCODER[0]
+
+
+# -- gateways and the nebula CLI in tests -------------------------------------------------------
+
+
+def cli_env(gw, home: os.PathLike | str, **extra) -> dict:
+    """The environment of a `nebula` CLI run against test gateway `gw` (a ``conftest.Gateway``)
+    with its keys, and its config under `home`; `extra` adds variables (an empty value removes
+    one)."""
+    env = gw.client_env(
+        NEBULA_SERVER_URL=gw.endpoint,
+        NEBULA_ACCESS_KEY=gw.access_key,
+        NEBULA_SECRET_KEY=gw.secret_key,
+        NEBULA_REGION=gw.region,
+        XDG_CONFIG_HOME=str(Path(home) / "cfg"),
+        HOME=str(home),
+    )
+    env.update({k: str(v) for k, v in extra.items()})
+    return {k: v for k, v in env.items() if v != ""}
+
+
+class GatewayGroup:
+    """The gateways of one test: subclasses start them with :meth:`add`; :meth:`close` stops
+    the ones not killed and checks each exited cleanly."""
+
+    def __init__(self):
+        self.gateways: list = []
+        self.killed: set[int] = set()
+
+    def add(self, g):
+        """Starts gateway `g` (a ``conftest.Gateway``) as one of the group."""
+        self.gateways.append(g)
+        return g.start()
+
+    def kill(self, g):
+        g.kill()
+        self.killed.add(id(g))
+
+    def close(self):
+        for g in self.gateways:
+            if id(g) not in self.killed:
+                g.assert_clean_exit()

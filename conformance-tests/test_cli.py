@@ -21,22 +21,9 @@ from pathlib import Path
 import pytest
 
 from conftest import REPO, cli_bin, free_port, new_bucket_name, run
-from nebula_helpers import make_random_file, sha256_file, strip_ns
+from nebula_helpers import cli_env, make_random_file, sha256_file, strip_ns
 
 MIB = 1024 * 1024
-
-
-def cli_env(gw, tmp_path, **extra) -> dict:
-    env = gw.client_env(
-        NEBULA_SERVER_URL=gw.endpoint,
-        NEBULA_ACCESS_KEY=gw.access_key,
-        NEBULA_SECRET_KEY=gw.secret_key,
-        NEBULA_REGION=gw.region,
-        XDG_CONFIG_HOME=str(tmp_path / "cfg"),
-        HOME=str(tmp_path),
-    )
-    env.update({k: str(v) for k, v in extra.items()})
-    return {k: v for k, v in env.items() if v != ""}
 
 
 def nebula(gw, tmp_path, *args, check=True, timeout=600, env_extra=None, cwd=None):
@@ -387,6 +374,14 @@ def test_cli_mb_rb(gw, tmp_path):
     assert p.returncode == 3 and f"`nebula mb {b}`" in p.stderr_text, p.stderr_text
 
 
+def deletes(gw, mark, bucket) -> tuple[int, int]:
+    """DeleteObjects (POST on the bucket) and DeleteObject requests since `mark`."""
+    lines = gw.log_since(mark).splitlines()
+    batch = sum(1 for l in lines if "method=POST" in l and f"path=/{bucket} " in l)
+    single = sum(1 for l in lines if "method=DELETE" in l and f"path=/{bucket}/" in l)
+    return batch, single
+
+
 def test_cli_rm(gw, bucket, tmp_path):
     raw = gw.raw()
     for k in ("a.txt", "my file.txt", "dir/x", "dir/sub/y", "dirx"):
@@ -413,8 +408,11 @@ def test_cli_rm(gw, bucket, tmp_path):
     p = run([cli_bin(), "rm", "-r", "-b", bucket], env=cli_env(gw, tmp_path), input=b"", check=False)
     assert p.returncode == 2 and len(list_keys(raw, bucket)) == 1002, p.stderr_text
     [cmd] = hints(p.stderr_text)
+    mark = gw.log_mark()
     assert run_hint(gw, tmp_path, cmd).stdout_text.strip() == f"deleted 1002 objects under s3://{bucket}"
     assert list_keys(raw, bucket) == []
+    # Two DeleteObjects requests (1000 keys, then 2), not 1002 DeleteObject ones.
+    assert deletes(gw, mark, bucket) == (2, 0), gw.log_since(mark)[-2000:]
 
 
 def test_cli_cp_mv(gw, bucket, tmp_path):
@@ -443,6 +441,64 @@ def test_cli_cp_mv(gw, bucket, tmp_path):
     assert raw.request("HEAD", f"/{bucket}/x.bin").status == 404
     p = nebula(gw, tmp_path, "cp", "-b", bucket, "clips/src.bin", "clips/src.bin", check=False)
     assert p.returncode == 2, p.stderr_text
+
+
+def test_cli_cp_mv_recursive(gw, bucket, tmp_path):
+    raw = gw.raw()
+    other = new_bucket_name("cpr")
+    assert raw.put_bucket(other).status == 200
+    tree = {"tree/a.txt": b"a", "tree/sub/b.bin": os.urandom(3000), "tree/sub/c d.txt": b"c & d"}
+    for k, v in {**tree, "treeish.txt": b"not under tree/"}.items():
+        assert raw.put(bucket, k, v).status == 200
+
+    # A folder named without its slash is still the folder: treeish.txt is not under it.
+    p = nebula(gw, tmp_path, "cp", "-r", "-b", bucket, "tree", "backup")
+    assert f"copied 3 objects from s3://{bucket}/tree/ to s3://{bucket}/backup/" in p.stderr_text, p.stderr_text
+    backup = {k.replace("tree/", "backup/", 1): v for k, v in tree.items()}
+    assert sorted(list_keys(raw, bucket)) == sorted([*tree, "treeish.txt", *backup])
+    assert all(raw.get(bucket, k).body == v for k, v in backup.items())
+
+    # mv -r to another bucket: copies, then deletes the sources in one DeleteObjects.
+    mark = gw.log_mark()
+    p = nebula(gw, tmp_path, "mv", "-r", "-b", bucket, "backup/", f"s3://{other}/moved/")
+    assert "moved 3 objects" in p.stderr_text, p.stderr_text
+    assert deletes(gw, mark, bucket) == (1, 0), gw.log_since(mark)[-2000:]
+    assert sorted(list_keys(raw, bucket)) == sorted([*tree, "treeish.txt"])
+    moved = {k.replace("tree/", "moved/", 1): v for k, v in tree.items()}
+    assert sorted(list_keys(raw, other)) == sorted(moved)
+    assert all(raw.get(other, k).body == v for k, v in moved.items())
+
+    # Into itself (it would copy its own copies) and from nothing: refused.
+    p = nebula(gw, tmp_path, "cp", "-r", "-b", bucket, "tree/", "tree/inner/", check=False)
+    assert p.returncode == 2 and "inside" in p.stderr_text, p.stderr_text
+    p = nebula(gw, tmp_path, "cp", "-r", "-b", bucket, "nothing/", "x/", check=False)
+    assert p.returncode == 3, p.stderr_text
+
+
+def test_cli_cp_in_parts_past_the_threshold(gw, bucket, tmp_path):
+    """Past S3's 5 GiB CopyObject limit the copy is multipart with UploadPartCopy; the hidden
+    --multipart-threshold lowers the limit so 11 MiB shows it (parts of 5, 5 and 1 MiB)."""
+    raw = gw.raw()
+    data = os.urandom(11 * MIB)
+    meta = {"content-type": "video/mp4", "x-amz-meta-description": "the source"}
+    assert raw.put(bucket, "big.bin", data, headers=meta).status == 200
+    mark = gw.log_mark()
+    nebula(gw, tmp_path, "cp", "--multipart-threshold", str(5 * MIB), "-b", bucket, "big.bin", "big copy.bin")
+    copy = raw.get(bucket, "big copy.bin")
+    assert hashlib.sha256(copy.body).digest() == hashlib.sha256(data).digest()
+    assert copy.header("etag").strip('"').endswith("-3"), copy.header("etag")
+    assert all(copy.header(k) == v for k, v in meta.items()), copy
+    # Three UploadPartCopy requests (PUT with partNumber), no upload left behind.
+    assert put_requests(gw, mark, bucket, "big%20copy.bin") + put_requests(gw, mark, bucket, "big copy.bin") == 3, gw.log_since(mark)[-3000:]
+    assert list_parts(gw, bucket, "big copy.bin") == 0
+    # mv -r takes the same path for each object past the threshold.
+    other = new_bucket_name("cpm")
+    assert raw.put_bucket(other).status == 200
+    nebula(gw, tmp_path, "mv", "-r", "--multipart-threshold", str(5 * MIB), "-b", bucket, "", f"s3://{other}/moved/")
+    assert list_keys(raw, bucket) == [] and list_keys(raw, other) == ["moved/big copy.bin", "moved/big.bin"]
+    for k in ("moved/big copy.bin", "moved/big.bin"):
+        got = raw.get(other, k)
+        assert got.header("etag").strip('"').endswith("-3") and hashlib.sha256(got.body).digest() == hashlib.sha256(data).digest()
 
 
 def test_cli_default_bucket(start_gateway, tmp_path):

@@ -20,21 +20,21 @@ from pathlib import Path
 import pytest
 
 from conftest import Gateway, cli_bin, gateway_bin, new_bucket_name, run, sanitized_environ
+from nebula_helpers import GatewayGroup, cli_env
 from test_catalog import PgCluster, pg, wait_for  # noqa: F401  (pg is a fixture)
 
 API = "/_nebula/v1/"
 
 
-class Cluster:
+class Cluster(GatewayGroup):
     """Gateways sharing one data folder and one database; stopped (and checked) at the end."""
 
     def __init__(self, tmp_path_factory, pg_cluster: PgCluster):
+        super().__init__()
         self.tmp = tmp_path_factory
         self.pg = pg_cluster
         self.db = pg_cluster.create_db()
         self.data_dir: Path | None = None
-        self.gateways: list[Gateway] = []
-        self.killed: set[int] = set()
 
     @property
     def url(self) -> str:
@@ -45,17 +45,7 @@ class Cluster:
         if self.data_dir is None:
             self.data_dir = g.data_dir
         g.data_dir = self.data_dir
-        self.gateways.append(g)
-        return g.start()
-
-    def kill(self, g: Gateway):
-        g.kill()
-        self.killed.add(id(g))
-
-    def close(self):
-        for g in self.gateways:
-            if id(g) not in self.killed:
-                g.assert_clean_exit()
+        return self.add(g)
 
 
 @pytest.fixture
@@ -79,15 +69,7 @@ def remote_changes(g: Gateway) -> int:
 
 
 def nebula(g: Gateway, tmp_path: Path, *args: str) -> str:
-    env = g.client_env(
-        NEBULA_SERVER_URL=g.endpoint,
-        NEBULA_ACCESS_KEY=g.access_key,
-        NEBULA_SECRET_KEY=g.secret_key,
-        NEBULA_REGION=g.region,
-        XDG_CONFIG_HOME=str(tmp_path / "cfg"),
-        HOME=str(tmp_path),
-    )
-    return run([cli_bin(), *args], env=env, timeout=60).stdout_text
+    return run([cli_bin(), *args], env=cli_env(g, tmp_path), timeout=60).stdout_text
 
 
 # --------------------------------------------------------------------------------------------

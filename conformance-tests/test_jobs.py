@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from conftest import Gateway, free_port, new_bucket_name
-from nebula_helpers import object_path, presign
+from nebula_helpers import GatewayGroup, object_path, presign
 from test_catalog import PgCluster, pg, wait_for  # noqa: F401  (pg is a fixture)
 
 API = "/_nebula/v1/"
@@ -100,16 +100,15 @@ class Api:
         return wait_for(done, timeout=timeout, interval=0.2, what=f"job {job_id} to become {statuses}")
 
 
-class Env:
+class Env(GatewayGroup):
     """Gateways of one test on one catalog database; stopped (and checked) at the end."""
 
     def __init__(self, engine: str, tmp_path_factory, pg_cluster: PgCluster | None):
+        super().__init__()
         self.engine = engine
         self.tmp = tmp_path_factory
         self.pg = pg_cluster
         self.db = pg_cluster.create_db() if pg_cluster else None
-        self.gateways: list[Gateway] = []
-        self.killed: set[int] = set()
 
     def db_args(self) -> list[str]:
         return ["--database-url", self.pg.url(self.db)] if self.engine == "postgres" else []
@@ -118,17 +117,7 @@ class Env:
         g = Gateway(workdir or self.tmp.mktemp(f"gw-jobs-{self.engine}"), extra_args=[*self.db_args(), *args])
         if data_dir is not None:
             g.data_dir = data_dir
-        self.gateways.append(g)
-        return g.start()
-
-    def kill(self, g: Gateway):
-        g.kill()
-        self.killed.add(id(g))
-
-    def close(self):
-        for g in self.gateways:
-            if id(g) not in self.killed:
-                g.assert_clean_exit()
+        return self.add(g)
 
 
 @pytest.fixture(params=["sqlite", "postgres"])

@@ -21,7 +21,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from conftest import REPO, cli_bin, Gateway, free_port, new_bucket_name, run
-from nebula_helpers import Creds
+from nebula_helpers import Creds, cli_env
 
 PROMETHEUS_TEXT = "text/plain; version=0.0.4"
 
@@ -293,16 +293,6 @@ def test_secret_key_never_in_logs(obs, s3, bucket):
 
 
 # -- nebula logs -----------------------------------------------------------------------------------
-
-
-def cli_env(g, tmp_path) -> dict:
-    return g.client_env(
-        NEBULA_SERVER_URL=g.endpoint,
-        NEBULA_ACCESS_KEY=g.access_key,
-        NEBULA_SECRET_KEY=g.secret_key,
-        XDG_CONFIG_HOME=str(tmp_path / "cfg"),
-        HOME=str(tmp_path),
-    )
 
 
 def test_cli_logs_prints_the_last_lines(obs, s3, bucket, tmp_path):

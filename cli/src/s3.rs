@@ -37,6 +37,45 @@ pub struct ObjectHead {
     pub size: u64,
     /// ETag without quotes.
     pub etag: String,
+    /// The headers a copy keeps: Content-Type and the other content headers, `x-amz-meta-*`.
+    pub kept: Vec<(String, String)>,
+}
+
+/// Headers of an object that a copy keeps (what CopyObject copies with the metadata).
+const KEPT_HEADERS: &[&str] = &[
+    "content-type",
+    "content-encoding",
+    "content-disposition",
+    "content-language",
+    "cache-control",
+    "expires",
+];
+
+/// A key DeleteObjects did not delete, and why.
+#[derive(Debug, Clone)]
+pub struct DeleteFailure {
+    /// Key.
+    pub key: String,
+    /// The S3 error code.
+    pub code: String,
+    /// The server's message.
+    pub message: String,
+}
+
+/// `text` with the five XML special characters escaped.
+fn xml_escape(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&apos;"),
+            c => out.push(c),
+        }
+    }
+    out
 }
 
 /// An unfinished multipart upload.
@@ -175,13 +214,12 @@ impl Client {
         bucket: &str,
         key: &str,
     ) -> Result<String> {
-        let source = format!("/{}/{}", encode_path(src_bucket), encode_path(src_key));
         let url = self.url(bucket, Some(key), &[]);
         let resp = self
             .send(
                 Method::PUT,
                 &url,
-                &[("x-amz-copy-source", source)],
+                &[("x-amz-copy-source", copy_source(src_bucket, src_key))],
                 Body::Empty,
                 &s3_uri(bucket, key),
             )
@@ -252,7 +290,55 @@ impl Client {
                 .and_then(|v| v.parse().ok())
                 .unwrap_or(0),
             etag: unquote(&get("etag").unwrap_or_default()),
+            kept: h
+                .iter()
+                .filter(|(n, _)| {
+                    KEPT_HEADERS.contains(&n.as_str()) || n.as_str().starts_with("x-amz-meta-")
+                })
+                .filter_map(|(n, v)| Some((n.as_str().to_owned(), v.to_str().ok()?.to_owned())))
+                .collect(),
         })
+    }
+
+    /// DeleteObjects (quiet) of at most 1000 keys; the keys it could not delete.
+    pub async fn delete_objects(
+        &self,
+        bucket: &str,
+        keys: &[String],
+    ) -> Result<Vec<DeleteFailure>> {
+        let mut xml = String::from("<Delete><Quiet>true</Quiet>");
+        for key in keys {
+            xml.push_str(&format!("<Object><Key>{}</Key></Object>", xml_escape(key)));
+        }
+        xml.push_str("</Delete>");
+        // S3 insists on an integrity header for DeleteObjects.
+        let md5 = {
+            use base64::Engine;
+            use md5::Digest;
+            base64::engine::general_purpose::STANDARD.encode(md5::Md5::digest(xml.as_bytes()))
+        };
+        let url = self.url(bucket, None, &[("delete", "")]);
+        let resp = self
+            .send(
+                Method::POST,
+                &url,
+                &[
+                    ("content-type", "application/xml".into()),
+                    ("content-md5", md5),
+                ],
+                Body::Bytes(Bytes::from(xml)),
+                &bucket_uri(bucket),
+            )
+            .await?;
+        let body = text(resp, "DeleteObjects").await?;
+        let doc = parse(&body, "DeleteObjects")?;
+        Ok(elements(&doc, "Error")
+            .map(|n| DeleteFailure {
+                key: child(n, "Key").unwrap_or_default().to_owned(),
+                code: child(n, "Code").unwrap_or_default().to_owned(),
+                message: child(n, "Message").unwrap_or_default().to_owned(),
+            })
+            .collect())
     }
 
     /// PutObject of a body; returns the ETag.
@@ -390,16 +476,58 @@ impl Client {
         headers: &[(&str, String)],
         body: Body,
     ) -> Result<String> {
-        let n = number.to_string();
-        let url = self.url(
-            bucket,
-            Some(key),
-            &[("partNumber", &n), ("uploadId", upload_id)],
-        );
+        let url = self.part_url(bucket, key, upload_id, number);
         let resp = self
             .send(Method::PUT, &url, headers, body, &s3_uri(bucket, key))
             .await?;
         Ok(etag_header(&resp))
+    }
+
+    /// UploadPartCopy of bytes `first..=last` of `src_bucket/src_key`; returns the part's ETag.
+    #[allow(clippy::too_many_arguments)]
+    pub async fn upload_part_copy(
+        &self,
+        bucket: &str,
+        key: &str,
+        upload_id: &str,
+        number: u32,
+        src_bucket: &str,
+        src_key: &str,
+        (first, last): (u64, u64),
+    ) -> Result<String> {
+        let url = self.part_url(bucket, key, upload_id, number);
+        let resp = self
+            .send(
+                Method::PUT,
+                &url,
+                &[
+                    ("x-amz-copy-source", copy_source(src_bucket, src_key)),
+                    ("x-amz-copy-source-range", format!("bytes={first}-{last}")),
+                ],
+                Body::Empty,
+                &s3_uri(bucket, key),
+            )
+            .await?;
+        let body = text(resp, "UploadPartCopy").await?;
+        etag_of_200(&body, "UploadPartCopy", bucket, key)
+    }
+
+    /// The URL of part `number` of an upload.
+    fn part_url(&self, bucket: &str, key: &str, upload_id: &str, number: u32) -> String {
+        let n = number.to_string();
+        self.url(
+            bucket,
+            Some(key),
+            &[("partNumber", &n), ("uploadId", upload_id)],
+        )
+    }
+
+    /// AbortMultipartUpload.
+    pub async fn abort_multipart(&self, bucket: &str, key: &str, upload_id: &str) -> Result<()> {
+        let url = self.url(bucket, Some(key), &[("uploadId", upload_id)]);
+        self.send(Method::DELETE, &url, &[], Body::Empty, &s3_uri(bucket, key))
+            .await?;
+        Ok(())
     }
 
     /// CompleteMultipartUpload with `(number, etag)` pairs in ascending order; returns the ETag.
@@ -430,6 +558,11 @@ impl Client {
         let body = text(resp, "CompleteMultipartUpload").await?;
         etag_of_200(&body, "CompleteMultipartUpload", bucket, key)
     }
+}
+
+/// The `x-amz-copy-source` header naming an object.
+fn copy_source(bucket: &str, key: &str) -> String {
+    format!("/{}/{}", encode_path(bucket), encode_path(key))
 }
 
 fn etag_header(resp: &reqwest::Response) -> String {

@@ -1,5 +1,7 @@
 //! `nebula rm`, `nebula cp` and `nebula mv`: delete, copy and rename objects on the server
-//! (a copy is S3 CopyObject: the bytes never travel through the client).
+//! (a copy is S3 CopyObject, or UploadPartCopy parts past S3's 5 GiB CopyObject limit: the
+//! bytes never travel through the client); `-r` works on every key under a prefix, and
+//! deletes go 1000 keys per DeleteObjects request.
 
 use std::io::{BufRead, IsTerminal, Write};
 
@@ -9,12 +11,17 @@ use super::{BucketArg, Ctx};
 use crate::client::Client;
 use crate::config::Settings;
 use crate::error::{CliError, Result, shell_word};
-use crate::s3::{bucket_uri, s3_uri};
+use crate::s3::{ObjectHead, bucket_uri, s3_uri};
 
-/// Deletes sent at the same time by `rm -r`.
-const PARALLEL_DELETES: usize = 8;
-/// Keys asked for per listing page.
+/// Keys asked for per listing page; also the most keys of one DeleteObjects request.
 const PAGE: u32 = 1000;
+/// The largest object S3's CopyObject copies; larger ones are copied in parts.
+const MAX_COPY_OBJECT: u64 = 5 * 1024 * 1024 * 1024;
+/// S3's smallest part (but the last) and most parts of a multipart upload.
+const MIN_PART: u64 = 5 * 1024 * 1024;
+const MAX_PARTS: u64 = 10_000;
+/// Copies (objects, or parts of one) sent at the same time.
+const PARALLEL_COPIES: usize = 4;
 
 /// Arguments of `nebula rm`.
 #[derive(Debug, clap::Args)]
@@ -35,13 +42,20 @@ pub struct RmArgs {
 /// Arguments of `nebula cp` and `nebula mv`.
 #[derive(Debug, clap::Args)]
 pub struct CopyArgs {
-    /// The object: a key of the bucket, or `s3://BUCKET/KEY`.
+    /// The object: a key of the bucket, or `s3://BUCKET/KEY`; with -r a folder (prefix).
     source: String,
     /// Where to: a key, `s3://BUCKET/KEY`, or a folder ending in `/` (the source's name is
-    /// appended). An object already there is replaced.
+    /// appended); with -r a folder. An object already there is replaced.
     dest: String,
     #[command(flatten)]
     bucket: BucketArg,
+    /// Every object under the folder SOURCE, to the same names under DEST.
+    #[arg(short = 'r', long)]
+    recursive: bool,
+    /// Objects larger than this many bytes are copied in parts of this size (UploadPartCopy;
+    /// at least 5 MiB). S3's CopyObject stops at 5 GiB, the default; smaller for tests.
+    #[arg(long, hide = true, default_value_t = MAX_COPY_OBJECT)]
+    multipart_threshold: u64,
 }
 
 /// Runs `nebula rm`.
@@ -122,13 +136,7 @@ async fn remove_prefix(client: &Client, bucket: &str, prefix: &str) -> Result<u6
             .list_objects(bucket, prefix, token.as_deref(), PAGE)
             .await?;
         let keys: Vec<String> = page.into_iter().map(|o| o.key).collect();
-        let n = keys.len() as u64;
-        futures::stream::iter(keys)
-            .map(|key| async move { client.delete_object(bucket, &key).await })
-            .buffer_unordered(PARALLEL_DELETES)
-            .try_collect::<Vec<()>>()
-            .await?;
-        deleted += n;
+        deleted += delete_batch(client, bucket, &keys).await?;
         match next {
             Some(t) => token = Some(t),
             None => break,
@@ -143,6 +151,29 @@ async fn remove_prefix(client: &Client, bucket: &str, prefix: &str) -> Result<u6
         });
     }
     Ok(deleted)
+}
+
+/// Deletes `keys` (at most 1000) with one DeleteObjects request; how many. A key the server
+/// could not delete is an error naming it.
+async fn delete_batch(client: &Client, bucket: &str, keys: &[String]) -> Result<u64> {
+    if keys.is_empty() {
+        return Ok(0);
+    }
+    let failed = client.delete_objects(bucket, keys).await?;
+    if let Some(f) = failed.first() {
+        return Err(CliError::Remote {
+            status: 200,
+            code: f.code.clone(),
+            message: format!(
+                "{} ({} of {} keys not deleted)",
+                f.message,
+                failed.len(),
+                keys.len()
+            ),
+            resource: s3_uri(bucket, &f.key),
+        });
+    }
+    Ok(keys.len() as u64)
 }
 
 /// Asks on the terminal before a whole bucket is emptied; refuses when there is no terminal
@@ -188,6 +219,12 @@ pub async fn run_copy(ctx: &Ctx, args: CopyArgs, remove_source: bool) -> Result<
     let flag = args.bucket.bucket.as_deref();
     let (src_bucket, src_key) = object_ref(&settings, flag, &args.source)?;
     let (dst_bucket, mut dst_key) = object_ref(&settings, flag, &args.dest)?;
+    let threshold = args.multipart_threshold.max(MIN_PART);
+    if args.recursive {
+        let from = (src_bucket.as_str(), folder(src_key));
+        let to = (dst_bucket.as_str(), folder(dst_key));
+        return copy_prefix(&client, from, to, threshold, remove_source).await;
+    }
     if src_key.is_empty() || src_key.ends_with('/') {
         return Err(CliError::Usage(format!(
             "{} is not an object key (cp and mv take one object)",
@@ -205,10 +242,15 @@ pub async fn run_copy(ctx: &Ctx, args: CopyArgs, remove_source: bool) -> Result<
         )));
     }
     // A missing source is named as the source, not as the copy's destination.
-    client.head_object(&src_bucket, &src_key).await?;
-    client
-        .copy_object(&src_bucket, &src_key, &dst_bucket, &dst_key)
-        .await?;
+    let head = client.head_object(&src_bucket, &src_key).await?;
+    copy_one(
+        &client,
+        (&src_bucket, &src_key),
+        (&dst_bucket, &dst_key),
+        &head,
+        threshold,
+    )
+    .await?;
     if remove_source {
         client.delete_object(&src_bucket, &src_key).await?;
     }
@@ -219,6 +261,141 @@ pub async fn run_copy(ctx: &Ctx, args: CopyArgs, remove_source: bool) -> Result<
         s3_uri(&dst_bucket, &dst_key)
     );
     println!("{dst_key}");
+    Ok(())
+}
+
+/// A prefix as a folder: empty (the whole bucket) or ending in `/`.
+fn folder(mut prefix: String) -> String {
+    if !prefix.is_empty() && !prefix.ends_with('/') {
+        prefix.push('/');
+    }
+    prefix
+}
+
+/// Copies every object under `from` to the same name under `to` (and deletes the sources
+/// when moving, 1000 per request, after their page is copied).
+async fn copy_prefix(
+    client: &Client,
+    (src_bucket, src): (&str, String),
+    (dst_bucket, dst): (&str, String),
+    threshold: u64,
+    remove_source: bool,
+) -> Result<()> {
+    // Copies into the folder being listed would be listed and copied again.
+    if src_bucket == dst_bucket && dst.starts_with(&src) {
+        return Err(CliError::Usage(format!(
+            "{} is inside {}: copy the folder somewhere else",
+            s3_uri(dst_bucket, &dst),
+            s3_uri(src_bucket, &src)
+        )));
+    }
+    let mut token: Option<String> = None;
+    let mut copied = 0u64;
+    loop {
+        let (page, next) = client
+            .list_objects(src_bucket, &src, token.as_deref(), PAGE)
+            .await?;
+        let (src_ref, dst_ref) = (&src, &dst);
+        futures::stream::iter(&page)
+            .map(|o| async move {
+                let to = format!("{dst_ref}{}", &o.key[src_ref.len()..]);
+                let head = client.head_object(src_bucket, &o.key).await?;
+                copy_one(
+                    client,
+                    (src_bucket, &o.key),
+                    (dst_bucket, &to),
+                    &head,
+                    threshold,
+                )
+                .await
+            })
+            .buffer_unordered(PARALLEL_COPIES)
+            .try_collect::<Vec<()>>()
+            .await?;
+        copied += page.len() as u64;
+        if remove_source {
+            let keys: Vec<String> = page.into_iter().map(|o| o.key).collect();
+            delete_batch(client, src_bucket, &keys).await?;
+        }
+        match next {
+            Some(t) => token = Some(t),
+            None => break,
+        }
+    }
+    if copied == 0 {
+        return Err(CliError::Remote {
+            status: 404,
+            code: String::new(),
+            message: String::new(),
+            resource: format!(
+                "an object whose key starts with {}",
+                s3_uri(src_bucket, &src)
+            ),
+        });
+    }
+    let verb = if remove_source { "moved" } else { "copied" };
+    let noun = if copied == 1 { "object" } else { "objects" };
+    eprintln!(
+        "{verb} {copied} {noun} from {} to {}",
+        s3_uri(src_bucket, &src),
+        s3_uri(dst_bucket, &dst)
+    );
+    Ok(())
+}
+
+/// Copies one object on the server: CopyObject up to `threshold` bytes, else a multipart
+/// upload of UploadPartCopy parts (the source's content headers and metadata kept, as
+/// CopyObject keeps them).
+async fn copy_one(
+    client: &Client,
+    (src_bucket, src_key): (&str, &str),
+    (bucket, key): (&str, &str),
+    head: &ObjectHead,
+    threshold: u64,
+) -> Result<()> {
+    if head.size <= threshold {
+        client.copy_object(src_bucket, src_key, bucket, key).await?;
+        return Ok(());
+    }
+    let part = threshold
+        .clamp(MIN_PART, MAX_COPY_OBJECT)
+        .max(head.size.div_ceil(MAX_PARTS));
+    let headers: Vec<(&str, String)> = head
+        .kept
+        .iter()
+        .map(|(n, v)| (n.as_str(), v.clone()))
+        .collect();
+    let upload = client.create_multipart(bucket, key, &headers).await?;
+    let ranges: Vec<(u32, (u64, u64))> = (0..head.size.div_ceil(part))
+        .map(|i| {
+            let first = i * part;
+            (i as u32 + 1, (first, (first + part).min(head.size) - 1))
+        })
+        .collect();
+    let upload_ref = &upload;
+    let copied = futures::stream::iter(ranges)
+        .map(|(n, range)| async move {
+            let etag = client
+                .upload_part_copy(bucket, key, upload_ref, n, src_bucket, src_key, range)
+                .await?;
+            Ok::<_, CliError>((n, etag))
+        })
+        .buffered(PARALLEL_COPIES)
+        .try_collect::<Vec<(u32, String)>>()
+        .await;
+    let done = match copied {
+        Ok(parts) => {
+            client
+                .complete_multipart(bucket, key, &upload, &parts)
+                .await
+        }
+        Err(e) => Err(e),
+    };
+    if let Err(e) = done {
+        // Parts already copied would otherwise stay staged on the server.
+        let _ = client.abort_multipart(bucket, key, &upload).await;
+        return Err(e);
+    }
     Ok(())
 }
 
