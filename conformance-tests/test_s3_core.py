@@ -113,3 +113,82 @@ def test_presigned_expires_out_of_range_and_expired(gw, s3, cbucket):
     with pytest.raises(urllib.error.HTTPError) as e:
         urllib.request.urlopen(expired)
     assert e.value.code == 403 and xml_error_code(e.value.read()) == "AccessDenied"
+
+
+def test_repeated_complete_multipart_answers_the_same_result(s3, cbucket):
+    """Before: a retried CompleteMultipartUpload (the first answer lost) was 404 NoSuchUpload."""
+    key = "retry/mp.bin"
+    up = s3.create_multipart_upload(Bucket=cbucket, Key=key, ChecksumAlgorithm="SHA256")["UploadId"]
+    first = s3.upload_part(Bucket=cbucket, Key=key, UploadId=up, PartNumber=1, Body=b"a" * (5 << 20))
+    second = s3.upload_part(Bucket=cbucket, Key=key, UploadId=up, PartNumber=2, Body=b"b" * 10)
+    parts = [
+        {"PartNumber": 1, "ETag": first["ETag"], "ChecksumSHA256": first["ChecksumSHA256"]},
+        {"PartNumber": 2, "ETag": second["ETag"], "ChecksumSHA256": second["ChecksumSHA256"]},
+    ]
+    # A part list naming a part twice is out of order, as S3 answers (unchanged).
+    assert error_of(
+        lambda: s3.complete_multipart_upload(
+            Bucket=cbucket, Key=key, UploadId=up, MultipartUpload={"Parts": [parts[0], parts[0], parts[1]]}
+        )
+    ) == (400, "InvalidPartOrder")
+    done = s3.complete_multipart_upload(Bucket=cbucket, Key=key, UploadId=up, MultipartUpload={"Parts": parts})
+    again = s3.complete_multipart_upload(Bucket=cbucket, Key=key, UploadId=up, MultipartUpload={"Parts": parts})
+    for field in ("Bucket", "Key", "ETag", "ChecksumSHA256", "Location"):
+        assert again[field] == done[field], field
+    assert again["ETag"].endswith('-2"')
+    assert s3.get_object(Bucket=cbucket, Key=key)["Body"].read() == b"a" * (5 << 20) + b"b" * 10
+    # The upload itself is gone: only its completion is remembered, and only for its key.
+    assert error_of(lambda: s3.list_parts(Bucket=cbucket, Key=key, UploadId=up)) == (404, "NoSuchUpload")
+    assert error_of(
+        lambda: s3.complete_multipart_upload(
+            Bucket=cbucket, Key="retry/other.bin", UploadId=up, MultipartUpload={"Parts": parts}
+        )
+    ) == (404, "NoSuchUpload")
+
+
+def test_reuploaded_part_number_takes_the_last_upload(s3, cbucket):
+    """UploadPart of a part number already uploaded replaces it (already right before)."""
+    key = "retry/reupload.bin"
+    up = s3.create_multipart_upload(Bucket=cbucket, Key=key)["UploadId"]
+    old = s3.upload_part(Bucket=cbucket, Key=key, UploadId=up, PartNumber=1, Body=b"old")["ETag"]
+    new = s3.upload_part(Bucket=cbucket, Key=key, UploadId=up, PartNumber=1, Body=b"new")["ETag"]
+    assert error_of(
+        lambda: s3.complete_multipart_upload(
+            Bucket=cbucket, Key=key, UploadId=up, MultipartUpload={"Parts": [{"PartNumber": 1, "ETag": old}]}
+        )
+    ) == (400, "InvalidPart")
+    s3.complete_multipart_upload(
+        Bucket=cbucket, Key=key, UploadId=up, MultipartUpload={"Parts": [{"PartNumber": 1, "ETag": new}]}
+    )
+    assert s3.get_object(Bucket=cbucket, Key=key)["Body"].read() == b"new"
+
+
+def test_every_answer_carries_a_request_id_and_errors_repeat_it(gw, raw, s3, cbucket):
+    """Before: no x-amz-request-id header, and error bodies had no RequestId or HostId."""
+    ok = raw.put(cbucket, "rid.txt", b"r")
+    assert ok.status == 200, ok
+    ids = {ok.header("x-amz-request-id")}
+    host = ok.header("x-amz-id-2")
+    assert host
+    errors = [
+        raw.get(cbucket, "no-such-key"),  # the gateway's own error
+        raw.request("GET", object_path("no-such-bucket-rid", "k")),
+        raw.with_creds(type(raw.creds)(raw.creds.access_key, "wrong-secret")).get(cbucket, "rid.txt"),  # s3s's
+        raw.request("GET", object_path(cbucket, "rid.txt"), query=[("X-Amz-Expires", "604801")], sign=False),
+    ]
+    for r in errors:
+        assert r.status >= 400, r
+        root = r.xml()
+        rid = root.findtext("RequestId")
+        assert rid and rid == r.header("x-amz-request-id"), r
+        assert root.findtext("HostId") == r.header("x-amz-id-2") == host, r
+        ids.add(rid)
+    assert len(ids) == 1 + len(errors), "every request gets its own id"
+    head = raw.head(cbucket, "no-such-key")
+    assert head.status == 404 and head.header("x-amz-request-id") and not head.body
+    # SDKs read them as the response's metadata.
+    with pytest.raises(ClientError) as e:
+        s3.get_object(Bucket=cbucket, Key="no-such-key")
+    meta = e.value.response["ResponseMetadata"]
+    assert meta["RequestId"] and meta["HostId"] == host
+    assert e.value.response["Error"].get("RequestId", meta["RequestId"]) == meta["RequestId"]

@@ -1,6 +1,6 @@
 //! A thin layer in front of the s3s service: closes the gaps s3s 0.14.1 leaves open (presigned
-//! expiry cap, region check, S3's lenient Range handling) in one place, and logs and counts
-//! each request (see [`crate::metrics`]).
+//! expiry cap, region check, S3's lenient Range handling, request ids in error bodies) in one
+//! place, and logs and counts each request (see [`crate::metrics`]).
 
 use std::sync::Arc;
 
@@ -37,6 +37,65 @@ pub struct Front {
 /// An S3 XML error response produced before s3s sees the request.
 fn xml_error(status: StatusCode, code: &str, message: &str) -> Response<Body> {
     crate::s3::xml_response(status, code, message)
+}
+
+/// Error bodies are small XML documents; anything larger is passed through untouched.
+const MAX_ERROR_BODY: u64 = 64 * 1024;
+
+/// A new request id: 16 upper-case hex digits, as S3's `x-amz-request-id`.
+fn new_request_id() -> String {
+    format!("{:016X}", rand::random::<u64>())
+}
+
+/// This gateway's `HostId` / `x-amz-id-2`: the same for every answer of one process, so a
+/// reported error can be traced to the gateway that gave it (the logs print it at start)
+/// without revealing the host's name.
+pub fn host_id() -> &'static str {
+    static ID: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    ID.get_or_init(|| {
+        use md5::Digest;
+        let digest = md5::Md5::digest(crate::catalog::gateway_id().as_bytes());
+        base64::Engine::encode(&base64::engine::general_purpose::STANDARD, digest)
+    })
+}
+
+/// Puts `x-amz-request-id` and `x-amz-id-2` on every answer and, as S3 does, the same
+/// `RequestId` and `HostId` into an XML error body (s3s writes neither; the gateway's own
+/// early refusals neither).
+async fn stamp_request_id(resp: Response<Body>, request_id: &str) -> Response<Body> {
+    let (mut parts, body) = resp.into_parts();
+    let header = |v: &str| http::HeaderValue::from_str(v).expect("hex and base64 are header-safe");
+    parts.headers.insert("x-amz-request-id", header(request_id));
+    parts.headers.insert("x-amz-id-2", header(host_id()));
+    let is_xml = parts
+        .headers
+        .get(http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|t| t.contains("xml"));
+    let small = http_body::Body::size_hint(&body)
+        .upper()
+        .is_some_and(|n| n > 0 && n <= MAX_ERROR_BODY);
+    if !(parts.status.is_client_error() || parts.status.is_server_error()) || !is_xml || !small {
+        return Response::from_parts(parts, body);
+    }
+    let Ok(bytes) = http_body_util::BodyExt::collect(body)
+        .await
+        .map(|c| c.to_bytes())
+    else {
+        return Response::from_parts(parts, Body::empty());
+    };
+    let text = String::from_utf8_lossy(&bytes);
+    let stamped = match text.rfind("</Error>") {
+        Some(end) if !text.contains("<RequestId>") => format!(
+            "{}<RequestId>{request_id}</RequestId><HostId>{}</HostId>{}",
+            &text[..end],
+            host_id(),
+            &text[end..]
+        ),
+        _ => return Response::from_parts(parts, Body::from(bytes)),
+    };
+    parts.headers.remove(http::header::CONTENT_LENGTH);
+    Response::from_parts(parts, Body::from(stamped))
 }
 
 /// True for a single well-formed byte range that s3s will accept (`a-b` with a ≤ b, `a-`, `-n`).
@@ -283,6 +342,7 @@ impl Front {
         peer: PeerInfo,
     ) -> Result<Response<Body>, HttpError> {
         let tag = RequestTag::start(req.uri().path(), req.uri().query());
+        let request_id = new_request_id();
         let method = req.method().clone();
         let path = req.uri().path().to_owned();
         let range = req
@@ -374,6 +434,7 @@ impl Front {
                     ms = tag.elapsed().as_millis() as u64,
                     peer = ?peer.addr,
                     node = %peer.tailnet.as_ref().map_or_else(|| "-".to_owned(), |n| n.to_string()),
+                    request_id = %request_id,
                     "request"
                 )
             };
@@ -383,6 +444,7 @@ impl Front {
         } else {
             request_line!(tracing::Level::INFO);
         }
+        let resp = stamp_request_id(resp, &request_id).await;
         let (mut parts, body) = resp.into_parts();
         parts.headers.extend(cors_headers);
         if close_after {
@@ -415,6 +477,28 @@ mod tests {
         ] {
             assert!(!is_single_valid_range(bad), "{bad}");
         }
+    }
+
+    #[tokio::test]
+    async fn error_bodies_get_the_request_id_of_their_header() {
+        let resp = xml_error(StatusCode::NOT_FOUND, "NoSuchKey", "gone");
+        let resp = stamp_request_id(resp, "0123456789ABCDEF").await;
+        assert_eq!(resp.headers()["x-amz-request-id"], "0123456789ABCDEF");
+        assert_eq!(resp.headers()["x-amz-id-2"], host_id());
+        let body = http_body_util::BodyExt::collect(resp.into_body())
+            .await
+            .unwrap()
+            .to_bytes();
+        let body = String::from_utf8(body.to_vec()).unwrap();
+        assert!(
+            body.ends_with(&format!(
+                "<Message>gone</Message><RequestId>0123456789ABCDEF</RequestId><HostId>{}</HostId></Error>",
+                host_id()
+            )),
+            "{body}"
+        );
+        let ok = stamp_request_id(Response::new(Body::from("<x/>".to_owned())), "1").await;
+        assert_eq!(ok.headers()["x-amz-request-id"], "1");
     }
 
     #[test]

@@ -104,7 +104,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         }
         _ => None,
     };
-    tracing::info!(data_dir = %store.root().display(), metadata = ?store.meta_store(), "data folder ready");
+    tracing::info!(data_dir = %store.root().display(), metadata = ?store.meta_store(), host_id = nebula_gateway::front::host_id(), "data folder ready");
     print_banner(
         &endpoints,
         &args.region,

@@ -21,6 +21,7 @@ use super::lock::{WriteLock, apply_on_write};
 use super::put::{WriteHeaders, write_precondition};
 use super::receive::{Dest, Landed, receive_body};
 use super::{Gateway, RequestError, RequestResult, blocking, object_path, url_encode};
+use crate::store::StoreError;
 use crate::store::meta::StoredChecksums;
 use crate::store::multipart::{MAX_PART_NUMBER, MIN_PART_SIZE, PartInfo, Staged, UploadRecord};
 
@@ -263,8 +264,32 @@ pub(crate) async fn complete_multipart_upload(
         input.key.clone(),
         input.upload_id.clone(),
     );
-    // The upload stays locked from here until it is finished or `staged` is dropped.
-    let staged = blocking(move || store.lock_upload(&bucket, &key, &id)).await?;
+    // The upload stays locked from here until it is finished or `staged` is dropped. One
+    // that is gone may have completed moments ago, its answer lost: a retry gets it again.
+    let staged = match blocking(move || {
+        let staged = store.lock_upload(&bucket, &key, &id);
+        match staged {
+            Err(StoreError::NoSuchUpload) => match store.completed_upload(&bucket, &key, &id)? {
+                Some(done) => Ok(Err(done)),
+                None => Err(StoreError::NoSuchUpload),
+            },
+            other => other.map(Ok),
+        }
+    })
+    .await?
+    {
+        Ok(staged) => staged,
+        Err(done) => {
+            let output = complete_output(
+                input.bucket,
+                input.key,
+                done.etag,
+                &done.checksums,
+                done.version_id,
+            );
+            return Ok(S3Response::new(output));
+        }
+    };
     let numbers = check_parts(&requested, &staged)?;
     let assembly = staged.assemble(&numbers)?;
     if let Some(want) = input.mpu_object_size
@@ -294,25 +319,13 @@ pub(crate) async fn complete_multipart_upload(
         let store = gw.store.clone();
         let meta = blocking(move || store.finish_upload(assembly, &path, meta, mode)).await?;
         gw.written(&bucket, &key, &meta).await;
-        let c = checksum_fields(&meta.checksums);
-        let composite = c.checksum_crc32.is_some()
-            || c.checksum_crc32c.is_some()
-            || c.checksum_sha1.is_some()
-            || c.checksum_sha256.is_some();
-        Ok::<_, RequestError>(CompleteMultipartUploadOutput {
-            location: Some(location(&bucket, &key)),
-            e_tag: Some(ETag::Strong(meta.etag.clone())),
-            bucket: Some(bucket),
-            key: Some(key),
-            checksum_crc32: c.checksum_crc32,
-            checksum_crc32c: c.checksum_crc32c,
-            checksum_crc64nvme: c.checksum_crc64nvme,
-            checksum_sha1: c.checksum_sha1,
-            checksum_sha256: c.checksum_sha256,
-            checksum_type: composite.then(|| ChecksumType::from_static(ChecksumType::COMPOSITE)),
-            version_id: meta.version_id.clone(),
-            ..Default::default()
-        })
+        Ok::<_, RequestError>(complete_output(
+            bucket,
+            key,
+            meta.etag,
+            &meta.checksums,
+            meta.version_id,
+        ))
     };
     if large {
         // The blocking task finishes even if the client goes away meanwhile.
@@ -324,6 +337,35 @@ pub(crate) async fn complete_multipart_upload(
         }));
     }
     Ok(S3Response::new(finish.await?))
+}
+
+/// What CompleteMultipartUpload answers for the object it made (or made before, on a retry).
+fn complete_output(
+    bucket: String,
+    key: String,
+    etag: String,
+    checksums: &StoredChecksums,
+    version_id: Option<String>,
+) -> CompleteMultipartUploadOutput {
+    let c = checksum_fields(checksums);
+    let composite = c.checksum_crc32.is_some()
+        || c.checksum_crc32c.is_some()
+        || c.checksum_sha1.is_some()
+        || c.checksum_sha256.is_some();
+    CompleteMultipartUploadOutput {
+        location: Some(location(&bucket, &key)),
+        e_tag: Some(ETag::Strong(etag)),
+        bucket: Some(bucket),
+        key: Some(key),
+        checksum_crc32: c.checksum_crc32,
+        checksum_crc32c: c.checksum_crc32c,
+        checksum_crc64nvme: c.checksum_crc64nvme,
+        checksum_sha1: c.checksum_sha1,
+        checksum_sha256: c.checksum_sha256,
+        checksum_type: composite.then(|| ChecksumType::from_static(ChecksumType::COMPOSITE)),
+        version_id,
+        ..Default::default()
+    }
 }
 
 /// AbortMultipartUpload.

@@ -17,7 +17,7 @@ use super::records::{
     PartData, assembly_metadata, fsync_path, in_place_offset, lock, read_part, read_part_record,
     staged_part_numbers,
 };
-use super::{ASSEMBLY_FILE, PartInfo, UploadRecord};
+use super::{ASSEMBLY_FILE, CompletedUpload, PartInfo, UploadRecord};
 use crate::store::keys::ObjectPath;
 use crate::store::meta::ObjectMeta;
 use crate::store::{Commit, Store, TempFile, fsutil};
@@ -174,6 +174,16 @@ impl Store {
             concatenate(&assembly, &tmp.file)?;
             self.commit(tmp, bucket, path, meta, mode)?
         };
+        if let Some(id) = assembly.dir.file_name().and_then(|n| n.to_str()) {
+            let done = CompletedUpload {
+                bucket: bucket.to_owned(),
+                key: path.key.clone(),
+                etag: meta.etag.clone(),
+                version_id: meta.version_id.clone(),
+                checksums: meta.checksums.clone(),
+            };
+            self.remember_completed(id, &done);
+        }
         // The object is in place. A staging folder that cannot be removed is only clutter: the
         // upload can still be aborted.
         if let Err(e) = std::fs::remove_dir_all(&assembly.dir) {

@@ -5,13 +5,15 @@
 //! where the bytes are). This module creates, lists and aborts uploads and stores parts that
 //! arrive as whole files; [`records`] reads and writes the staging folder's files (and its
 //! lock), [`slots`] writes parts straight into their place in the finished object, and
-//! [`complete`] checks a part list and assembles the object.
+//! [`complete`] checks a part list and assembles the object; [`completed`] remembers the
+//! result for a retried completion.
 //!
 //! Temp files live in this process's folder of `DATA/.nebula/tmp`, removed by the next start
 //! after the process is gone, so a crash mid-part leaves nothing that matters in a staging
 //! folder.
 
 mod complete;
+mod completed;
 mod records;
 mod slots;
 
@@ -32,6 +34,7 @@ use records::{
 };
 
 pub use complete::{Assembly, Staged, multipart_etag};
+pub use completed::{CompletedUpload, KEEP_COMPLETED};
 pub use slots::{AssemblyWrites, PartSlot};
 
 /// S3's minimum size of every part but the last.
