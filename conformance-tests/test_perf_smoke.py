@@ -1,9 +1,10 @@
 """The performance benchmark (perf/bench.py) in smoke mode: tiny sizes, 1 s runs, one round.
 
 It checks that the benchmark runs and reports what it measured: every metric is produced for both
-servers with positive numbers, each has a reference (a baseline measured in the same run, or a
-target), the ratio is Nebula's median over that same-run baseline's, and each target's verdict
-follows from its measured number. The numbers themselves are never judged (see perf/README.md).
+servers with positive numbers (in the 2-gateway rows, every gateway behind nginx did work), each
+has a reference (a baseline measured in the same run, or a target), the ratio is Nebula's median
+over that same-run baseline's, and each target's verdict follows from its measured number. The
+numbers themselves are never judged (see perf/README.md).
 """
 
 from __future__ import annotations
@@ -31,6 +32,9 @@ METRICS = {
     "put_4k_c1": "nginx",
     "put_4k_c8": "nginx",
     "put_4k_c8_floor": "fs floor",
+    "cluster_get_4k_c8": "1 gateway",
+    "cluster_put_4k_c8": "1 gateway",
+    "put_4k_c1_postgres": "SQLite catalog",
     "put_16m_c1": "nginx",
     "put_16m_c8": "nginx",
     "multipart_1g": "nginx",
@@ -47,6 +51,18 @@ METRICS = {
     "webapp_play_720p": "nginx",
 }
 NO_RSS = {"fs floor"}  # floor.c's peak RSS is not measured (see loads.run_floor)
+BALANCED = ("cluster_get_4k_c8", "cluster_put_4k_c8")  # through compose/cluster's nginx, "nebula" = 2 gateways
+
+
+def check_balanced(mid: str, m: dict) -> list[str]:
+    """The 2-gateway rows measured 2 gateways against 1, and nginx gave every gateway work."""
+    problems = []
+    for server, gateways in (("1 gateway", 1), ("nebula", 2)):
+        for r in m["servers"][server]["runs"]:
+            shares = r.get("gateway_cpu_s") or []
+            if r.get("gateways") != gateways or len(shares) != gateways or not all(s > 0 for s in shares):
+                problems.append(f"{mid} / {server}: gateways {r.get('gateways')}, CPU per gateway {shares}")
+    return problems
 
 
 def check_reference(mid: str, m: dict) -> list[str]:
@@ -112,4 +128,6 @@ def test_benchmark_smoke(tmp_path):
         if baseline and not (m["ratio"] or 0) > 0:
             problems.append(f"{mid}: ratio {m['ratio']}")
         problems += check_reference(mid, m)
+        if mid in BALANCED:
+            problems += check_balanced(mid, m)
     assert not problems, "\n".join(problems) + "\n" + p.stderr[-4000:]

@@ -1,6 +1,8 @@
 #!/usr/bin/env python3
 """Nebula performance benchmark: nebula-gateway against nginx (static files + PUT) on the same
-data folder, and the gateway's live transcode against gst-launch-1.0 running the same pipeline.
+data folder, and the gateway's live transcode against gst-launch-1.0 running the same pipeline;
+for scale-out, 2 gateways behind compose/cluster's nginx against 1, and a PUT's latency with the
+PostgreSQL catalog against SQLite.
 
     python3 conformance-tests/perf/bench.py [--smoke] [--out results.json]
 
@@ -36,13 +38,16 @@ import loads  # noqa: E402
 from loads import Req  # noqa: E402
 from nebula_helpers import Creds  # noqa: E402
 from report import LEGEND, NEBULA, Metric, Target, table  # noqa: E402
-from servers import Gateway, Nginx, Server, copy_binary, free_port, host_busy_s  # noqa: E402
+from servers import Balanced, Gateway, Nginx, Postgres, Server, copy_binary, free_port, host_busy_s  # noqa: E402
 
 KIB, MIB, GIB = 1 << 10, 1 << 20, 1 << 30
 BUCKET = "bench-data"
 MEDIA_BUCKET = "bench-media"
 CREDS = Creds("NEBULAPERFACCESSKEY1", "nebula/perf+Secret0123456789abcdefghijk", "us-east-1")
 FLOOR = "fs floor"  # floor.c, the durable-write floor for small PUTs
+ONE_GATEWAY = "1 gateway"  # the reference of the 2-gateway rows: 1 gateway behind the same nginx
+SQLITE = "SQLite catalog"  # the reference of the PostgreSQL catalog's PUT latency
+CLUSTER_NGINX = REPO / "compose" / "cluster" / "nginx.conf"
 SMALL_OBJECTS = 100  # distinct 4 KiB objects read by the small GETs
 MID_OBJECTS = 8  # distinct "16 MiB" objects
 PUT_LARGE_KEYS = 8  # "16 MiB" PUTs overwrite these in turn
@@ -144,7 +149,7 @@ class Bench:
         self.data = self.work / "data"
         self.list_data = self.work / "list-data"
         self.binary = copy_binary(Path(args.gateway_bin), self.work)
-        self.ports = {"nginx": free_port(), NEBULA: free_port()}
+        self.ports = {"nginx": free_port(), NEBULA: free_port(), "balancer": free_port()}
         self.metrics: list[Metric] = []
         self.audio_encoder = next(
             (e for e in ("avenc_aac", "voaacenc") if subprocess.run(["gst-inspect-1.0", "--exists", e]).returncode == 0),
@@ -256,23 +261,29 @@ class Bench:
                 warm = (self.requests(kind, server.hostport, method, size, range_size, run_id + "-warm")[0]
                         if method == "PUT" else None)
 
-                def run(server: Server) -> dict:
-                    loads.check_requests(server.hostport, reqs[:n_check], expect)
-                    res = loads.run_wrk(server, reqs, conc, sc.duration, self.work, sc.warmup, warm)
-                    ok = res["requests"] - res["errors"]["status"]
-                    if ok <= 0:
-                        raise RuntimeError(f"no successful requests: {res}")
-                    seconds = res["duration_us"] / 1e6
-                    moved = res["bytes"] if method == "GET" else ok * size
-                    if per_op:
-                        value, cpu = ok / seconds, res["server_cpu_s"] / ok * 1e6
-                    else:
-                        value, cpu = moved / MIB / seconds, res["server_cpu_s"] / (moved / GIB)
-                    return {**res, "value": value, "cpu_per_unit": cpu, "ok_requests": ok}
+                def run(server: Server, reqs=reqs, n_check=n_check, expect=expect, warm=warm) -> dict:
+                    return self.wrk_run(server, reqs[:n_check], expect, reqs, warm, conc, method, size, per_op)
 
                 raw = self.measure(metric, kind, run, server, round=rnd)
                 if floor_metric and kind == NEBULA:
                     floor_metric.add_run(NEBULA, raw)
+
+    def wrk_run(self, server: Server, check: list[Req], expect: int | None, reqs: list[Req], warm: list[Req] | None,
+                conc: int, method: str, size: int, per_op: bool) -> dict:
+        """Checks the first requests, then one wrk run: op/s and µs/op, or MiB/s and CPU s/GiB."""
+        sc = self.scale
+        loads.check_requests(server.hostport, check, expect)
+        res = loads.run_wrk(server, reqs, conc, sc.duration, self.work, sc.warmup, warm)
+        ok = res["requests"] - res["errors"]["status"]
+        if ok <= 0:
+            raise RuntimeError(f"no successful requests: {res}")
+        seconds = res["duration_us"] / 1e6
+        moved = res["bytes"] if method == "GET" else ok * size
+        if per_op:
+            value, cpu = ok / seconds, res["server_cpu_s"] / ok * 1e6
+        else:
+            value, cpu = moved / MIB / seconds, res["server_cpu_s"] / (moved / GIB)
+        return {**res, "value": value, "cpu_per_unit": cpu, "ok_requests": ok}
 
     def requests(self, kind: str, hostport: str, method: str, size: int, range_size: int | None,
                  run_id: str) -> tuple[list[Req], int, int | None]:
@@ -323,6 +334,92 @@ class Bench:
         for c in (1, 8):
             self.wrk_metric(f"put_16m_c{c}", f"PUT {size_label(sc.put_large)}", "PUT", sc.put_large, c, False,
                             [Target("ratio_min", 0.8)])
+
+    # -- several gateways (issue 19) ----------------------------------------------------------
+    def cluster_metrics(self) -> None:
+        """Small GETs and PUTs through compose/cluster's nginx to 2 gateways against 1 gateway
+        behind the same nginx (one data folder, one PostgreSQL catalog, same wrk load). This
+        machine has 2 cores, which two gateways plus nginx, PostgreSQL and wrk already share, so
+        2 gateways cannot be faster here: the ratio is what the coordination costs. And the PUT
+        latency at c1 of one gateway on PostgreSQL (a NOTIFY trigger per change, which other
+        gateways listen to) against one on SQLite (nothing to tell anyone)."""
+        ids = ("cluster_get_4k_c8", "cluster_put_4k_c8", "put_4k_c1_postgres")
+        if not self.wanted(*ids):
+            return
+        pg = Postgres(free_port()).start()
+        try:
+            self.balanced_metric("cluster_get_4k_c8", "GET", pg)
+            self.balanced_metric("cluster_put_4k_c8", "PUT", pg)
+            self.catalog_latency_metric(pg)
+        finally:
+            pg.stop()
+
+    def balanced(self, gateways: int, data: Path, pg: Postgres, db: str) -> Balanced:
+        gws = [Gateway(self.work, data, free_port(), self.binary, CREDS, self.args.gateway_log, (pg, db),
+                       log_name=f"nebula-{n}") for n in range(gateways)]
+        return Balanced(self.work, self.ports["balancer"], CLUSTER_NGINX.read_text(), gws)
+
+    def balanced_metric(self, id: str, method: str, pg: Postgres) -> None:
+        if not self.wanted(id):
+            return
+        sc = self.scale
+        conc, size = 8, 4 * KIB
+        label = "GET 4 KiB" if method == "GET" else "PUT 4 KiB new keys"
+        metric = Metric(id, f"{label} via nginx, 2 gateways c{conc}", "op/s", "µs/op", True, ONE_GATEWAY,
+                        [Target("ratio_min", 0.8)],
+                        {"method": method, "size": size, "concurrency": conc, "duration_s": sc.duration,
+                         "balancer": "compose/cluster/nginx.conf", "catalog": "PostgreSQL, one database per run",
+                         "cpu": "nginx + gateways + PostgreSQL"})
+        self.metrics.append(metric)
+        get_db = pg.create_db(f"bench_{id}") if method == "GET" else None
+        for rnd in range(sc.rounds):
+            for kind, n in ((ONE_GATEWAY, 1), (NEBULA, 2)):
+                run_id = f"{id}-r{rnd}-{n}gw"
+                if method == "GET":
+                    data, db = self.data, get_db
+                else:
+                    data, db = self.fresh_data(run_id), pg.create_db(f"bench_{id}_r{rnd}_{n}gw")
+                server = self.balanced(n, data, pg, db)
+                reqs, n_check, expect = self.requests(NEBULA, server.hostport, method, size, None, run_id)
+                warm = self.requests(NEBULA, server.hostport, method, size, None, run_id + "-warm")[0] \
+                    if method == "PUT" else None
+
+                def run(server: Balanced, reqs=reqs, n_check=n_check, expect=expect, warm=warm) -> dict:
+                    before = server.gateway_cpu_s()
+                    res = self.wrk_run(server, reqs[:n_check], expect, reqs, warm, conc, method, size, True)
+                    # Each gateway's share: nginx must have spread the load over all of them.
+                    return {**res, "gateway_cpu_s": [b - a for a, b in zip(before, server.gateway_cpu_s())]}
+
+                self.measure(metric, kind, run, server, round=rnd, gateways=n)
+
+    def catalog_latency_metric(self, pg: Postgres) -> None:
+        id = "put_4k_c1_postgres"
+        if not self.wanted(id):
+            return
+        sc = self.scale
+        size = 4 * KIB
+        metric = Metric(id, "PUT 4 KiB new keys latency c1, PostgreSQL catalog", "ms", "µs/op", False, SQLITE,
+                        [Target("ratio_max", 1.5)],
+                        {"size": size, "concurrency": 1, "duration_s": sc.duration, "value": "wrk's median latency",
+                         "cpu": "gateway (+ PostgreSQL)"})
+        self.metrics.append(metric)
+        for rnd in range(sc.rounds):
+            for kind in (SQLITE, NEBULA):
+                run_id = f"{id}-r{rnd}-{'pg' if kind == NEBULA else 'sqlite'}"
+                catalog = (pg, pg.create_db(f"bench_{id}_r{rnd}")) if kind == NEBULA else None
+                server = Gateway(self.work, self.fresh_data(run_id), self.ports[NEBULA], self.binary, CREDS,
+                                 self.args.gateway_log, catalog)
+                reqs = self.requests(NEBULA, server.hostport, "PUT", size, None, run_id)[0]
+                warm = self.requests(NEBULA, server.hostport, "PUT", size, None, run_id + "-warm")[0]
+
+                def run(server: Server, reqs=reqs, warm=warm) -> dict:
+                    res = self.wrk_run(server, reqs[:1], None, reqs, warm, 1, "PUT", size, True)
+                    return {**res, "value": res["latency_us"]["p50"] / 1000}
+
+                self.measure(metric, kind, run, server, round=rnd)
+        base, pg_run = metric.summary(SQLITE), metric.summary(NEBULA)
+        if base and pg_run:
+            metric.notes.append(f"PostgreSQL adds {pg_run['median'] - base['median']:.3f} ms to a PUT's median latency")
 
     # -- large upload -------------------------------------------------------------------------
     def upload_metric(self) -> None:
@@ -584,6 +681,7 @@ class Bench:
         load_before = os.getloadavg()
         self.prepare_objects()
         self.wrk_metrics()
+        self.cluster_metrics()
         self.upload_metric()
         self.list_metrics()
         self.transcode_metrics()

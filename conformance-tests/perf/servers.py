@@ -1,17 +1,20 @@
-"""The two servers under test (nginx and nebula-gateway) and what /proc tells about them.
+"""The servers under test (nginx, nebula-gateway, several gateways behind compose/cluster's
+nginx, with their PostgreSQL catalog) and what /proc tells about them.
 
-Both serve the same data folder: bucket = folder ``DATA/<bucket>``, object = file. Each is
+All serve the same data folder: bucket = folder ``DATA/<bucket>``, object = file. Each is
 started fresh for every measured run and stopped after it, so only one server is alive at a time
 and the peak RSS (VmHWM) belongs to that run alone.
 """
 
 from __future__ import annotations
 
+import glob
 import os
 import shutil
 import signal
 import socket
 import subprocess
+import tempfile
 import time
 from pathlib import Path
 
@@ -209,26 +212,148 @@ class Gateway(Server):
 
     name = "nebula"
 
-    def __init__(self, workdir: Path, data_dir: Path, port: int, binary: Path, creds, log_filter: str):
+    def __init__(self, workdir: Path, data_dir: Path, port: int, binary: Path, creds, log_filter: str,
+                 catalog: tuple[Postgres, str] | None = None, log_name: str = "nebula"):
+        """`catalog`: a PostgreSQL cluster and database for the catalog (default: SQLite in DATA);
+        its processes' CPU is counted as the gateway's."""
         super().__init__(workdir, data_dir, port)
         self.binary = binary
         self.creds = creds
         self.log_filter = log_filter
+        self.catalog = catalog
+        self.log_path = workdir / f"{log_name}.log"
 
     def command(self) -> list[str]:
+        db = ["--database-url", self.catalog[0].url(self.catalog[1])] if self.catalog else []
         return [
             str(self.binary), "serve",
             "--data-dir", str(self.data_dir),
             "--listen", self.hostport,
             "--access-key", self.creds.access_key,
             "--secret-key", self.creds.secret_key,
+            *db,
         ]
+
+    def pids(self) -> list[int]:
+        return [self.proc.pid, *(self.catalog[0].pids() if self.catalog else [])]
+
+    def rss_pids(self) -> list[int]:
+        return [self.proc.pid]
 
     def env(self) -> dict[str, str]:
         env = {k: v for k, v in os.environ.items() if not k.startswith(("NEBULA_", "AWS_", "DATABASE_URL"))}
         env["RUST_LOG"] = self.log_filter
         env["NO_COLOR"] = "1"
         return env
+
+
+class Postgres:
+    """A throwaway PostgreSQL cluster on 127.0.0.1 for the catalog, with PostgreSQL's default
+    settings (fsync and synchronous commit on: the durability a deployment has). Run as the
+    `postgres` user when the harness runs as root (initdb refuses root)."""
+
+    def __init__(self, port: int):
+        bins = sorted(glob.glob("/usr/lib/postgresql/*/bin"), key=lambda d: int(Path(d).parent.name))
+        if not bins:
+            raise RuntimeError("PostgreSQL is not installed: run scripts/setup.sh --test")
+        self.bin = Path(bins[-1])
+        self.port = port
+        # The system temp folder, not the work dir: the postgres user must be able to reach it.
+        self.dir = Path(tempfile.mkdtemp(prefix="nebula-perf-pg-"))
+        self.as_root = os.geteuid() == 0
+        if self.as_root:
+            shutil.chown(self.dir, "postgres", "postgres")
+
+    def _as_owner(self, cmd: list[str]) -> list[str]:
+        return ["runuser", "-u", "postgres", "--", *cmd] if self.as_root else cmd
+
+    def start(self) -> "Postgres":
+        data = self.dir / "data"
+        subprocess.run(self._as_owner([str(self.bin / "initdb"), "-D", str(data), "-U", "postgres", "--auth=trust",
+                                       "-E", "UTF8"]), check=True, capture_output=True, timeout=300)
+        opts = f"-p {self.port} -k {self.dir} -c listen_addresses=127.0.0.1"
+        p = subprocess.run(self._as_owner([str(self.bin / "pg_ctl"), "-D", str(data), "-o", opts,
+                                           "-l", str(self.dir / "log"), "-w", "-t", "120", "start"]),
+                           capture_output=True, timeout=180)
+        if p.returncode != 0:
+            raise RuntimeError(f"pg_ctl start failed: {p.stderr.decode(errors='replace')}")
+        return self
+
+    def stop(self) -> None:
+        subprocess.run(self._as_owner([str(self.bin / "pg_ctl"), "-D", str(self.dir / "data"), "-m", "fast", "-w",
+                                       "stop"]), capture_output=True, timeout=120)
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+    def url(self, db: str) -> str:
+        return f"postgres://postgres@127.0.0.1:{self.port}/{db}?sslmode=disable"
+
+    def create_db(self, name: str) -> str:
+        subprocess.run(["psql", "-X", "-v", "ON_ERROR_STOP=1", "-q", "-h", "127.0.0.1", "-p", str(self.port),
+                        "-U", "postgres", "-d", "postgres", "-c", f"CREATE DATABASE {name}"],
+                       check=True, capture_output=True, timeout=60)
+        return name
+
+    def pids(self) -> list[int]:
+        """The postmaster and its children (backends, WAL writer, checkpointer, ...)."""
+        try:
+            pid = int((self.dir / "data" / "postmaster.pid").read_text().split()[0])
+        except (FileNotFoundError, IndexError, ValueError):
+            return []
+        return [pid, *children(pid)]
+
+
+class Balanced(Server):
+    """Gateways behind nginx running compose/cluster/nginx.conf (only the upstream addresses,
+    the listen address and temp paths changed, as test_deploy.py runs it). CPU counts nginx,
+    every gateway and PostgreSQL; peak RSS is the gateways' sum."""
+
+    name = "balanced"
+
+    def __init__(self, workdir: Path, port: int, conf: str, gateways: list[Gateway]):
+        super().__init__(workdir, gateways[0].data_dir, port)
+        self.gateways = gateways
+        self.prefix = workdir / "balancer"
+        self.prefix.mkdir(parents=True, exist_ok=True)
+        for n in range(1, 10):
+            if n <= len(gateways):
+                conf = conf.replace(f"server gateway{n}:9000", f"server 127.0.0.1:{gateways[n - 1].port}")
+            else:  # fewer gateways than the example: drop the others' upstream lines
+                conf = "".join(line for line in conf.splitlines(keepends=True)
+                               if f"server gateway{n}:9000" not in line)
+        conf = conf.replace("listen 9000;", f"listen {self.hostport};")
+        conf = conf.replace("error_log /dev/stderr warn;", f"error_log {self.prefix}/error.log warn;")
+        temps = "".join(f"    {t}_temp_path {self.prefix / t};\n" for t in ("client_body", "proxy", "fastcgi", "uwsgi",
+                                                                            "scgi"))
+        conf = conf.replace("http {\n", "http {\n" + temps, 1)
+        self.conf = self.prefix / "nginx.conf"
+        self.conf.write_text(conf)
+
+    def command(self) -> list[str]:
+        return ["nginx", "-p", str(self.prefix), "-e", str(self.prefix / "error.log"), "-c", str(self.conf),
+                "-g", f"daemon off; pid {self.prefix / 'nginx.pid'};"]
+
+    def start(self, timeout: float = 60.0) -> None:
+        for g in self.gateways:
+            g.start(timeout)
+        super().start(timeout)
+
+    def stop(self) -> None:
+        super().stop()
+        for g in self.gateways:
+            g.stop()
+
+    def pids(self) -> list[int]:
+        nginx = [self.proc.pid, *children(self.proc.pid)] if self.proc else []
+        gateways = [g.proc.pid for g in self.gateways if g.proc]
+        catalog = self.gateways[0].catalog[0].pids() if self.gateways[0].catalog else []
+        return nginx + gateways + catalog
+
+    def rss_pids(self) -> list[int]:
+        return [g.proc.pid for g in self.gateways if g.proc]
+
+    def gateway_cpu_s(self) -> list[float]:
+        """Each gateway's own CPU (PostgreSQL not included), in seconds."""
+        return [proc_cpu_s(g.proc.pid) for g in self.gateways]
 
 
 def copy_binary(binary: Path, workdir: Path) -> Path:
