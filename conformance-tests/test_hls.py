@@ -154,7 +154,9 @@ def test_master_playlist_lists_the_ladder_and_ffprobe_reads_it(hls_gw, sources):
     text = body.decode()
     assert text.startswith("#EXTM3U\n") and "#EXT-X-VERSION:7" in text
     infs = re.findall(r"#EXT-X-STREAM-INF:(.*)", text)
-    # Never above the source: 240 and 360 for a 360p source.
+    # Never above the source: 240 and 360 for a 360p source. No `original` entry: x264enc
+    # made this source High 4:4:4 (videotestsrc's format left open), which browsers do
+    # not decode, so it is not stream-copied (test_stream_copy_* covers one that is).
     assert len(infs) == 2, text
     for inf, res in zip(infs, ("426x240", "640x360")):
         assert f"RESOLUTION={res}" in inf, inf
@@ -454,3 +456,148 @@ def test_a_finished_job_serves_every_segment_without_a_pipeline(hls_gw, sources,
     starts = {s["codec_type"]: float(s["start_time"]) for s in info["streams"]}
     assert abs(starts["video"] - starts["audio"]) <= FRAME, info
     assert _pipelines(hls_gw) == 0 and not _segment_files(hls_gw, key)
+
+
+# Stream copy (`quality=original`): the source's own H.264/AAC cut at its keyframes.
+COPY_DURATION = 12.0
+# Keyframes at 0, 1.2, 2, 5, 9 and 9.6 s: segments of about 3.2 s end at the keyframe
+# nearest their start plus 3.2 s, so they start at 0, 2, 5 and 9 s.
+COPY_STARTS = [0.0, 2.0, 5.0, 9.0]
+
+
+@pytest.fixture(scope="module")
+def copy_sources(tmp_path_factory) -> dict[str, Path]:
+    """A 12 s 640x360 H.264 High (B-frames, uneven GOPs: no regular keyframe interval, no
+    scene cuts) + AAC MP4, made with FFmpeg's test sources (GStreamer's x264enc cannot
+    place keyframes at chosen times); and a VP8 WebM, which cannot be copied."""
+    d = tmp_path_factory.mktemp("hls-copy-src")
+    uneven = d / "uneven.mp4"
+    run(["ffmpeg", "-v", "error", "-y",
+         "-f", "lavfi", "-i", f"testsrc2=size=640x360:rate=30:duration={COPY_DURATION:g}",
+         "-f", "lavfi", "-i", f"sine=frequency=440:sample_rate=48000:duration={COPY_DURATION:g}",
+         "-c:v", "libx264", "-preset", "veryfast", "-bf", "2", "-g", "1000", "-sc_threshold", "0",
+         "-force_key_frames", "0,1.2,2,5,9,9.6", "-pix_fmt", "yuv420p", "-c:a", "aac", "-b:a", "96k",
+         str(uneven)], timeout=300)
+    vp8 = d / "vp8.webm"
+    _gst(
+        "videotestsrc num-buffers=90 ! video/x-raw,width=320,height=180,framerate=30/1 "
+        f"! vp8enc deadline=1 ! webmmux ! filesink location={vp8}"
+    )
+    return {"uneven": uneven, "vp8": vp8}
+
+
+def _encoders_started(g) -> int:
+    r = g.raw().request("GET", "/_nebula/v1/metrics")
+    assert r.status == 200, r
+    m = re.search(rb"^nebula_media_encoders_started_total (\d+)", r.body, re.M)
+    assert m, r.body[:2000]
+    return int(m.group(1))
+
+
+def _packet_hashes(path: Path, stream: str) -> list[str]:
+    """MD5 of each packet's bytes of one stream, in decode order (`-c copy -f framemd5`)."""
+    p = run(["ffmpeg", "-v", "error", "-i", str(path), "-map", f"0:{stream}", "-c", "copy", "-f", "framemd5", "-"],
+            timeout=120)
+    return [line.rsplit(",", 1)[1].strip() for line in p.stdout_text.splitlines() if not line.startswith("#")]
+
+
+def _packets(path: Path, stream: str) -> list[dict]:
+    """pts, dts and flags of every packet of one stream, in decode order."""
+    p = run(["ffprobe", "-v", "error", "-print_format", "json", "-select_streams", stream,
+             "-show_entries", "packet=pts_time,dts_time,flags", str(path)], timeout=120)
+    return json.loads(p.stdout_text)["packets"]
+
+
+def _same_samples(ours: list[str], theirs: list[str], edge: int) -> None:
+    """`ours` are `theirs` in order, byte for byte, but for at most `edge` at each end."""
+    start = theirs.index(ours[0])
+    assert start <= edge and len(ours) + 2 * edge >= len(theirs), (start, len(ours), len(theirs))
+    assert ours == theirs[start:start + len(ours)], "packet bytes differ from the source's"
+
+
+def test_stream_copy_cuts_the_source_at_its_keyframes_without_encoding(hls_gw, copy_sources, tmp_path):
+    src = copy_sources["uneven"]
+    key = _upload(hls_gw, src, "copied.mp4")
+    _, _, body = _fetch(_master(hls_gw, key))
+    text = body.decode()
+    infs = re.findall(r"#EXT-X-STREAM-INF:(.*)", text)
+    urls = _uris(hls_gw, text)
+    assert [_params(u)["quality"] for u in urls] == ["240", "360", "original"], text
+    # CODECS from the source's SPS: High (64), no constraint flags, its level.
+    level = _ffprobe(str(src), "stream=level")["streams"][0]["level"]
+    original = infs[2]
+    assert "RESOLUTION=640x360" in original and "FRAME-RATE=30.000" in original, original
+    assert f'CODECS="avc1.6400{level:02X},mp4a.40.2"' in original, original
+    peak = int(re.search(r"(?<!-)BANDWIDTH=(\d+)", original).group(1))
+    average = int(re.search(r"AVERAGE-BANDWIDTH=(\d+)", original).group(1))
+    file_rate = src.stat().st_size * 8 / COPY_DURATION
+    assert peak >= average and 0.8 * file_rate <= average <= 1.2 * file_rate, (peak, average, file_rate)
+
+    # The media playlist: segments from keyframe to keyframe, the target the longest rounded up.
+    status, _, body = _fetch(_master(hls_gw, key, quality="original"))
+    media = body.decode()
+    durations = [float(d) for d in re.findall(r"#EXTINF:([0-9.]+),", media)]
+    ends = COPY_STARTS[1:] + [COPY_DURATION]
+    assert durations == pytest.approx([b - a for a, b in zip(COPY_STARTS, ends)], abs=0.002), media
+    assert "#EXT-X-TARGETDURATION:4\n" in media and "#EXT-X-ENDLIST" in media, media
+    seg_urls = _uris(hls_gw, media)
+    assert [_params(u)["segment"] for u in seg_urls] == ["init", "0", "1", "2", "3"]
+
+    # Cold, a seek first (segment 2), then the rest: no encoder starts.
+    encoders = _encoders_started(hls_gw)
+    segs = {}
+    for n in (2, 0, 3, 1):
+        status, h, segs[n] = _fetch(seg_urls[1 + n])
+        assert status == 200 and h["content-type"] == "video/iso.segment" and segs[n][4:8] == b"moof"
+    status, h, init = _fetch(seg_urls[0])
+    assert status == 200 and h["content-type"] == "video/mp4" and init[4:8] == b"ftyp"
+    assert _encoders_started(hls_gw) == encoders, "a stream copy started an encoder"
+
+    # Each segment starts with a keyframe, its decode time its place on the source timeline.
+    for n, seg in segs.items():
+        one = tmp_path / f"one{n}.mp4"
+        one.write_bytes(init + seg)
+        video = _packets(one, "v:0")
+        assert "K" in video[0]["flags"], (n, video[0])
+        assert abs(float(video[0]["dts_time"]) - COPY_STARTS[n]) < 0.002, (n, video[0])
+    # Joined, they are the source: every video sample byte for byte, every audio sample the
+    # source presents (its edit list leaves out AAC's priming and padding frames), and no gap
+    # or overlap at the cuts.
+    joined = tmp_path / "joined.mp4"
+    joined.write_bytes(init + b"".join(segs[n] for n in range(4)))
+    _same_samples(_packet_hashes(joined, "v:0"), _packet_hashes(src, "v:0"), 0)
+    _same_samples(_packet_hashes(joined, "a:0"), _packet_hashes(src, "a:0"), 1)
+    audio = [float(p["pts_time"]) for p in _packets(joined, "a:0")]
+    steps = {round(b - a, 5) for a, b in zip(audio, audio[1:])}
+    assert steps == {round(1024 / 48000, 5)}, steps
+    p = run(["ffmpeg", "-v", "error", "-i", str(joined), "-f", "null", "-"], timeout=120)
+    assert p.stderr_text.strip() == "", p.stderr_text
+
+    # Players: ffmpeg reads the presigned media playlist through to the end; mpv plays it.
+    out = tmp_path / "out.mp4"
+    run(["ffmpeg", "-v", "error", "-y", "-i", _master(hls_gw, key, quality="original"), "-c", "copy", str(out)],
+        timeout=300)
+    info = _ffprobe(str(out), "format=duration")
+    assert abs(float(info["format"]["duration"]) - COPY_DURATION) < 0.2, info
+    _same_samples(_packet_hashes(out, "v:0"), _packet_hashes(src, "v:0"), 0)
+    env = hls_gw.client_env(HOME=str(tmp_path), XDG_CONFIG_HOME=str(tmp_path / "cfg"))
+    p = run(["mpv", "--no-config", "--vo=null", "--ao=null", "--frames=90", _master(hls_gw, key, quality="original")],
+            env=env, timeout=180, check=False)
+    assert p.returncode == 0, (p.stdout_text + p.stderr_text)[-3000:]
+    assert _encoders_started(hls_gw) == encoders, "a stream copy started an encoder"
+
+
+def test_stream_copy_falls_back_to_transcodes_for_vp8(hls_gw, copy_sources):
+    key = _upload(hls_gw, copy_sources["vp8"], "vp8.webm")
+    _, _, body = _fetch(_master(hls_gw, key))
+    text = body.decode()
+    assert [_params(u)["quality"] for u in _uris(hls_gw, text)] == ["240"], text
+    assert "original" not in text
+    code, _, err = _error(_master(hls_gw, key, quality="original"))
+    assert code == 400 and err == "InvalidArgument", (code, err)
+    code, _, err = _error(_master(hls_gw, key, quality="original", segment=0))
+    assert code == 400 and err == "InvalidArgument", (code, err)
+    # The transcode is still there.
+    _, urls = _media_playlist(hls_gw, key, 240)
+    status, _, seg = _fetch(urls[1])
+    assert status == 200 and seg[4:8] == b"moof"

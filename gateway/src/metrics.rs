@@ -113,6 +113,8 @@ pub struct Gauges {
     pub media_pipelines: Option<u64>,
     /// The most live transcodes at once (`--max-transcodes`).
     pub transcode_slots: Option<u64>,
+    /// H.264 encoders started since the process started.
+    pub encoders_started: Option<u64>,
     /// The job queue (all gateways sharing the database).
     pub jobs: Option<JobDepth>,
     /// The data folder's filesystem.
@@ -144,6 +146,7 @@ pub struct Metrics {
     transcode_slots: IntGauge,
     produced: IntCounterVec,
     waited_elsewhere: IntCounter,
+    encoders_started: IntCounter,
     jobs: IntGaugeVec,
     disk_total: IntGauge,
     disk_free: IntGauge,
@@ -356,6 +359,15 @@ impl Metrics {
                 r.register(Box::new(c.clone())).expect("unique name");
                 c
             },
+            encoders_started: {
+                let c = IntCounter::new(
+                    "nebula_media_encoders_started_total",
+                    "H.264 encoders put into pipelines (live transcodes, HLS runs, jobs); stream-copied HLS segments start none.",
+                )
+                .expect("valid metric");
+                r.register(Box::new(c.clone())).expect("unique name");
+                c
+            },
             jobs,
             disk_total: gauge(
                 &r,
@@ -396,6 +408,11 @@ impl Metrics {
                 follow(&self.produced.with_label_values(&[kind]), n);
             }
             follow(&self.waited_elsewhere, p.waited_elsewhere);
+        }
+        if let Some(n) = gauges.encoders_started {
+            // The media crate counts; the counter catches up with it.
+            self.encoders_started
+                .inc_by(n.saturating_sub(self.encoders_started.get()));
         }
         if let Some(j) = gauges.jobs {
             for (status, n) in [

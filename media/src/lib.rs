@@ -13,7 +13,8 @@
 //!   request (finished file, or a live transcode teed into the store, one pipeline per
 //!   rendition, limited transcode slots), a rendition made ahead by a job, and HLS segments
 //!   (one session per source and quality, `hls/sessions.rs`, sharing the same slots).
-//! - [`hls`]: segments and playlists; `cmaf.rs` holds what every HLS run is pinned to
+//! - [`hls`]: segments and playlists, and the stream copy of H.264/AAC sources (`hls/copy.rs`,
+//!   no encoder: the source's samples re-wrapped); `cmaf.rs` holds what every HLS run is pinned to
 //!   (audio rate, H.264 profile and level, keyframes on segment boundaries), used by both
 //!   `pipeline.rs` and `hls/` so neither imports the other.
 //!
@@ -78,6 +79,14 @@ struct Inner {
     active: Arc<AtomicUsize>,
 }
 
+/// H.264 encoders put into a pipeline since the process started (every engine).
+static ENCODERS_STARTED: AtomicUsize = AtomicUsize::new(0);
+
+/// Counts one more H.264 encoder put into a pipeline.
+pub(crate) fn note_encoder_started() {
+    ENCODERS_STARTED.fetch_add(1, Ordering::Relaxed);
+}
+
 impl MediaEngine {
     /// Initialises GStreamer, checks the required elements and picks the H.264 encoder.
     ///
@@ -128,6 +137,46 @@ impl MediaEngine {
     /// stream leaves this count within about 100 ms.
     pub fn active_pipelines(&self) -> usize {
         self.inner.active.load(Ordering::SeqCst)
+    }
+
+    /// H.264 encoders put into pipelines since the process started, by any engine: what
+    /// shows that a stream copy encoded nothing.
+    pub fn encoders_started() -> usize {
+        ENCODERS_STARTED.load(Ordering::Relaxed)
+    }
+
+    /// The stream-copy index of `src` (one demux pass, no decoding), or `None` when it
+    /// cannot be stream-copied for browsers (see [`hls::may_copy`] and
+    /// [`hls::CopyIndex`]). Blocking: a pass reads the whole file.
+    pub fn copy_index(
+        &self,
+        src: &(impl MediaSource + ?Sized),
+        info: &MediaInfo,
+    ) -> Result<Option<hls::CopyIndex>, MediaError> {
+        if !hls::may_copy(info) {
+            return Ok(None);
+        }
+        hls::CopyIndex::scan(&src.location()?, info, self.inner.active.clone())
+    }
+
+    /// Segment `id` of the stream copy of `src` described by `index`: the init segment, or
+    /// one demux run cutting media segment N. Blocking.
+    pub fn copy_segment(
+        &self,
+        src: &(impl MediaSource + ?Sized),
+        index: &hls::CopyIndex,
+        id: hls::SegmentId,
+    ) -> Result<Vec<u8>, MediaError> {
+        match id {
+            hls::SegmentId::Init => Ok(index.init_segment()),
+            hls::SegmentId::Media(n) => {
+                let n = usize::try_from(n)
+                    .ok()
+                    .filter(|&n| n < index.segments.len())
+                    .ok_or(MediaError::NoSuchSegment(n))?;
+                index.segment(&src.location()?, n, self.inner.active.clone())
+            }
+        }
     }
 
     /// Reads duration, size, codecs, bitrate and container of `src`.

@@ -138,7 +138,7 @@ fn package_of(factory: &str) -> &'static str {
         "mp4mux" | "aacparse" | "qtdemux" | "matroskademux" | "jpegenc" => {
             "gstreamer1.0-plugins-good"
         }
-        "h264parse" | "voaacenc" | "openh264enc" => "gstreamer1.0-plugins-bad",
+        "h264parse" | "voaacenc" | "openh264enc" | "tsdemux" => "gstreamer1.0-plugins-bad",
         "x264enc" => "gstreamer1.0-plugins-ugly",
         "avenc_aac" => "gstreamer1.0-libav",
         "vaapih264enc" => "gstreamer1.0-vaapi",
@@ -563,6 +563,7 @@ fn on_pad_added(
                 gate_until_seeked(pad, hls, true);
             }
             let elements = add_chain(&bin, &chain, &mux_pad, pad)?;
+            crate::note_encoder_started();
             let encoder = elements.iter().find(|e| {
                 e.factory()
                     .is_some_and(|f| f.name() == settings.encoder.element_name())

@@ -30,6 +30,8 @@ use crate::{Encoder, Quality};
 pub const PIPELINE_VERSION: &str = "fmp4-v1";
 /// The same for HLS segments (`crate::hls`).
 pub const HLS_VERSION: &str = "hls-v1";
+/// The same for stream-copied HLS segments (`crate::hls`, `copy.rs`).
+pub const HLS_COPY_VERSION: &str = "hls-copy-v1";
 
 /// Changes whenever the poster pipeline's output changes, so old posters are never served.
 pub const POSTER_VERSION: &str = "jpeg-v1";
@@ -192,13 +194,25 @@ impl RenditionStore {
     /// The folder of the HLS segments of `object` at `quality` (not created). Noted as
     /// holding renditions of the object, so invalidation removes it.
     pub fn hls_dir(&self, object: ObjectRef<'_>, quality: Quality) -> PathBuf {
+        self.hls_dir_of(
+            object,
+            &format!(
+                "{}\0{}\0{HLS_VERSION}",
+                quality.height(),
+                self.inner.encoder.element_name()
+            ),
+        )
+    }
+
+    /// The folder of the stream-copied (`original`) HLS segments of `object` (not created),
+    /// noted like [`RenditionStore::hls_dir`].
+    pub fn hls_copy_dir(&self, object: ObjectRef<'_>) -> PathBuf {
+        self.hls_dir_of(object, &format!("original\0{HLS_COPY_VERSION}"))
+    }
+
+    fn hls_dir_of(&self, object: ObjectRef<'_>, variant: &str) -> PathBuf {
         let mut h = Md5::new();
-        h.update(format!(
-            "{}\0{}\0{}\0{HLS_VERSION}",
-            object.etag,
-            quality.height(),
-            self.inner.encoder.element_name()
-        ));
+        h.update(format!("{}\0{variant}", object.etag));
         let prefix = object_prefix(object.bucket, object.key);
         let dir = self
             .inner

@@ -11,7 +11,7 @@ use std::time::{Duration, SystemTime};
 use tokio::sync::Semaphore;
 
 use crate::claims::{CLAIM_POLL, Claimer, Claims, Produced};
-use crate::hls::{self, AcquireRun, RunPermit, SegmentId, Sessions, Variant};
+use crate::hls::{self, AcquireRun, CopyIndex, RunPermit, SegmentId, Sessions, Variant};
 use crate::live::{Flights, LiveRendition, Step};
 use crate::poster::POSTER_ENCODER;
 use crate::renditions::{Finished, ObjectRef, RenditionInfo, RenditionStore};
@@ -207,13 +207,87 @@ impl MediaService {
         Ok(info)
     }
 
-    /// The master playlist's variants for a source.
-    pub fn hls_ladder(&self, info: &MediaInfo) -> Vec<Variant> {
+    /// The master playlist's variants for a source; `copy` adds the `original` entry.
+    pub fn hls_ladder(&self, info: &MediaInfo, copy: Option<&CopyIndex>) -> Vec<Variant> {
         hls::ladder(
             info,
             self.engine.encoder(),
             self.engine.audio_encoder().is_some(),
+            copy,
         )
+    }
+
+    /// The stream-copy index of `object` (whose bytes `source` holds, probed as `info`),
+    /// kept per ETag: `None` when the source cannot be stream-copied for browsers. The
+    /// first call for a copyable source reads the whole file once (a demux pass, no
+    /// decoding). The source is handed back.
+    pub async fn hls_copy(
+        &self,
+        object: ObjectRef<'_>,
+        source: File,
+        info: &MediaInfo,
+    ) -> Result<(Option<Arc<CopyIndex>>, File), MediaError> {
+        if !hls::may_copy(info) {
+            return Ok((None, source));
+        }
+        if let Some(known) = self.sessions.copy(object.bucket, object.key, object.etag) {
+            return Ok((known, source));
+        }
+        let (engine, info) = (self.engine.clone(), info.clone());
+        let (index, source) = crate::spawn_blocking(move || {
+            let started = std::time::Instant::now();
+            let index = engine.copy_index(&source, &info)?.map(Arc::new);
+            tracing::debug!(elapsed = ?started.elapsed(), copyable = index.is_some(), "hls copy index");
+            Ok((index, source))
+        })
+        .await?;
+        self.sessions
+            .set_copy(object.bucket, object.key, object.etag, index.clone());
+        Ok((index, source))
+    }
+
+    /// Segment `id` of the stream copy of `object` (whose bytes `source` holds, indexed as
+    /// `index`): its file in the renditions store, cut first if needed. Cutting is a demux
+    /// run reading one segment's samples, with no encoder, so it takes no transcode slot;
+    /// two requests racing for the same segment both cut it and the first file stays.
+    ///
+    /// Errors: [`MediaError::NoSuchSegment`] past the end, and the demux run's errors.
+    pub async fn hls_copy_segment(
+        &self,
+        object: ObjectRef<'_>,
+        source: File,
+        index: Arc<CopyIndex>,
+        id: SegmentId,
+    ) -> Result<HlsSegment, MediaError> {
+        let dir = self.store.hls_copy_dir(object);
+        let (engine, store) = (self.engine.clone(), self.store.clone());
+        crate::spawn_blocking(move || {
+            let path = dir.join(id.file_name());
+            let file = match File::open(&path) {
+                Ok(f) => f,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                    let started = std::time::Instant::now();
+                    let bytes = engine.copy_segment(&source, &index, id)?;
+                    tracing::debug!(segment = %id.file_name(), size = bytes.len(), elapsed = ?started.elapsed(), "hls copy segment cut");
+                    hls::write_new(&dir, id, &bytes)?;
+                    let file = File::open(&path)?;
+                    store.evict();
+                    file
+                }
+                Err(e) => return Err(e.into()),
+            };
+            // Serving it counts as a use for eviction.
+            let _ = file.set_modified(SystemTime::now());
+            let md = file.metadata()?;
+            Ok(HlsSegment {
+                offset: 0,
+                size: md.len(),
+                modified: written_at(&md)?,
+                file,
+                content_type: segment_content_type(id),
+            })
+        })
+        .await
     }
 
     /// Number of HLS sessions kept (each holds its source open; a pipeline at most).

@@ -72,6 +72,10 @@ pub async fn text(state: &ApiState) -> String {
                 .as_ref()
                 .map_or(0, |m| m.max_transcodes() as u64),
         ),
+        encoders_started: state
+            .media
+            .as_ref()
+            .map(|_| nebula_media::MediaEngine::encoders_started() as u64),
         jobs: job_depth(state).await,
         disk,
         produced: state.media.as_ref().map(|m| {

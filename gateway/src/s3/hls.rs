@@ -5,6 +5,9 @@
 //! - `?stream=hls&quality=Q&segment=N|init`: one segment, from its file in the renditions
 //!   store (produced first by `nebula-media` if needed) or its range of a finished
 //!   background job's rendition, with byte ranges.
+//! - `quality=original`: the source's own H.264/AAC cut at its keyframes (stream copy),
+//!   listed in the master playlist only when `nebula-media` can copy the source for
+//!   browsers; asked for anyway, it is 400 `InvalidArgument`.
 //!
 //! Every URL inside a playlist is presigned for the request's own access key and expires no
 //! later than the request (`presign.rs`). The source is opened beneath its bucket by the
@@ -15,20 +18,20 @@ use std::fs::File;
 use std::sync::Arc;
 
 use md5::{Digest, Md5};
-use nebula_media::hls::{self, SegmentId};
-use nebula_media::{MediaService, Quality};
+use nebula_media::MediaService;
+use nebula_media::hls::{self, HlsQuality, SegmentId};
 use s3s::dto::{GetObjectInput, GetObjectOutput, StreamingBlob};
 use s3s::{S3Request, S3Response};
 
 use super::media::{Video, file_output};
 use super::presign::Presigner;
-use super::{Gateway, RequestResult, timestamp};
+use super::{Gateway, RequestError, RequestResult, timestamp};
 
 /// What an HLS request asks for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct HlsRequest {
     /// The media playlist (or its segment) of this quality; `None`: the master playlist.
-    pub quality: Option<Quality>,
+    pub quality: Option<HlsQuality>,
     /// One segment of the media playlist.
     pub segment: Option<SegmentId>,
 }
@@ -59,13 +62,21 @@ pub(crate) async fn get_object(
     let presigner =
         || Presigner::for_request(req.credentials.as_ref(), region, &req.uri, &req.headers);
     let duration = info.duration.unwrap_or_default();
+    // The stream copy's index: for the master playlist's `original` entry, and everything
+    // of `quality=original`.
+    let wants_copy = matches!(request.quality, None | Some(HlsQuality::Original));
+    let (copy, source) = if wants_copy {
+        media.hls_copy(object, source, &info).await?
+    } else {
+        (None, source)
+    };
     let (quality, segment) = match (request.quality, request.segment) {
         (None, _) => {
             let p = presigner()?;
-            let variants = media.hls_ladder(&info);
+            let variants = media.hls_ladder(&info, copy.as_deref());
             let mut urls = HashMap::new();
             for v in &variants {
-                let q = v.quality.height().to_string();
+                let q = v.quality.param();
                 urls.insert(v.quality, p.url(&[("stream", "hls"), ("quality", &q)])?);
             }
             let body = hls::master_playlist(&variants, &|q| urls[&q].clone());
@@ -73,31 +84,46 @@ pub(crate) async fn get_object(
         }
         (Some(q), None) => {
             let p = presigner()?;
-            let q = q.height().to_string();
+            let q_param = q.param();
             let segment_url =
-                |s: &str| p.url(&[("stream", "hls"), ("quality", &q), ("segment", s)]);
+                |s: &str| p.url(&[("stream", "hls"), ("quality", &q_param), ("segment", s)]);
             let init = segment_url("init")?;
-            let media_urls = (0..hls::segment_count(duration))
+            let count = match (q, &copy) {
+                (HlsQuality::Transcode(_), _) => hls::segment_count(duration),
+                (HlsQuality::Original, Some(c)) => c.segments.len() as u64,
+                (HlsQuality::Original, None) => return Err(not_copyable()),
+            };
+            let media_urls = (0..count)
                 .map(|n| segment_url(&n.to_string()))
                 .collect::<RequestResult<Vec<_>>>()?;
-            let body = hls::media_playlist(duration, &|id| match id {
+            let url = |id| match id {
                 SegmentId::Init => init.clone(),
                 SegmentId::Media(n) => media_urls[n as usize].clone(),
-            });
+            };
+            let body = match &copy {
+                Some(c) if q == HlsQuality::Original => hls::copy_media_playlist(c, &url),
+                _ => hls::media_playlist(duration, &url),
+            };
             return Ok(playlist(body));
         }
         (Some(q), Some(s)) => (q, s),
     };
-    let seg = media
-        .hls_segment(object, source, &info, quality, segment)
-        .await?;
+    let seg = match (quality, copy) {
+        (HlsQuality::Transcode(q), _) => {
+            media.hls_segment(object, source, &info, q, segment).await?
+        }
+        (HlsQuality::Original, Some(c)) => {
+            media.hls_copy_segment(object, source, c, segment).await?
+        }
+        (HlsQuality::Original, None) => return Err(not_copyable()),
+    };
     // A segment's file (or a job's rendition) is written once and never rewritten (only
     // evicted and made again), so its place and write time identify its bytes.
     let mut h = Md5::new();
     h.update(format!(
         "{}\0{}\0{}\0{}\0{}\0{:?}",
         object.etag,
-        quality.height(),
+        quality.param(),
         segment.file_name(),
         seg.offset,
         seg.size,
@@ -106,7 +132,7 @@ pub(crate) async fn get_object(
     tracing::debug!(
         bucket = object.bucket,
         key = object.key,
-        quality = quality.height(),
+        quality = %quality.param(),
         segment = %segment.file_name(),
         size = seg.size,
         "hls segment"
@@ -121,6 +147,15 @@ pub(crate) async fn get_object(
     output.e_tag = Some(s3s::dto::ETag::Strong(hex::encode(h.finalize())));
     output.last_modified = Some(timestamp(seg.modified));
     Ok(S3Response::new(output))
+}
+
+/// `quality=original` for a source that cannot be stream-copied.
+fn not_copyable() -> RequestError {
+    RequestError::InvalidArgument(
+        "quality=original needs an H.264 source (AAC or no audio) in MP4, Matroska or MPEG-TS \
+         that browsers play; this one is only transcoded (use 240 ... 1080)"
+            .into(),
+    )
 }
 
 /// A playlist answer. Not cached: the URLs inside expire.

@@ -15,6 +15,7 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use http::{HeaderMap, HeaderValue};
+use nebula_media::hls::HlsQuality;
 use nebula_media::{MAX_POSTER_WIDTH, MediaService, ObjectRef, Quality, Rendition, RenditionInfo};
 use s3s::dto::{ETag, GetObjectInput, GetObjectOutput, Range, StreamingBlob};
 use s3s::{S3Request, S3Response};
@@ -148,11 +149,14 @@ fn parse_thumbnail(width: &str, at: Option<&str>) -> RequestResult<MediaRequest>
 fn parse_hls(quality: Option<String>, segment: Option<String>) -> RequestResult<HlsRequest> {
     let quality = match quality {
         None => None,
-        Some(q) => Some(q.parse::<Quality>().map_err(|_| {
-            invalid(format!(
-                "unknown HLS quality '{q}': use 240, 360, 480, 720 or 1080"
-            ))
-        })?),
+        Some(q) if q.eq_ignore_ascii_case("original") => Some(HlsQuality::Original),
+        Some(q) => Some(HlsQuality::Transcode(q.parse::<Quality>().map_err(
+            |_| {
+                invalid(format!(
+                    "unknown HLS quality '{q}': use 240, 360, 480, 720, 1080 or original"
+                ))
+            },
+        )?)),
     };
     let segment = match segment {
         None => None,
@@ -402,20 +406,31 @@ mod tests {
         assert_eq!(parse_query(Some("stream=hls")).unwrap(), hls(None, None));
         assert_eq!(
             parse_query(Some("stream=hls&quality=480&X-Amz-Date=1")).unwrap(),
-            hls(Some(Quality::P480), None)
+            hls(Some(HlsQuality::Transcode(Quality::P480)), None)
         );
         assert_eq!(
             parse_query(Some("segment=init&quality=720&stream=hls")).unwrap(),
-            hls(Some(Quality::P720), Some(SegmentId::Init))
+            hls(
+                Some(HlsQuality::Transcode(Quality::P720)),
+                Some(SegmentId::Init)
+            )
         );
         assert_eq!(
             parse_query(Some("stream=hls&quality=240&segment=12")).unwrap(),
-            hls(Some(Quality::P240), Some(SegmentId::Media(12)))
+            hls(
+                Some(HlsQuality::Transcode(Quality::P240)),
+                Some(SegmentId::Media(12))
+            )
+        );
+        // The stream copy of the source (the master playlist lists it when it can be made).
+        assert_eq!(
+            parse_query(Some("stream=hls&quality=Original&segment=3")).unwrap(),
+            hls(Some(HlsQuality::Original), Some(SegmentId::Media(3)))
         );
         for bad in [
             "stream=dash",
             "stream=hls&segment=1",
-            "stream=hls&quality=original",
+            "stream=hls&quality=copy",
             "stream=hls&quality=480&segment=-1",
             "stream=hls&thumbnail=320",
             "quality=480&segment=1",

@@ -13,8 +13,14 @@
 //!   timeline, anchored on the first buffer each mux pad received (`fmp4.rs`);
 //! - profile, level, track order, audio rate and channel count are pinned (`cmaf.rs`), so
 //!   the init segment of any run describes every run's segments.
+//!
+//! H.264 sources a browser plays also get an `original` entry whose segments are cut from
+//! the source at its own keyframes without re-encoding (`copy.rs`, written by `mux.rs`).
 
+mod copy;
+mod demux;
 mod fmp4;
+mod mux;
 mod playlist;
 pub(crate) mod run;
 mod session;
@@ -29,7 +35,9 @@ use crate::encoder::Encoder;
 use crate::probe::MediaInfo;
 use crate::quality::{Quality, output_size};
 
-pub use playlist::{master_playlist, media_playlist};
+pub use copy::{CopyIndex, CopySegment, may_copy};
+pub use playlist::{copy_media_playlist, master_playlist, media_playlist};
+pub(crate) use session::write_new;
 pub use session::{AcquireRun, HlsSession, RunPermit, SegmentId};
 pub(crate) use sessions::Sessions;
 
@@ -52,11 +60,30 @@ pub const INIT_CONTENT_TYPE: &str = "video/mp4";
 /// Content type of media segments.
 pub const SEGMENT_CONTENT_TYPE: &str = "video/iso.segment";
 
+/// What a media playlist carries: a transcode at a quality, or the source's own streams.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum HlsQuality {
+    /// The source's H.264 (and AAC) cut at its keyframes, not re-encoded (`quality=original`).
+    Original,
+    /// A transcode at this quality.
+    Transcode(Quality),
+}
+
+impl HlsQuality {
+    /// The `quality=` value naming it: `original` or the height.
+    pub fn param(self) -> String {
+        match self {
+            HlsQuality::Original => "original".to_owned(),
+            HlsQuality::Transcode(q) => q.height().to_string(),
+        }
+    }
+}
+
 /// One entry of the master playlist.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Variant {
     /// The quality asked for (the `quality=` value of the media playlist).
-    pub quality: Quality,
+    pub quality: HlsQuality,
     /// Output width in pixels.
     pub width: u32,
     /// Output height in pixels.
@@ -72,8 +99,14 @@ pub struct Variant {
 }
 
 /// The ladder for a source: every quality not taller than the source (at least the
-/// smallest one, which then keeps the source size), with what its segments will carry.
-pub fn ladder(info: &MediaInfo, encoder: Encoder, has_aac_encoder: bool) -> Vec<Variant> {
+/// smallest one, which then keeps the source size), with what its segments will carry,
+/// then `original` when the source can be stream-copied (`copy`).
+pub fn ladder(
+    info: &MediaInfo,
+    encoder: Encoder,
+    has_aac_encoder: bool,
+    copy: Option<&CopyIndex>,
+) -> Vec<Variant> {
     let mut qualities: Vec<Quality> = Quality::ALL
         .into_iter()
         .filter(|q| q.height() <= info.height)
@@ -98,7 +131,7 @@ pub fn ladder(info: &MediaInfo, encoder: Encoder, has_aac_encoder: bool) -> Vec<
                 codecs.push_str(",mp4a.40.2");
             }
             Variant {
-                quality,
+                quality: HlsQuality::Transcode(quality),
                 width,
                 height,
                 bandwidth,
@@ -107,6 +140,19 @@ pub fn ladder(info: &MediaInfo, encoder: Encoder, has_aac_encoder: bool) -> Vec<
                 codecs,
             }
         })
+        .chain(copy.map(|c| {
+            let (width, height) = c.size();
+            let (bandwidth, average_bandwidth) = c.bandwidth();
+            Variant {
+                quality: HlsQuality::Original,
+                width,
+                height,
+                bandwidth,
+                average_bandwidth,
+                frame_rate: info.fps(),
+                codecs: c.codecs.clone(),
+            }
+        }))
         .collect()
 }
 
@@ -191,15 +237,15 @@ mod tests {
 
     #[test]
     fn ladder_never_above_source() {
-        let l = ladder(&info(1920, 1080, true), Encoder::X264, true);
+        let l = ladder(&info(1920, 1080, true), Encoder::X264, true, None);
         assert_eq!(l.len(), 5);
         assert_eq!((l[0].width, l[0].height), (426, 240));
         assert_eq!(l[0].codecs, "avc1.64002A,mp4a.40.2");
         assert_eq!(l[4].codecs, "avc1.42C02A,mp4a.40.2");
-        let l = ladder(&info(1280, 720, false), Encoder::X264, true);
+        let l = ladder(&info(1280, 720, false), Encoder::X264, true, None);
         assert_eq!(l.len(), 4);
         assert_eq!(l[3].codecs, "avc1.42C02A");
-        let l = ladder(&info(160, 90, true), Encoder::OpenH264, true);
+        let l = ladder(&info(160, 90, true), Encoder::OpenH264, true, None);
         assert_eq!(l.len(), 1);
         assert_eq!((l[0].width, l[0].height), (160, 90));
     }

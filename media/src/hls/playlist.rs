@@ -7,11 +7,10 @@
 use std::fmt::Write;
 use std::time::Duration;
 
-use super::{SEGMENT_DURATION, SegmentId, Variant, segment_count};
-use crate::Quality;
+use super::{CopyIndex, HlsQuality, SEGMENT_DURATION, SegmentId, Variant, segment_count};
 
 /// The master playlist: one `EXT-X-STREAM-INF` per variant, its URL from `url`.
-pub fn master_playlist(variants: &[Variant], url: &dyn Fn(Quality) -> String) -> String {
+pub fn master_playlist(variants: &[Variant], url: &dyn Fn(HlsQuality) -> String) -> String {
     let mut out = String::from("#EXTM3U\n#EXT-X-VERSION:7\n#EXT-X-INDEPENDENT-SEGMENTS\n");
     for v in variants {
         let _ = write!(
@@ -35,24 +34,43 @@ pub fn master_playlist(variants: &[Variant], url: &dyn Fn(Quality) -> String) ->
 pub fn media_playlist(duration: Duration, url: &dyn Fn(SegmentId) -> String) -> String {
     let count = segment_count(duration);
     let seg = SEGMENT_DURATION.as_secs_f64();
+    let total = duration.as_secs_f64();
+    let lengths: Vec<f64> = (0..count)
+        .map(|n| {
+            if n + 1 == count {
+                (total - n as f64 * seg).max(0.001)
+            } else {
+                seg
+            }
+        })
+        .collect();
+    write_media_playlist(seg.ceil() as u64, &lengths, url)
+}
+
+/// The VOD media playlist of a stream-copied source: its segments run from keyframe to
+/// keyframe, so their lengths differ; the target duration is the longest one rounded up
+/// (RFC 8216: every `EXTINF` rounded to the nearest integer must not exceed it).
+pub fn copy_media_playlist(index: &CopyIndex, url: &dyn Fn(SegmentId) -> String) -> String {
+    let lengths: Vec<f64> = index
+        .segments
+        .iter()
+        .map(|s| (s.end_ns - s.start_ns) as f64 / 1e9)
+        .collect();
+    let target = lengths.iter().copied().fold(1.0, f64::max).ceil() as u64;
+    write_media_playlist(target, &lengths, url)
+}
+
+fn write_media_playlist(target: u64, lengths: &[f64], url: &dyn Fn(SegmentId) -> String) -> String {
     let mut out = String::new();
     let _ = write!(
         out,
-        "#EXTM3U\n#EXT-X-VERSION:7\n#EXT-X-TARGETDURATION:{}\n#EXT-X-PLAYLIST-TYPE:VOD\n\
+        "#EXTM3U\n#EXT-X-VERSION:7\n#EXT-X-TARGETDURATION:{target}\n#EXT-X-PLAYLIST-TYPE:VOD\n\
          #EXT-X-MEDIA-SEQUENCE:0\n#EXT-X-INDEPENDENT-SEGMENTS\n#EXT-X-MAP:URI=\"{}\"\n",
-        seg.ceil() as u64,
         url(SegmentId::Init)
     );
-    let total = duration.as_secs_f64();
-    for n in 0..count {
-        let start = n as f64 * seg;
-        let len = if n + 1 == count {
-            (total - start).max(0.001)
-        } else {
-            seg
-        };
+    for (n, len) in lengths.iter().enumerate() {
         let _ = writeln!(out, "#EXTINF:{len:.3},");
-        out.push_str(&url(SegmentId::Media(n)));
+        out.push_str(&url(SegmentId::Media(n as u64)));
         out.push('\n');
     }
     out.push_str("#EXT-X-ENDLIST\n");
@@ -94,8 +112,8 @@ mod tests {
             has_video: true,
             has_audio: false,
         };
-        let p = master_playlist(&ladder(&info, Encoder::X264, true), &|q| {
-            format!("q{}", q.height())
+        let p = master_playlist(&ladder(&info, Encoder::X264, true, None), &|q| {
+            format!("q{}", q.param())
         });
         assert_eq!(p.matches("#EXT-X-STREAM-INF:").count(), 4);
         assert!(p.contains(

@@ -467,7 +467,7 @@ fn wait_for_viewer(sh: &Shared, id: u64, n: u64) -> Result<bool, MediaError> {
 
 /// Writes a segment file unless it exists: temporary file, fsync, rename, so a reader
 /// never sees a partial segment and a crash leaves no torn one.
-fn write_new(dir: &Path, id: SegmentId, bytes: &[u8]) -> Result<(), MediaError> {
+pub(crate) fn write_new(dir: &Path, id: SegmentId, bytes: &[u8]) -> Result<(), MediaError> {
     let dest = dir.join(id.file_name());
     if dest.exists() {
         return Ok(());

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use super::HlsSession;
+use super::{CopyIndex, HlsSession};
 use crate::{MediaError, MediaInfo};
 
 /// A session nobody asked anything of for this long is dropped (its pipeline stops, its
@@ -15,6 +15,12 @@ pub(crate) const SESSION_IDLE: Duration = Duration::from_secs(120);
 
 /// Probe results kept at most: a probe is cheap to redo, the map must not grow unbounded.
 const MAX_INFOS: usize = 4096;
+/// Stream-copy indexes kept at most: one is a few bytes per sample (about 10 MB for a
+/// two-hour film) and costs a read of the whole file to redo.
+const MAX_COPIES: usize = 32;
+
+/// `(bucket, key, etag)`: the bytes of an object.
+type ObjectBytes = (String, String, String);
 
 struct Entry {
     bucket: String,
@@ -28,7 +34,9 @@ struct Entry {
 pub(crate) struct Sessions {
     sessions: Mutex<HashMap<PathBuf, Entry>>,
     /// `(bucket, key, etag)` → what the probe found.
-    infos: Mutex<HashMap<(String, String, String), MediaInfo>>,
+    infos: Mutex<HashMap<ObjectBytes, MediaInfo>>,
+    /// `(bucket, key, etag)` → the stream-copy index (`None`: not copyable).
+    copies: Mutex<HashMap<ObjectBytes, Option<Arc<CopyIndex>>>>,
 }
 
 impl std::fmt::Debug for Sessions {
@@ -97,6 +105,10 @@ impl Sessions {
             .lock()
             .unwrap()
             .retain(|(b, k, _), _| b != bucket || k != key);
+        self.copies
+            .lock()
+            .unwrap()
+            .retain(|(b, k, _), _| b != bucket || k != key);
     }
 
     /// Stops the parked run (see [`HlsSession::is_parked`]) of the session idle longest,
@@ -140,5 +152,35 @@ impl Sessions {
             infos.clear();
         }
         infos.insert((bucket.to_owned(), key.to_owned(), etag.to_owned()), info);
+    }
+
+    /// The stream-copy index of these bytes, if scanned (`Some(None)`: not copyable).
+    #[allow(clippy::option_option)]
+    pub(crate) fn copy(
+        &self,
+        bucket: &str,
+        key: &str,
+        etag: &str,
+    ) -> Option<Option<Arc<CopyIndex>>> {
+        self.copies
+            .lock()
+            .unwrap()
+            .get(&(bucket.to_owned(), key.to_owned(), etag.to_owned()))
+            .cloned()
+    }
+
+    /// Remembers the stream-copy index of these bytes.
+    pub(crate) fn set_copy(
+        &self,
+        bucket: &str,
+        key: &str,
+        etag: &str,
+        index: Option<Arc<CopyIndex>>,
+    ) {
+        let mut copies = self.copies.lock().unwrap();
+        if copies.len() >= MAX_COPIES {
+            copies.clear();
+        }
+        copies.insert((bucket.to_owned(), key.to_owned(), etag.to_owned()), index);
     }
 }
