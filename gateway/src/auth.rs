@@ -11,7 +11,9 @@ use s3s::host::{S3Host, VirtualHost};
 use s3s::path::S3Path;
 use s3s::{S3Request, S3Result};
 
-use crate::access::{Access, Caller, KeyRefusal, Need, Principal, ops, policy};
+use crate::access::{
+    Access, Caller, DeniedKeys, KeyRefusal, Need, Principal, Verdict, ops, policy,
+};
 use crate::peer::PeerInfo;
 use crate::s3::RequestError;
 use crate::store::Store;
@@ -137,24 +139,48 @@ struct RequestFacts {
 impl RequestFacts {
     fn of(cx: &mut S3AccessContext<'_>) -> Self {
         let query = cx.uri().query().unwrap_or("").to_owned();
-        let acl = cx
-            .headers()
-            .get("x-amz-acl")
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_owned);
         let principal = cx.credentials().map(|c| c.access_key.clone());
+        let headers = cx.headers().clone();
         let peer = cx
             .extensions_mut()
             .get::<PeerInfo>()
             .cloned()
             .unwrap_or_default();
+        Self::new(&query, &headers, principal, peer)
+    }
+
+    /// The facts of a request s3s has parsed (the hooks that see the keys a body names).
+    fn of_request<T>(req: &S3Request<T>) -> Self {
+        let peer = req
+            .extensions
+            .get::<PeerInfo>()
+            .cloned()
+            .unwrap_or_default();
+        Self::new(
+            req.uri.query().unwrap_or(""),
+            &req.headers,
+            req.credentials.as_ref().map(|c| c.access_key.clone()),
+            peer,
+        )
+    }
+
+    fn new(
+        query: &str,
+        headers: &http::HeaderMap,
+        principal: Option<String>,
+        peer: PeerInfo,
+    ) -> Self {
+        let acl = headers
+            .get("x-amz-acl")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned);
         RequestFacts {
             principal,
             secure: peer.tls,
             source_ip: peer.addr.map(|a| a.ip()),
-            prefix: query_param(&query, "prefix"),
-            delimiter: query_param(&query, "delimiter"),
-            max_keys: query_param(&query, "max-keys"),
+            prefix: query_param(query, "prefix"),
+            delimiter: query_param(query, "delimiter"),
+            max_keys: query_param(query, "max-keys"),
             acl,
         }
     }
@@ -235,13 +261,33 @@ impl S3Access for AccessCheck {
                 .decide(&who, need, bucket, key, exists, &policies, &request)
         };
         let bucket = bucket.as_deref();
-        if !allowed(bucket, key.as_deref(), need, &policy::iam_action(op)) {
+        let action = policy::iam_action(op);
+        let version = query_param(cx.uri().query().unwrap_or(""), "versionId");
+        let ok = match allowed(bucket, key.as_deref(), need, &action) {
+            Verdict::Allow => true,
+            Verdict::Deny => false,
+            Verdict::NotGranted => {
+                self.access
+                    .acl_allows(store, &who, bucket, key.as_deref(), version, &action)
+                    .await
+            }
+        };
+        if !ok {
             return Err(Self::refuse(&who, op, need, bucket));
         }
-        if let Some((b, k)) = &source
-            && !allowed(Some(b), Some(k), Need::Read, "s3:GetObject")
-        {
-            return Err(Self::refuse(&who, op, Need::Read, Some(b)));
+        if let Some((b, k)) = &source {
+            let ok = match allowed(Some(b), Some(k), Need::Read, "s3:GetObject") {
+                Verdict::Allow => true,
+                Verdict::Deny => false,
+                Verdict::NotGranted => {
+                    self.access
+                        .acl_allows(store, &who, Some(b), Some(k), None, "s3:GetObject")
+                        .await
+                }
+            };
+            if !ok {
+                return Err(Self::refuse(&who, op, Need::Read, Some(b)));
+            }
         }
         let caller = Caller {
             who,
@@ -251,40 +297,90 @@ impl S3Access for AccessCheck {
         Ok(())
     }
 
-    /// PostObject names its key in the form: it must be within a prefix-narrowed grant.
+    /// PostObject names its key in the form: it must be within a prefix-narrowed grant, and
+    /// no bucket policy may deny `s3:PutObject` on it (with the form's `acl` as
+    /// `s3:x-amz-acl`).
     async fn post_object(&self, req: &mut S3Request<PostObjectInput>) -> S3Result<()> {
         let Some(caller) = req.extensions.get::<Caller>() else {
             return Ok(());
         };
         let bucket = req.input.bucket.as_str();
+        let refuse = || Self::refuse(&caller.who, "PostObject", Need::Write, Some(bucket));
         if outside_prefix(&caller.who, bucket, &req.input.key) {
-            return Err(Self::refuse(
-                &caller.who,
-                "PostObject",
-                Need::Write,
-                Some(bucket),
-            ));
+            return Err(refuse());
+        }
+        let mut facts = RequestFacts::of_request(req);
+        facts.acl = req
+            .input
+            .acl
+            .as_ref()
+            .map(|a| a.as_str().to_owned())
+            .or_else(|| {
+                req.extensions
+                    .get::<crate::s3::post::FormFileName>()
+                    .and_then(|f| f.acl())
+            });
+        if self.denied_key(&caller.who, &facts, bucket, &req.input.key, "s3:PutObject") {
+            return Err(refuse());
         }
         Ok(())
     }
 
-    /// DeleteObjects names its keys in the body: each must be within a prefix-narrowed grant.
+    /// DeleteObjects names its keys in the body: each must be within a prefix-narrowed grant
+    /// (or the request is refused), and a key a bucket policy denies `s3:DeleteObject` on is
+    /// left out of the batch and answered with its own AccessDenied ([`DeniedKeys`]).
     async fn delete_objects(&self, req: &mut S3Request<DeleteObjectsInput>) -> S3Result<()> {
-        let Some(caller) = req.extensions.get::<Caller>() else {
+        let Some(caller) = req.extensions.get::<Caller>().cloned() else {
             return Ok(());
         };
-        let bucket = req.input.bucket.as_str();
+        let bucket = req.input.bucket.clone();
         for o in &req.input.delete.objects {
-            if outside_prefix(&caller.who, bucket, &o.key) {
+            if outside_prefix(&caller.who, &bucket, &o.key) {
                 return Err(Self::refuse(
                     &caller.who,
                     "DeleteObjects",
                     Need::Write,
-                    Some(bucket),
+                    Some(&bucket),
                 ));
             }
         }
+        let facts = RequestFacts::of_request(req);
+        let mut denied = Vec::new();
+        req.input.delete.objects.retain(|o| {
+            let deny = self.denied_key(&caller.who, &facts, &bucket, &o.key, "s3:DeleteObject");
+            if deny {
+                denied.push((o.key.clone(), o.version_id.clone()));
+            }
+            !deny
+        });
+        if !denied.is_empty() {
+            req.extensions.insert(DeniedKeys(denied));
+        }
         Ok(())
+    }
+}
+
+impl AccessCheck {
+    /// True when a bucket policy explicitly denies `who` the `action` on `key`: the per-key
+    /// part of the check for the operations naming their keys in the body (the bucket-level
+    /// check saw only the bucket).
+    fn denied_key(
+        &self,
+        who: &Principal,
+        facts: &RequestFacts,
+        bucket: &str,
+        key: &str,
+        action: &str,
+    ) -> bool {
+        if matches!(who, Principal::Admin) {
+            return false;
+        }
+        let resource = format!("arn:aws:s3:::{bucket}/{key}");
+        let request = facts.request(action, &resource);
+        self.access
+            .policies(&self.store, bucket)
+            .iter()
+            .any(|p| p.evaluate(&request) == policy::Decision::Deny)
     }
 }
 

@@ -401,6 +401,9 @@ impl Front {
                 let resp = self.s3.call(req).await?;
                 match &form {
                     Some(name) => crate::s3::post::finish(resp, name).await,
+                    None if matches!(tag.op(), "PutBucketAcl" | "PutObjectAcl") => {
+                        crate::s3::acl::finish(resp).await
+                    }
                     None => resp,
                 }
             }

@@ -8,9 +8,11 @@
 //! On top, for S3 requests, bucket policies ([`policy`]): an explicit Deny there refuses
 //! anyone but the admin, an Allow grants what the key's own rights do not (to anonymous
 //! callers too, with `Principal: "*"`). A `--public-bucket` is a public-read policy held in
-//! memory. The S3 side is wired in `crate::auth` (s3s's `S3Auth` and `S3Access`), the JSON
+//! memory. Last, ACLs ([`acl`]): a grant to everyone, to every key or to one key allows what
+//! S3 says it does when neither the key's rights nor a policy did. The S3 side is wired in `crate::auth` (s3s's `S3Auth` and `S3Access`), the JSON
 //! API's in `crate::api`.
 
+pub mod acl;
 pub mod command;
 pub mod keys;
 pub mod ops;
@@ -68,6 +70,11 @@ pub struct Caller {
     /// The access rules, to narrow an answer or record a new grant.
     pub access: Arc<Access>,
 }
+
+/// The keys of a DeleteObjects batch a bucket policy denies deleting, left in its extensions by
+/// the access check (key, version id): each is answered with its own AccessDenied.
+#[derive(Debug, Clone)]
+pub struct DeniedKeys(pub Vec<(String, Option<String>)>);
 
 /// Why a signing key is refused.
 #[derive(Debug, thiserror::Error)]
@@ -231,7 +238,8 @@ impl Access {
     }
 
     /// [`Access::permits`] with bucket policies on top: the admin may do everything; an
-    /// explicit Deny in any policy refuses; an Allow grants; otherwise the key's rights decide.
+    /// explicit Deny in any policy refuses; an Allow grants; otherwise the key's rights decide,
+    /// and what they do not grant is left to the ACLs ([`Verdict::NotGranted`]).
     #[allow(clippy::too_many_arguments)]
     pub fn decide(
         &self,
@@ -242,19 +250,60 @@ impl Access {
         bucket_exists: impl FnOnce(&str) -> bool,
         policies: &[policy::Policy],
         request: &policy::PolicyRequest<'_>,
-    ) -> bool {
+    ) -> Verdict {
         if matches!(who, Principal::Admin) {
-            return true;
+            return Verdict::Allow;
         }
         let mut allowed = false;
         for p in policies {
             match p.evaluate(request) {
-                policy::Decision::Deny => return false,
+                policy::Decision::Deny => return Verdict::Deny,
                 policy::Decision::Allow => allowed = true,
                 policy::Decision::NotApplicable => {}
             }
         }
-        allowed || self.permits(who, need, bucket, key, bucket_exists)
+        if allowed || self.permits(who, need, bucket, key, bucket_exists) {
+            Verdict::Allow
+        } else {
+            Verdict::NotGranted
+        }
+    }
+
+    /// True when an ACL grant allows `who` the policy action `action` on `bucket` (and `key`,
+    /// `version` for the object's own ACL): asked for what the key's rights and the policies
+    /// left open ([`Verdict::NotGranted`]).
+    pub async fn acl_allows(
+        &self,
+        store: &Arc<crate::store::Store>,
+        who: &Principal,
+        bucket: Option<&str>,
+        key: Option<&str>,
+        version: Option<String>,
+        action: &str,
+    ) -> bool {
+        let (Some(bucket), Some((target, wanted))) = (bucket, acl::needed(action)) else {
+            return false;
+        };
+        let ignore_public = public_access_block(store, bucket).ignore_public_acls;
+        let grants = match (target, key) {
+            (acl::Target::Bucket, _) => bucket_acl(store, bucket),
+            (acl::Target::Object, Some(key)) => {
+                let Ok(path) = crate::store::keys::parse_key(key) else {
+                    return false;
+                };
+                let (store, bucket) = (store.clone(), bucket.to_owned());
+                let found = crate::store::read::blocking(move || {
+                    store.open_version(&bucket, &path, version.as_deref())
+                })
+                .await;
+                match found {
+                    Ok(crate::store::versions::Found::Object(h)) => h.meta.acl,
+                    _ => return false,
+                }
+            }
+            (acl::Target::Object, None) => return false,
+        };
+        acl::allows(&acl::or_private(grants), who, wanted, ignore_public)
     }
 
     /// True when `who` may see `bucket` in ListBuckets and its jobs in the job list.
@@ -282,6 +331,47 @@ impl Access {
             )
             .await
             .map(drop)
+    }
+}
+
+/// The outcome of [`Access::decide`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    /// The key's rights or a policy allow it.
+    Allow,
+    /// A policy denies it explicitly: nothing else can allow it.
+    Deny,
+    /// Nothing allowed it yet: an ACL grant still may.
+    NotGranted,
+}
+
+impl Verdict {
+    /// True for [`Verdict::Allow`].
+    pub fn allowed(self) -> bool {
+        self == Verdict::Allow
+    }
+}
+
+/// The bucket's ACL grants (`None`: private, the owner's full control). A damaged document is
+/// logged and grants nothing beyond the owner's.
+pub fn bucket_acl(
+    store: &crate::store::Store,
+    bucket: &str,
+) -> Option<Vec<crate::store::meta::AclGrant>> {
+    match store
+        .settings()
+        .get(bucket, crate::store::settings::Setting::Acl)
+    {
+        Ok(None) => None,
+        Ok(Some(doc)) => serde_json::from_slice(&doc)
+            .inspect_err(
+                |e| tracing::warn!(bucket, error = %e, "ignoring the bucket's damaged ACL"),
+            )
+            .ok(),
+        Err(e) => {
+            tracing::warn!(bucket, error = %e, "cannot read the bucket's ACL");
+            None
+        }
     }
 }
 
@@ -398,25 +488,31 @@ mod tests {
             now: OffsetDateTime::now_utc(),
         };
         let get = req("s3:GetObject", "arn:aws:s3:::pub/a");
-        assert!(a.decide(
-            &anon,
-            Need::Read,
-            Some("pub"),
-            Some("a"),
-            yes,
-            &public,
-            &get
-        ));
+        assert!(
+            a.decide(
+                &anon,
+                Need::Read,
+                Some("pub"),
+                Some("a"),
+                yes,
+                &public,
+                &get
+            )
+            .allowed()
+        );
         let put = req("s3:PutObject", "arn:aws:s3:::pub/a");
-        assert!(!a.decide(
-            &anon,
-            Need::Write,
-            Some("pub"),
-            Some("a"),
-            yes,
-            &public,
-            &put
-        ));
+        assert!(
+            !a.decide(
+                &anon,
+                Need::Write,
+                Some("pub"),
+                Some("a"),
+                yes,
+                &public,
+                &put
+            )
+            .allowed()
+        );
         // An explicit Deny beats a key's grant, but not the admin.
         let deny = policy::Policy::parse(
             br#"{"Statement":{"Effect":"Deny","Principal":"*","Action":"s3:GetObject","Resource":"arn:aws:s3:::media/*"}}"#,
@@ -425,24 +521,30 @@ mod tests {
         .unwrap();
         let get = req("s3:GetObject", "arn:aws:s3:::media/a.mp4");
         let denied = [deny];
-        assert!(!a.decide(
-            &tv,
-            Need::Read,
-            Some("media"),
-            Some("a.mp4"),
-            yes,
-            &denied,
-            &get
-        ));
-        assert!(a.decide(
-            &Principal::Admin,
-            Need::Read,
-            Some("media"),
-            None,
-            yes,
-            &denied,
-            &get
-        ));
+        assert!(
+            !a.decide(
+                &tv,
+                Need::Read,
+                Some("media"),
+                Some("a.mp4"),
+                yes,
+                &denied,
+                &get
+            )
+            .allowed()
+        );
+        assert!(
+            a.decide(
+                &Principal::Admin,
+                Need::Read,
+                Some("media"),
+                None,
+                yes,
+                &denied,
+                &get
+            )
+            .allowed()
+        );
         assert!(a.permits(&Principal::Admin, Need::Admin, None, None, yes));
     }
 }

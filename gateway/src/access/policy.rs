@@ -14,9 +14,10 @@ use serde_json::Value;
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
-/// A bucket's public access block: S3's four switches. ACLs are not kept by this gateway,
-/// so only the two about policies change anything: `block_public_policy` refuses a public
-/// PutBucketPolicy, `restrict_public_buckets` ignores what policies allow to everyone
+/// A bucket's public access block: S3's four switches. `block_public_acls` refuses a write or
+/// ACL change carrying a public grant and `ignore_public_acls` makes such grants count for
+/// nothing (both in `crate::s3::acl` and `super::acl`); `block_public_policy` refuses a
+/// public PutBucketPolicy, `restrict_public_buckets` ignores what policies allow to everyone
 /// (`--public-bucket` included).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct PublicAccessBlock {

@@ -127,7 +127,7 @@ pub async fn list(state: &ApiState, query: Option<&str>, gate: &super::Gate) -> 
         ));
     }
     let prefix = params.get("prefix").map(String::as_str).unwrap_or("");
-    gate.check(bucket, Some(prefix))?;
+    gate.check(bucket, Some(prefix)).await?;
     // The folder is the truth: a bucket the catalog has not seen yet still lists (empty), a
     // missing one is a 404 as in S3, not an empty page.
     match state.store.bucket_fd(bucket) {

@@ -72,7 +72,7 @@ pub async fn transcode(state: &ApiState, body: &[u8], gate: &Gate) -> ApiResult 
             "bucket and key must not be empty",
         ));
     }
-    gate.check(&req.bucket, Some(&req.key))?;
+    gate.check(&req.bucket, Some(&req.key)).await?;
     if req.qualities.is_empty() {
         return Err(ApiError::new(
             StatusCode::BAD_REQUEST,
@@ -129,7 +129,7 @@ pub async fn get(state: &ApiState, id: &str, gate: &Gate) -> ApiResult {
     let n = parse_id(id)?;
     match jobs(state)?.get(n).await.map_err(job_error)? {
         Some(job) => {
-            gate.check(&job.bucket, Some(&job.key))?;
+            gate.check(&job.bucket, Some(&job.key)).await?;
             ok(&job)
         }
         None => Err(no_such_job(id)),
@@ -141,7 +141,7 @@ pub async fn cancel(state: &ApiState, id: &str, gate: &Gate) -> ApiResult {
     let n = parse_id(id)?;
     let jobs = jobs(state)?;
     match jobs.get(n).await.map_err(job_error)? {
-        Some(job) => gate.check(&job.bucket, Some(&job.key))?,
+        Some(job) => gate.check(&job.bucket, Some(&job.key)).await?,
         None => return Err(no_such_job(id)),
     }
     match jobs.cancel(n).await.map_err(job_error)? {

@@ -26,7 +26,7 @@ use serde::Serialize;
 
 use nebula_media::MediaService;
 
-use crate::access::{Access, KeyRefusal, Need, Principal, ops};
+use crate::access::{Access, KeyRefusal, Need, Principal, Verdict, ops};
 use crate::store::Store;
 
 /// The reserved first path segment of the API.
@@ -173,17 +173,69 @@ impl S3Route for ApiRoute {
 pub struct Gate {
     who: Principal,
     need: Need,
+    pattern: &'static str,
     access: Arc<Access>,
+    store: Arc<Store>,
+    peer: crate::peer::PeerInfo,
 }
 
 impl Gate {
     /// Refuses unless the caller may do what the endpoint needs on `bucket` (and `key`, or the
-    /// prefix listed).
-    pub fn check(&self, bucket: &str, key: Option<&str>) -> Result<(), ApiError> {
-        if self
-            .access
-            .permits(&self.who, self.need, Some(bucket), key, |_| true)
-        {
+    /// prefix listed), as the S3 side decides: the key's rights, the bucket's policies (an
+    /// endpoint is the S3 action it resembles: listing files is `s3:ListBucket` with
+    /// `s3:prefix`, a job's status `s3:GetObject`, starting or cancelling one `s3:PutObject`),
+    /// then the ACLs.
+    pub async fn check(&self, bucket: &str, key: Option<&str>) -> Result<(), ApiError> {
+        let listing = self.pattern == "files";
+        let action = match (listing, self.need) {
+            (true, _) => "s3:ListBucket",
+            (false, Need::Write) => "s3:PutObject",
+            (false, _) => "s3:GetObject",
+        };
+        let resource = match key {
+            Some(k) if !listing => format!("arn:aws:s3:::{bucket}/{k}"),
+            _ => format!("arn:aws:s3:::{bucket}"),
+        };
+        let policies = match self.who {
+            Principal::Admin => Vec::new(),
+            _ => self.access.policies(&self.store, bucket),
+        };
+        let principal = match &self.who {
+            Principal::Key(k) => Some(k.stored.access_key_id.as_str()),
+            Principal::Admin => Some(self.access.admin_id()),
+            Principal::Anonymous => None,
+        };
+        let request = crate::access::policy::PolicyRequest {
+            principal,
+            action,
+            resource: &resource,
+            secure: self.peer.tls,
+            source_ip: self.peer.addr.map(|a| a.ip()),
+            prefix: if listing { key } else { None },
+            delimiter: None,
+            max_keys: None,
+            acl: None,
+            now: time::OffsetDateTime::now_utc(),
+        };
+        let allowed = match self.access.decide(
+            &self.who,
+            self.need,
+            Some(bucket),
+            key,
+            |_| true,
+            &policies,
+            &request,
+        ) {
+            Verdict::Allow => true,
+            Verdict::Deny => false,
+            Verdict::NotGranted => {
+                let object = if listing { None } else { key };
+                self.access
+                    .acl_allows(&self.store, &self.who, Some(bucket), object, None, action)
+                    .await
+            }
+        };
+        if allowed {
             Ok(())
         } else {
             Err(ApiError::new(
@@ -285,7 +337,22 @@ impl ApiRoute {
             }
             _ => {}
         }
-        Ok((pattern, Gate { who, need, access }))
+        let peer = req
+            .extensions
+            .get::<crate::peer::PeerInfo>()
+            .cloned()
+            .unwrap_or_default();
+        Ok((
+            pattern,
+            Gate {
+                who,
+                need,
+                pattern,
+                access,
+                store: self.state.store.clone(),
+                peer,
+            },
+        ))
     }
 
     async fn dispatch(&self, mut req: S3Request<Body>, pattern: &str, gate: Gate) -> ApiResult {

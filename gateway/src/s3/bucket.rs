@@ -1,12 +1,11 @@
-//! Bucket operations: ListBuckets, CreateBucket, HeadBucket, DeleteBucket, GetBucketLocation,
-//! and the read-only bucket settings clients probe (ACLs).
+//! Bucket operations: ListBuckets, CreateBucket, HeadBucket, DeleteBucket, GetBucketLocation.
 
 use s3s::dto::*;
 use s3s::{S3Request, S3Response};
 
 use crate::access::Caller;
 
-use super::{Gateway, RequestError, RequestResult, blocking, object_path, owner, timestamp};
+use super::{Gateway, RequestError, RequestResult, blocking, owner, timestamp};
 
 /// ListBuckets: the buckets the caller can read.
 pub(crate) async fn list_buckets(
@@ -61,6 +60,8 @@ pub(crate) async fn create_bucket(
             region: gw.region.clone(),
         });
     }
+    let headers = super::acl::acl_headers!(input);
+    let grants = super::acl::write_acl(gw, &input.bucket, headers, &req.extensions).await?;
     let store = gw.store.clone();
     let bucket = input.bucket.clone();
     let with_lock = input.object_lock_enabled_for_bucket == Some(true);
@@ -80,6 +81,9 @@ pub(crate) async fn create_bucket(
             .map_err(|e| {
                 RequestError::Internal(format!("recording the new bucket's owner: {e}"))
             })?;
+    }
+    if created && let Some(grants) = grants {
+        super::acl::set_new_bucket_acl(gw, &input.bucket, grants).await?;
     }
     if !created && gw.region != "us-east-1" {
         return Err(RequestError::BucketAlreadyOwnedByYou);
@@ -126,49 +130,5 @@ pub(crate) async fn get_bucket_location(
         (gw.region != "us-east-1").then(|| BucketLocationConstraint::from(gw.region.clone()));
     Ok(S3Response::new(GetBucketLocationOutput {
         location_constraint,
-    }))
-}
-
-fn owner_full_control() -> Vec<Grant> {
-    let o = owner();
-    vec![Grant {
-        grantee: Some(Grantee {
-            display_name: o.display_name,
-            id: o.id,
-            type_: Type::from_static(Type::CANONICAL_USER),
-            email_address: None,
-            uri: None,
-        }),
-        permission: Some(Permission::from_static(Permission::FULL_CONTROL)),
-    }]
-}
-
-/// GetBucketAcl: the owner has full control; nothing else is granted.
-pub(crate) async fn get_bucket_acl(
-    gw: &Gateway,
-    req: S3Request<GetBucketAclInput>,
-) -> RequestResult<S3Response<GetBucketAclOutput>> {
-    let store = gw.store.clone();
-    let bucket = req.input.bucket;
-    blocking(move || store.bucket_fd(&bucket).map(drop)).await?;
-    Ok(S3Response::new(GetBucketAclOutput {
-        grants: Some(owner_full_control()),
-        owner: Some(owner()),
-    }))
-}
-
-/// GetObjectAcl: the owner has full control.
-pub(crate) async fn get_object_acl(
-    gw: &Gateway,
-    req: S3Request<GetObjectAclInput>,
-) -> RequestResult<S3Response<GetObjectAclOutput>> {
-    let store = gw.store.clone();
-    let input = req.input;
-    let path = object_path(&input.key)?;
-    blocking(move || store.open_object(&input.bucket, &path).map(drop)).await?;
-    Ok(S3Response::new(GetObjectAclOutput {
-        grants: Some(owner_full_control()),
-        owner: Some(owner()),
-        ..Default::default()
     }))
 }

@@ -5,6 +5,7 @@
 use s3s::dto::*;
 use s3s::{S3Request, S3Response};
 
+use super::acl::{acl_headers, write_acl};
 use super::checksum::{checksum_fields, hash_file};
 use super::conditional::conditions;
 use super::lock::{WriteLock, apply_on_write};
@@ -88,6 +89,9 @@ pub(crate) async fn copy_object(
         }
         _ => None,
     };
+    // The copy gets the ACL its request names (private by default), never the source's.
+    let acl_asked = acl_headers!(object input);
+    let acl = write_acl(gw, &input.bucket, acl_asked, &req.extensions).await?;
     let conds = conditions!(copy_source input);
     let lock = WriteLock::new(
         input.object_lock_mode.as_ref(),
@@ -127,6 +131,7 @@ pub(crate) async fn copy_object(
         if let Some(tags) = new_tags {
             meta.tags = tags;
         }
+        meta.acl = acl;
         let meta = store.commit(tmp, &dst_bucket, &dst_path, meta, Commit::Replace)?;
         let modified =
             std::time::UNIX_EPOCH + std::time::Duration::from_nanos(meta.mtime_ns.max(0) as u64);

@@ -64,7 +64,12 @@ pub(crate) async fn delete_objects(
 ) -> RequestResult<S3Response<DeleteObjectsOutput>> {
     let input = req.input;
     let objects = input.delete.objects;
-    if objects.len() > MAX_DELETE_KEYS {
+    let denied = req
+        .extensions
+        .get::<crate::access::DeniedKeys>()
+        .map(|d| d.0.clone())
+        .unwrap_or_default();
+    if objects.len() + denied.len() > MAX_DELETE_KEYS {
         return Err(RequestError::MalformedXml(
             "a DeleteObjects request may name at most 1000 keys",
         ));
@@ -88,7 +93,16 @@ pub(crate) async fn delete_objects(
     })
     .await?;
     let mut deleted = Vec::new();
-    let mut errors = Vec::new();
+    // The keys a bucket policy denies deleting (see `crate::auth`) fail on their own.
+    let mut errors: Vec<Error> = denied
+        .into_iter()
+        .map(|(key, version_id)| Error {
+            key: Some(key),
+            code: Some("AccessDenied".to_owned()),
+            message: Some("Access Denied".to_owned()),
+            version_id,
+        })
+        .collect();
     for (key, asked_version, r) in results {
         match r {
             Ok(d) => {

@@ -156,6 +156,9 @@ pub enum RequestError {
         /// True when the request named the version.
         by_id: bool,
     },
+    /// An ACL S3 would refuse (malformed, an unknown grantee, a canned ACL and grants).
+    #[error(transparent)]
+    Acl(#[from] crate::access::acl::AclError),
     /// The gateway failed, not the client (a worker panicked, a transcode broke).
     #[error("{0}")]
     Internal(String),
@@ -312,6 +315,12 @@ impl RequestError {
             RequestError::NoLifecycleConfiguration => C::NoSuchLifecycleConfiguration,
             RequestError::DeleteMarker { by_id: true, .. } => C::MethodNotAllowed,
             RequestError::DeleteMarker { by_id: false, .. } => C::NoSuchKey,
+            RequestError::Acl(e) => match e {
+                crate::access::acl::AclError::Malformed(_) => C::MalformedACLError,
+                crate::access::acl::AclError::InvalidArgument(_) => C::InvalidArgument,
+                crate::access::acl::AclError::Email => C::UnresolvableGrantByEmailAddress,
+                crate::access::acl::AclError::Both => C::InvalidRequest,
+            },
             RequestError::Internal(_) => C::InternalError,
         };
         (known, None)

@@ -1,8 +1,9 @@
 //! The S3 API over the filesystem store, one operation family per file (as Garage's
 //! `src/api/s3/`):
 //!
-//! - `bucket.rs`: ListBuckets, CreateBucket, HeadBucket, DeleteBucket, GetBucketLocation and
-//!   the bucket settings clients probe (ACLs);
+//! - `bucket.rs`: ListBuckets, CreateBucket, HeadBucket, DeleteBucket, GetBucketLocation;
+//! - `acl.rs`: Put/GetBucketAcl, Put/GetObjectAcl and the ACL writes set (what grants allow
+//!   is `crate::access::acl`);
 //! - `versioning.rs`: Put/GetBucketVersioning and ListObjectVersions;
 //! - `lifecycle.rs`: Put/Get/DeleteBucketLifecycleConfiguration and `x-amz-expiration`
 //!   (the sweeper is [`crate::lifecycle`]);
@@ -30,6 +31,7 @@
 //! message the client sees; the store's own errors come in through it. Keys become paths, and
 //! every byte is read and written, in [`crate::store`].
 
+pub mod acl;
 mod bucket;
 mod checksum;
 mod conditional;
@@ -115,11 +117,11 @@ pub(crate) fn object_path(key: &str) -> RequestResult<ObjectPath> {
     Ok(parse_key(key)?)
 }
 
-/// The single owner every bucket, object and upload has on this gateway.
+/// The single owner every bucket, object and upload has on this gateway (the id ACLs name).
 pub(crate) fn owner() -> Owner {
     Owner {
-        display_name: Some("nebula".into()),
-        id: Some("nebula".into()),
+        display_name: Some(crate::access::acl::OWNER_ID.into()),
+        id: Some(crate::access::acl::OWNER_ID.into()),
     }
 }
 
@@ -229,7 +231,7 @@ impl S3 for Gateway {
         &self,
         req: S3Request<GetBucketAclInput>,
     ) -> S3Result<S3Response<GetBucketAclOutput>> {
-        bucket::get_bucket_acl(self, req)
+        acl::get_bucket_acl(self, req)
             .await
             .map_err(RequestError::into_s3)
     }
@@ -237,7 +239,23 @@ impl S3 for Gateway {
         &self,
         req: S3Request<GetObjectAclInput>,
     ) -> S3Result<S3Response<GetObjectAclOutput>> {
-        bucket::get_object_acl(self, req)
+        acl::get_object_acl(self, req)
+            .await
+            .map_err(RequestError::into_s3)
+    }
+    async fn put_bucket_acl(
+        &self,
+        req: S3Request<PutBucketAclInput>,
+    ) -> S3Result<S3Response<PutBucketAclOutput>> {
+        acl::put_bucket_acl(self, req)
+            .await
+            .map_err(RequestError::into_s3)
+    }
+    async fn put_object_acl(
+        &self,
+        req: S3Request<PutObjectAclInput>,
+    ) -> S3Result<S3Response<PutObjectAclOutput>> {
+        acl::put_object_acl(self, req)
             .await
             .map_err(RequestError::into_s3)
     }

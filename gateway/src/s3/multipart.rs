@@ -14,6 +14,7 @@ use http::HeaderMap;
 use s3s::dto::*;
 use s3s::{S3Request, S3Response};
 
+use super::acl::{acl_headers, write_acl};
 use super::checksum::{
     Expect, checksum_fields, checksums_agree, composite_checksums, stored_from_request,
 };
@@ -133,6 +134,9 @@ pub(crate) async fn create_multipart_upload(
         .unwrap_or(0);
     let mut meta = headers.to_meta();
     meta.tags = super::tagging::from_header(input.tagging.as_deref())?;
+    // Kept in the upload's record, so CompleteMultipartUpload gives the object this ACL.
+    let acl_asked = acl_headers!(object input);
+    meta.acl = write_acl(gw, &input.bucket, acl_asked, &req.extensions).await?;
     let lock = WriteLock::new(
         input.object_lock_mode.as_ref(),
         input.object_lock_retain_until_date.as_ref(),

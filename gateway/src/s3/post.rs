@@ -10,6 +10,8 @@
 //! - the `${filename}` variable in `key`: the file part's name is not passed on by s3s, so the
 //!   front watches the form go by ([`FormFileName`]) and [`post_object`] substitutes it (and
 //!   fixes the key s3s puts in the 201 body and the redirect, see [`fix_created_body`]);
+//! - the `acl` field (a canned ACL, as AWS's forms name it; s3s reads only `x-amz-acl`): the
+//!   front picks it up with the file name, from the fields before the file part;
 //! - AWS's errors: a failed condition is `403 AccessDenied` "Invalid according to Policy:
 //!   Policy Condition failed: ..." and an expired policy "Invalid according to Policy: Policy
 //!   expired." ([`aws_policy_error`]); s3s says `400 InvalidPolicyDocument` and "Request has
@@ -38,14 +40,20 @@ pub const MAX_FORM_FILE: u64 = 64 * 1024 * 1024;
 /// (s3s limits them), the file's bytes are never searched.
 const HEADER_SEARCH_LIMIT: usize = 256 * 1024;
 
-/// The name of the file part of a form upload, once the front has seen it go by.
+/// The name of the file part of a form upload and its `acl` field, once the front has seen
+/// them go by.
 #[derive(Debug, Clone, Default)]
-pub struct FormFileName(Arc<Mutex<Option<String>>>);
+pub struct FormFileName(Arc<Mutex<Option<String>>>, Arc<Mutex<Option<String>>>);
 
 impl FormFileName {
     /// The file name sent, without any folder a browser may have added.
     fn get(&self) -> Option<String> {
         self.0.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// The form's `acl` field.
+    pub fn acl(&self) -> Option<String> {
+        self.1.lock().unwrap_or_else(|e| e.into_inner()).clone()
     }
 }
 
@@ -82,6 +90,7 @@ impl<B> WatchFileName<B> {
         self.seen.extend_from_slice(data);
         if let Some(found) = file_name_in(&self.seen) {
             *self.name.0.lock().unwrap_or_else(|e| e.into_inner()) = Some(found);
+            *self.name.1.lock().unwrap_or_else(|e| e.into_inner()) = field_in(&self.seen, "acl");
             self.done = true;
         } else if self.seen.len() > HEADER_SEARCH_LIMIT {
             self.done = true;
@@ -103,6 +112,18 @@ fn file_name_in(form: &[u8]) -> Option<String> {
     let name = String::from_utf8_lossy(&rest[..end]);
     let base = name.rsplit(['/', '\\']).next().unwrap_or("");
     Some(base.to_owned())
+}
+
+/// The value of the form field `name` among the parts in `form` (`Content-Disposition:
+/// form-data; name="acl"`, a blank line, the value).
+fn field_in(form: &[u8], name: &str) -> Option<String> {
+    let needle = format!("name=\"{name}\"\r\n\r\n");
+    let at = form
+        .windows(needle.len())
+        .position(|w| w.eq_ignore_ascii_case(needle.as_bytes()))?;
+    let rest = &form[at + needle.len()..];
+    let end = rest.windows(2).position(|w| w == b"\r\n")?;
+    Some(String::from_utf8_lossy(&rest[..end]).into_owned())
 }
 
 impl<B> HttpBody for WatchFileName<B>
@@ -146,7 +167,9 @@ pub(crate) async fn post_object(
     gw: &Gateway,
     req: S3Request<PostObjectInput>,
 ) -> RequestResult<S3Response<PostObjectOutput>> {
-    let file_name = req.extensions.get::<FormFileName>().and_then(|n| n.get());
+    let form = req.extensions.get::<FormFileName>();
+    let file_name = form.and_then(FormFileName::get);
+    let form_acl = form.and_then(FormFileName::acl).map(ObjectCannedACL::from);
     let (mut bucket, mut key, mut redirect) = (String::new(), String::new(), None);
     let put_req = req.map_input(|i| {
         bucket.clone_from(&i.bucket);
@@ -174,6 +197,7 @@ pub(crate) async fn post_object(
             if_none_match: i.if_none_match,
             metadata: i.metadata,
             tagging: i.tagging,
+            acl: i.acl.or(form_acl),
             ..Default::default()
         }
     });
@@ -297,6 +321,10 @@ mod tests {
             file_name_in(b"--b\r\nContent-Disposition: form-data; name=\"file\"; filename=\"a"),
             None
         );
+        let with_acl =
+            b"--b\r\nContent-Disposition: form-data; name=\"acl\"\r\n\r\npublic-read\r\n--b\r\n";
+        assert_eq!(field_in(with_acl, "acl").as_deref(), Some("public-read"));
+        assert_eq!(field_in(form, "acl"), None);
         assert_eq!(form_key("up/${filename}", Some("a.jpg")), "up/a.jpg");
         assert_eq!(form_key("fixed", Some("a.jpg")), "fixed");
     }

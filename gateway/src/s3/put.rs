@@ -3,6 +3,7 @@
 use s3s::dto::*;
 use s3s::{S3Request, S3Response};
 
+use super::acl::{acl_headers, write_acl};
 use super::checksum::{Expect, checksum_fields};
 use super::lifecycle::expiration_header;
 use super::lock::{WriteLock, apply_on_write};
@@ -112,6 +113,8 @@ pub(crate) async fn put_object(
         input.checksum_algorithm.as_ref(),
     )?;
     let tags = super::tagging::from_header(input.tagging.as_deref())?;
+    let acl_asked = acl_headers!(object input);
+    let acl = write_acl(gw, &input.bucket, acl_asked, &req.extensions).await?;
     let mode = write_precondition(
         gw,
         &input.bucket,
@@ -137,6 +140,7 @@ pub(crate) async fn put_object(
     };
     let mut meta = headers.to_meta();
     meta.tags = tags;
+    meta.acl = acl;
     meta.etag = hex::encode(received.md5);
     meta.checksums = received.checksums;
     let (store, bucket) = (gw.store.clone(), input.bucket.clone());

@@ -87,6 +87,49 @@ pub struct ObjectMeta {
     /// Object lock legal hold of this version.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub legal_hold: bool,
+    /// The version's ACL (`None`: private, the owner's full control only). Set by the write
+    /// that made the version and by PutObjectAcl; never copied with the bytes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub acl: Option<Vec<AclGrant>>,
+}
+
+/// One ACL grant, as kept with an object version ([`ObjectMeta::acl`]) and in a bucket's
+/// `acl` setting. What a grant allows is decided in `crate::access::acl`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AclGrant {
+    /// Who is granted.
+    pub grantee: AclGrantee,
+    /// What is granted.
+    pub permission: AclPermission,
+}
+
+/// An ACL grantee: one canonical user (an access key id of this gateway, or the owner's id),
+/// or one of S3's two groups.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AclGrantee {
+    /// A canonical user id.
+    User(String),
+    /// Everyone, signed or not.
+    AllUsers,
+    /// Every valid key of this gateway.
+    AuthenticatedUsers,
+}
+
+/// An ACL permission, as S3 names them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum AclPermission {
+    /// All of the others.
+    FullControl,
+    /// List a bucket, read an object.
+    Read,
+    /// Put and delete a bucket's objects.
+    Write,
+    /// Read the ACL.
+    ReadAcp,
+    /// Change the ACL.
+    WriteAcp,
 }
 
 /// Object lock retention mode.
@@ -198,6 +241,7 @@ fn encode_compact(meta: &ObjectMeta, rel: &Path) -> Option<String> {
         && !meta.delete_marker
         && meta.retention.is_none()
         && !meta.legal_hold
+        && meta.acl.is_none()
         && meta.tags.is_empty()
         && meta.mtime_ns >= 0
         && !meta.etag.is_empty()
