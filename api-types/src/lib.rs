@@ -5,12 +5,16 @@
 //! One module per endpoint family: [`files`] (`GET files`), [`jobs`] (`POST transcode`,
 //! `GET jobs`, `GET jobs/{id}`, `POST jobs/{id}/cancel`), [`health`] (`GET health`), [`logs`]
 //! (`GET logs`), [`keys`] (`keys`, `keys/{id}`, `keys/{id}/allow|deny`); `ping` and the error
-//! body are here. `GET metrics` answers Prometheus text, not JSON.
+//! body are here. `GET metrics` answers Prometheus text, not JSON. With the `cli` feature,
+//! [`keys_cli`] holds the command-line verbs of `keys`, which `nebula keys` (through this API)
+//! and `nebula-gateway keys` (on the data folder) share.
 
 pub mod files;
 pub mod health;
 pub mod jobs;
 pub mod keys;
+#[cfg(feature = "cli")]
+pub mod keys_cli;
 pub mod logs;
 
 use serde::{Deserialize, Serialize};
