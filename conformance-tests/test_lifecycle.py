@@ -190,3 +190,54 @@ def test_object_lock_wins_over_lifecycle(lgw):
     time.sleep(2 * DAY)
     assert noncurrent() == [locked]
     assert s3.get_object(Bucket=b, Key="backup.tar", VersionId=locked)["Body"].read() == b"locked"
+
+
+def test_tag_filters(lgw):
+    """Filter.Tag and And.Tags match object tags: in the stored rules, in x-amz-expiration and in
+    what the sweeper removes; rules that could never match (tags with AbortIncompleteMultipartUpload
+    or ExpiredObjectDeleteMarker) are refused as S3 refuses them."""
+    s3 = lgw.boto3_client()
+    b = new_bucket_name("lc")
+    s3.create_bucket(Bucket=b)
+    rules = [
+        {"ID": "temp", "Status": "Enabled", "Filter": {"Tag": {"Key": "temp", "Value": "yes"}}, "Expiration": {"Days": 1}},
+        {
+            "ID": "old-logs",
+            "Status": "Enabled",
+            "Filter": {"And": {"Prefix": "logs/", "Tags": [{"Key": "a", "Value": "1"}, {"Key": "b", "Value": "2"}]}},
+            "Expiration": {"Days": 1},
+        },
+    ]
+    for bad in (
+        {"ID": "x", "Status": "Enabled", "Filter": {"Tag": {"Key": "t", "Value": "v"}},
+         "AbortIncompleteMultipartUpload": {"DaysAfterInitiation": 1}},
+        {"ID": "x", "Status": "Enabled", "Filter": {"Tag": {"Key": "t", "Value": "v"}},
+         "Expiration": {"ExpiredObjectDeleteMarker": True}},
+    ):
+        with pytest.raises(ClientError) as e:
+            s3.put_bucket_lifecycle_configuration(Bucket=b, LifecycleConfiguration={"Rules": [bad]})
+        assert e.value.response["ResponseMetadata"]["HTTPStatusCode"] == 400
+        assert e.value.response["Error"]["Code"] == "InvalidRequest"
+    # Objects written before the rules are matched by their tags too.
+    s3.put_object(Bucket=b, Key="scratch.txt", Body=b"s", Tagging="temp=yes")
+    s3.put_object(Bucket=b, Key="keep.txt", Body=b"k", Tagging="temp=no")
+    s3.put_bucket_lifecycle_configuration(Bucket=b, LifecycleConfiguration={"Rules": rules})
+    got = s3.get_bucket_lifecycle_configuration(Bucket=b)["Rules"]
+    assert got[0]["Filter"] == {"Tag": {"Key": "temp", "Value": "yes"}}
+    assert got[1]["Filter"]["And"]["Tags"] == [{"Key": "a", "Value": "1"}, {"Key": "b", "Value": "2"}]
+    assert 'rule-id="temp"' in s3.head_object(Bucket=b, Key="scratch.txt")["Expiration"]
+    assert "Expiration" not in s3.head_object(Bucket=b, Key="keep.txt")
+    r = s3.put_object(Bucket=b, Key="logs/full.log", Body=b"f", Tagging="a=1&b=2&c=3")
+    assert 'rule-id="old-logs"' in r["Expiration"]
+    r = s3.put_object(Bucket=b, Key="logs/half.log", Body=b"h", Tagging="a=1")
+    assert "Expiration" not in r
+    # Tags set later count: the untagged object becomes due.
+    s3.put_object(Bucket=b, Key="later.txt", Body=b"l")
+    assert "Expiration" not in s3.head_object(Bucket=b, Key="later.txt")
+    s3.put_object_tagging(Bucket=b, Key="later.txt", Tagging={"TagSet": [{"Key": "temp", "Value": "yes"}]})
+    assert 'rule-id="temp"' in s3.get_object(Bucket=b, Key="later.txt")["Expiration"]
+    wait_for("the tagged objects to expire", lambda: keys(s3, b) == ["keep.txt", "logs/half.log"])
+    time.sleep(2 * DAY)
+    assert keys(s3, b) == ["keep.txt", "logs/half.log"]
+    log = lgw.log_text()
+    assert "logs/full.log" in log and "scratch.txt" in log and "later.txt" in log

@@ -157,3 +157,52 @@ def test_awscli_object_and_bucket_tagging(gw, tbucket, tmp_path):
          "--tagging", "TagSet=[{Key=env,Value=test}]"], env=env)
     out = run([AWS_BIN, *ep, "s3api", "get-bucket-tagging", "--bucket", tbucket], env=env)
     assert json.loads(out.stdout_text)["TagSet"] == [{"Key": "env", "Value": "test"}]
+
+
+def test_tags_of_one_version(s3):
+    """Put/Get/DeleteObjectTagging with a versionId reach that version only, current or kept,
+    and answer with its id; each version's tags stay its own through overwrites and deletes."""
+    b = new_bucket_name("tags")
+    s3.create_bucket(Bucket=b)
+    s3.put_object(Bucket=b, Key="k", Body=b"before versioning", Tagging="era=null")
+    s3.put_bucket_versioning(Bucket=b, VersioningConfiguration={"Status": "Enabled"})
+    v1 = s3.put_object(Bucket=b, Key="k", Body=b"one", Tagging="n=1")["VersionId"]
+    v2 = s3.put_object(Bucket=b, Key="k", Body=b"two", Tagging="n=2")["VersionId"]
+
+    def tags(version=None):
+        kw = {"VersionId": version} if version else {}
+        r = s3.get_object_tagging(Bucket=b, Key="k", **kw)
+        return r["VersionId"], {t["Key"]: t["Value"] for t in r["TagSet"]}
+
+    assert tags() == (v2, {"n": "2"})
+    assert tags(v1) == (v1, {"n": "1"})
+    assert tags("null") == ("null", {"era": "null"})
+    # Tag a kept version: only it changes.
+    r = s3.put_object_tagging(Bucket=b, Key="k", VersionId=v1, Tagging={"TagSet": [{"Key": "kept", "Value": "yes"}]})
+    assert r["VersionId"] == v1
+    assert tags(v1) == (v1, {"kept": "yes"})
+    assert tags() == (v2, {"n": "2"})
+    assert s3.get_object(Bucket=b, Key="k", VersionId=v1)["TagCount"] == 1
+    # Tag the current version by its id.
+    s3.put_object_tagging(Bucket=b, Key="k", VersionId=v2, Tagging={"TagSet": [{"Key": "n", "Value": "two"}]})
+    assert tags() == (v2, {"n": "two"})
+    # A delete marker on top, then removed: the versions keep their own tags.
+    marker = s3.delete_object(Bucket=b, Key="k")["VersionId"]
+    assert tags(v1) == (v1, {"kept": "yes"})
+    assert error_of(lambda: s3.get_object_tagging(Bucket=b, Key="k", VersionId=marker)) == (405, "MethodNotAllowed")
+    s3.delete_object(Bucket=b, Key="k", VersionId=marker)
+    assert tags() == (v2, {"n": "two"})
+    r = s3.delete_object_tagging(Bucket=b, Key="k", VersionId="null")
+    assert r["VersionId"] == "null"
+    assert tags("null") == ("null", {})
+    assert tags(v1) == (v1, {"kept": "yes"})
+    # Deleting the current version brings v1 back with its tags.
+    s3.delete_object(Bucket=b, Key="k", VersionId=v2)
+    assert tags() == (v1, {"kept": "yes"})
+    assert s3.get_object(Bucket=b, Key="k")["Body"].read() == b"one"
+    missing = "0" * 32
+    assert error_of(lambda: s3.get_object_tagging(Bucket=b, Key="k", VersionId=missing)) == (404, "NoSuchVersion")
+    assert error_of(
+        lambda: s3.put_object_tagging(Bucket=b, Key="k", VersionId=missing, Tagging={"TagSet": []})
+    ) == (404, "NoSuchVersion")
+    assert error_of(lambda: s3.get_object_tagging(Bucket=b, Key="k", VersionId="bogus"))[0] == 400

@@ -329,3 +329,57 @@ def test_kill9_during_versioned_overwrites_loses_and_doubles_nothing(tmp_path):
     print(f"start-up repairs over 50 kills: {repairs}")
     assert repairs > 0, "no kill landed inside a versioned write"
     g.assert_clean_exit()
+
+
+def test_version_id_header_follows_the_bucket_state(gw):
+    """x-amz-version-id as S3 sends it: never in a bucket that never had versioning (even for
+    versionId=null), the id in an enabled one, `null` for writes in a suspended one and for reads
+    of a null version."""
+    s3 = gw.boto3_client()
+
+    def vid(r):
+        return r["ResponseMetadata"]["HTTPHeaders"].get("x-amz-version-id")
+
+    def writes(b, key):
+        """The header of a PUT, a CopyObject, a CompleteMultipartUpload and an UploadPartCopy."""
+        put = s3.put_object(Bucket=b, Key=key, Body=b"x")
+        copy = s3.copy_object(Bucket=b, Key=key + ".copy", CopySource={"Bucket": b, "Key": key})
+        up = s3.create_multipart_upload(Bucket=b, Key=key + ".mp")["UploadId"]
+        part = s3.upload_part_copy(Bucket=b, Key=key + ".mp", UploadId=up, PartNumber=1,
+                                   CopySource={"Bucket": b, "Key": key})
+        done = s3.complete_multipart_upload(
+            Bucket=b, Key=key + ".mp", UploadId=up,
+            MultipartUpload={"Parts": [{"PartNumber": 1, "ETag": part["CopyPartResult"]["ETag"]}]},
+        )
+        return (vid(put), vid(copy), copy["ResponseMetadata"]["HTTPHeaders"].get("x-amz-copy-source-version-id"),
+                part["ResponseMetadata"]["HTTPHeaders"].get("x-amz-copy-source-version-id"), vid(done))
+
+    plain = new_bucket_name("v")
+    s3.create_bucket(Bucket=plain)
+    assert writes(plain, "k") == (None, None, None, None, None)
+    assert vid(s3.get_object(Bucket=plain, Key="k")) is None
+    assert vid(s3.head_object(Bucket=plain, Key="k")) is None
+    assert vid(s3.get_object(Bucket=plain, Key="k", VersionId="null")) is None
+    assert vid(s3.get_object_tagging(Bucket=plain, Key="k")) is None
+    assert vid(s3.delete_object(Bucket=plain, Key="k", VersionId="null")) is None
+    assert vid(s3.delete_object(Bucket=plain, Key="k.copy")) is None
+
+    b = new_bucket_name("v")
+    s3.create_bucket(Bucket=b)
+    s3.put_object(Bucket=b, Key="old", Body=b"before versioning")
+    s3.put_bucket_versioning(Bucket=b, VersioningConfiguration={"Status": "Enabled"})
+    # The null version written before versioning is read as `null`.
+    assert vid(s3.get_object(Bucket=b, Key="old")) == "null"
+    assert vid(s3.head_object(Bucket=b, Key="old")) == "null"
+    enabled_put, copy, src, part_src, done = writes(b, "k")
+    assert len(enabled_put) == 32 and len(copy) == 32 and len(done) == 32
+    assert src == part_src == enabled_put
+    assert vid(s3.head_object(Bucket=b, Key="k")) == enabled_put
+
+    s3.put_bucket_versioning(Bucket=b, VersioningConfiguration={"Status": "Suspended"})
+    put, copy, src, part_src, done = writes(b, "s")
+    assert (put, copy, src, part_src, done) == ("null", "null", "null", "null", "null")
+    assert vid(s3.get_object(Bucket=b, Key="s")) == "null"
+    assert vid(s3.head_object(Bucket=b, Key="s")) == "null"
+    # Versions made while enabled keep their ids.
+    assert vid(s3.get_object(Bucket=b, Key="k")) == enabled_put

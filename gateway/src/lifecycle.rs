@@ -91,11 +91,11 @@ pub enum FilterForm {
 }
 
 impl Filter {
-    /// True when an object with this key and size matches. Filters with tags are refused
-    /// when rules are set (objects carry no tags on this gateway yet), so none gets here.
-    pub fn matches(&self, key: &str, size: u64) -> bool {
+    /// True when an object version with this key, size and tags matches: it carries every tag
+    /// of the filter (same key and value).
+    pub fn matches(&self, key: &str, size: u64, tags: &[(String, String)]) -> bool {
         let size = i64::try_from(size).unwrap_or(i64::MAX);
-        self.tags.is_empty()
+        self.tags.iter().all(|t| tags.contains(t))
             && key.starts_with(&self.prefix)
             && self.size_greater_than.is_none_or(|n| size > n)
             && self.size_less_than.is_none_or(|n| size < n)
@@ -111,19 +111,20 @@ impl Rules {
         Ok(serde_json::from_slice(&doc).ok())
     }
 
-    /// When the current version (`key` of `size`, created `created`) expires and by which rule:
+    /// When the current version (`key` of `size` with `tags`, created `created`) expires and by which rule:
     /// what `x-amz-expiration` says. S3 rounds a Days expiry up to the next midnight UTC; with a
     /// shortened day for tests it is exact.
     pub fn expiry(
         &self,
         key: &str,
         size: u64,
+        tags: &[(String, String)],
         created: SystemTime,
         day: Duration,
     ) -> Option<(SystemTime, String)> {
         self.rules
             .iter()
-            .filter(|r| r.enabled && r.filter.matches(key, size))
+            .filter(|r| r.enabled && r.filter.matches(key, size, tags))
             .filter_map(|r| {
                 let at = match (r.expiration_days, r.expiration_date_ms) {
                     (Some(d), _) => {
@@ -203,7 +204,7 @@ pub fn sweep_bucket(
             .filter(|v| v.is_latest && !v.meta.delete_marker)
         {
             let due = enabled.iter().find(|r| {
-                r.filter.matches(&key, cur.size)
+                r.filter.matches(&key, cur.size, &cur.meta.tags)
                     && (r
                         .expiration_days
                         .is_some_and(|d| age(cur.modified) >= days(d))
@@ -242,7 +243,7 @@ pub fn sweep_bucket(
                 r.noncurrent_days.is_some_and(|d| age(since) >= days(d))
                     && r.newer_noncurrent_versions
                         .is_none_or(|n| newer_noncurrent >= n.max(0))
-                    && r.filter.matches(&key, v.size)
+                    && r.filter.matches(&key, v.size, &v.meta.tags)
             });
             newer_noncurrent += 1;
             let Some(rule) = due else { continue };
@@ -280,6 +281,7 @@ pub fn sweep_bucket(
     // Incomplete multipart uploads.
     for upload in store.list_uploads(bucket)? {
         let key = &upload.record.key;
+        // Rules with tags have no AbortIncompleteMultipartUpload (refused when set).
         let due = enabled.iter().find(|r| {
             r.abort_multipart_days
                 .is_some_and(|d| age(upload.record.initiated()) >= days(d))

@@ -101,9 +101,9 @@ pub(crate) async fn copy_object(
     let store = gw.store.clone();
     let dst_bucket = input.bucket.clone();
     let (bucket, key) = (input.bucket.clone(), input.key.clone());
-    let (meta, modified, src_version) = blocking(move || -> RequestResult<_> {
+    let (meta, modified, src_version, version_id) = blocking(move || -> RequestResult<_> {
         let src = open_source(&store, &src_bucket, &src_path, src_version.as_deref())?;
-        let src_version = src.meta.version_id.clone().or(src_version);
+        let src_version = store.version_header(&src_bucket, &src.meta)?;
         conds.borrow().check_copy_source(&src.meta, src.modified)?;
         if src_path.is_folder_marker != dst_path.is_folder_marker {
             return Err(RequestError::InvalidRequest(
@@ -135,7 +135,8 @@ pub(crate) async fn copy_object(
         let meta = store.commit(tmp, &dst_bucket, &dst_path, meta, Commit::Replace)?;
         let modified =
             std::time::UNIX_EPOCH + std::time::Duration::from_nanos(meta.mtime_ns.max(0) as u64);
-        Ok((meta, modified, src_version))
+        let version = store.version_header(&dst_bucket, &meta)?;
+        Ok((meta, modified, src_version, version))
     })
     .await?;
     gw.written(&bucket, &key, &meta).await;
@@ -152,7 +153,7 @@ pub(crate) async fn copy_object(
     };
     Ok(S3Response::new(CopyObjectOutput {
         copy_object_result: Some(result),
-        version_id: meta.version_id.clone(),
+        version_id,
         copy_source_version_id: src_version,
         ..Default::default()
     }))
@@ -197,9 +198,10 @@ pub(crate) async fn upload_part_copy(
     let conds = conditions!(copy_source input);
     let store = gw.store.clone();
     let (bucket, key, id) = (input.bucket, input.key, input.upload_id);
-    let part = blocking(move || -> RequestResult<_> {
+    let (part, src_version) = blocking(move || -> RequestResult<_> {
         let record = store.open_upload(&bucket, &key, &id)?;
         let src = open_source(&store, &src_bucket, &src_path, src_version.as_deref())?;
+        let src_version = store.version_header(&src_bucket, &src.meta)?;
         conds.borrow().check_copy_source(&src.meta, src.modified)?;
         let (start, len) = match range {
             None => (0, src.size),
@@ -217,7 +219,8 @@ pub(crate) async fn upload_part_copy(
         }
         // Hash what landed in the part, not the source, which may change under us.
         let (md5, checksums) = hash_file(&tmp.file, len, algorithm_of(&record).as_ref())?;
-        Ok(store.put_part(&bucket, &key, &id, number, tmp, md5, checksums)?)
+        let part = store.put_part(&bucket, &key, &id, number, tmp, md5, checksums)?;
+        Ok((part, src_version))
     })
     .await?;
     let c = checksum_fields(&part.checksums);
@@ -232,6 +235,7 @@ pub(crate) async fn upload_part_copy(
     };
     Ok(S3Response::new(UploadPartCopyOutput {
         copy_part_result: Some(result),
+        copy_source_version_id: src_version,
         ..Default::default()
     }))
 }

@@ -235,11 +235,8 @@ fn settle(obj: ObjectHandle, req: &ReadRequest, read: SmallRead) -> RequestResul
         )),
         SmallRead::Cached => fsutil::read_block_cached(&obj.file, len, start).map(Bytes::from),
     };
-    let version_id = obj
-        .meta
-        .version_id
-        .clone()
-        .or_else(|| req.version_id.clone());
+    // The null version's `null` is added by `prepare`, which knows the bucket's state.
+    let version_id = obj.meta.version_id.clone();
     Ok(Prepared {
         meta: obj.meta,
         size: obj.size,
@@ -266,8 +263,11 @@ fn prepare(
         let current = req.version_id.is_none();
         let (bucket, key) = (req.bucket.clone(), req.key.clone());
         let mut p = prepare_version(store.clone(), req, path, read_small).await?;
+        if p.version_id.is_none() {
+            p.version_id = store.version_header(&bucket, &p.meta)?;
+        }
         if current {
-            p.expiration = expiration_header(&store, &bucket, &key, p.size, p.modified, day);
+            p.expiration = expiration_header(&store, &bucket, &key, &p.meta, p.modified, day);
         }
         Ok(p)
     }

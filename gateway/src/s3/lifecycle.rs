@@ -10,6 +10,7 @@ use s3s::{S3Request, S3Response};
 use super::{Gateway, RequestError, RequestResult, blocking, format_http_date, timestamp};
 use crate::lifecycle::{Filter, FilterForm, Rule, Rules};
 use crate::store::Store;
+use crate::store::meta::ObjectMeta;
 use crate::store::settings::Setting;
 
 /// S3's limit on rules per configuration.
@@ -118,10 +119,12 @@ fn parse_rule(r: LifecycleRule) -> RequestResult<Rule> {
             }
         }
     };
-    if !filter.tags.is_empty() {
-        return Err(RequestError::NotImplemented(
-            "lifecycle filters on tags are not supported yet: objects carry no tags on this gateway",
-        ));
+    for (i, (k, _)) in filter.tags.iter().enumerate() {
+        if filter.tags[..i].iter().any(|(other, _)| other == k) {
+            return Err(RequestError::InvalidArgument(
+                "Duplicate Tag Keys are not allowed.".into(),
+            ));
+        }
     }
     let mut rule = Rule {
         id,
@@ -153,6 +156,17 @@ fn parse_rule(r: LifecycleRule) -> RequestResult<Rule> {
     }
     if let Some(a) = r.abort_incomplete_multipart_upload {
         rule.abort_multipart_days = positive(a.days_after_initiation, "DaysAfterInitiation")?;
+    }
+    // Uploads and delete markers carry no tags, so S3 refuses these pairs outright.
+    if !rule.filter.tags.is_empty() && rule.abort_multipart_days.is_some() {
+        return Err(RequestError::InvalidRequest(
+            "AbortIncompleteMultipartUpload cannot be specified with Tags.".into(),
+        ));
+    }
+    if !rule.filter.tags.is_empty() && rule.expired_object_delete_marker {
+        return Err(RequestError::InvalidRequest(
+            "ExpiredObjectDeleteMarker cannot be specified with Tags.".into(),
+        ));
     }
     if rule.expiration_days.is_none()
         && rule.expiration_date_ms.is_none()
@@ -195,8 +209,14 @@ fn rule_dto(r: &Rule) -> LifecycleRule {
         FilterForm::Single => (
             None,
             Some(LifecycleRuleFilter {
-                prefix: (f.size_greater_than.is_none() && f.size_less_than.is_none())
-                    .then(|| f.prefix.clone()),
+                prefix: (f.size_greater_than.is_none()
+                    && f.size_less_than.is_none()
+                    && f.tags.is_empty())
+                .then(|| f.prefix.clone()),
+                tag: f.tags.first().map(|(k, v)| Tag {
+                    key: Some(k.clone()),
+                    value: Some(v.clone()),
+                }),
                 object_size_greater_than: f.size_greater_than,
                 object_size_less_than: f.size_less_than,
                 ..Default::default()
@@ -317,19 +337,19 @@ pub(crate) async fn delete_bucket_lifecycle(
     Ok(S3Response::new(DeleteBucketLifecycleOutput::default()))
 }
 
-/// The `x-amz-expiration` value for a current version created at `created`, if a rule of the
-/// bucket expires it: `expiry-date="<HTTP date>", rule-id="<id>"`. Blocking (one `stat` of the
-/// setting).
+/// The `x-amz-expiration` value for a current version (`meta`, created at `created`), if a
+/// rule of the bucket expires it: `expiry-date="<HTTP date>", rule-id="<id>"`. Blocking (one
+/// `stat` of the setting).
 pub(crate) fn expiration_header(
     store: &Store,
     bucket: &str,
     key: &str,
-    size: u64,
+    meta: &ObjectMeta,
     created: SystemTime,
     day: Duration,
 ) -> Option<String> {
     let rules = Rules::of(store, bucket).ok()??;
-    let (at, id) = rules.expiry(key, size, created, day)?;
+    let (at, id) = rules.expiry(key, meta.size, &meta.tags, created, day)?;
     let date = format_http_date(&timestamp(at))?;
     Some(format!("expiry-date=\"{date}\", rule-id=\"{id}\""))
 }

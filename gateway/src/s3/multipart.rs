@@ -321,14 +321,20 @@ pub(crate) async fn complete_multipart_upload(
     let (gw, bucket, key) = (gw.clone(), input.bucket, input.key);
     let finish = async move {
         let store = gw.store.clone();
-        let meta = blocking(move || store.finish_upload(assembly, &path, meta, mode)).await?;
+        let bucket_of_upload = bucket.clone();
+        let (meta, version_id) = blocking(move || -> RequestResult<_> {
+            let meta = store.finish_upload(assembly, &path, meta, mode)?;
+            let version_id = store.version_header(&bucket_of_upload, &meta)?;
+            Ok((meta, version_id))
+        })
+        .await?;
         gw.written(&bucket, &key, &meta).await;
         Ok::<_, RequestError>(complete_output(
             bucket,
             key,
             meta.etag,
             &meta.checksums,
-            meta.version_id,
+            version_id,
         ))
     };
     if large {

@@ -150,15 +150,19 @@ pub(crate) async fn put_object(
         input.object_lock_retain_until_date.as_ref(),
         input.object_lock_legal_hold_status.as_ref(),
     );
-    let meta = blocking(move || {
+    let (meta, version_id) = blocking(move || -> RequestResult<_> {
         apply_on_write(&store, &bucket, &lock, &mut meta)?;
-        match received.landed {
-            Landed::Memory(bytes) => Ok(store.commit_bytes(&bytes, &bucket, &path, meta, mode)?),
-            Landed::Temp(tmp) => Ok(store.commit(tmp, &bucket, &path, meta, mode)?),
-            Landed::Slot(_) => Err(RequestError::InvalidRequest(
-                "a PUT body cannot land in a multipart slot".into(),
-            )),
-        }
+        let meta = match received.landed {
+            Landed::Memory(bytes) => store.commit_bytes(&bytes, &bucket, &path, meta, mode)?,
+            Landed::Temp(tmp) => store.commit(tmp, &bucket, &path, meta, mode)?,
+            Landed::Slot(_) => {
+                return Err(RequestError::InvalidRequest(
+                    "a PUT body cannot land in a multipart slot".into(),
+                ));
+            }
+        };
+        let version_id = store.version_header(&bucket, &meta)?;
+        Ok((meta, version_id))
     })
     .await?;
     gw.written(&input.bucket, &input.key, &meta).await;
@@ -169,7 +173,7 @@ pub(crate) async fn put_object(
         &gw.store,
         &input.bucket,
         &input.key,
-        size,
+        &meta,
         created,
         gw.lifecycle_day,
     );
@@ -182,7 +186,7 @@ pub(crate) async fn put_object(
         checksum_crc64nvme: c.checksum_crc64nvme,
         checksum_sha1: c.checksum_sha1,
         checksum_sha256: c.checksum_sha256,
-        version_id: meta.version_id.clone(),
+        version_id,
         ..Default::default()
     };
     Ok(S3Response::new(output))

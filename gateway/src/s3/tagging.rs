@@ -3,7 +3,9 @@
 //!
 //! An object's tags are part of its metadata ([`ObjectMeta::tags`]), so they are written with
 //! the bytes, copied with them, and survive where metadata does; PutObjectTagging rewrites
-//! only the metadata. A bucket's tags are its [`Setting::Tagging`] document (JSON pairs).
+//! only the metadata, of the current version or of the one named by `versionId` (a kept
+//! version's record is in its file in the versions folder, rewritten under the key's version
+//! lock). A bucket's tags are its [`Setting::Tagging`] document (JSON pairs).
 //! S3's limits give S3's errors: 10 tags per object, 50 per bucket, keys of 1 to 128 and
 //! values of up to 256 characters, no key twice, no `aws:` prefix.
 
@@ -11,7 +13,11 @@ use s3s::dto::*;
 use s3s::{S3Request, S3Response};
 
 use super::{Gateway, RequestError, RequestResult, blocking, object_path};
+use crate::store::keys::ObjectPath;
+use crate::store::meta::ObjectMeta;
 use crate::store::settings::Setting;
+use crate::store::versions::Found;
+use crate::store::{Store, StoreError};
 
 /// Tags as stored: key and value pairs in the order sent.
 pub(crate) type Tags = Vec<(String, String)>;
@@ -95,26 +101,51 @@ fn to_tag_set(tags: &Tags) -> TagSet {
         .collect()
 }
 
-/// The versions engineer answers for real version ids; here only the current object (`null`)
-/// exists.
-fn check_version(version_id: Option<&str>) -> RequestResult<()> {
-    match version_id {
-        None | Some("null") => Ok(()),
-        Some(_) => Err(RequestError::NoSuchVersion),
-    }
+/// The record of the version asked for (the current one without an id), and the
+/// `x-amz-version-id` to answer with. Blocking.
+fn tagged_version(
+    store: &Store,
+    bucket: &str,
+    path: &ObjectPath,
+    version: Option<&str>,
+) -> RequestResult<(ObjectMeta, Option<String>)> {
+    let meta = match store.open_version(bucket, path, version)? {
+        Found::Object(h) => h.meta,
+        Found::DeleteMarker { .. } => return Err(StoreError::IsDeleteMarker.into()),
+    };
+    let id = store.version_header(bucket, &meta)?;
+    Ok((meta, id))
 }
 
-/// PutObjectTagging: replaces the object's tags, its bytes untouched.
+/// Rewrites the tags of one version, current or kept, under the key's version lock, and
+/// returns its `x-amz-version-id`. Blocking.
+fn retag(
+    store: &Store,
+    bucket: &str,
+    path: &ObjectPath,
+    version: Option<&str>,
+    tags: Tags,
+) -> RequestResult<Option<String>> {
+    let meta = store.update_version_meta(bucket, path, version, |m| {
+        m.tags = tags;
+        Ok(())
+    })?;
+    Ok(store.version_header(bucket, &meta)?)
+}
+
+/// PutObjectTagging: replaces the tags of the object (or of the version named), its bytes
+/// untouched.
 pub(crate) async fn put_object_tagging(
     gw: &Gateway,
     req: S3Request<PutObjectTaggingInput>,
 ) -> RequestResult<S3Response<PutObjectTaggingOutput>> {
     let input = req.input;
-    check_version(input.version_id.as_deref())?;
     let tags = from_tag_set(input.tagging.tag_set, MAX_OBJECT_TAGS, "Object")?;
     let (store, bucket, path) = (gw.store.clone(), input.bucket, object_path(&input.key)?);
-    blocking(move || store.update_meta(&bucket, &path, |m| m.tags = tags)).await?;
-    Ok(S3Response::new(PutObjectTaggingOutput::default()))
+    let version = input.version_id;
+    let version_id =
+        blocking(move || retag(&store, &bucket, &path, version.as_deref(), tags)).await?;
+    Ok(S3Response::new(PutObjectTaggingOutput { version_id }))
 }
 
 /// GetObjectTagging.
@@ -123,12 +154,13 @@ pub(crate) async fn get_object_tagging(
     req: S3Request<GetObjectTaggingInput>,
 ) -> RequestResult<S3Response<GetObjectTaggingOutput>> {
     let input = req.input;
-    check_version(input.version_id.as_deref())?;
     let (store, bucket, path) = (gw.store.clone(), input.bucket, object_path(&input.key)?);
-    let obj = blocking(move || store.open_object(&bucket, &path)).await?;
+    let version = input.version_id;
+    let (meta, version_id) =
+        blocking(move || tagged_version(&store, &bucket, &path, version.as_deref())).await?;
     Ok(S3Response::new(GetObjectTaggingOutput {
-        tag_set: to_tag_set(&obj.meta.tags),
-        version_id: None,
+        tag_set: to_tag_set(&meta.tags),
+        version_id,
     }))
 }
 
@@ -138,10 +170,11 @@ pub(crate) async fn delete_object_tagging(
     req: S3Request<DeleteObjectTaggingInput>,
 ) -> RequestResult<S3Response<DeleteObjectTaggingOutput>> {
     let input = req.input;
-    check_version(input.version_id.as_deref())?;
     let (store, bucket, path) = (gw.store.clone(), input.bucket, object_path(&input.key)?);
-    blocking(move || store.update_meta(&bucket, &path, |m| m.tags.clear())).await?;
-    Ok(S3Response::new(DeleteObjectTaggingOutput::default()))
+    let version = input.version_id;
+    let version_id =
+        blocking(move || retag(&store, &bucket, &path, version.as_deref(), Tags::new())).await?;
+    Ok(S3Response::new(DeleteObjectTaggingOutput { version_id }))
 }
 
 /// PutBucketTagging.

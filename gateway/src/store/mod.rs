@@ -747,23 +747,6 @@ impl Store {
         Ok(meta)
     }
 
-    /// Rewrites the metadata of an object in place, its bytes untouched (tags): the record is
-    /// replaced on the open file and synced.
-    pub fn update_meta(
-        &self,
-        bucket: &str,
-        path: &ObjectPath,
-        update: impl FnOnce(&mut ObjectMeta),
-    ) -> StoreResult<ObjectMeta> {
-        let obj = self.open_object(bucket, path)?;
-        let mut meta = obj.meta;
-        update(&mut meta);
-        self.meta
-            .write(&obj.file, bucket, &path.rel, path.is_folder_marker, &meta)?;
-        obj.file.sync_all()?;
-        Ok(meta)
-    }
-
     /// Deletes an object; a missing one is not an error (S3's DeleteObject is idempotent).
     /// Folders left empty by the delete are removed, as S3 has no empty folders.
     pub fn delete_object(&self, bucket: &str, path: &ObjectPath) -> StoreResult<()> {

@@ -441,8 +441,9 @@ impl Store {
         let versioned = self.versioning(bucket)? != Versioning::Off;
         let vdir = self.lock_versions(bucket, &path.rel, versioned)?;
         let current = self.current(bucket, path)?;
+        // An unversioned bucket answers no version id, even for `null`.
         let mut deleted = Deleted {
-            version_id: Some(id.to_owned()),
+            version_id: versioned.then(|| id.to_owned()),
             ..Default::default()
         };
         if let Some(cur) = &current
@@ -556,6 +557,16 @@ impl Store {
         }))
     }
 
+    /// The `x-amz-version-id` S3 answers for a version: its id, or `null` for the null version
+    /// of a bucket that has versioning (enabled or suspended); nothing in a bucket that never
+    /// had it.
+    pub fn version_header(&self, bucket: &str, meta: &ObjectMeta) -> StoreResult<Option<String>> {
+        if let Some(id) = &meta.version_id {
+            return Ok(Some(id.clone()));
+        }
+        Ok((self.versioning(bucket)? != Versioning::Off).then(|| NULL_VERSION.to_owned()))
+    }
+
     /// The id of the key's newest kept version when it is a delete marker and there is no
     /// current file.
     fn latest_marker(&self, bucket: &str, path: &ObjectPath) -> StoreResult<Option<String>> {
@@ -570,8 +581,10 @@ impl Store {
             .map(|k| k.id))
     }
 
-    /// Rewrites the record of one version in place (object lock settings): the current file's
-    /// or a kept one's. Holds the key's version lock.
+    /// Rewrites the record of one version in place (object lock settings, tags), its bytes
+    /// untouched: the current file's or a kept one's. In a versioned bucket it holds the key's
+    /// version lock, so the version cannot be moved aside or back meanwhile; the record itself
+    /// is replaced in one `setxattr`.
     pub fn update_version_meta(
         &self,
         bucket: &str,
@@ -579,14 +592,15 @@ impl Store {
         version: Option<&str>,
         change: impl FnOnce(&mut ObjectMeta) -> StoreResult<()>,
     ) -> StoreResult<ObjectMeta> {
-        let _vdir = self.lock_versions(bucket, &path.rel, false)?;
+        let versioned = !path.is_folder_marker && self.versioning(bucket)? != Versioning::Off;
+        let _vdir = self.lock_versions(bucket, &path.rel, versioned)?;
         let (file, mut meta) = match self.open_version(bucket, path, version)? {
             Found::Object(h) => (h.file, h.meta),
             Found::DeleteMarker { .. } => return Err(StoreError::IsDeleteMarker),
         };
         change(&mut meta)?;
         self.meta_store()
-            .write(&file, bucket, &path.rel, false, &meta)?;
+            .write(&file, bucket, &path.rel, path.is_folder_marker, &meta)?;
         file.sync_all()?;
         Ok(meta)
     }
