@@ -11,6 +11,7 @@ import pytest
 from botocore.exceptions import ClientError
 
 from conftest import AWS_BIN, Gateway, new_bucket_name, run
+from test_access import boto3_as, new_key
 
 
 def locked_bucket(s3) -> str:
@@ -115,6 +116,60 @@ def test_governance_bypass_and_legal_hold(gw):
     s3.put_object_legal_hold(Bucket=b, Key="held", VersionId=v, LegalHold={"Status": "OFF"})
     assert s3.get_object_legal_hold(Bucket=b, Key="held", VersionId=v)["LegalHold"]["Status"] == "OFF"
     s3.delete_object(Bucket=b, Key="held", VersionId=v)
+
+
+def test_governance_bypass_is_a_permission_of_its_own(gw):
+    """Sending x-amz-bypass-governance-retention needs s3:BypassGovernanceRetention: a key that
+    may write the bucket but does not own it is refused (DeleteObject, DeleteObjects,
+    PutObjectRetention) and the version stays; the owner, or a key a bucket policy allows the
+    action, may bypass."""
+    admin = gw.boto3_client()
+    b = locked_bucket(admin)
+    writer_key = new_key(gw, "--name", "lock-writer", "--write", b, "--read", b)
+    owner_key = new_key(gw, "--name", "lock-owner", "--owner", b)
+    writer, owner = boto3_as(gw, writer_key), boto3_as(gw, owner_key)
+
+    def governed(key: str) -> str:
+        return admin.put_object(
+            Bucket=b, Key=key, Body=b"g", ObjectLockMode="GOVERNANCE", ObjectLockRetainUntilDate=future()
+        )["VersionId"]
+
+    v = governed("k")
+    with pytest.raises(ClientError) as e:
+        writer.delete_object(Bucket=b, Key="k", VersionId=v, BypassGovernanceRetention=True)
+    assert code_of(e) == (403, "AccessDenied")
+    with pytest.raises(ClientError) as e:
+        writer.put_object_retention(
+            Bucket=b, Key="k", VersionId=v, BypassGovernanceRetention=True, Retention={}
+        )
+    assert code_of(e) == (403, "AccessDenied")
+    with pytest.raises(ClientError) as e:
+        writer.delete_objects(
+            Bucket=b, BypassGovernanceRetention=True, Delete={"Objects": [{"Key": "k", "VersionId": v}]}
+        )
+    assert code_of(e) == (403, "AccessDenied")
+    assert admin.head_object(Bucket=b, Key="k", VersionId=v)["ObjectLockMode"] == "GOVERNANCE"
+    # Without the header the writer's delete is a plain one: a delete marker, the version kept.
+    assert writer.delete_object(Bucket=b, Key="k")["DeleteMarker"] is True
+    # The bucket's owner may bypass.
+    owner.delete_object(Bucket=b, Key="k", VersionId=v, BypassGovernanceRetention=True)
+    with pytest.raises(ClientError) as e:
+        admin.head_object(Bucket=b, Key="k", VersionId=v)
+    assert code_of(e)[0] == 404
+    # So may a key a bucket policy allows s3:BypassGovernanceRetention.
+    policy = {
+        "Version": "2012-10-17",
+        "Statement": [{
+            "Effect": "Allow",
+            "Principal": {"AWS": [writer_key["access_key_id"]]},
+            "Action": "s3:BypassGovernanceRetention",
+            "Resource": f"arn:aws:s3:::{b}/*",
+        }],
+    }
+    admin.put_bucket_policy(Bucket=b, Policy=json.dumps(policy))
+    v = governed("p")
+    writer.put_object_retention(Bucket=b, Key="p", VersionId=v, BypassGovernanceRetention=True, Retention={})
+    writer.delete_object(Bucket=b, Key="p", VersionId=v)
 
 
 def test_default_retention_applies_and_survives_a_restart(start_gateway):

@@ -289,6 +289,26 @@ impl S3Access for AccessCheck {
                 return Err(Self::refuse(&who, op, Need::Read, Some(b)));
             }
         }
+        // Bypassing a GOVERNANCE retention is a permission of its own, as in S3.
+        let bypass = ops::BYPASS_GOVERNANCE_OPS.contains(&op)
+            && cx
+                .headers()
+                .get("x-amz-bypass-governance-retention")
+                .and_then(|v| v.to_str().ok())
+                .is_some_and(|v| v.trim().eq_ignore_ascii_case("true"));
+        // ACLs grant no such permission: only the key's rights or a policy may.
+        if bypass
+            && !allowed(
+                bucket,
+                key.as_deref(),
+                ops::BYPASS_GOVERNANCE,
+                "s3:BypassGovernanceRetention",
+            )
+            .allowed()
+        {
+            let what = format!("{op} with x-amz-bypass-governance-retention");
+            return Err(Self::refuse(&who, &what, ops::BYPASS_GOVERNANCE, bucket));
+        }
         let caller = Caller {
             who,
             access: self.access.clone(),

@@ -7,20 +7,22 @@
 //! left with no other version (ExpiredObjectDeleteMarker), non-current versions past
 //! NoncurrentDays beyond the NewerNoncurrentVersions kept, and multipart uploads started more
 //! than DaysAfterInitiation ago. A version under object lock is left alone. Every removal is
-//! logged. When several gateways share a data folder, a pass runs only while holding the
-//! folder's `lifecycle.lock` (a gateway that finds it taken skips that pass).
+//! logged. Each bucket is swept under the catalog lease `lifecycle:<bucket>`, so gateways
+//! sharing a catalog (PostgreSQL, or the SQLite file of one data folder) take turns, and a
+//! version is removed, and logged, by one of them only.
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use serde::{Deserialize, Serialize};
 
+use crate::catalog::Catalog;
 use crate::events::Subscribers;
 use crate::store::keys::parse_key;
 use crate::store::meta::ObjectMeta;
+use crate::store::read::blocking;
 use crate::store::settings::Setting;
-use crate::store::versions::{VersionInfo, check_deletable};
+use crate::store::versions::{VersionInfo, VersionWalk, check_deletable};
 use crate::store::{Store, StoreError, StoreResult};
 
 /// A bucket's lifecycle configuration, as stored.
@@ -146,9 +148,6 @@ impl Rules {
     }
 }
 
-/// The lock file (in the reserved folder) a sweeping gateway holds.
-const LOCK_FILE: &str = "lifecycle.lock";
-
 /// A real day.
 pub const DAY: Duration = Duration::from_secs(86_400);
 
@@ -190,14 +189,13 @@ pub fn sweep_bucket(
     }
     let age = |t: SystemTime| now.duration_since(t).unwrap_or_default();
     let days = |n: i32| day * n.max(0) as u32;
-    // Versions grouped by key, newest first.
-    let mut by_key: BTreeMap<String, Vec<VersionInfo>> = BTreeMap::new();
-    for v in store.list_versions(bucket, "")? {
-        by_key.entry(v.key.clone()).or_default().push(v);
-    }
-    for (key, versions) in by_key {
+    // One key's versions at a time, newest first.
+    let mut by_key = ByKey {
+        walk: store.walk_versions(bucket, "", None)?,
+        next: None,
+    };
+    while let Some((key, mut versions)) = by_key.next_key()? {
         let Ok(path) = parse_key(&key) else { continue };
-        let mut versions = versions;
         // Current version: Expiration Days / Date.
         if let Some(cur) = versions
             .first()
@@ -299,6 +297,36 @@ pub fn sweep_bucket(
     Ok((swept, changes))
 }
 
+/// The versions of a bucket one key at a time (newest first), read as the sweep goes, so a
+/// bucket with many versions is swept in the memory of one key.
+struct ByKey<'a> {
+    walk: VersionWalk<'a>,
+    /// The first version of the next key, read ahead.
+    next: Option<VersionInfo>,
+}
+
+impl ByKey<'_> {
+    fn next_key(&mut self) -> StoreResult<Option<(String, Vec<VersionInfo>)>> {
+        let first = match self.next.take() {
+            Some(v) => v,
+            None => match self.walk.next_version()? {
+                Some(v) => v,
+                None => return Ok(None),
+            },
+        };
+        let key = first.key.clone();
+        let mut versions = vec![first];
+        while let Some(v) = self.walk.next_version()? {
+            if v.key != key {
+                self.next = Some(v);
+                break;
+            }
+            versions.push(v);
+        }
+        Ok(Some((key, versions)))
+    }
+}
+
 /// What a removal changed about a key's current version, for the catalog.
 #[derive(Debug)]
 pub enum Change {
@@ -320,26 +348,84 @@ impl Change {
     }
 }
 
+/// How long a sweeping gateway's lease on a bucket lasts without renewal (it is renewed every
+/// third of that while the pass runs): a killed sweeper's buckets are taken over this long after.
+const SWEEP_LEASE: Duration = Duration::from_secs(60);
+
 /// Runs the sweeper until the task is aborted: a pass every quarter "day" (at least every
 /// second, at most every hour).
-pub async fn run(store: Arc<Store>, events: Subscribers, day: Duration) {
+pub async fn run(store: Arc<Store>, catalog: Catalog, events: Subscribers, day: Duration) {
     let interval = (day / 4).clamp(Duration::from_secs(1), Duration::from_secs(3600));
     loop {
         tokio::time::sleep(interval).await;
-        let s = store.clone();
-        let pass = tokio::task::spawn_blocking(move || sweep_all(&s, day)).await;
-        let changes = match pass {
-            Ok(Ok(changes)) => changes,
-            Ok(Err(e)) => {
-                tracing::warn!(error = %e, "lifecycle sweep failed");
+        sweep_all(&store, &catalog, &events, day).await;
+    }
+}
+
+/// One pass over every bucket with rules. Each bucket is swept under the catalog lease
+/// `lifecycle:<bucket>`, so gateways sharing the catalog take turns: a bucket whose lease
+/// another gateway holds is passed over (that gateway is sweeping it). Failures are logged;
+/// the next pass tries again.
+pub async fn sweep_all(store: &Arc<Store>, catalog: &Catalog, events: &Subscribers, day: Duration) {
+    let s = store.clone();
+    let buckets = blocking(move || -> StoreResult<Vec<(String, Rules)>> {
+        let mut out = Vec::new();
+        for b in s.list_buckets()? {
+            if let Some(rules) = Rules::of(&s, &b.name)? {
+                out.push((b.name, rules));
+            }
+        }
+        Ok(out)
+    })
+    .await;
+    let buckets = match buckets {
+        Ok(b) => b,
+        Err(e) => {
+            tracing::warn!(error = %e, "lifecycle sweep failed: cannot list the buckets");
+            return;
+        }
+    };
+    for (bucket, rules) in buckets {
+        let lease = match catalog
+            .hold_lease(&format!("lifecycle:{bucket}"), SWEEP_LEASE)
+            .await
+        {
+            Ok(Some(lease)) => lease,
+            Ok(None) => {
+                tracing::debug!(
+                    bucket,
+                    "another gateway is sweeping this bucket; passed over"
+                );
                 continue;
             }
             Err(e) => {
-                tracing::warn!(error = %e, "lifecycle sweep panicked");
+                tracing::warn!(bucket, error = %e, "lifecycle sweep skipped: no lease from the catalog");
                 continue;
             }
         };
-        for (bucket, change) in changes {
+        let (s, b) = (store.clone(), bucket.clone());
+        let pass = blocking(move || sweep_bucket(&s, &b, &rules, SystemTime::now(), day)).await;
+        lease.release().await;
+        let changes = match pass {
+            Ok((swept, changes)) => {
+                if swept != Swept::default() {
+                    tracing::info!(
+                        bucket,
+                        expired = swept.expired,
+                        versions_removed = swept.versions_removed,
+                        uploads_aborted = swept.uploads_aborted,
+                        kept_by_lock = swept.kept_by_lock,
+                        "lifecycle sweep"
+                    );
+                }
+                changes
+            }
+            Err(e) => {
+                tracing::warn!(bucket, error = %e, "lifecycle sweep failed");
+                continue;
+            }
+        };
+        for change in changes {
             match change {
                 Change::Deleted(key) => events.deleted(&bucket, &key).await,
                 Change::Written(key, meta) => events.written(&bucket, &key, &meta).await,
@@ -347,24 +433,4 @@ pub async fn run(store: Arc<Store>, events: Subscribers, day: Duration) {
             }
         }
     }
-}
-
-/// One pass over every bucket with rules, unless another gateway on the same data folder is
-/// making one.
-pub fn sweep_all(store: &Store, day: Duration) -> StoreResult<Vec<(String, Change)>> {
-    let mut all = Vec::new();
-    let Some(_turn) = store.try_lock_file(LOCK_FILE)? else {
-        return Ok(all);
-    };
-    for b in store.list_buckets()? {
-        let Some(rules) = Rules::of(store, &b.name)? else {
-            continue;
-        };
-        let (swept, changes) = sweep_bucket(store, &b.name, &rules, SystemTime::now(), day)?;
-        if swept != Swept::default() {
-            tracing::info!(bucket = %b.name, expired = swept.expired, versions_removed = swept.versions_removed, uploads_aborted = swept.uploads_aborted, kept_by_lock = swept.kept_by_lock, "lifecycle sweep");
-        }
-        all.extend(changes.into_iter().map(|c| (b.name.clone(), c)));
-    }
-    Ok(all)
 }

@@ -169,6 +169,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     gateway.lifecycle_day = std::time::Duration::from_secs(args.lifecycle_day_seconds);
     let sweeper = tokio::spawn(nebula_gateway::lifecycle::run(
         gateway.store.clone(),
+        catalog.clone(),
         gateway.events.clone(),
         gateway.lifecycle_day,
     ));

@@ -143,6 +143,14 @@ pub fn s3_need(op: &str) -> Need {
         .map_or(Admin, |(_, need)| *need)
 }
 
+/// What `x-amz-bypass-governance-retention: true` needs on top of the operation's own need
+/// (DeleteObject, DeleteObjects, PutObjectRetention): S3's separate permission
+/// `s3:BypassGovernanceRetention`, which here the bucket's owner has (or a policy grants).
+pub const BYPASS_GOVERNANCE: Need = Owner;
+
+/// The operations that honour `x-amz-bypass-governance-retention`.
+pub const BYPASS_GOVERNANCE_OPS: &[&str] = &["DeleteObject", "DeleteObjects", "PutObjectRetention"];
+
 /// Every JSON API endpoint under `/_nebula/v1/`: method and path pattern (`{id}` is one path
 /// segment). Files and jobs are their bucket's (the job list is narrowed to readable buckets);
 /// the gateway's own state and the keys are the admin's.

@@ -2,10 +2,12 @@
 //! ListMultipartUploads over the store's multipart staging. All show the one owner
 //! ([`super::owner`]) and escape `encoding-type=url` values with one set ([`super::url_encode`]).
 //!
-//! Both versions share one paging function: walk keys strictly after a position, roll keys up
-//! into common prefixes at the delimiter, stop after `max-keys` results and look one result
-//! ahead so `IsTruncated` is exact. The next page starts after the last key or common prefix
-//! returned (V1 `NextMarker`, V2 an opaque continuation token).
+//! Every listing (these, and ListObjectVersions in `versioning.rs`) shares one paging function,
+//! [`page`]: read entries in key order from the start position, roll keys up into common
+//! prefixes at the delimiter, stop after `max-keys` results and look one result ahead so
+//! `IsTruncated` is exact. The next page starts after the last key or common prefix returned
+//! (V1 `NextMarker`, V2 an opaque continuation token, the key and id markers of versions and
+//! uploads).
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -40,6 +42,124 @@ pub(crate) struct Page {
     pub last: Option<String>,
 }
 
+/// Where a page's entries come from: in key order (the entries of one key in the order the
+/// listing shows them), from the listing's start position on.
+pub(crate) trait Entries {
+    /// One entry.
+    type Item;
+    /// The next entry, `None` at the end.
+    fn next_item(&mut self) -> StoreResult<Option<Self::Item>>;
+    /// The entry's key.
+    fn key(item: &Self::Item) -> &str;
+    /// What places the entry within its key for the next page's marker (a version or upload
+    /// id); `None` where keys are unique.
+    fn id(item: &Self::Item) -> Option<&str>;
+    /// Passes over the keys starting with `cp`: they are rolled up into one common prefix.
+    fn skip_prefix(&mut self, cp: &str);
+}
+
+/// One page of a listing, before S3 encoding.
+#[derive(Debug)]
+pub(crate) struct Paged<T> {
+    /// The entries in order.
+    pub items: Vec<T>,
+    /// Common prefixes in order.
+    pub prefixes: Vec<String>,
+    /// True when more entries or prefixes follow.
+    pub truncated: bool,
+    /// The last key or common prefix returned, with the entry's id: where the next page starts.
+    pub next: Option<(String, Option<String>)>,
+}
+
+/// The one paging of every listing: takes the entries whose key starts with `prefix`, rolls
+/// keys up at the first `delimiter` after the prefix into common prefixes (each counting once,
+/// and none at or before `marker`, which an earlier page returned), and stops once `max`
+/// results are taken and another exists, so `truncated` is exact. The source reads no further
+/// than that: a page costs what it shows, whatever the bucket holds.
+pub(crate) fn page<E: Entries>(
+    src: &mut E,
+    prefix: &str,
+    delimiter: &str,
+    marker: Option<&str>,
+    max: usize,
+) -> StoreResult<Paged<E::Item>> {
+    let mut page = Paged {
+        items: Vec::new(),
+        prefixes: Vec::new(),
+        truncated: false,
+        next: None,
+    };
+    let common_prefix = |key: &str| -> Option<String> {
+        if delimiter.is_empty() {
+            return None;
+        }
+        let rest = key.strip_prefix(prefix)?;
+        rest.find(delimiter)
+            .map(|i| key[..prefix.len() + i + delimiter.len()].to_owned())
+    };
+    // A start position inside a common prefix (the previous page ended on that prefix): all its
+    // keys roll up into a prefix at or before the position, so pass over them unread.
+    if let Some(cp) = marker.and_then(common_prefix) {
+        src.skip_prefix(&cp);
+    }
+    while let Some(item) = src.next_item()? {
+        let key = E::key(&item);
+        if !key.starts_with(prefix) {
+            continue;
+        }
+        let taken = page.items.len() + page.prefixes.len();
+        if let Some(cp) = common_prefix(key) {
+            src.skip_prefix(&cp);
+            if marker.is_some_and(|m| cp.as_str() <= m) || page.prefixes.last() == Some(&cp) {
+                continue;
+            }
+            if taken == max {
+                page.truncated = true;
+                break;
+            }
+            page.next = Some((cp.clone(), None));
+            page.prefixes.push(cp);
+            continue;
+        }
+        if taken == max {
+            page.truncated = true;
+            break;
+        }
+        page.next = Some((key.to_owned(), E::id(&item).map(str::to_owned)));
+        page.items.push(item);
+    }
+    Ok(page)
+}
+
+/// The objects of a bucket walk, as listed (a file that vanished since its folder was read is
+/// simply not listed).
+struct Objects<'a>(Walker<'a>);
+
+impl Entries for Objects<'_> {
+    type Item = ObjectInfo;
+
+    fn next_item(&mut self) -> StoreResult<Option<ObjectInfo>> {
+        while let Some(entry) = self.0.next_entry()? {
+            if let Some(info) = self.0.info(&entry)? {
+                return Ok(Some(info));
+            }
+        }
+        Ok(None)
+    }
+
+    fn key(item: &ObjectInfo) -> &str {
+        &item.key
+    }
+
+    fn id(_: &ObjectInfo) -> Option<&str> {
+        None
+    }
+
+    fn skip_prefix(&mut self, cp: &str) {
+        self.0.skip_prefix(cp);
+    }
+}
+
 /// Lists up to `max_keys` keys and common prefixes of `bucket` that start with `prefix` and sort
 /// strictly after `after`, rolling keys up at the first `delimiter` after the prefix (an empty
 /// delimiter rolls nothing up).
@@ -52,53 +172,17 @@ pub(crate) fn list_page(
     max_keys: usize,
 ) -> StoreResult<Page> {
     // Opening the walk also checks that the bucket exists, even for `max-keys=0`.
-    let mut walker = Walker::new(store, bucket, prefix, after)?;
-    let mut page = Page::default();
+    let walker = Walker::new(store, bucket, prefix, after)?;
     if max_keys == 0 {
-        return Ok(page);
+        return Ok(Page::default());
     }
-    let common_prefix = |key: &str| -> Option<String> {
-        if delimiter.is_empty() {
-            return None;
-        }
-        let rest = key.strip_prefix(prefix)?;
-        rest.find(delimiter)
-            .map(|i| key[..prefix.len() + i + delimiter.len()].to_owned())
-    };
-    // A start position inside a common prefix (the previous page ended on that prefix): all its
-    // keys roll up into a prefix at or before the position, so pass over them unread.
-    if let Some(cp) = after.and_then(common_prefix) {
-        walker.skip_prefix(&cp);
-    }
-    let mut count = 0;
-    while let Some(entry) = walker.next_entry()? {
-        if let Some(cp) = common_prefix(&entry.key) {
-            walker.skip_prefix(&cp);
-            if after.is_some_and(|a| cp.as_str() <= a) {
-                continue;
-            }
-            if count == max_keys {
-                page.truncated = true;
-                break;
-            }
-            page.last = Some(cp.clone());
-            page.prefixes.push(cp);
-            count += 1;
-            continue;
-        }
-        // A file that vanished since its folder was read is simply not listed.
-        let Some(info) = walker.info(&entry)? else {
-            continue;
-        };
-        if count == max_keys {
-            page.truncated = true;
-            break;
-        }
-        page.last = Some(info.key.clone());
-        page.objects.push(info);
-        count += 1;
-    }
-    Ok(page)
+    let p = page(&mut Objects(walker), prefix, delimiter, after, max_keys)?;
+    Ok(Page {
+        objects: p.items,
+        prefixes: p.prefixes,
+        truncated: p.truncated,
+        last: p.next.map(|(key, _)| key),
+    })
 }
 
 /// The request parameters both versions share, validated.
@@ -389,83 +473,54 @@ pub(crate) async fn list_parts(
     }))
 }
 
-/// One page of ListMultipartUploads before encoding.
-#[derive(Debug, Default)]
-struct UploadsPage {
-    uploads: Vec<UploadInfo>,
-    prefixes: Vec<String>,
-    truncated: bool,
-    next_key: Option<String>,
-    next_id: Option<String>,
+/// Uploads in key then initiation order, as S3 lists them.
+struct Uploads(std::vec::IntoIter<UploadInfo>);
+
+impl Entries for Uploads {
+    type Item = UploadInfo;
+
+    fn next_item(&mut self) -> StoreResult<Option<UploadInfo>> {
+        Ok(self.0.next())
+    }
+
+    fn key(item: &UploadInfo) -> &str {
+        &item.record.key
+    }
+
+    fn id(item: &UploadInfo) -> Option<&str> {
+        Some(&item.id)
+    }
+
+    fn skip_prefix(&mut self, _cp: &str) {}
 }
 
-/// Pages through uploads sorted by key then initiation, as S3 does: after `key_marker` (and,
-/// for that key, after `id_marker`), grouping keys by `delimiter` into common prefixes, each
-/// prefix counting once toward `max`.
-fn page_uploads(
+/// The uploads after `key_marker` (and, for that key, after `id_marker`).
+fn after_markers(
     all: Vec<UploadInfo>,
-    prefix: &str,
-    delimiter: Option<&str>,
     key_marker: Option<&str>,
     id_marker: Option<&str>,
-    max: usize,
-) -> UploadsPage {
-    let mut page = UploadsPage::default();
-    // Where the id marker sits among the marker key's uploads, if it still exists.
-    let marker_pos = match (key_marker, id_marker) {
-        (Some(k), Some(i)) => all.iter().position(|u| u.record.key == k && u.id == i),
-        _ => None,
+) -> Vec<UploadInfo> {
+    let Some(km) = key_marker else {
+        return all;
     };
-    let mut last: Option<(String, Option<String>)> = None;
-    for (pos, u) in all.into_iter().enumerate() {
-        let key = u.record.key.as_str();
-        if !key.starts_with(prefix) {
-            continue;
-        }
-        if let Some(km) = key_marker {
-            let after = match (key.cmp(km), id_marker) {
+    // Where the id marker sits among the marker key's uploads, if it still exists.
+    let marker_pos =
+        id_marker.and_then(|i| all.iter().position(|u| u.record.key == km && u.id == i));
+    all.into_iter()
+        .enumerate()
+        .filter(
+            |(pos, u)| match (u.record.key.as_str().cmp(km), id_marker) {
                 (std::cmp::Ordering::Greater, _) => true,
                 (std::cmp::Ordering::Equal, Some(im)) => match marker_pos {
-                    Some(mp) => pos > mp,
+                    Some(mp) => *pos > mp,
                     // The marker upload is gone: fall back to S3's documented id order.
                     None => u.id.as_str() > im,
                 },
                 _ => false,
-            };
-            if !after {
-                continue;
-            }
-        }
-        let common = delimiter.filter(|d| !d.is_empty()).and_then(|d| {
-            key[prefix.len()..]
-                .find(d)
-                .map(|i| key[..prefix.len() + i + d.len()].to_owned())
-        });
-        if let Some(cp) = &common {
-            // A prefix already returned on this page or the previous one (the marker) is not repeated.
-            if page.prefixes.last() == Some(cp) || key_marker == Some(cp.as_str()) {
-                continue;
-            }
-        }
-        if page.uploads.len() + page.prefixes.len() >= max {
-            page.truncated = true;
-            break;
-        }
-        match common {
-            Some(cp) => {
-                last = Some((cp.clone(), None));
-                page.prefixes.push(cp);
-            }
-            None => {
-                last = Some((u.record.key.clone(), Some(u.id.clone())));
-                page.uploads.push(u);
-            }
-        }
-    }
-    if page.truncated {
-        (page.next_key, page.next_id) = last.map_or((None, None), |(k, i)| (Some(k), i));
-    }
-    page
+            },
+        )
+        .map(|(_, u)| u)
+        .collect()
 }
 
 /// ListMultipartUploads.
@@ -488,14 +543,13 @@ pub(crate) async fn list_multipart_uploads(
         .upload_id_marker
         .as_deref()
         .filter(|_| key_marker.is_some());
-    let page = page_uploads(
-        all,
-        &prefix,
-        input.delimiter.as_deref(),
-        key_marker,
-        id_marker,
-        max,
-    );
+    let mut uploads = Uploads(after_markers(all, key_marker, id_marker).into_iter());
+    let delimiter = input.delimiter.as_deref().unwrap_or("");
+    let page = page(&mut uploads, &prefix, delimiter, key_marker, max)?;
+    let (next_key, next_id) = match (page.truncated, page.next) {
+        (true, Some((k, i))) => (Some(k), i),
+        _ => (None, None),
+    };
 
     let url = input
         .encoding_type
@@ -503,7 +557,7 @@ pub(crate) async fn list_multipart_uploads(
         .is_some_and(|e| e.as_str() == EncodingType::URL);
     let enc = |s: String| encode(&s, url);
     let uploads = page
-        .uploads
+        .items
         .into_iter()
         .map(|u| MultipartUpload {
             checksum_algorithm: algorithm_of(&u.record),
@@ -529,8 +583,8 @@ pub(crate) async fn list_multipart_uploads(
         delimiter: input.delimiter.filter(|d| !d.is_empty()).map(enc),
         key_marker: Some(enc(input.key_marker.unwrap_or_default())),
         upload_id_marker: Some(input.upload_id_marker.unwrap_or_default()),
-        next_key_marker: page.next_key.map(enc),
-        next_upload_id_marker: page.next_id,
+        next_key_marker: next_key.map(enc),
+        next_upload_id_marker: next_id,
         max_uploads: Some(max as i32),
         is_truncated: Some(page.truncated),
         uploads: Some(uploads),

@@ -5,8 +5,9 @@
 //! A version's retention and legal hold live in its record ([`ObjectMeta`]); the store refuses
 //! to remove or replace a protected version ([`crate::store::versions::check_deletable`]).
 //! The bucket's configuration is the `object-lock` setting, a JSON document of [`LockConfig`].
-//! Any key allowed to delete the object may send `x-amz-bypass-governance-retention` (there is
-//! no separate bypass permission yet).
+//! `x-amz-bypass-governance-retention` is a permission of its own (checked with the request's
+//! access in `crate::auth`: the bucket's owner, or a policy allowing
+//! `s3:BypassGovernanceRetention`).
 
 use std::time::{Duration, SystemTime};
 

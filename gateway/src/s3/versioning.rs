@@ -5,10 +5,11 @@
 use s3s::dto::*;
 use s3s::{S3Request, S3Response};
 
-use super::list::{encode, parse_encoding, parse_max_keys};
+use super::list::{Entries, encode, page, parse_encoding, parse_max_keys};
 use super::{Gateway, RequestError, RequestResult, blocking, owner, timestamp};
+use crate::store::StoreResult;
 use crate::store::settings::Setting;
-use crate::store::versions::{VersionInfo, Versioning};
+use crate::store::versions::{VersionInfo, VersionWalk, Versioning};
 
 /// PutBucketVersioning: Enabled or Suspended (a bucket never goes back to unversioned).
 pub(crate) async fn put_bucket_versioning(
@@ -65,82 +66,45 @@ pub(crate) async fn get_bucket_versioning(
     }))
 }
 
-/// One page of ListObjectVersions, before S3 encoding.
-#[derive(Debug, Default)]
-struct VersionPage {
-    versions: Vec<VersionInfo>,
-    prefixes: Vec<String>,
-    truncated: bool,
-    /// Where the next page starts: key (or common prefix) and version id.
-    next: Option<(String, Option<String>)>,
+/// The versions after the markers: the walk starts at the key marker, whose versions are
+/// passed over up to and including the version-id marker (all of them without one).
+struct Versions<'a> {
+    walk: VersionWalk<'a>,
+    key_marker: Option<String>,
+    version_marker: Option<String>,
+    /// True once the version marker was passed.
+    seen: bool,
 }
 
-/// Pages the versions (in key order, newest first per key) after the markers.
-fn page_versions(
-    all: Vec<VersionInfo>,
-    prefix: &str,
-    delimiter: &str,
-    key_marker: Option<&str>,
-    version_marker: Option<&str>,
-    max_keys: usize,
-) -> VersionPage {
-    let common_prefix = |key: &str| -> Option<String> {
-        if delimiter.is_empty() {
-            return None;
-        }
-        let rest = key.strip_prefix(prefix)?;
-        rest.find(delimiter)
-            .map(|i| key[..prefix.len() + i + delimiter.len()].to_owned())
-    };
-    let mut page = VersionPage::default();
-    // With a version marker, the marker's key resumes after that version.
-    let mut skipping_key = version_marker.and(key_marker);
-    let mut count = 0;
-    for v in all {
-        if !v.key.starts_with(prefix) {
-            continue;
-        }
-        if let Some(marker) = key_marker {
-            if v.key.as_str() < marker {
-                continue;
+impl Entries for Versions<'_> {
+    type Item = VersionInfo;
+
+    fn next_item(&mut self) -> StoreResult<Option<VersionInfo>> {
+        while let Some(v) = self.walk.next_version()? {
+            if self.key_marker.as_ref() != Some(&v.key) {
+                return Ok(Some(v));
             }
-            if v.key == marker {
-                match (skipping_key, version_marker) {
-                    (Some(_), Some(vm)) => {
-                        if v.version_id == vm {
-                            skipping_key = None;
-                        }
-                        continue;
-                    }
-                    (None, Some(_)) => {}
-                    _ => continue,
-                }
+            match &self.version_marker {
+                Some(_) if self.seen => return Ok(Some(v)),
+                Some(vm) => self.seen = *vm == v.version_id,
+                None => {}
             }
         }
-        if let Some(cp) = common_prefix(&v.key) {
-            if key_marker.is_some_and(|m| cp.as_str() <= m) || page.prefixes.last() == Some(&cp) {
-                continue;
-            }
-            if count == max_keys {
-                page.truncated = true;
-                break;
-            }
-            page.next = Some((cp.clone(), None));
-            page.prefixes.push(cp);
-            count += 1;
-            continue;
-        }
-        if count == max_keys {
-            page.truncated = true;
-            break;
-        }
-        page.next = Some((v.key.clone(), Some(v.version_id.clone())));
-        page.versions.push(v);
-        count += 1;
+        Ok(None)
     }
-    page
-}
 
+    fn key(item: &VersionInfo) -> &str {
+        &item.key
+    }
+
+    fn id(item: &VersionInfo) -> Option<&str> {
+        Some(&item.version_id)
+    }
+
+    fn skip_prefix(&mut self, cp: &str) {
+        self.walk.skip_prefix(cp);
+    }
+}
 /// ListObjectVersions: every version and delete marker, newest first within a key.
 pub(crate) async fn list_object_versions(
     gw: &Gateway,
@@ -160,18 +124,21 @@ pub(crate) async fn list_object_versions(
     let delimiter = input.delimiter.clone().unwrap_or_default();
     let store = gw.store.clone();
     let (bucket, p) = (input.bucket.clone(), prefix.clone());
-    let all = blocking(move || store.list_versions(&bucket, &p)).await?;
-    let page = page_versions(
-        all,
-        &prefix,
-        &delimiter,
-        key_marker.as_deref(),
-        version_marker.as_deref(),
-        max_keys,
-    );
+    let page = blocking(move || {
+        let walk = store.walk_versions(&bucket, &p, key_marker.as_deref())?;
+        let marker = key_marker.clone();
+        let mut src = Versions {
+            walk,
+            key_marker,
+            version_marker,
+            seen: false,
+        };
+        page(&mut src, &p, &delimiter, marker.as_deref(), max_keys)
+    })
+    .await?;
     let mut versions = Vec::new();
     let mut markers = Vec::new();
-    for v in page.versions {
+    for v in page.items {
         if v.meta.delete_marker {
             markers.push(DeleteMarkerEntry {
                 is_latest: Some(v.is_latest),
@@ -236,60 +203,96 @@ pub(crate) async fn list_object_versions(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::store::Store;
+    use crate::store::keys::parse_key;
     use crate::store::meta::ObjectMeta;
 
-    fn v(key: &str, id: &str) -> VersionInfo {
-        VersionInfo {
-            key: key.into(),
-            version_id: id.into(),
-            is_latest: false,
-            meta: ObjectMeta::default(),
-            size: 0,
-            modified: std::time::SystemTime::UNIX_EPOCH,
+    /// Pages through every version of the test bucket, `max` at a time.
+    fn pages(s: &Store, prefix: &str, delimiter: &str, max: usize) -> Vec<String> {
+        let mut seen = Vec::new();
+        let (mut km, mut vm): (Option<String>, Option<String>) = (None, None);
+        loop {
+            let mut src = Versions {
+                walk: s.walk_versions("bkt", prefix, km.as_deref()).unwrap(),
+                key_marker: km.clone(),
+                version_marker: vm.clone(),
+                seen: false,
+            };
+            let p = page(&mut src, prefix, delimiter, km.as_deref(), max).unwrap();
+            seen.extend(
+                p.items
+                    .iter()
+                    .map(|v| format!("{}@{}", v.key, v.version_id)),
+            );
+            seen.extend(p.prefixes.iter().cloned());
+            if !p.truncated {
+                return seen;
+            }
+            (km, vm) = p.next.map(|(k, v)| (Some(k), v)).unwrap();
         }
-    }
-
-    fn all() -> Vec<VersionInfo> {
-        vec![
-            v("a", "3"),
-            v("a", "2"),
-            v("a", "1"),
-            v("b/x", "1"),
-            v("b/y", "1"),
-            v("c", "2"),
-            v("c", "1"),
-        ]
-    }
-
-    fn ids(p: &VersionPage) -> Vec<String> {
-        p.versions
-            .iter()
-            .map(|v| format!("{}@{}", v.key, v.version_id))
-            .collect()
     }
 
     #[test]
     fn pages_resume_inside_a_key_and_roll_up_prefixes() {
-        let mut seen = Vec::new();
-        let (mut km, mut vm): (Option<String>, Option<String>) = (None, None);
-        loop {
-            let p = page_versions(all(), "", "/", km.as_deref(), vm.as_deref(), 2);
-            seen.extend(ids(&p));
-            seen.extend(p.prefixes.iter().cloned());
-            if !p.truncated {
-                break;
-            }
-            let (k, v) = p.next.unwrap();
-            km = Some(k);
-            vm = v;
+        let dir = tempfile::tempdir().unwrap();
+        let s = Store::open(dir.path()).unwrap();
+        if !matches!(s.meta_store(), crate::store::meta::MetaStore::Xattr) {
+            eprintln!("skipped: no user xattrs on the temp folder");
+            return;
         }
-        assert_eq!(seen, ["a@3", "a@2", "a@1", "b/", "c@2", "c@1"]);
-        let p = page_versions(all(), "b/", "", None, None, 1000);
-        assert_eq!(ids(&p), ["b/x@1", "b/y@1"]);
-        let p = page_versions(all(), "", "", Some("b/x"), None, 1000);
-        assert_eq!(ids(&p), ["b/y@1", "c@2", "c@1"]);
-        let p = page_versions(all(), "", "", Some("a"), Some("2"), 1);
-        assert_eq!(ids(&p), ["a@1"]);
-        assert!(p.truncated);
+        s.create_bucket("bkt").unwrap();
+        s.set_versioning("bkt", Versioning::Enabled).unwrap();
+        let mut ids = std::collections::BTreeMap::<&str, Vec<String>>::new();
+        // `a@v/x` shares its folder with the versions of `a`; `c` is deleted (a marker on top).
+        for key in ["a", "a", "a", "a@v/x", "b/x", "b/y", "c", "c"] {
+            let path = parse_key(key).unwrap();
+            let meta = s
+                .commit_bytes(
+                    key.as_bytes(),
+                    "bkt",
+                    &path,
+                    ObjectMeta::default(),
+                    crate::store::Commit::Replace,
+                )
+                .unwrap();
+            ids.entry(key)
+                .or_default()
+                .insert(0, meta.version_id.unwrap());
+        }
+        let marker = s.delete_current("bkt", &parse_key("c").unwrap()).unwrap();
+        ids.get_mut("c")
+            .unwrap()
+            .insert(0, marker.version_id.unwrap());
+        let all: Vec<String> = ids
+            .iter()
+            .flat_map(|(k, vs)| vs.iter().map(move |v| format!("{k}@{v}")))
+            .collect();
+        for max in [1, 2, 3, 1000] {
+            assert_eq!(pages(&s, "", "", max), all, "max {max}");
+        }
+        let rolled: Vec<String> = all
+            .iter()
+            .filter(|v| !v.starts_with("b/") && !v.starts_with("a@v/"))
+            .cloned()
+            .chain(["a@v/".to_owned(), "b/".to_owned()])
+            .collect();
+        for max in [1, 2, 1000] {
+            let mut got = pages(&s, "", "/", max);
+            got.sort();
+            let mut want = rolled.clone();
+            want.sort();
+            assert_eq!(got, want, "max {max}");
+        }
+        assert_eq!(
+            pages(&s, "b/", "", 1000),
+            [
+                format!("b/x@{}", ids["b/x"][0]),
+                format!("b/y@{}", ids["b/y"][0])
+            ]
+        );
+        assert_eq!(
+            pages(&s, "a@", "", 1),
+            [format!("a@v/x@{}", ids["a@v/x"][0])]
+        );
     }
 }

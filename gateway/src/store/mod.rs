@@ -347,22 +347,6 @@ impl Store {
         self.settings.remove_bucket(bucket)
     }
 
-    /// Takes an exclusive `flock` on the file `name` of the reserved folder without waiting:
-    /// `None` while another process (a gateway sharing the data folder) holds it. The lock
-    /// lasts as long as the returned file is open.
-    pub fn try_lock_file(&self, name: &str) -> StoreResult<Option<File>> {
-        let file = std::fs::OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(self.internal.join(name))?;
-        match file.try_lock() {
-            Ok(()) => Ok(Some(file)),
-            Err(std::fs::TryLockError::WouldBlock) => Ok(None),
-            Err(std::fs::TryLockError::Error(e)) => Err(e.into()),
-        }
-    }
-
     /// The per-bucket settings (CORS, policy, versioning, ...).
     pub fn settings(&self) -> &settings::BucketSettings {
         &self.settings

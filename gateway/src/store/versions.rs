@@ -24,7 +24,7 @@
 //! rename that would have replaced it) is removed; a key with no current file whose newest kept
 //! version is not a delete marker gets that version back in place.
 
-use std::collections::BTreeMap;
+use std::collections::VecDeque;
 use std::fs::File;
 use std::io;
 use std::os::fd::AsFd;
@@ -605,89 +605,31 @@ impl Store {
         Ok(meta)
     }
 
-    /// Every version and delete marker of the keys starting with `prefix`, in key order and
-    /// newest first within a key.
-    pub fn list_versions(&self, bucket: &str, prefix: &str) -> StoreResult<Vec<VersionInfo>> {
-        let mut keys: BTreeMap<String, (Option<VersionInfo>, Vec<Kept>)> = BTreeMap::new();
-        let mut walker = Walker::new(self, bucket, prefix, None)?;
-        while let Some(entry) = walker.next_entry()? {
-            let Ok(path) = parse_key(&entry.key) else {
-                continue;
-            };
-            let Some(cur) = self.current(bucket, &path)? else {
-                continue;
-            };
-            keys.entry(entry.key.clone()).or_default().0 = Some(VersionInfo {
-                key: entry.key.clone(),
-                version_id: version_of(&cur.meta).to_owned(),
-                is_latest: true,
-                size: cur.size,
-                modified: cur.modified,
-                meta: cur.meta,
-            });
-        }
-        let root = self.versions_root(bucket);
-        let start = match prefix.rfind('/') {
-            Some(i) => &prefix[..i],
-            None => "",
+    /// A lazy walk over every version and delete marker of the keys that start with `prefix`
+    /// and sort at or after `from`: key order, newest first within a key (see [`VersionWalk`]).
+    pub fn walk_versions<'a>(
+        &'a self,
+        bucket: &str,
+        prefix: &str,
+        from: Option<&str>,
+    ) -> StoreResult<VersionWalk<'a>> {
+        let current = Walker::new(self, bucket, prefix, from)?;
+        let kept = KeptWalk::new(self.versions_root(bucket), prefix, from);
+        let mut walk = VersionWalk {
+            store: self,
+            bucket: bucket.to_owned(),
+            current,
+            kept,
+            next_current: None,
+            next_kept: None,
+            pending: VecDeque::new(),
         };
-        let start_dir = if start.is_empty() {
-            root.clone()
-        } else {
-            root.join(start)
-        };
-        let mut stack = vec![start_dir];
-        while let Some(dir) = stack.pop() {
-            let rd = match std::fs::read_dir(&dir) {
-                Ok(rd) => rd,
-                Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
-                Err(e) => return Err(e.into()),
-            };
-            for e in rd {
-                let e = e?;
-                if !e.file_type()?.is_dir() {
-                    continue;
-                }
-                let sub = e.path();
-                stack.push(sub.clone());
-                let Some(key) = sub
-                    .strip_prefix(&root)
-                    .ok()
-                    .and_then(Path::to_str)
-                    .and_then(|s| s.strip_suffix(VERSION_DIR_SUFFIX))
-                else {
-                    continue;
-                };
-                if !key.starts_with(prefix) || parse_key(key).is_err() {
-                    continue;
-                }
-                let vdir = File::open(&sub)?;
-                let kept = self.kept_versions(&vdir, Path::new(key))?;
-                if !kept.is_empty() {
-                    keys.entry(key.to_owned()).or_default().1 = kept;
-                }
-            }
+        // The walkers start strictly after `from`; `from` itself is looked up directly.
+        if let Some(key) = from.filter(|k| k.starts_with(prefix)) {
+            let vdir = self.version_dir_path(bucket, Path::new(key));
+            walk.load_key(key, vdir.is_dir().then_some(vdir))?;
         }
-        let mut out = Vec::new();
-        for (key, (current, kept)) in keys {
-            let current_id = current.as_ref().map(|c| c.version_id.clone());
-            let has_current = current.is_some();
-            out.extend(current);
-            let kept = kept
-                .into_iter()
-                .filter(|k| Some(&k.id) != current_id.as_ref());
-            for (i, k) in kept.enumerate() {
-                out.push(VersionInfo {
-                    key: key.clone(),
-                    version_id: k.id,
-                    is_latest: !has_current && i == 0,
-                    size: k.size,
-                    modified: k.modified,
-                    meta: k.meta,
-                });
-            }
-        }
-        Ok(out)
+        Ok(walk)
     }
 
     /// True when the bucket keeps any version or delete marker (DeleteBucket refuses then).
@@ -803,6 +745,228 @@ impl Store {
     }
 }
 
+/// An ordered, lazy walk over the versions of a bucket's keys ([`Store::walk_versions`]): the
+/// keys with a current file (the bucket's [`Walker`]) merged with the keys that have a version
+/// folder ([`KeptWalk`]), one key's versions read at a time, so listing a bucket with many
+/// versions needs memory for one key only.
+pub struct VersionWalk<'a> {
+    store: &'a Store,
+    bucket: String,
+    current: Walker<'a>,
+    kept: KeptWalk,
+    /// The next key with a current file, read ahead.
+    next_current: Option<String>,
+    /// The next key with a version folder, read ahead.
+    next_kept: Option<(String, PathBuf)>,
+    /// The versions of the key being returned.
+    pending: VecDeque<VersionInfo>,
+}
+
+impl VersionWalk<'_> {
+    /// The next version or delete marker, or `None` at the end.
+    pub fn next_version(&mut self) -> StoreResult<Option<VersionInfo>> {
+        loop {
+            if let Some(v) = self.pending.pop_front() {
+                return Ok(Some(v));
+            }
+            if self.next_current.is_none() {
+                self.next_current = self.current.next_entry()?.map(|e| e.key);
+            }
+            if self.next_kept.is_none() {
+                self.next_kept = self.kept.next_key()?;
+            }
+            let key = match (&self.next_current, &self.next_kept) {
+                (None, None) => return Ok(None),
+                (Some(c), Some((k, _))) => c.min(k).clone(),
+                (Some(c), None) => c.clone(),
+                (None, Some((k, _))) => k.clone(),
+            };
+            if self.next_current.as_ref() == Some(&key) {
+                self.next_current = None;
+            }
+            let vdir = if self.next_kept.as_ref().is_some_and(|(k, _)| *k == key) {
+                self.next_kept.take().map(|(_, d)| d)
+            } else {
+                None
+            };
+            self.load_key(&key, vdir)?;
+        }
+    }
+
+    /// Passes over every key starting with `cp` (a delimiter rolled them up into one common
+    /// prefix) without reading them.
+    pub fn skip_prefix(&mut self, cp: &str) {
+        self.current.skip_prefix(cp);
+        self.kept.skip_prefix(cp);
+        self.pending.retain(|v| !v.key.starts_with(cp));
+        if self
+            .next_current
+            .as_ref()
+            .is_some_and(|k| k.starts_with(cp))
+        {
+            self.next_current = None;
+        }
+        if self
+            .next_kept
+            .as_ref()
+            .is_some_and(|(k, _)| k.starts_with(cp))
+        {
+            self.next_kept = None;
+        }
+    }
+
+    /// Reads the versions of `key`: its current file, then what its version folder keeps
+    /// (without a kept entry that has the current file's id, which a crash may have left).
+    fn load_key(&mut self, key: &str, vdir: Option<PathBuf>) -> StoreResult<()> {
+        let Ok(path) = parse_key(key) else {
+            return Ok(());
+        };
+        let current = self.store.current(&self.bucket, &path)?;
+        let current_id = current.as_ref().map(|c| version_of(&c.meta).to_owned());
+        let has_current = current.is_some();
+        if let Some(cur) = current {
+            self.pending.push_back(VersionInfo {
+                key: key.to_owned(),
+                version_id: version_of(&cur.meta).to_owned(),
+                is_latest: true,
+                size: cur.size,
+                modified: cur.modified,
+                meta: cur.meta,
+            });
+        }
+        let Some(vdir) = vdir else {
+            return Ok(());
+        };
+        let dir = match File::open(&vdir) {
+            Ok(d) => d,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+            Err(e) => return Err(e.into()),
+        };
+        let kept = self
+            .store
+            .kept_versions(&dir, &path.rel)?
+            .into_iter()
+            .filter(|k| Some(&k.id) != current_id.as_ref());
+        for (i, k) in kept.enumerate() {
+            self.pending.push_back(VersionInfo {
+                key: key.to_owned(),
+                version_id: k.id,
+                is_latest: !has_current && i == 0,
+                size: k.size,
+                modified: k.modified,
+                meta: k.meta,
+            });
+        }
+        Ok(())
+    }
+}
+
+/// An ordered, lazy walk over the version folders of one bucket (`<key>@v/` below its versions
+/// root): yields each key that has one, in key order, for keys that start with `prefix` and
+/// sort strictly after `after`. A folder `x@v` is both the version folder of key `x` and the
+/// parent of keys `x@v/…`, so it is visited twice: as `x`, and as the folder `x@v/`.
+struct KeptWalk {
+    prefix: String,
+    after: Option<String>,
+    skip: Option<String>,
+    /// Per open folder, what is left of its sorted entries: the key (or, for a folder, the key
+    /// prefix ending in `/`), the path, and whether it is a version folder.
+    stack: Vec<std::vec::IntoIter<(String, PathBuf, bool)>>,
+}
+
+impl KeptWalk {
+    fn new(root: PathBuf, prefix: &str, after: Option<&str>) -> Self {
+        let mut walk = KeptWalk {
+            prefix: prefix.to_owned(),
+            after: after.map(str::to_owned),
+            skip: None,
+            stack: Vec::new(),
+        };
+        // Start in the folder the prefix names up to its last `/`; a prefix with a segment no
+        // key can have names no folder (and never leaves the versions root).
+        let start = match prefix.rfind('/') {
+            Some(i) => &prefix[..=i],
+            None => "",
+        };
+        let segments: Vec<&str> = start.split('/').filter(|s| !s.is_empty()).collect();
+        if segments.iter().any(|s| *s == "." || *s == "..")
+            || segments.len() != start.matches('/').count()
+        {
+            return walk;
+        }
+        let dir = segments.iter().fold(root, |p, s| p.join(s));
+        walk.push(&dir, start);
+        walk
+    }
+
+    /// Reads a folder's sub-folders into a sorted frame (a folder that is gone holds nothing).
+    fn push(&mut self, dir: &Path, key: &str) {
+        let Ok(rd) = std::fs::read_dir(dir) else {
+            return;
+        };
+        let mut entries = Vec::new();
+        for e in rd.flatten() {
+            if !e.file_type().is_ok_and(|t| t.is_dir()) {
+                continue;
+            }
+            let Some(name) = e.file_name().to_str().map(str::to_owned) else {
+                continue;
+            };
+            let path = e.path();
+            if let Some(k) = name.strip_suffix(VERSION_DIR_SUFFIX) {
+                entries.push((format!("{key}{k}"), path.clone(), true));
+            }
+            entries.push((format!("{key}{name}/"), path, false));
+        }
+        entries.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+        self.stack.push(entries.into_iter());
+    }
+
+    /// The next key with a version folder, and that folder.
+    fn next_key(&mut self) -> StoreResult<Option<(String, PathBuf)>> {
+        loop {
+            let Some(top) = self.stack.last_mut() else {
+                return Ok(None);
+            };
+            let Some((key, path, is_version_dir)) = top.next() else {
+                self.stack.pop();
+                continue;
+            };
+            if self
+                .skip
+                .as_ref()
+                .is_some_and(|s| key.starts_with(s.as_str()))
+            {
+                continue;
+            }
+            if is_version_dir {
+                if key.starts_with(&self.prefix)
+                    && self.after.as_ref().is_none_or(|a| key > *a)
+                    && parse_key(&key).is_ok()
+                {
+                    return Ok(Some((key, path)));
+                }
+                continue;
+            }
+            // A folder holds keys for the prefix only if one starts with the other, and keys
+            // after the start position unless it sorts before it without containing it.
+            let in_prefix = key.starts_with(&self.prefix) || self.prefix.starts_with(&key);
+            let in_range = self
+                .after
+                .as_ref()
+                .is_none_or(|a| key > *a || a.starts_with(&key));
+            if in_prefix && in_range {
+                self.push(&path, &key);
+            }
+        }
+    }
+
+    /// Passes over every key starting with `cp`.
+    fn skip_prefix(&mut self, cp: &str) {
+        self.skip = Some(cp.to_owned());
+    }
+}
+
 /// Refuses to replace or remove a version that object lock protects.
 fn check_unlocked(meta: &ObjectMeta) -> StoreResult<()> {
     check_deletable(meta, false)
@@ -857,11 +1021,12 @@ mod tests {
     }
 
     fn ids(s: &Store) -> Vec<(String, bool)> {
-        s.list_versions("bkt", "")
-            .unwrap()
-            .into_iter()
-            .map(|v| (v.version_id, v.is_latest))
-            .collect()
+        let mut walk = s.walk_versions("bkt", "", None).unwrap();
+        let mut out = Vec::new();
+        while let Some(v) = walk.next_version().unwrap() {
+            out.push((v.version_id, v.is_latest));
+        }
+        out
     }
 
     #[test]
