@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import json
+import os
 import time
 import urllib.parse
 import urllib.request
@@ -12,7 +14,7 @@ import urllib.request
 import pytest
 from botocore.exceptions import ClientError
 
-from conftest import new_bucket_name
+from conftest import AWS_BIN, new_bucket_name, run
 from nebula_helpers import object_path, parse_list, xml_error_code
 
 
@@ -211,3 +213,113 @@ def test_keys_with_control_characters_list_as_s3(raw, s3, cbucket):
     assert r.status == 200, r
     for escaped in (b"ctl/a%01b", b"ctl/tab%09here", b"ctl/del%7F", b"ctl/nl%0Ax"):
         assert escaped in r.body, (escaped, r.body)
+
+
+def test_list_buckets_pages_by_max_buckets_and_continuation_token(gw, raw, s3):
+    """Before: max-buckets and continuation-token were ignored (every bucket in one answer)."""
+    prefix = new_bucket_name("lbp")[:20]
+    names = sorted(f"{prefix}-{i}" for i in range(5))
+    for name in names:
+        s3.create_bucket(Bucket=name)
+    seen, token, pages = [], None, 0
+    while True:
+        kw = {"Prefix": prefix, "MaxBuckets": 2}
+        if token:
+            kw["ContinuationToken"] = token
+        page = s3.list_buckets(**kw)
+        pages += 1
+        assert page["Prefix"] == prefix
+        assert len(page["Buckets"]) <= 2
+        seen += [b["Name"] for b in page["Buckets"]]
+        token = page.get("ContinuationToken")
+        if not token:
+            break
+    assert seen == names and pages == 3
+    paginated = s3.get_paginator("list_buckets").paginate(Prefix=prefix, PaginationConfig={"PageSize": 3})
+    assert [b["Name"] for p in paginated for b in p["Buckets"]] == names
+    assert [b["Name"] for b in s3.list_buckets(Prefix=prefix, BucketRegion=gw.region)["Buckets"]] == names
+    assert s3.list_buckets(Prefix=prefix, BucketRegion="eu-west-3")["Buckets"] == []
+    for bad in ("0", "10001", "x"):
+        r = raw.request("GET", "/", query=[("max-buckets", bad)])
+        assert r.status == 400 and r.code == "InvalidArgument", r
+    r = raw.request("GET", "/", query=[("continuation-token", "not-a-token")])
+    assert r.status == 400 and r.code == "InvalidArgument", r
+
+
+def _three_part_object(s3, bucket, key, **create):
+    parts = [os.urandom(5 << 20), os.urandom(5 << 20), os.urandom(1000)]
+    up = s3.create_multipart_upload(Bucket=bucket, Key=key, **create)["UploadId"]
+    done = []
+    for i, body in enumerate(parts, 1):
+        kw = {"ChecksumAlgorithm": create["ChecksumAlgorithm"]} if "ChecksumAlgorithm" in create else {}
+        r = s3.upload_part(Bucket=bucket, Key=key, UploadId=up, PartNumber=i, Body=body, **kw)
+        part = {"PartNumber": i, "ETag": r["ETag"]}
+        if "ChecksumSHA256" in r:
+            part["ChecksumSHA256"] = r["ChecksumSHA256"]
+        done.append(part)
+    result = s3.complete_multipart_upload(Bucket=bucket, Key=key, UploadId=up, MultipartUpload={"Parts": done})
+    return parts, result
+
+
+def test_get_and_head_object_part_number(raw, s3, cbucket):
+    """Before: partNumber on a multipart object was 416 InvalidPartNumber for every part."""
+    parts, _ = _three_part_object(s3, cbucket, "parts/obj.bin")
+    total = sum(map(len, parts))
+    offset = 0
+    for n, body in enumerate(parts, 1):
+        got = s3.get_object(Bucket=cbucket, Key="parts/obj.bin", PartNumber=n)
+        assert got["ResponseMetadata"]["HTTPStatusCode"] == 206
+        assert got["Body"].read() == body
+        assert got["PartsCount"] == 3
+        assert got["ContentRange"] == f"bytes {offset}-{offset + len(body) - 1}/{total}"
+        head = s3.head_object(Bucket=cbucket, Key="parts/obj.bin", PartNumber=n)
+        assert head["ContentLength"] == len(body) and head["PartsCount"] == 3
+        offset += len(body)
+    assert error_of(lambda: s3.get_object(Bucket=cbucket, Key="parts/obj.bin", PartNumber=4)) == (
+        416,
+        "InvalidPartNumber",
+    )
+    r = raw.get(cbucket, "parts/obj.bin", query=[("partNumber", "1")], headers={"range": "bytes=0-1"})
+    assert r.status == 400 and r.code == "InvalidRequest", r
+    # An object not made of parts is its own part 1.
+    s3.put_object(Bucket=cbucket, Key="parts/plain.txt", Body=b"plain")
+    whole = s3.get_object(Bucket=cbucket, Key="parts/plain.txt", PartNumber=1)
+    assert whole["Body"].read() == b"plain" and "PartsCount" not in whole
+    assert error_of(lambda: s3.get_object(Bucket=cbucket, Key="parts/plain.txt", PartNumber=2))[0] == 416
+
+
+def test_get_object_attributes(gw, s3, cbucket):
+    """Before: GetObjectAttributes was 501 NotImplemented."""
+    parts, done = _three_part_object(s3, cbucket, "attrs/mp.bin", ChecksumAlgorithm="SHA256")
+    every = ["ETag", "Checksum", "ObjectParts", "StorageClass", "ObjectSize"]
+    a = s3.get_object_attributes(Bucket=cbucket, Key="attrs/mp.bin", ObjectAttributes=every)
+    assert a["ETag"].strip('"') == done["ETag"].strip('"')
+    assert a["ObjectSize"] == sum(map(len, parts))
+    assert a["StorageClass"] == "STANDARD"
+    assert a["Checksum"]["ChecksumSHA256"] == done["ChecksumSHA256"]
+    assert a["Checksum"]["ChecksumType"] == "COMPOSITE"
+    assert a["ObjectParts"]["TotalPartsCount"] == 3
+    assert [(p["PartNumber"], p["Size"]) for p in a["ObjectParts"]["Parts"]] == [
+        (i, len(b)) for i, b in enumerate(parts, 1)
+    ]
+    page = s3.get_object_attributes(Bucket=cbucket, Key="attrs/mp.bin", ObjectAttributes=["ObjectParts"], MaxParts=2)
+    assert page["ObjectParts"]["IsTruncated"] is True
+    assert page["ObjectParts"]["NextPartNumberMarker"] == 2
+    assert "ETag" not in page and "ObjectSize" not in page
+    rest = s3.get_object_attributes(
+        Bucket=cbucket, Key="attrs/mp.bin", ObjectAttributes=["ObjectParts"], MaxParts=2, PartNumberMarker=2
+    )
+    assert [p["PartNumber"] for p in rest["ObjectParts"]["Parts"]] == [3]
+    assert rest["ObjectParts"]["IsTruncated"] is False
+    put = s3.put_object(Bucket=cbucket, Key="attrs/plain.txt", Body=b"plain", ChecksumAlgorithm="CRC32")
+    env = gw.client_env()
+    out = run([AWS_BIN, "--endpoint-url", gw.endpoint, "s3api", "get-object-attributes", "--bucket", cbucket,
+               "--key", "attrs/plain.txt", "--object-attributes", "ETag", "Checksum", "ObjectSize", "ObjectParts"],
+              env=env)
+    plain = json.loads(out.stdout_text)
+    assert plain["ObjectSize"] == 5 and "ObjectParts" not in plain
+    assert plain["Checksum"]["ChecksumCRC32"] == put["ChecksumCRC32"]
+    assert plain["ETag"].strip('"') == put["ETag"].strip('"')
+    assert error_of(
+        lambda: s3.get_object_attributes(Bucket=cbucket, Key="attrs/none", ObjectAttributes=["ETag"])
+    ) == (404, "NoSuchKey")

@@ -7,30 +7,63 @@ use crate::access::Caller;
 
 use super::{Gateway, RequestError, RequestResult, blocking, owner, timestamp};
 
-/// ListBuckets: the buckets the caller can read.
+/// S3's largest (and default) ListBuckets page.
+const MAX_BUCKETS: i32 = 10_000;
+
+/// ListBuckets: the buckets the caller can read, in name order, `max-buckets` at a time from
+/// the `continuation-token` on, narrowed by `prefix` and `bucket-region` (every bucket is in
+/// the gateway's region).
 pub(crate) async fn list_buckets(
     gw: &Gateway,
     req: S3Request<ListBucketsInput>,
 ) -> RequestResult<S3Response<ListBucketsOutput>> {
+    let input = req.input;
+    let max = match input.max_buckets {
+        None => MAX_BUCKETS,
+        Some(n) if (1..=MAX_BUCKETS).contains(&n) => n,
+        Some(_) => {
+            return Err(RequestError::InvalidArgument(format!(
+                "max-buckets must be an integer between 1 and {MAX_BUCKETS}"
+            )));
+        }
+    } as usize;
+    let after = input
+        .continuation_token
+        .as_deref()
+        .map(super::list::decode_token)
+        .transpose()?;
     let store = gw.store.clone();
-    let prefix = req.input.prefix.clone();
+    let prefix = input.prefix.clone();
     let caller = req.extensions.get::<Caller>();
+    let other_region = input
+        .bucket_region
+        .as_deref()
+        .is_some_and(|r| r != gw.region);
     let buckets = blocking(move || store.list_buckets()).await?;
-    let buckets = buckets
+    let mut buckets: Vec<Bucket> = buckets
         .into_iter()
+        .filter(|_| !other_region)
         .filter(|b| prefix.as_deref().is_none_or(|p| b.name.starts_with(p)))
+        .filter(|b| after.as_deref().is_none_or(|a| b.name.as_str() > a))
         .filter(|b| caller.is_none_or(|c| c.access.can_see(&c.who, &b.name)))
+        .take(max + 1)
         .map(|b| Bucket {
             name: Some(b.name),
             creation_date: Some(timestamp(b.created)),
             bucket_region: Some(gw.region.clone()),
         })
         .collect();
+    let truncated = buckets.len() > max;
+    buckets.truncate(max);
+    let continuation_token = truncated
+        .then(|| buckets.last().and_then(|b| b.name.as_deref()))
+        .flatten()
+        .map(super::list::encode_token);
     Ok(S3Response::new(ListBucketsOutput {
         buckets: Some(buckets),
         owner: Some(owner()),
-        prefix: req.input.prefix,
-        ..Default::default()
+        prefix: input.prefix,
+        continuation_token,
     }))
 }
 

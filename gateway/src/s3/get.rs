@@ -1,4 +1,5 @@
-//! GetObject and HeadObject: conditionals, byte ranges, streaming bodies.
+//! GetObject and HeadObject (conditionals, byte ranges and part numbers, streaming bodies) and
+//! GetObjectAttributes.
 
 use std::fs::File;
 use std::sync::Arc;
@@ -20,7 +21,7 @@ use super::{
 use crate::store::StoreError;
 use crate::store::fsutil;
 use crate::store::keys::ObjectPath;
-use crate::store::meta::ObjectMeta;
+use crate::store::meta::{ObjectMeta, PartSizes};
 use crate::store::read::file_stream;
 use crate::store::versions::Found;
 use crate::store::{ObjectHandle, Store};
@@ -135,6 +136,8 @@ struct Prepared {
     version_id: Option<String>,
     /// `x-amz-expiration`, when a lifecycle rule expires the current version.
     expiration: Option<String>,
+    /// `x-amz-mp-parts-count`: a multipart object's part count, when a part was asked for.
+    parts_count: Option<i32>,
     file: File,
     small: Option<Bytes>,
 }
@@ -189,6 +192,7 @@ macro_rules! object_output {
             checksum_sha256: c.checksum_sha256,
             version_id: $p.version_id.clone(),
             expiration: $p.expiration.clone(),
+            parts_count: $p.parts_count,
             object_lock_mode: lock_mode,
             object_lock_retain_until_date: lock_until,
             object_lock_legal_hold_status: legal_hold,
@@ -212,16 +216,22 @@ enum SmallRead {
 /// Conditionals, part number and range of an opened object; reads small ones whole.
 fn settle(obj: ObjectHandle, req: &ReadRequest, read: SmallRead) -> RequestResult<Prepared> {
     req.conds.borrow().check_read(&obj.meta, obj.modified)?;
-    if let Some(n) = req.part_number
-        && (n != 1 || obj.meta.parts.is_some())
-    {
-        return Err(RequestError::InvalidPartNumber);
-    }
-    let range = match &req.range {
-        None => None,
-        Some(_) if obj.size == 0 => return Err(RequestError::InvalidRange),
-        Some(r) => Some(r.check(obj.size).map_err(|_| RequestError::InvalidRange)?),
+    let range = match (req.part_number, &req.range) {
+        (Some(_), Some(_)) => {
+            return Err(RequestError::InvalidRequest(
+                "Cannot specify both Range header and partNumber query parameter".into(),
+            ));
+        }
+        (Some(n), None) => part_range(&obj.meta, obj.size, n)?,
+        (None, None) => None,
+        (None, Some(_)) if obj.size == 0 => return Err(RequestError::InvalidRange),
+        (None, Some(r)) => Some(r.check(obj.size).map_err(|_| RequestError::InvalidRange)?),
     };
+    let parts_count = obj
+        .meta
+        .parts
+        .filter(|_| req.part_number.is_some())
+        .map(|n| n as i32);
     let (start, end) = range
         .clone()
         .map(|r| (r.start, r.end))
@@ -245,9 +255,34 @@ fn settle(obj: ObjectHandle, req: &ReadRequest, read: SmallRead) -> RequestResul
         checksum_mode: req.checksum_mode,
         version_id,
         expiration: None,
+        parts_count,
         file: obj.file,
         small,
     })
+}
+
+/// The bytes part `n` asks for: a multipart object's part as completed; any other object is
+/// its own part 1, sent whole.
+fn part_range(meta: &ObjectMeta, size: u64, n: i32) -> RequestResult<Option<std::ops::Range<u64>>> {
+    let Some(count) = meta.parts else {
+        return if n == 1 {
+            Ok(None)
+        } else {
+            Err(RequestError::InvalidPartNumber)
+        };
+    };
+    let n = u64::try_from(n)
+        .ok()
+        .filter(|n| (1..=u64::from(count)).contains(n))
+        .ok_or(RequestError::InvalidPartNumber)?;
+    let known = PartSizes::sizes(&meta.part_sizes).count() == count as usize
+        && PartSizes::sizes(&meta.part_sizes).sum::<u64>() == size;
+    let (offset, len) = PartSizes::part(&meta.part_sizes, n)
+        .filter(|_| known)
+        .ok_or(RequestError::NotImplemented(
+            "the part sizes of this object were not recorded when it was completed",
+        ))?;
+    Ok(Some(offset..offset + len))
 }
 
 fn prepare(
@@ -358,4 +393,113 @@ pub(crate) async fn head_object(
             .insert("x-amz-tagging-count", http::HeaderValue::from(tags));
     }
     Ok(resp)
+}
+
+/// GetObjectAttributes: what S3 keeps about an object (ETag, checksum, parts, storage class,
+/// size), without its bytes; only the attributes asked for are answered.
+pub(crate) async fn get_object_attributes(
+    gw: &Gateway,
+    req: S3Request<GetObjectAttributesInput>,
+) -> RequestResult<S3Response<GetObjectAttributesOutput>> {
+    let input = req.input;
+    let path = object_path(&input.key)?;
+    let store = gw.store.clone();
+    let (bucket, version) = (input.bucket.clone(), input.version_id.clone());
+    let obj = blocking(
+        move || match store.open_version(&bucket, &path, version.as_deref())? {
+            Found::Object(obj) => Ok(obj),
+            Found::DeleteMarker { version_id } => Err(RequestError::DeleteMarker {
+                version_id,
+                by_id: version.is_some(),
+            }),
+        },
+    )
+    .await?;
+    // s3s keeps the header's comma-separated list as one item.
+    let wants = |name: &str| {
+        input
+            .object_attributes
+            .iter()
+            .flat_map(|a| a.as_str().split(','))
+            .any(|a| a.trim() == name)
+    };
+    let meta = &obj.meta;
+    let checksum = {
+        let c = checksum_fields(&meta.checksums);
+        let any = c.checksum_crc32.is_some()
+            || c.checksum_crc32c.is_some()
+            || c.checksum_crc64nvme.is_some()
+            || c.checksum_sha1.is_some()
+            || c.checksum_sha256.is_some();
+        // A multipart object's checksum is of its parts' checksums (CRC64NVME is always of
+        // the whole object).
+        let kind = if meta.parts.is_some() && c.checksum_crc64nvme.is_none() {
+            ChecksumType::COMPOSITE
+        } else {
+            ChecksumType::FULL_OBJECT
+        };
+        (any && wants(ObjectAttributes::CHECKSUM)).then(|| Checksum {
+            checksum_crc32: c.checksum_crc32,
+            checksum_crc32c: c.checksum_crc32c,
+            checksum_crc64nvme: c.checksum_crc64nvme,
+            checksum_sha1: c.checksum_sha1,
+            checksum_sha256: c.checksum_sha256,
+            checksum_type: Some(ChecksumType::from_static(kind)),
+        })
+    };
+    let object_parts = match meta.parts {
+        Some(count) if wants(ObjectAttributes::OBJECT_PARTS) => Some(attribute_parts(
+            count,
+            &meta.part_sizes,
+            input.part_number_marker.unwrap_or(0),
+            input.max_parts.unwrap_or(1000),
+        )),
+        _ => None,
+    };
+    Ok(S3Response::new(GetObjectAttributesOutput {
+        e_tag: wants(ObjectAttributes::ETAG).then(|| ETag::Strong(meta.etag.clone())),
+        checksum,
+        object_parts,
+        object_size: wants(ObjectAttributes::OBJECT_SIZE).then_some(obj.size as i64),
+        storage_class: wants(ObjectAttributes::STORAGE_CLASS)
+            .then(|| StorageClass::from_static(StorageClass::STANDARD)),
+        last_modified: Some(timestamp(obj.modified)),
+        version_id: meta.version_id.clone().or(input.version_id),
+        ..Default::default()
+    }))
+}
+
+/// The `ObjectParts` of GetObjectAttributes: the part count, and the parts after `marker` (at
+/// most `max`) with their sizes when those were recorded at completion.
+fn attribute_parts(
+    count: u32,
+    runs: &[[u64; 2]],
+    marker: i32,
+    max: i32,
+) -> GetObjectAttributesParts {
+    let sizes: Vec<u64> = PartSizes::sizes(runs).collect();
+    let known = sizes.len() == count as usize;
+    let first = usize::try_from(marker).unwrap_or(0);
+    let max = usize::try_from(max).unwrap_or(0);
+    let page: Vec<ObjectPart> = sizes
+        .iter()
+        .enumerate()
+        .skip(first)
+        .take(max)
+        .filter(|_| known)
+        .map(|(i, &size)| ObjectPart {
+            part_number: Some(i as i32 + 1),
+            size: Some(size as i64),
+            ..Default::default()
+        })
+        .collect();
+    let truncated = known && first + page.len() < sizes.len();
+    GetObjectAttributesParts {
+        total_parts_count: Some(count as i32),
+        part_number_marker: Some(marker),
+        next_part_number_marker: page.last().and_then(|p| p.part_number),
+        max_parts: Some(max as i32),
+        is_truncated: Some(truncated),
+        parts: known.then_some(page),
+    }
 }

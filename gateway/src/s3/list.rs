@@ -243,13 +243,13 @@ pub(super) fn parse_encoding(encoding: Option<&EncodingType>) -> RequestResult<b
     }
 }
 
-/// The continuation token for a page that ended at `last`.
-fn encode_token(last: &str) -> String {
+/// The continuation token for a page that ended at `last` (ListObjectsV2, ListBuckets).
+pub(super) fn encode_token(last: &str) -> String {
     URL_SAFE_NO_PAD.encode(format!("{TOKEN_TAG}{last}"))
 }
 
 /// The position a continuation token stands for.
-fn decode_token(token: &str) -> RequestResult<String> {
+pub(super) fn decode_token(token: &str) -> RequestResult<String> {
     URL_SAFE_NO_PAD
         .decode(token)
         .ok()

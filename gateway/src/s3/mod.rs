@@ -355,6 +355,14 @@ impl S3 for Gateway {
             .await
             .map_err(RequestError::into_s3)
     }
+    async fn get_object_attributes(
+        &self,
+        req: S3Request<GetObjectAttributesInput>,
+    ) -> S3Result<S3Response<GetObjectAttributesOutput>> {
+        get::get_object_attributes(self, req)
+            .await
+            .map_err(RequestError::into_s3)
+    }
     async fn head_object(
         &self,
         req: S3Request<HeadObjectInput>,

@@ -23,7 +23,7 @@ use super::put::{WriteHeaders, write_precondition};
 use super::receive::{Dest, Landed, receive_body};
 use super::{Gateway, RequestError, RequestResult, blocking, object_path, url_encode};
 use crate::store::StoreError;
-use crate::store::meta::StoredChecksums;
+use crate::store::meta::{PartSizes, StoredChecksums};
 use crate::store::multipart::{MAX_PART_NUMBER, MIN_PART_SIZE, PartInfo, Staged, UploadRecord};
 
 /// Assemblies larger than this answer at once and keep the connection alive with whitespace
@@ -316,6 +316,7 @@ pub(crate) async fn complete_multipart_upload(
     let mut meta = assembly.record.meta.clone();
     meta.etag = assembly.etag();
     meta.parts = Some(assembly.parts.len() as u32);
+    meta.part_sizes = PartSizes::of(assembly.parts.iter().map(|p| p.size));
     meta.checksums = composite_checksums(&assembly.record, &assembly.parts);
     let large = assembly.size > KEEPALIVE_ABOVE;
     let (gw, bucket, key) = (gw.clone(), input.bucket, input.key);

@@ -71,6 +71,12 @@ pub struct ObjectMeta {
     /// Number of parts for multipart objects.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub parts: Option<u32>,
+    /// A multipart object's part sizes as runs of `[count, size]` (usually two: the equal
+    /// parts and the last), for GetObject `partNumber` and GetObjectAttributes. Empty for other
+    /// objects, for those completed before sizes were kept, and when the sizes vary too much
+    /// to fit the metadata record (see [`PartSizes::of`]).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub part_sizes: Vec<[u64; 2]>,
     /// Object tags (key, value) in the order set.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub tags: Vec<(String, String)>,
@@ -130,6 +136,49 @@ pub enum AclPermission {
     ReadAcp,
     /// Change the ACL.
     WriteAcp,
+}
+
+/// Part sizes kept as runs, so a 10 000-part upload of equal parts stays a few bytes of the
+/// `user.nebula` record (an extended attribute, a few KiB at most).
+pub struct PartSizes;
+
+impl PartSizes {
+    /// Most runs kept; beyond it the sizes are not recorded.
+    pub const MAX_RUNS: usize = 64;
+
+    /// The runs of `sizes`, or none when there would be more than [`Self::MAX_RUNS`].
+    pub fn of(sizes: impl IntoIterator<Item = u64>) -> Vec<[u64; 2]> {
+        let mut runs: Vec<[u64; 2]> = Vec::new();
+        for size in sizes {
+            match runs.last_mut() {
+                Some(run) if run[1] == size => run[0] += 1,
+                _ => runs.push([1, size]),
+            }
+            if runs.len() > Self::MAX_RUNS {
+                return Vec::new();
+            }
+        }
+        runs
+    }
+
+    /// Offset and size of part `n` (1-based), if the runs hold it.
+    pub fn part(runs: &[[u64; 2]], n: u64) -> Option<(u64, u64)> {
+        let (mut offset, mut first) = (0u64, 1u64);
+        for &[count, size] in runs {
+            if n < first + count {
+                return Some((offset + (n - first) * size, size));
+            }
+            offset += count * size;
+            first += count;
+        }
+        None
+    }
+
+    /// Every part's size, in order.
+    pub fn sizes(runs: &[[u64; 2]]) -> impl Iterator<Item = u64> + '_ {
+        runs.iter()
+            .flat_map(|&[count, size]| std::iter::repeat_n(size, count as usize))
+    }
 }
 
 /// Object lock retention mode.
@@ -555,5 +604,20 @@ mod tests {
             store.read(&file, "b", Path::new("v.mp4"), false),
             Some(meta)
         );
+    }
+
+    #[test]
+    fn part_sizes_are_runs() {
+        let runs = PartSizes::of([5, 5, 5, 2]);
+        assert_eq!(runs, vec![[3, 5], [1, 2]]);
+        assert_eq!(PartSizes::part(&runs, 1), Some((0, 5)));
+        assert_eq!(PartSizes::part(&runs, 3), Some((10, 5)));
+        assert_eq!(PartSizes::part(&runs, 4), Some((15, 2)));
+        assert_eq!(PartSizes::part(&runs, 5), None);
+        assert_eq!(
+            PartSizes::sizes(&runs).collect::<Vec<_>>(),
+            vec![5, 5, 5, 2]
+        );
+        assert!(PartSizes::of(1..=100).is_empty(), "too varied to keep");
     }
 }
