@@ -13,6 +13,7 @@ use nebula_media::hls::{AcquireRun, HlsSession, SEGMENT_DURATION, SegmentId};
 use nebula_media::{EncoderChoice, MediaEngine, Quality};
 
 use common::assert_same_tracks;
+use common::ffmpeg_source;
 
 const WAIT: Duration = Duration::from_secs(60);
 
@@ -23,25 +24,6 @@ fn engine() -> &'static MediaEngine {
 
 fn seg_secs() -> f64 {
     SEGMENT_DURATION.as_secs_f64()
-}
-
-/// Generates `name` with ffmpeg once per test binary.
-fn ffmpeg_source(name: &str, args: &str) -> PathBuf {
-    let path = common::source("notes.txt").with_file_name(name);
-    if !path.exists() {
-        let out = Command::new("ffmpeg")
-            .args(["-hide_banner", "-loglevel", "error", "-y"])
-            .args(args.split_whitespace())
-            .arg(&path)
-            .output()
-            .expect("ffmpeg must be installed");
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
-    path
 }
 
 /// 10 s 320x180 30 fps H.264 with 44.1 kHz AAC: four segments, the last one short, and

@@ -10,27 +10,11 @@ use std::sync::OnceLock;
 use nebula_media::hls::{CopyIndex, SegmentId};
 use nebula_media::{EncoderChoice, MediaEngine};
 
+use common::ffmpeg_source;
+
 fn engine() -> &'static MediaEngine {
     static ENGINE: OnceLock<MediaEngine> = OnceLock::new();
     ENGINE.get_or_init(|| MediaEngine::new(EncoderChoice::Auto).unwrap())
-}
-
-fn ffmpeg_source(name: &str, args: &str) -> PathBuf {
-    let path = common::source("notes.txt").with_file_name(name);
-    if !path.exists() {
-        let out = Command::new("ffmpeg")
-            .args(["-hide_banner", "-loglevel", "error", "-y"])
-            .args(args.split_whitespace())
-            .arg(&path)
-            .output()
-            .expect("ffmpeg must be installed");
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
-    path
 }
 
 /// 12 s 320x180 30 fps H.264 High with B-frames and keyframes only at 0, 1.2, 2, 5, 9 and

@@ -100,6 +100,28 @@ pub fn expected_auto_encoder() -> &'static str {
     })
 }
 
+/// Path of `name`, generated once per test binary by ffmpeg with `args` (for sources
+/// gst-launch cannot make, such as keyframes at chosen times).
+pub fn ffmpeg_source(name: &str, args: &str) -> PathBuf {
+    static LOCK: Mutex<()> = Mutex::new(());
+    let _guard = LOCK.lock().unwrap_or_else(|e| e.into_inner());
+    let path = dir().join(name);
+    if !path.exists() {
+        let out = Command::new("ffmpeg")
+            .args(["-hide_banner", "-loglevel", "error", "-y"])
+            .args(args.split_whitespace())
+            .arg(&path)
+            .output()
+            .expect("ffmpeg must be installed");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    path
+}
+
 /// Runs gst-launch-1.0 with a pipeline description, panicking with its output on failure.
 pub fn gst_launch(pipeline: &str) {
     let args: Vec<&str> = pipeline.split_whitespace().collect();
