@@ -39,6 +39,20 @@ pub struct HlsSegment {
     pub content_type: &'static str,
 }
 
+/// A segment file served whole; serving it counts as a use for eviction (its mtime), while
+/// its birth time keeps naming its bytes (ETag, Last-Modified).
+fn segment_file(file: File, id: SegmentId) -> Result<HlsSegment, MediaError> {
+    let _ = file.set_modified(SystemTime::now());
+    let md = file.metadata()?;
+    Ok(HlsSegment {
+        offset: 0,
+        size: md.len(),
+        modified: written_at(&md)?,
+        file,
+        content_type: segment_content_type(id),
+    })
+}
+
 /// When a segment's file was written: its birth time. Its modification time is not it, since
 /// serving a file moves that forward (the eviction order), and the segment's ETag and
 /// Last-Modified must not change while its bytes do not. Filesystems without a birth time
@@ -276,16 +290,7 @@ impl MediaService {
                 }
                 Err(e) => return Err(e.into()),
             };
-            // Serving it counts as a use for eviction.
-            let _ = file.set_modified(SystemTime::now());
-            let md = file.metadata()?;
-            Ok(HlsSegment {
-                offset: 0,
-                size: md.len(),
-                modified: written_at(&md)?,
-                file,
-                content_type: segment_content_type(id),
-            })
+            segment_file(file, id)
         })
         .await
     }
@@ -371,19 +376,11 @@ impl MediaService {
                     Err(e) => return Err(e.into()),
                 }
             };
-            // Serving it counts as a use for eviction.
-            let _ = file.set_modified(SystemTime::now());
-            let md = file.metadata()?;
+            let segment = segment_file(file, id)?;
             if fresh {
                 store.evict();
             }
-            Ok(HlsSegment {
-                offset: 0,
-                size: md.len(),
-                modified: written_at(&md)?,
-                file,
-                content_type: segment_content_type(id),
-            })
+            Ok(segment)
         })
         .await
     }
