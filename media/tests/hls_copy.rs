@@ -10,7 +10,7 @@ use std::sync::OnceLock;
 use nebula_media::hls::{CopyIndex, SegmentId};
 use nebula_media::{EncoderChoice, MediaEngine};
 
-use common::ffmpeg_source;
+use common::{ffmpeg_source, stdout_of};
 
 fn engine() -> &'static MediaEngine {
     static ENGINE: OnceLock<MediaEngine> = OnceLock::new();
@@ -37,25 +37,19 @@ fn index_of(src: &Path) -> Option<CopyIndex> {
 
 /// `(pts, dts, flags)` of every packet of one stream, in decode order.
 fn stream_packets(path: &Path, stream: &str) -> Vec<(f64, f64, String)> {
-    let out = Command::new("ffprobe")
-        .args(["-v", "error", "-select_streams", stream])
-        .args([
-            "-show_entries",
-            "packet=pts_time,dts_time,flags",
-            "-of",
-            "csv=p=0",
-        ])
-        .arg(path)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    let out = stdout_of(
+        &mut Command::new("ffprobe")
+            .args(["-v", "error", "-select_streams", stream])
+            .args([
+                "-show_entries",
+                "packet=pts_time,dts_time,flags",
+                "-of",
+                "csv=p=0",
+            ])
+            .arg(path),
     );
     // MPEG-TS packets add a trailing field and blank lines (side data).
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
+    out.lines()
         .filter(|l| !l.trim().is_empty())
         .map(|l| {
             let mut f = l.split(',');
@@ -68,27 +62,21 @@ fn stream_packets(path: &Path, stream: &str) -> Vec<(f64, f64, String)> {
 
 /// MD5 of every packet's data of one stream, in decode order (`ffmpeg -c copy -f framemd5`).
 fn packet_hashes(path: &Path, stream: &str) -> Vec<String> {
-    let out = Command::new("ffmpeg")
-        .args(["-v", "error", "-i"])
-        .arg(path)
-        .args([
-            "-map",
-            &format!("0:{stream}"),
-            "-c",
-            "copy",
-            "-f",
-            "framemd5",
-            "-",
-        ])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    let out = stdout_of(
+        &mut Command::new("ffmpeg")
+            .args(["-v", "error", "-i"])
+            .arg(path)
+            .args([
+                "-map",
+                &format!("0:{stream}"),
+                "-c",
+                "copy",
+                "-f",
+                "framemd5",
+                "-",
+            ]),
     );
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
+    out.lines()
         .filter(|l| !l.starts_with('#'))
         .map(|l| l.rsplit(',').next().unwrap().trim().to_string())
         .collect()

@@ -107,19 +107,28 @@ pub fn ffmpeg_source(name: &str, args: &str) -> PathBuf {
     let _guard = LOCK.lock().unwrap_or_else(|e| e.into_inner());
     let path = dir().join(name);
     if !path.exists() {
-        let out = Command::new("ffmpeg")
-            .args(["-hide_banner", "-loglevel", "error", "-y"])
-            .args(args.split_whitespace())
-            .arg(&path)
-            .output()
-            .expect("ffmpeg must be installed");
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
+        stdout_of(
+            Command::new("ffmpeg")
+                .args(["-hide_banner", "-loglevel", "error", "-y"])
+                .args(args.split_whitespace())
+                .arg(&path),
         );
     }
     path
+}
+
+/// Runs a tool (ffmpeg, ffprobe) and returns its standard output; panics with its standard
+/// error when it fails or cannot be started.
+pub fn stdout_of(cmd: &mut Command) -> String {
+    let out = cmd
+        .output()
+        .unwrap_or_else(|e| panic!("{cmd:?} could not start: {e}"));
+    assert!(
+        out.status.success(),
+        "{cmd:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
 /// Runs gst-launch-1.0 with a pipeline description, panicking with its output on failure.
