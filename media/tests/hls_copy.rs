@@ -38,7 +38,7 @@ fn index_of(src: &Path) -> Option<CopyIndex> {
 /// `(pts, dts, flags)` of every packet of one stream, in decode order.
 fn stream_packets(path: &Path, stream: &str) -> Vec<(f64, f64, String)> {
     let out = stdout_of(
-        &mut Command::new("ffprobe")
+        Command::new("ffprobe")
             .args(["-v", "error", "-select_streams", stream])
             .args([
                 "-show_entries",
@@ -63,7 +63,7 @@ fn stream_packets(path: &Path, stream: &str) -> Vec<(f64, f64, String)> {
 /// MD5 of every packet's data of one stream, in decode order (`ffmpeg -c copy -f framemd5`).
 fn packet_hashes(path: &Path, stream: &str) -> Vec<String> {
     let out = stdout_of(
-        &mut Command::new("ffmpeg")
+        Command::new("ffmpeg")
             .args(["-v", "error", "-i"])
             .arg(path)
             .args([
