@@ -147,6 +147,7 @@ class Gateway:
         listen: str | None = None,
         tls_ca: Path | None = None,
         data_tmpfs: str | None = None,
+        bucket_tmpfs: dict[str, str] | None = None,
     ):
         self.workdir = Path(workdir)
         self.data_dir = self.workdir / "data"
@@ -162,6 +163,9 @@ class Gateway:
         # A tmpfs of this size (e.g. "4m") mounted on the data folder, in a user and mount
         # namespace of the gateway's own (`unshare`): a disk that really fills up.
         self.data_tmpfs = data_tmpfs
+        # Bucket folders that are tmpfs mounts of their own (bucket name -> size), inside the
+        # data folder's tmpfs: buckets on another disk than the data folder.
+        self.bucket_tmpfs = dict(bucket_tmpfs or {})
         self.access_key = access_key
         self.secret_key = secret_key
         self.region = region or REGION
@@ -221,7 +225,10 @@ class Gateway:
             cmd += ["--region", self.region]
         cmd += self.extra_args
         if self.data_tmpfs:
-            mount = f'mount -t tmpfs -o size={self.data_tmpfs} nebula-data "$0" && exec "$@"'
+            mount = f'mount -t tmpfs -o size={self.data_tmpfs} nebula-data "$0"'
+            for name, size in self.bucket_tmpfs.items():
+                mount += f' && mkdir "$0/{name}" && mount -t tmpfs -o size={size} nebula-{name} "$0/{name}"'
+            mount += ' && exec "$@"'
             cmd = ["unshare", "--user", "--map-root-user", "--mount", "sh", "-c", mount, str(self.data_dir)] + cmd
         self.cmd = cmd
         self._log = open(self.log_path, "ab")

@@ -7,7 +7,8 @@ use crate::jobs::JobCounts;
 /// The health report.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Health {
-    /// `ok`, or `degraded` when the catalog database cannot be used.
+    /// `ok`, or `degraded` when the catalog database cannot be used or writes are refused
+    /// for lack of free space (reads go on either way).
     pub status: HealthStatus,
     /// The gateway's version.
     pub version: String,
@@ -19,6 +20,10 @@ pub struct Health {
     pub memory: Memory,
     /// The filesystem of the data folder; `null` when it cannot be read.
     pub disk: Option<Disk>,
+    /// Filesystems of buckets mounted from other disks (each listing its buckets); empty when
+    /// every bucket is on the data folder's.
+    #[serde(default)]
+    pub bucket_disks: Vec<Disk>,
     /// Batteries; empty on machines without one.
     pub battery: Vec<Battery>,
     /// The media extension.
@@ -62,7 +67,8 @@ pub struct GatewayInfo {
 pub enum HealthStatus {
     /// Everything works.
     Ok,
-    /// S3 works, the catalog (listings with media, jobs) does not.
+    /// S3 reads work, but the catalog (listings with media, jobs) does not, or writes are
+    /// refused because a disk has less free space than the reserve (`--min-free`).
     Degraded,
 }
 
@@ -92,10 +98,10 @@ pub struct Memory {
     pub gateway_rss_bytes: u64,
 }
 
-/// The filesystem holding the data folder.
+/// A filesystem the gateway writes to: the data folder's, or a bucket's own disk.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Disk {
-    /// The data folder.
+    /// The data folder, or the first bucket folder on a bucket disk.
     pub path: String,
     /// Size of the filesystem.
     pub total_bytes: u64,
@@ -103,6 +109,16 @@ pub struct Disk {
     pub free_bytes: u64,
     /// Free space the gateway may use.
     pub available_bytes: u64,
+    /// The reserve writes leave free (`--min-free`; 0 when off).
+    #[serde(default)]
+    pub min_free_bytes: u64,
+    /// True while writes here are refused (507 InsufficientStorage): less than the reserve is
+    /// available. Reads, listings and deletes still work; deleting frees space.
+    #[serde(default)]
+    pub writes_refused: bool,
+    /// The buckets on this filesystem, for a bucket disk (empty for the data folder's).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub buckets: Vec<String>,
 }
 
 /// A battery, as the kernel lists it.

@@ -4,6 +4,8 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
 
+use crate::store::space::MinFree;
+
 /// nebula-gateway: an S3-compatible gateway over a plain folder, with media extensions.
 #[derive(Debug, Parser)]
 #[command(name = "nebula-gateway", version, about)]
@@ -85,6 +87,11 @@ pub struct ServeArgs {
     /// Most on-the-fly transcodes at once (default: the number of cores); more get 503 SlowDown.
     #[arg(long, env = "NEBULA_MAX_TRANSCODES")]
     pub max_transcodes: Option<usize>,
+    /// Free space writes must leave on the data folder's filesystem and on any bucket's own
+    /// disk: a size (2GiB, 500M), a share of the filesystem (5%), or 0 for none. A write that
+    /// would leave less gets 507 InsufficientStorage; reads, listings and deletes go on.
+    #[arg(long, env = "NEBULA_MIN_FREE", default_value = "1GiB", value_parser = parse_min_free)]
+    pub min_free: MinFree,
     /// Disk space for finished renditions (e.g. 500M, 20G); least recently used are evicted.
     #[arg(long, env = "NEBULA_RENDITION_CACHE_SIZE", default_value = "10G")]
     pub rendition_cache_size: String,
@@ -195,6 +202,32 @@ pub fn parse_size(s: &str) -> Option<u64> {
     num.trim().parse::<u64>().ok()?.checked_mul(mult)
 }
 
+/// Parses `--min-free`: a size as [`parse_size`] reads it, a percentage of the filesystem
+/// (`5%`, `0.5%`), or 0 (`0`, `0%`) for no reserve.
+pub fn parse_min_free(s: &str) -> Result<MinFree, String> {
+    let t = s.trim();
+    let bad = || {
+        format!(
+            "'{s}': use a size like 2GiB or 500M, a share of the filesystem like 5%, or 0 for no reserve"
+        )
+    };
+    if let Some(p) = t.strip_suffix('%') {
+        let p: f64 = p.trim().parse().map_err(|_| bad())?;
+        return if p == 0.0 {
+            Ok(MinFree::Off)
+        } else if p > 0.0 && p < 100.0 {
+            Ok(MinFree::Percent(p))
+        } else {
+            Err(bad())
+        };
+    }
+    match parse_size(t) {
+        Some(0) => Ok(MinFree::Off),
+        Some(b) => Ok(MinFree::Bytes(b)),
+        None => Err(bad()),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -205,5 +238,29 @@ mod tests {
         assert_eq!(parse_size("500MiB"), Some(500 << 20));
         assert_eq!(parse_size("1234"), Some(1234));
         assert_eq!(parse_size("12X"), None);
+    }
+
+    #[test]
+    fn min_free() {
+        assert_eq!(parse_min_free("2GiB"), Ok(MinFree::Bytes(2 << 30)));
+        assert_eq!(parse_min_free("500MB"), Ok(MinFree::Bytes(500 << 20)));
+        assert_eq!(parse_min_free("4096"), Ok(MinFree::Bytes(4096)));
+        assert_eq!(parse_min_free("5%"), Ok(MinFree::Percent(5.0)));
+        assert_eq!(parse_min_free(" 0.5 %"), Ok(MinFree::Percent(0.5)));
+        assert_eq!(parse_min_free("0"), Ok(MinFree::Off));
+        assert_eq!(parse_min_free("0%"), Ok(MinFree::Off));
+        for bad in ["", "-1", "100%", "150%", "-5%", "x%", "1.5G", "NaN%", "12X"] {
+            let e = parse_min_free(bad).expect_err(bad);
+            assert!(e.contains("5%"), "{e}");
+        }
+    }
+
+    #[test]
+    fn min_free_defaults_to_one_gibibyte() {
+        let cli = Cli::try_parse_from(["nebula-gateway"]).unwrap();
+        assert_eq!(cli.serve.min_free, MinFree::Bytes(1 << 30));
+        let cli = Cli::try_parse_from(["nebula-gateway", "--min-free", "5%"]).unwrap();
+        assert_eq!(cli.serve.min_free, MinFree::Percent(5.0));
+        assert!(Cli::try_parse_from(["nebula-gateway", "--min-free", "lots"]).is_err());
     }
 }

@@ -63,7 +63,8 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         );
     }
     let store = store::Store::open(&args.data_dir)
-        .with_context(|| format!("opening data folder {}", args.data_dir.display()))?;
+        .with_context(|| format!("opening data folder {}", args.data_dir.display()))?
+        .with_min_free(args.min_free);
     let (creds, generated) = credentials::resolve(
         args.access_key.clone(),
         args.secret_key.clone(),
@@ -104,7 +105,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         }
         _ => None,
     };
-    tracing::info!(data_dir = %store.root().display(), metadata = ?store.meta_store(), host_id = nebula_gateway::front::host_id(), "data folder ready");
+    tracing::info!(data_dir = %store.root().display(), metadata = ?store.meta_store(), min_free = %args.min_free, host_id = nebula_gateway::front::host_id(), "data folder ready");
     print_banner(
         &endpoints,
         &args.region,

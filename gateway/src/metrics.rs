@@ -91,6 +91,10 @@ pub struct DiskSpace {
     pub free: u64,
     /// Free for the gateway's user.
     pub available: u64,
+    /// The reserve writes leave free there (`--min-free`; 0 when off).
+    pub min_free: u64,
+    /// Writes are refused now, there or on a bucket's own disk, for lack of free space.
+    pub writes_refused: bool,
 }
 
 /// Media work this process did since its start, as the media service counts it.
@@ -151,6 +155,8 @@ pub struct Metrics {
     disk_total: IntGauge,
     disk_free: IntGauge,
     disk_available: IntGauge,
+    disk_min_free: IntGauge,
+    writes_refused: IntGauge,
     remote_changes: IntCounter,
 }
 
@@ -384,6 +390,16 @@ impl Metrics {
                 "nebula_data_disk_available_bytes",
                 "Bytes the gateway can still write on the data folder's filesystem.",
             ),
+            disk_min_free: gauge(
+                &r,
+                "nebula_data_disk_min_free_bytes",
+                "The reserve writes leave free on the data folder's filesystem (--min-free; 0 when off).",
+            ),
+            writes_refused: gauge(
+                &r,
+                "nebula_writes_refused",
+                "1 while writes are refused (507 InsufficientStorage) because the data folder's filesystem or a bucket's disk has less free space than --min-free.",
+            ),
             registry: r,
         }
     }
@@ -429,6 +445,8 @@ impl Metrics {
             set(&self.disk_total, Some(d.total));
             set(&self.disk_free, Some(d.free));
             set(&self.disk_available, Some(d.available));
+            set(&self.disk_min_free, Some(d.min_free));
+            set(&self.writes_refused, Some(u64::from(d.writes_refused)));
         }
         let mut out = Vec::new();
         // Encoding into a Vec cannot fail.

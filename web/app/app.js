@@ -578,7 +578,11 @@ async function refreshStatus() {
       ['CPU', `load ${h.cpu.load1.toFixed(2)} on ${h.cpu.cores} cores`],
       ['Memory', `${formatSize(h.memory.available_bytes)} free of ${formatSize(h.memory.total_bytes)}; gateway ${formatSize(h.memory.gateway_rss_bytes)}`],
     ];
-    if (h.disk) rows.push(['Disk', `${formatSize(h.disk.available_bytes)} free of ${formatSize(h.disk.total_bytes)}`]);
+    const disk = (label, d) => rows.push([label, `${formatSize(d.available_bytes)} free of ${formatSize(d.total_bytes)}`
+      + (d.min_free_bytes ? `, ${formatSize(d.min_free_bytes)} kept free` : '')
+      + (d.writes_refused ? '; FULL: uploads are refused until files are deleted' : '')]);
+    if (h.disk) disk('Disk', h.disk);
+    for (const d of h.bucket_disks || []) disk(`Disk of ${d.buckets.join(', ')}`, d);
     for (const b of h.battery || []) rows.push([`Battery ${b.name}`, `${b.capacity_percent ?? '?'} % ${b.status || ''}`]);
     rows.push(['Encoder', h.media.enabled ? `${h.media.encoder} (up to ${h.media.max_transcodes} live)` : 'none']);
     rows.push(['Database', h.database.ok ? h.database.engine || 'ok' : `down: ${h.database.error || ''}`]);

@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use indicatif::HumanBytes;
-use nebula_api_types::health::{Health, HealthStatus};
+use nebula_api_types::health::{Disk, Health, HealthStatus};
 
 use super::{Ctx, print_json};
 use crate::error::Result;
@@ -31,6 +31,34 @@ pub async fn run(ctx: &Ctx, args: Args) -> Result<()> {
 
 fn bytes(b: u64) -> String {
     HumanBytes(b).to_string()
+}
+
+/// A filesystem's line: free space, the reserve, and whether writes are refused there.
+fn disk_line(d: &Disk) -> String {
+    let used = if d.total_bytes > 0 {
+        format!(
+            " ({:.0}% used)",
+            100.0 - d.available_bytes as f64 * 100.0 / d.total_bytes as f64
+        )
+    } else {
+        String::new()
+    };
+    let reserve = if d.min_free_bytes > 0 {
+        format!(", keeps {} free", bytes(d.min_free_bytes))
+    } else {
+        String::new()
+    };
+    let refused = if d.writes_refused {
+        ": FULL, writes refused (507) until space is freed; reads and deletes work"
+    } else {
+        ""
+    };
+    format!(
+        "{}: {} available of {}{used}{reserve}{refused}",
+        d.path,
+        bytes(d.available_bytes),
+        bytes(d.total_bytes)
+    )
 }
 
 /// The dashboard text.
@@ -68,26 +96,14 @@ fn dashboard(base: &str, h: &Health) -> String {
         ),
     );
     match &h.disk {
-        Some(d) => {
-            let used = if d.total_bytes > 0 {
-                format!(
-                    " ({:.0}% used)",
-                    100.0 - d.available_bytes as f64 * 100.0 / d.total_bytes as f64
-                )
-            } else {
-                String::new()
-            };
-            row(
-                "Disk",
-                format!(
-                    "{}: {} available of {}{used}",
-                    d.path,
-                    bytes(d.available_bytes),
-                    bytes(d.total_bytes)
-                ),
-            );
-        }
+        Some(d) => row("Disk", disk_line(d)),
         None => row("Disk", "unknown".into()),
+    }
+    for d in &h.bucket_disks {
+        row(
+            "Disk",
+            format!("(buckets {}) {}", d.buckets.join(", "), disk_line(d)),
+        );
     }
     if !h.battery.is_empty() {
         let text: Vec<String> = h
@@ -194,6 +210,36 @@ mod tests {
         );
         assert!(!text.contains("Jobs"), "{text}");
         assert!(!text.contains("Cluster"), "{text}");
+    }
+
+    #[test]
+    fn shows_the_reserve_and_refused_writes() {
+        let h: Health = serde_json::from_value(serde_json::json!({
+            "status": "degraded", "version": "0.1.0", "uptime_secs": 5,
+            "cpu": {"cores": 2, "load1": 0.5, "load5": 0.25, "load15": 0.0, "process_cpu_secs": 1.25},
+            "memory": {"total_bytes": 2048, "available_bytes": 1024, "gateway_rss_bytes": 512},
+            "disk": {"path": "/srv/data", "total_bytes": 4194304, "free_bytes": 1048576,
+                     "available_bytes": 1048576, "min_free_bytes": 2097152, "writes_refused": true},
+            "bucket_disks": [{"path": "/srv/data/media", "total_bytes": 4194304,
+                              "free_bytes": 3145728, "available_bytes": 3145728,
+                              "min_free_bytes": 2097152, "writes_refused": false,
+                              "buckets": ["media", "photos"]}],
+            "battery": [],
+            "media": {"enabled": false, "encoder": null, "max_transcodes": null},
+            "database": {"engine": "sqlite", "ok": true, "error": null},
+            "jobs": null
+        }))
+        .unwrap();
+        let text = dashboard("http://x", &h);
+        assert!(text.contains("DEGRADED"), "{text}");
+        assert!(
+            text.contains("Disk     /srv/data: 1.00 MiB available of 4.00 MiB (75% used), keeps 2.00 MiB free: FULL, writes refused (507)"),
+            "{text}"
+        );
+        assert!(
+            text.contains("Disk     (buckets media, photos) /srv/data/media: 3.00 MiB available of 4.00 MiB (25% used), keeps 2.00 MiB free\n"),
+            "{text}"
+        );
     }
 
     #[test]

@@ -1,6 +1,6 @@
 //! `GET /_nebula/v1/health`: the machine and the gateway at a glance.
 
-use std::path::Path;
+use crate::store::Store;
 
 use nebula_api_types::health::{
     Battery, Cpu, Database, Disk, GatewayInfo, Health, HealthStatus, MediaStatus, Memory,
@@ -65,14 +65,24 @@ fn memory() -> Memory {
     }
 }
 
-pub(super) fn disk(path: &Path) -> Option<Disk> {
-    let s = crate::store::fsutil::disk_space(path).ok()?;
-    Some(Disk {
-        path: path.display().to_string(),
-        total_bytes: s.total,
-        free_bytes: s.free,
-        available_bytes: s.available,
-    })
+/// The data folder's filesystem (`None` when it cannot be read) and the other disks buckets
+/// are on, with their reserve and whether writes are refused there. Blocking.
+pub(super) fn disks(store: &Store) -> (Option<Disk>, Vec<Disk>) {
+    let mut all = store.space_report().into_iter().map(|r| Disk {
+        path: r.path.display().to_string(),
+        total_bytes: r.space.total,
+        free_bytes: r.space.free,
+        available_bytes: r.space.available,
+        min_free_bytes: r.min_free,
+        writes_refused: r.writes_refused,
+        buckets: r.buckets,
+    });
+    // The report starts with the data folder's filesystem when it could be read.
+    match all.next() {
+        Some(d) if d.buckets.is_empty() => (Some(d), all.collect()),
+        Some(d) => (None, std::iter::once(d).chain(all).collect()),
+        None => (None, Vec::new()),
+    }
 }
 
 /// Batteries as the kernel lists them; an empty list on machines without one.
@@ -136,12 +146,16 @@ pub async fn health(state: &ApiState) -> ApiResult {
         Some(c) if database.ok => gateways(c).await,
         _ => Vec::new(),
     };
-    let root = state.store.root().to_owned();
-    let (disk, battery) = tokio::task::spawn_blocking(move || (disk(&root), batteries()))
-        .await
-        .unwrap_or((None, Vec::new()));
+    let store = state.store.clone();
+    let ((disk, bucket_disks), battery) =
+        tokio::task::spawn_blocking(move || (disks(&store), batteries()))
+            .await
+            .unwrap_or(((None, Vec::new()), Vec::new()));
+    // Writes refused for lack of space degrade the gateway but do not take it down: reads,
+    // listings and deletes (which free space) must keep being routed to it.
+    let full = disk.iter().chain(&bucket_disks).any(|d| d.writes_refused);
     let report = Health {
-        status: if database.ok {
+        status: if database.ok && !full {
             HealthStatus::Ok
         } else {
             HealthStatus::Degraded
@@ -151,6 +165,7 @@ pub async fn health(state: &ApiState) -> ApiResult {
         cpu: cpu(),
         memory: memory(),
         disk,
+        bucket_disks,
         battery,
         media,
         database,

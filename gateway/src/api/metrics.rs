@@ -49,16 +49,21 @@ async fn job_depth(state: &ApiState) -> Option<JobDepth> {
 
 /// The metrics text, with the gauges sampled now.
 pub async fn text(state: &ApiState) -> String {
-    let root = state.store.root().to_owned();
-    let disk = tokio::task::spawn_blocking(move || super::health::disk(&root))
-        .await
-        .ok()
-        .flatten()
-        .map(|d| DiskSpace {
+    let store = state.store.clone();
+    let disk = tokio::task::spawn_blocking(move || {
+        let (disk, bucket_disks) = super::health::disks(&store);
+        let refused = disk.iter().chain(&bucket_disks).any(|d| d.writes_refused);
+        disk.map(|d| DiskSpace {
             total: d.total_bytes,
             free: d.free_bytes,
             available: d.available_bytes,
-        });
+            min_free: d.min_free_bytes,
+            writes_refused: refused,
+        })
+    })
+    .await
+    .ok()
+    .flatten();
     let gauges = Gauges {
         media_pipelines: Some(
             state

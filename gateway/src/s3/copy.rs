@@ -111,6 +111,7 @@ pub(crate) async fn copy_object(
                     .into(),
             ));
         }
+        let _space = store.space().admit(Some(&dst_bucket), src.size)?;
         let tmp = store.create_temp(&dst_bucket)?;
         if !src_path.is_folder_marker {
             fsutil::copy_range(&src.file, 0, &tmp.file, src.size)?;
@@ -213,6 +214,8 @@ pub(crate) async fn upload_part_copy(
                 )));
             }
         };
+        // The part is staged in the reserved folder.
+        let _space = store.space().admit(None, len)?;
         let tmp = store.internal_temp()?;
         if len > 0 {
             fsutil::copy_range(&src.file, start, &tmp.file, len)?;

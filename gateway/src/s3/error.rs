@@ -249,8 +249,9 @@ impl RequestError {
                 StoreError::Unsupported(_) => C::NotImplemented,
                 StoreError::Exists => C::PreconditionFailed,
                 StoreError::SlotOverflow => C::InvalidRequest,
-                // S3 has no code for a full disk; WebDAV's 507 says what it is.
-                StoreError::NoSpace(_) => {
+                // S3 has no code for a full disk; WebDAV's 507 says what it is. The reserve
+                // refusing a write early is the same condition, told before it happens.
+                StoreError::NoSpace(_) | StoreError::BelowReserve(_) => {
                     return custom("InsufficientStorage", StatusCode::INSUFFICIENT_STORAGE);
                 }
                 StoreError::Io(_) => C::InternalError,
@@ -332,6 +333,10 @@ impl RequestError {
             RequestError::Store(StoreError::NoSpace(e)) => {
                 tracing::error!(error = %e, "the data folder is full");
                 self.to_string()
+            }
+            RequestError::Store(StoreError::BelowReserve(m)) => {
+                tracing::warn!("write refused: {m}");
+                m.clone()
             }
             RequestError::Store(StoreError::Io(e)) => {
                 tracing::error!(error = %e, "filesystem error");
@@ -446,6 +451,12 @@ mod tests {
                 Some("there is no space left in the gateway's data folder")
             );
         }
+        let e = sent(StoreError::BelowReserve(
+            "not enough free space: ...".into(),
+        ));
+        assert_eq!(e.code().as_str(), "InsufficientStorage");
+        assert_eq!(e.status_code(), Some(StatusCode::INSUFFICIENT_STORAGE));
+        assert_eq!(e.message(), Some("not enough free space: ..."));
         let e = sent(std::io::Error::from_raw_os_error(libc::EIO));
         assert_eq!(e.code(), &S3ErrorCode::InternalError);
         assert_eq!(

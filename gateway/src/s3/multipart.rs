@@ -19,8 +19,8 @@ use super::checksum::{
     Expect, checksum_fields, checksums_agree, composite_checksums, stored_from_request,
 };
 use super::lock::{WriteLock, apply_on_write};
-use super::put::{WriteHeaders, write_precondition};
-use super::receive::{Dest, Landed, receive_body};
+use super::put::{WriteHeaders, admit, declared_len, write_precondition};
+use super::receive::{Dest, Landed, discard_body, receive_body};
 use super::{Gateway, RequestError, RequestResult, blocking, object_path, url_encode};
 use crate::store::StoreError;
 use crate::store::meta::{PartSizes, StoredChecksums};
@@ -157,6 +157,8 @@ pub(crate) async fn create_multipart_upload(
         initiated_ns,
         initiator: req.credentials.map(|c| c.access_key),
     };
+    // An upload started on a full disk could not take a part anyway.
+    let _space = admit(gw, Some(&input.bucket), 0).await?;
     let store = gw.store.clone();
     let id = blocking(move || -> RequestResult<_> {
         apply_on_write(&store, &record.bucket, &lock, &mut record.meta)?;
@@ -187,8 +189,15 @@ pub(crate) async fn upload_part(
         input.upload_id.clone(),
     );
     let declared = input.content_length.and_then(|n| u64::try_from(n).ok());
-    // Refuse before reading the body: the upload must exist. The part goes straight into its
-    // place in the object when it can.
+    // Refuse before reading the body: the part must fit above the free-space reserve, the
+    // upload must exist. The part goes straight into its place in the object when it can.
+    let _space = match admit(gw, Some(&input.bucket), declared_len(input.content_length)).await {
+        Ok(claim) => claim,
+        Err(e) => {
+            discard_body(&req.headers, input.body).await;
+            return Err(e);
+        }
+    };
     let (record, slot) =
         blocking(move || store.begin_part(&bucket, &key, &id, number, declared)).await?;
     let algorithm = input
@@ -294,6 +303,10 @@ pub(crate) async fn complete_multipart_upload(
             return Ok(S3Response::new(output));
         }
     };
+    // The object's bytes are in place or copied by the store (which admits the copy); the
+    // catalog and the metadata still need room. A retry of a completion that succeeded was
+    // answered above: it writes nothing.
+    let _space = admit(gw, Some(&input.bucket), 0).await?;
     let numbers = check_parts(&requested, &staged)?;
     let assembly = staged.assemble(&numbers)?;
     if let Some(want) = input.mpu_object_size

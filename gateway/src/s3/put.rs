@@ -7,12 +7,13 @@ use super::acl::{acl_headers, write_acl};
 use super::checksum::{Expect, checksum_fields};
 use super::lifecycle::expiration_header;
 use super::lock::{WriteLock, apply_on_write};
-use super::receive::{Dest, Landed, receive_body};
+use super::receive::{Dest, Landed, discard_body, receive_body};
 use super::{
     Gateway, RequestError, RequestResult, blocking, etag_of, format_http_date, object_path,
 };
 use crate::store::Commit;
 use crate::store::meta::{ObjectMeta, guess_content_type};
+use crate::store::space::SpaceClaim;
 
 /// The S3 metadata a PUT (or CreateMultipartUpload, or CopyObject with REPLACE) sets.
 pub(crate) struct WriteHeaders<'a> {
@@ -100,6 +101,32 @@ pub(crate) async fn write_precondition(
     Ok(Commit::Replace)
 }
 
+/// Refuses a write of `bytes` into `bucket` (`None`: multipart staging in the reserved
+/// folder) that would leave less free space than the reserve (`--min-free`), before any of
+/// its body is read. The claim holds the bytes against the free space until it is dropped,
+/// when the write has ended. Decided without leaving the async worker while the cached
+/// figures show room to spare.
+pub(crate) async fn admit(
+    gw: &Gateway,
+    bucket: Option<&str>,
+    bytes: u64,
+) -> RequestResult<SpaceClaim> {
+    if let Some(claim) = gw.store.space().admit_cached(bucket, bytes) {
+        return Ok(claim);
+    }
+    let (store, bucket) = (gw.store.clone(), bucket.map(str::to_owned));
+    Ok(blocking(move || store.space().admit(bucket.as_deref(), bytes)).await?)
+}
+
+/// The body length a write declares: `Content-Length` (which s3s sets to
+/// `x-amz-decoded-content-length` for an aws-chunked body); 0 when unknown, so only a
+/// filesystem already below its reserve refuses it.
+pub(crate) fn declared_len(content_length: Option<i64>) -> u64 {
+    content_length
+        .and_then(|n| u64::try_from(n).ok())
+        .unwrap_or(0)
+}
+
 /// PutObject: stream to a temp file, verify digests, then rename into place.
 pub(crate) async fn put_object(
     gw: &Gateway,
@@ -123,6 +150,13 @@ pub(crate) async fn put_object(
         input.if_none_match.as_ref(),
     )
     .await?;
+    let _space = match admit(gw, Some(&input.bucket), declared_len(input.content_length)).await {
+        Ok(claim) => claim,
+        Err(e) => {
+            discard_body(&req.headers, input.body).await;
+            return Err(e);
+        }
+    };
     let dest = Dest::Temp {
         store: gw.store.clone(),
         bucket: input.bucket.clone(),

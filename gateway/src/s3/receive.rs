@@ -200,6 +200,19 @@ impl State {
     }
 }
 
+/// Reads and drops the body of a request refused before its body was read, unless the client
+/// waits for `100 Continue` (then it sends none). A client that sends its body unasked reads
+/// the answer only once it has sent it, and a connection closed on unread bytes is reset,
+/// losing the answer. The body timeout still cuts off a client that stalls.
+pub(crate) async fn discard_body(headers: &http::HeaderMap, body: Option<StreamingBlob>) {
+    let waits = headers
+        .get(http::header::EXPECT)
+        .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"));
+    if let (false, Some(mut body)) = (waits, body) {
+        while let Some(Ok(_)) = body.next().await {}
+    }
+}
+
 /// Streams a request body to `dest`, hashing as it goes, then checks Content-MD5 and
 /// checksums (from headers or aws-chunked trailers).
 pub(crate) async fn receive_body(

@@ -60,6 +60,10 @@ pub enum StoreError {
     /// The data folder's filesystem is full (or the gateway's quota on it is used up).
     #[error("there is no space left in the gateway's data folder")]
     NoSpace(#[source] std::io::Error),
+    /// A write would leave less free space than the reserve (`--min-free`) on a filesystem
+    /// the gateway writes to; the message says which, and how much is free.
+    #[error("{0}")]
+    BelowReserve(String),
     /// Any other I/O failure.
     #[error("I/O error: {0}")]
     Io(#[source] std::io::Error),

@@ -9,7 +9,8 @@
 //! [`read`] runs store calls off the async runtime and streams file bodies, [`error`] says
 //! what the store refused or failed at, [`settings`] keeps each bucket's settings documents
 //! (CORS, policy, versioning, ...), [`versions`] keeps the versions of versioned buckets
-//! beside the plain current files, [`fsutil`] makes every filesystem call below std
+//! beside the plain current files, [`space`] keeps the free-space reserve (`--min-free`)
+//! that refuses writes before a disk is full, [`fsutil`] makes every filesystem call below std
 //! through `rustix` (or std, for `flock`), and [`sys`] holds the workspace's only `unsafe`
 //! code (the calls nothing safe wraps).
 
@@ -21,6 +22,7 @@ pub mod meta;
 pub mod multipart;
 pub mod read;
 pub mod settings;
+pub mod space;
 pub mod sys;
 pub mod versions;
 pub mod walk;
@@ -130,6 +132,8 @@ pub struct Store {
     assembly_writes: multipart::AssemblyWrites,
     /// Per-bucket settings documents.
     settings: settings::BucketSettings,
+    /// The free-space reserve writes are admitted against (off unless set).
+    space: space::Space,
 }
 
 impl Store {
@@ -164,6 +168,7 @@ impl Store {
         let root_fd = fsutil::open_dir(&root)?;
         let tmp_fd = std::sync::RwLock::new(Arc::new(fsutil::open_dir(&tmp)?));
         let settings = settings::BucketSettings::new(&internal);
+        let space = space::Space::new(space::MinFree::Off, &root, root_dev);
         let store = Store {
             root,
             root_fd,
@@ -177,6 +182,7 @@ impl Store {
             dir_cache: walk::DirCache::default(),
             assembly_writes: multipart::AssemblyWrites::default(),
             settings,
+            space,
         };
         // Buckets first: whether a bucket's temp folder is dead is told by the lock of the
         // owner's folder in the reserved temp folder.
@@ -213,6 +219,30 @@ impl Store {
                 }
             }
         }
+    }
+
+    /// Keeps `min_free` free on every filesystem written to: writes that would leave less are
+    /// refused (see [`space`]). Off until set.
+    pub fn with_min_free(mut self, min_free: space::MinFree) -> Self {
+        self.space = space::Space::new(min_free, &self.root, self.root_dev);
+        self
+    }
+
+    /// The free-space reserve.
+    pub fn space(&self) -> &space::Space {
+        &self.space
+    }
+
+    /// The data folder's filesystem and those of buckets on other disks, with their free
+    /// space and reserve. Blocking.
+    pub fn space_report(&self) -> Vec<space::FsReport> {
+        let buckets: Vec<String> = self
+            .list_buckets()
+            .unwrap_or_default()
+            .into_iter()
+            .map(|b| b.name)
+            .collect();
+        self.space.report(&buckets)
     }
 
     /// The data folder.

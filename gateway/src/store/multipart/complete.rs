@@ -170,6 +170,8 @@ impl Store {
             let tmp = TempFile::kept(file, dir, PathBuf::from(ASSEMBLY_FILE));
             self.commit(tmp, bucket, path, meta, mode)?
         } else {
+            // A second copy of every byte, until the parts go with the upload.
+            let _space = self.space().admit(Some(bucket), assembly.size)?;
             let tmp = self.create_temp(bucket)?;
             concatenate(&assembly, &tmp.file)?;
             self.commit(tmp, bucket, path, meta, mode)?
