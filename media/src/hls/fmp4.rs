@@ -1,5 +1,5 @@
 //! Just enough ISO-BMFF to cut mp4mux's fragmented output into HLS segments: top-level
-//! box framing, the track list of the `moov`, and the `mfhd`/`tfdt` fields of a `moof`.
+//! box framing, the track list of the `moov`, and the `mfhd`/`tfdt`/`trun` fields of a `moof`.
 
 use crate::MediaError;
 
@@ -154,6 +154,9 @@ pub(crate) struct TrafFields {
     /// Offset of the `tfdt` box in the moof.
     tfdt_at: usize,
     pub decode_time: u64,
+    /// Sum of the fragment's sample durations (track timescale), when every sample's
+    /// duration is written in the `trun` or as the `tfhd` default.
+    pub duration: Option<u64>,
 }
 
 /// The `traf`s of a `moof` (whole box).
@@ -175,16 +178,74 @@ pub(crate) fn trafs(moof: &[u8]) -> Result<Vec<TrafFields>, MediaError> {
         } else {
             u64::from(be32(moof, tfdt + 12)?)
         };
+        let duration = traf_duration(moof, off + 8, off + size, tfhd)?;
         out.push(TrafFields {
             track_id,
             tfdt_at: tfdt,
             decode_time,
+            duration,
         });
     }
     if out.is_empty() {
         return Err(bad("moof without traf"));
     }
     Ok(out)
+}
+
+/// The summed sample durations of the `trun`s of a `traf` (body `start..end`, its `tfhd` at
+/// `tfhd`); `None` when a sample's duration is only in the `trex` defaults.
+fn traf_duration(
+    b: &[u8],
+    start: usize,
+    end: usize,
+    tfhd: usize,
+) -> Result<Option<u64>, MediaError> {
+    // tfhd flags: base-data-offset (8 bytes), sample-description-index (4), then
+    // default-sample-duration (4).
+    let tfhd_flags = be32(b, tfhd + 8)? & 0x00ff_ffff;
+    let mut at = tfhd + 16;
+    if tfhd_flags & 0x01 != 0 {
+        at += 8;
+    }
+    if tfhd_flags & 0x02 != 0 {
+        at += 4;
+    }
+    let default = if tfhd_flags & 0x08 != 0 {
+        Some(u64::from(be32(b, at)?))
+    } else {
+        None
+    };
+    let mut total = 0u64;
+    for (kind, off, _) in children(b, start, end)? {
+        if &kind != b"trun" {
+            continue;
+        }
+        let flags = be32(b, off + 8)? & 0x00ff_ffff;
+        let count = be32(b, off + 12)? as usize;
+        if flags & 0x100 == 0 {
+            match default {
+                Some(d) => total += d * count as u64,
+                None => return Ok(None),
+            }
+            continue;
+        }
+        let mut at = off + 16;
+        if flags & 0x01 != 0 {
+            at += 4;
+        }
+        if flags & 0x04 != 0 {
+            at += 4;
+        }
+        // Per sample: duration, then size, flags and composition offset when present.
+        let stride = 4 * [0x100, 0x200, 0x400, 0x800]
+            .iter()
+            .filter(|&&f| flags & f != 0)
+            .count();
+        for i in 0..count {
+            total += u64::from(be32(b, at + i * stride)?);
+        }
+    }
+    Ok(Some(total))
 }
 
 /// Writes a new decode time into the `tfdt` of `traf` (a 32-bit field must fit).
@@ -254,6 +315,39 @@ mod tests {
         let mut m = moof(1, false, 0);
         let t = trafs(&m).unwrap();
         assert!(set_decode_time(&mut m, &t[0], u64::from(u32::MAX) + 1).is_err());
+    }
+
+    /// A traf of `track` whose trun carries `durations` (with sizes), or none when the
+    /// durations are left to a tfhd default of `default`.
+    fn moof_with_samples(track: u32, durations: &[u32], default: Option<u32>) -> Vec<u8> {
+        let mfhd = boxed(b"mfhd", &[0, 0, 0, 0, 0, 0, 0, 1]);
+        let mut tfhd_body = vec![0, 0, 0, if default.is_some() { 0x08 } else { 0 }];
+        tfhd_body.extend_from_slice(&track.to_be_bytes());
+        if let Some(d) = default {
+            tfhd_body.extend_from_slice(&d.to_be_bytes());
+        }
+        let tfdt = boxed(b"tfdt", &[0, 0, 0, 0, 0, 0, 0, 0]);
+        let mut trun = vec![0, 0, if default.is_some() { 0x02 } else { 0x03 }, 0x01];
+        trun.extend_from_slice(&(durations.len() as u32).to_be_bytes());
+        trun.extend_from_slice(&100u32.to_be_bytes()); // data offset
+        for d in durations {
+            if default.is_none() {
+                trun.extend_from_slice(&d.to_be_bytes());
+            }
+            trun.extend_from_slice(&500u32.to_be_bytes()); // size
+        }
+        let traf = [boxed(b"tfhd", &tfhd_body), tfdt, boxed(b"trun", &trun)].concat();
+        boxed(b"moof", &[mfhd, boxed(b"traf", &traf)].concat())
+    }
+
+    #[test]
+    fn sums_fragment_durations() {
+        let m = moof_with_samples(1, &[3000, 3000, 3003], None);
+        assert_eq!(trafs(&m).unwrap()[0].duration, Some(9003));
+        let m = moof_with_samples(2, &[1024; 150], Some(1024));
+        assert_eq!(trafs(&m).unwrap()[0].duration, Some(153_600));
+        // No trun, no default: nothing to sum.
+        assert_eq!(trafs(&moof(1, false, 0)).unwrap()[0].duration, Some(0));
     }
 
     #[test]

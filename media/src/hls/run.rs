@@ -174,6 +174,10 @@ fn bus_error(
     }
 }
 
+/// A track id and where its fragment ends on the source timeline (ns), if the fragment
+/// says.
+type TrackEnd = (u32, Option<u64>);
+
 /// What the cutter hands out.
 #[derive(Debug)]
 pub(crate) enum Cut {
@@ -192,11 +196,13 @@ struct Cutter {
     tracks: Vec<Track>,
     /// Per track: added to mp4mux's decode times (track timescale).
     offsets: HashMap<u32, i128>,
-    /// A moof waiting for its mdat, with its segment.
-    moof: Option<(Vec<u8>, u64, Vec<u32>)>,
+    /// A moof waiting for its mdat, with its segment and its tracks' fragment ends.
+    moof: Option<(Vec<u8>, u64, Vec<TrackEnd>)>,
     pending: BTreeMap<u64, Vec<u8>>,
     /// Newest segment each track has reached.
     reached: HashMap<u32, u64>,
+    /// Where each track's newest fragment ends on the source timeline (ns), if known.
+    ends: HashMap<u32, u64>,
     fragments_in: HashMap<u64, u32>,
 }
 
@@ -213,6 +219,7 @@ impl Cutter {
             moof: None,
             pending: BTreeMap::new(),
             reached: HashMap::new(),
+            ends: HashMap::new(),
             fragments_in: HashMap::new(),
         }
     }
@@ -234,15 +241,19 @@ impl Cutter {
                     self.moof = Some((moof, seg, ids));
                 }
                 b"mdat" => {
-                    let Some((moof, seg, ids)) = self.moof.take() else {
+                    let Some((moof, seg, ends)) = self.moof.take() else {
                         continue;
                     };
                     let entry = self.pending.entry(seg).or_default();
                     entry.extend_from_slice(&moof);
                     entry.extend_from_slice(&bytes);
-                    for id in ids {
+                    for (id, end) in ends {
                         let r = self.reached.entry(id).or_insert(seg);
                         *r = (*r).max(seg);
+                        match end {
+                            Some(end) => self.ends.insert(id, end),
+                            None => self.ends.remove(&id),
+                        };
                     }
                     self.emit_complete(&mut out);
                 }
@@ -253,12 +264,13 @@ impl Cutter {
         Ok(out)
     }
 
-    /// Rewrites a moof's decode times and sequence number; returns it with its segment.
+    /// Rewrites a moof's decode times and sequence number; returns it with its segment and
+    /// where each of its tracks' fragments ends.
     fn place(
         &mut self,
         mut moof: Vec<u8>,
         state: &Mutex<BranchState>,
-    ) -> Result<(Vec<u8>, u64, Vec<u32>), MediaError> {
+    ) -> Result<(Vec<u8>, u64, Vec<TrackEnd>), MediaError> {
         let trafs = fmp4::trafs(&moof)?;
         let mut seg = None;
         let mut ids = Vec::new();
@@ -288,12 +300,13 @@ impl Cutter {
             };
             let time = (i128::from(traf.decode_time) + offset).max(0) as u64;
             fmp4::set_decode_time(&mut moof, traf, time)?;
+            let to_ns =
+                |t: u64| (u128::from(t) * 1_000_000_000 / u128::from(track.timescale)) as u64;
             if seg.is_none() {
-                let ns = u128::from(time) * 1_000_000_000 / u128::from(track.timescale);
-                let n = (ns as u64 + SLACK_NS) / self.segment_ns;
+                let n = (to_ns(time) + SLACK_NS) / self.segment_ns;
                 seg = Some(n.clamp(self.start, self.count - 1));
             }
-            ids.push(track.id);
+            ids.push((track.id, traf.duration.map(|d| to_ns(time + d))));
         }
         let seg = seg.expect("trafs() is never empty");
         let k = self.fragments_in.entry(seg).or_insert(0);
@@ -302,16 +315,30 @@ impl Cutter {
         Ok((moof, seg, ids))
     }
 
-    /// Hands out the oldest pending segments once every track has moved past them (or
-    /// one track is far ahead: the other has ended).
+    /// Hands out the oldest pending segments once every track is done with them (its
+    /// fragments reach the segment's end, or it has moved past it), or one track is far
+    /// ahead (the other has ended).
+    ///
+    /// mp4mux writes a fragment once it is whole, so the fragment that reaches the end of a
+    /// segment says the segment is done: waiting for the next segment's fragment instead
+    /// would make a cold request wait for two segments' encodes.
     fn emit_complete(&mut self, out: &mut Vec<Cut>) {
         while let Some((&s, _)) = self.pending.first_key_value() {
+            // The last segment ends with the source: only the end of the stream says so.
+            let boundary = (s + 1 < self.count).then(|| (s + 1) * self.segment_ns);
+            let done = |t: &Track| {
+                self.reached.get(&t.id).is_some_and(|&r| r > s)
+                    || boundary.is_some_and(|b| {
+                        self.reached.get(&t.id) == Some(&s)
+                            && self.ends.get(&t.id).is_some_and(|&e| e + SLACK_NS >= b)
+                    })
+            };
+            let all_past = self.tracks.iter().all(done);
             let reached: Vec<u64> = self
                 .tracks
                 .iter()
                 .map(|t| self.reached.get(&t.id).copied().unwrap_or(0))
                 .collect();
-            let all_past = reached.iter().all(|&r| r > s);
             let one_far = reached.iter().any(|&r| r > s + 2);
             if !(all_past || one_far) {
                 break;
