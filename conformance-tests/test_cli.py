@@ -226,6 +226,16 @@ def test_cli_play_start(gw, media_bucket, tmp_path):
                timeout=300)
     m = re.search(r"NEBULA_START=([0-9.]+)", p.stdout_text + p.stderr_text)
     assert m and abs(float(m.group(1)) - 3.0) < 0.5, p.stdout_text[-2000:]
+    # HLS: mpv (FFmpeg 5.1) cannot seek in fMP4 HLS, so the playlists begin at the segment
+    # holding the moment (at=4: segment 1, from 3.2 s), which mpv plays from its start.
+    url = nebula(gw, tmp_path, "play", "videos/clip.mp4", "--bucket", media_bucket, "--quality", "240", "--start", "0:04",
+                 "--print-url").stdout_text.strip()
+    assert "stream=hls" in url and "at=4" in url, url
+    p = nebula(gw, tmp_path, "play", "videos/clip.mp4", "--bucket", media_bucket, "--quality", "240", "--start", "0:04",
+               "--player", "mpv", "--", "--no-config", "--vo=null", "--ao=null", "--frames=5",
+               "--term-playing-msg=NEBULA_START=${=demuxer-start-time}", timeout=300)
+    m = re.search(r"NEBULA_START=([0-9.]+)", p.stdout_text + p.stderr_text)
+    assert m and abs(float(m.group(1)) - 3.2) < 0.1, p.stdout_text[-2000:]
     bad = nebula(gw, tmp_path, "play", "videos/clip.mp4", "--bucket", media_bucket, "--start", "1:75", check=False)
     assert bad.returncode != 0 and "1:23:45" in bad.stderr_text
 

@@ -244,6 +244,60 @@ def test_mpv_plays_the_presigned_master_url(hls_gw, sources, tmp_path):
     assert "NEBULA_START=" in out and "h264" in out and "aac" in out, out[-3000:]
 
 
+def _psnr(a: Path, b: Path) -> float:
+    p = run(["ffmpeg", "-v", "info", "-nostats", "-i", str(a), "-i", str(b), "-lavfi", "[0:v][1:v]psnr", "-f", "null", "-"],
+            timeout=60)
+    m = re.search(r"PSNR .*average:([0-9.]+|inf)", p.stderr_text)
+    assert m, p.stderr_text[-2000:]
+    return float(m.group(1))
+
+
+def test_mpv_starts_a_cold_source_at_a_moment(hls_gw, sources, tmp_path):
+    """`mpv --start` cannot seek in fMP4 HLS (FFmpeg 5.1), so `at=` makes the playlists begin
+    at the segment holding the moment: mpv on a cold source shows that segment's first frame
+    (the moving ball of `pattern=ball` tells the moments apart), and nothing before it is made."""
+    key = _upload(hls_gw, sources["av"], "mpv-at.mp4")
+    at, n = 13.5, 4  # segment 4: [12.8, 16.0)
+    text, urls = _media_playlist_at(hls_gw, key, at)
+    assert "#EXT-X-MEDIA-SEQUENCE:4\n" in text and "#EXT-X-START:TIME-OFFSET=0.700,PRECISE=YES\n" in text, text
+    assert [_params(u).get("segment") for u in urls] == ["init", "4", "5", "6"], urls
+    img = tmp_path / "img"
+    env = hls_gw.client_env(HOME=str(tmp_path), XDG_CONFIG_HOME=str(tmp_path / "cfg"))
+    p = run(["mpv", "--no-config", "--vo=image", f"--vo-image-outdir={img}", "--vo-image-format=png", "--ao=null",
+             "--frames=1", "--term-playing-msg=NEBULA_START=${=demuxer-start-time}", _master(hls_gw, key, at=at)],
+            env=env, timeout=180, check=False)
+    out = p.stdout_text + p.stderr_text
+    assert p.returncode == 0, out[-3000:]
+    m = re.search(r"NEBULA_START=([0-9.]+)", out)
+    assert m and abs(float(m.group(1)) - n * SEGMENT) <= FRAME, out[-3000:]
+    shown = img / "00000001.png"
+    refs = {}
+    for t in (n * SEGMENT, 3.2, 8.0, 18.0):
+        refs[t] = tmp_path / f"ref-{t}.png"
+        run(["ffmpeg", "-v", "error", "-ss", str(t), "-i", str(sources["av"]), "-frames:v", "1", str(refs[t])], timeout=60)
+    right = _psnr(shown, refs[n * SEGMENT])
+    for t in (3.2, 8.0, 18.0):
+        assert right > _psnr(shown, refs[t]) + 3, (t, right)
+    made = {f.name for f in _segment_files(hls_gw, key)}
+    assert not made & {f"{i}.m4s" for i in range(n)}, made
+    # The moment is part of the signature, and must be inside the video.
+    assert _error(_master(hls_gw, key, at=at).replace("at=13.5", "at=1.5"))[0] == 403
+    assert _error(_master(hls_gw, key, at=DURATION + 1))[:3:2] == (400, "InvalidArgument")
+
+
+def _media_playlist_at(g, key: str, at: float) -> tuple[str, list[str]]:
+    """The media playlist the master playlist with `at` points at (its first entry)."""
+    status, _, body = _fetch(_master(g, key, at=at))
+    assert status == 200
+    master = body.decode()
+    first = _uris(g, master)[0]
+    assert _params(first).get("at") == f"{at:.3f}", first
+    status, _, body = _fetch(first)
+    assert status == 200
+    text = body.decode()
+    return text, _uris(g, text)
+
+
 def test_vlc_plays_the_presigned_master_url(hls_gw, sources):
     """VLC's adaptive demuxer opens the master, picks the highest variant and streams it to the
     end; what it played is written out (remuxed, not re-encoded) and checked. VLC refuses to run

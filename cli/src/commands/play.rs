@@ -57,7 +57,8 @@ pub struct Args {
     /// cannot seek ahead of what was transcoded).
     #[arg(long)]
     live: bool,
-    /// Start playing here: seconds, M:SS or H:MM:SS (e.g. 1:23:45).
+    /// Start playing here: seconds, M:SS or H:MM:SS (e.g. 1:23:45). HLS playlists begin there
+    /// (mpv and ffplay cannot seek in fMP4 HLS); other streams pass it to the player.
     #[arg(long, value_parser = parse_start)]
     start: Option<u64>,
     /// Player to start.
@@ -112,6 +113,11 @@ impl<'a> Stream<'a> {
             Stream::Live(q) => vec![("quality", q), ("transcode", "h264")],
         }
     }
+
+    /// HLS playlists, which start where `--start` says themselves (`at=`).
+    fn is_hls(self) -> bool {
+        matches!(self, Stream::HlsAuto | Stream::Hls(_))
+    }
 }
 
 /// `--start`: seconds, `M:SS` or `H:MM:SS`.
@@ -156,16 +162,33 @@ pub async fn run(ctx: &Ctx, args: Args) -> Result<()> {
     // Check the object first: a player would only say "failed to open" for a typo.
     client.head_object(&bucket, &args.key).await?;
     let stream = Stream::of(args.quality.as_deref(), args.live)?;
-    let url = playback_url(&client, &bucket, &args.key, stream, args.expires)?;
+    let url = match (stream.is_hls(), args.start) {
+        // mpv and ffplay (FFmpeg 5.1) cannot seek in fMP4 HLS: the gateway's playlists begin
+        // at the segment holding `at` instead, and name the exact moment (EXT-X-START).
+        (true, Some(at)) => {
+            let at = at.to_string();
+            let mut query = stream.query();
+            query.push(("at", &at));
+            client.presign(
+                &Method::GET,
+                &client.url(&bucket, Some(&args.key), &query),
+                args.expires,
+            )?
+        }
+        _ => playback_url(&client, &bucket, &args.key, stream, args.expires)?,
+    };
     if args.print_url {
         println!("{url}");
         return Ok(());
     }
     let program = args.player.program();
-    let start = args.start.map(|s| match args.player {
-        Player::Mpv => format!("--start={s}"),
-        Player::Vlc => format!("--start-time={s}"),
-    });
+    let start = args
+        .start
+        .filter(|_| !stream.is_hls())
+        .map(|s| match args.player {
+            Player::Mpv => format!("--start={s}"),
+            Player::Vlc => format!("--start-time={s}"),
+        });
     let status = tokio::process::Command::new(program)
         .args(start)
         .args(&args.player_args)

@@ -5,6 +5,8 @@
 //! - `?stream=hls&quality=Q&segment=N|init`: one segment, from its file in the renditions
 //!   store (produced first by `nebula-media` if needed) or its range of a finished
 //!   background job's rendition, with byte ranges.
+//! - `at=SECONDS` on either playlist: playlists that begin at the segment holding that
+//!   moment, for players that cannot seek in fMP4 HLS (`nebula_media::hls::media_playlist`).
 //! - `quality=original`: the source's own H.264/AAC cut at its keyframes (stream copy),
 //!   listed in the master playlist only when `nebula-media` can copy the source for
 //!   browsers; asked for anyway, it is 400 `InvalidArgument`.
@@ -16,6 +18,7 @@
 use std::collections::HashMap;
 use std::fs::File;
 use std::sync::Arc;
+use std::time::Duration;
 
 use md5::{Digest, Md5};
 use nebula_media::MediaService;
@@ -34,6 +37,8 @@ pub(crate) struct HlsRequest {
     pub quality: Option<HlsQuality>,
     /// One segment of the media playlist.
     pub segment: Option<SegmentId>,
+    /// Playlists begin at this moment (`at=`); never set with `segment`.
+    pub start: Option<Duration>,
 }
 
 /// Parses a `segment=` value: `init` or a segment number.
@@ -62,6 +67,17 @@ pub(crate) async fn get_object(
     let presigner =
         || Presigner::for_request(req.credentials.as_ref(), region, &req.uri, &req.headers);
     let duration = info.duration.unwrap_or_default();
+    if let Some(at) = request.start
+        && at >= duration
+    {
+        return Err(RequestError::InvalidArgument(format!(
+            "at={:.3} is not before the end of the video ({:.3} s)",
+            at.as_secs_f64(),
+            duration.as_secs_f64()
+        )));
+    }
+    // Carried into the media playlists' URLs, so the whole ladder starts there.
+    let at_param = request.start.map(|at| format!("{:.3}", at.as_secs_f64()));
     // The stream copy's index: for the master playlist's `original` entry, and everything
     // of `quality=original`.
     let wants_copy = matches!(request.quality, None | Some(HlsQuality::Original));
@@ -77,7 +93,11 @@ pub(crate) async fn get_object(
             let mut urls = HashMap::new();
             for v in &variants {
                 let q = v.quality.param();
-                urls.insert(v.quality, p.url(&[("stream", "hls"), ("quality", &q)])?);
+                let mut query = vec![("stream", "hls"), ("quality", q.as_str())];
+                if let Some(at) = &at_param {
+                    query.push(("at", at));
+                }
+                urls.insert(v.quality, p.url(&query)?);
             }
             let body = hls::master_playlist(&variants, &|q| urls[&q].clone());
             return Ok(playlist(body));
@@ -101,8 +121,10 @@ pub(crate) async fn get_object(
                 SegmentId::Media(n) => media_urls[n as usize].clone(),
             };
             let body = match &copy {
-                Some(c) if q == HlsQuality::Original => hls::copy_media_playlist(c, &url),
-                _ => hls::media_playlist(duration, &url),
+                Some(c) if q == HlsQuality::Original => {
+                    hls::copy_media_playlist(c, request.start, &url)
+                }
+                _ => hls::media_playlist(duration, request.start, &url),
             };
             return Ok(playlist(body));
         }

@@ -74,10 +74,11 @@ pub(crate) fn parse_query(query: Option<&str>) -> RequestResult<Option<MediaRequ
         )));
     }
     if stream.is_some() {
-        if thumbnail.is_some() || at.is_some() {
+        if thumbnail.is_some() {
             return Err(invalid("stream cannot be combined with thumbnail".into()));
         }
-        return parse_hls(quality, segment).map(|r| Some(MediaRequest::Hls(r)));
+        let start = at.as_deref().map(parse_at).transpose()?;
+        return parse_hls(quality, segment, start).map(|r| Some(MediaRequest::Hls(r)));
     }
     if segment.is_some() {
         return Err(invalid("segment applies to stream=hls only".into()));
@@ -126,27 +127,32 @@ fn parse_thumbnail(width: &str, at: Option<&str>) -> RequestResult<MediaRequest>
                 "thumbnail must be a width in pixels from 1 to {MAX_POSTER_WIDTH}, not '{width}'"
             ))
         })?;
-    let at = match at {
-        None => None,
-        Some(s) => {
-            // Seconds with a fraction; a week covers any film and keeps the arithmetic sane.
-            let secs = s
-                .parse::<f64>()
-                .ok()
-                .filter(|v| v.is_finite() && (0.0..=604_800.0).contains(v))
-                .ok_or_else(|| {
-                    invalid(format!(
-                        "at must be a position in seconds (e.g. 12.5), not '{s}'"
-                    ))
-                })?;
-            Some(Duration::from_millis((secs * 1000.0).round() as u64))
-        }
-    };
+    let at = at.map(parse_at).transpose()?;
     Ok(MediaRequest::Thumbnail { width, at })
 }
 
-/// The HLS parameters: `quality` (none: the master playlist) and `segment` (`init` or N).
-fn parse_hls(quality: Option<String>, segment: Option<String>) -> RequestResult<HlsRequest> {
+/// `at=SECONDS`: a moment of the video, in whole milliseconds.
+fn parse_at(s: &str) -> RequestResult<Duration> {
+    // Seconds with a fraction; a week covers any film and keeps the arithmetic sane.
+    let secs = s
+        .parse::<f64>()
+        .ok()
+        .filter(|v| v.is_finite() && (0.0..=604_800.0).contains(v))
+        .ok_or_else(|| {
+            invalid(format!(
+                "at must be a position in seconds (e.g. 12.5), not '{s}'"
+            ))
+        })?;
+    Ok(Duration::from_millis((secs * 1000.0).round() as u64))
+}
+
+/// The HLS parameters: `quality` (none: the master playlist), `segment` (`init` or N) and
+/// `at` (playlists that start at that moment).
+fn parse_hls(
+    quality: Option<String>,
+    segment: Option<String>,
+    start: Option<Duration>,
+) -> RequestResult<HlsRequest> {
     let quality = match quality {
         None => None,
         Some(q) if q.eq_ignore_ascii_case("original") => Some(HlsQuality::Original),
@@ -171,7 +177,16 @@ fn parse_hls(quality: Option<String>, segment: Option<String>) -> RequestResult<
             ))
         })?),
     };
-    Ok(HlsRequest { quality, segment })
+    if segment.is_some() && start.is_some() {
+        return Err(invalid(
+            "at applies to playlists: a segment is always the same moment".into(),
+        ));
+    }
+    Ok(HlsRequest {
+        quality,
+        segment,
+        start,
+    })
 }
 
 fn invalid(message: String) -> RequestError {
@@ -402,7 +417,13 @@ mod tests {
 
     #[test]
     fn hls_parsing() {
-        let hls = |quality, segment| Some(MediaRequest::Hls(HlsRequest { quality, segment }));
+        let hls = |quality, segment| {
+            Some(MediaRequest::Hls(HlsRequest {
+                quality,
+                segment,
+                start: None,
+            }))
+        };
         assert_eq!(parse_query(Some("stream=hls")).unwrap(), hls(None, None));
         assert_eq!(
             parse_query(Some("stream=hls&quality=480&X-Amz-Date=1")).unwrap(),
@@ -427,9 +448,20 @@ mod tests {
             parse_query(Some("stream=hls&quality=Original&segment=3")).unwrap(),
             hls(Some(HlsQuality::Original), Some(SegmentId::Media(3)))
         );
+        // Playlists that begin at a moment (players that cannot seek in fMP4 HLS).
+        assert_eq!(
+            parse_query(Some("stream=hls&at=5025.5")).unwrap(),
+            Some(MediaRequest::Hls(HlsRequest {
+                quality: None,
+                segment: None,
+                start: Some(Duration::from_millis(5_025_500)),
+            }))
+        );
         for bad in [
             "stream=dash",
             "stream=hls&segment=1",
+            "stream=hls&quality=480&segment=1&at=3",
+            "stream=hls&at=-1",
             "stream=hls&quality=copy",
             "stream=hls&quality=480&segment=-1",
             "stream=hls&thumbnail=320",
