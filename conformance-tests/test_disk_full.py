@@ -21,6 +21,7 @@ import http.client
 import json
 import os
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
@@ -28,6 +29,7 @@ from botocore.exceptions import ClientError
 
 from conftest import AWS_BIN, cli_bin, new_bucket_name, run
 from nebula_helpers import UNSIGNED, cli_env, object_path, parse_list, sign_headers
+from test_jobs import Api, make_video
 
 MIB = 1024 * 1024
 API = "/_nebula/v1/"
@@ -203,6 +205,8 @@ def test_min_free_refuses_writes_early_and_deletes_make_room(start_gateway, tmp_
     assert raw.get(b, "after-delete").body == again
     h = health(g)
     assert h["status"] == "ok" and h["disk"]["writes_refused"] is False, h
+    clip = make_video(tmp_path / "clip.mp4", 1, 320, 180)
+    assert raw.put(b, "clip.mp4", clip.read_bytes(), headers={"content-type": "video/mp4"}).status == 200
 
     # Another program fills the disk past the reserve: every write is refused, health says so
     # (degraded, so readers keep being routed here), and reads and deletes still work.
@@ -219,6 +223,13 @@ def test_min_free_refuses_writes_early_and_deletes_make_room(start_gateway, tmp_
     assert_507(raw.request("POST", object_path(b, "mp2"), query=[("uploads", "")]), "--min-free")
     status = run([cli_bin(), "status"], env=cli_env(g, tmp_path)).stdout_text
     assert "DEGRADED" in status and "keeps 16.00 MiB free: FULL, writes refused (507)" in status, status
+    # A background transcode (its rendition goes to the data folder's disk) is queued but
+    # waits for room.
+    api = Api(g)
+    [job] = api.transcode(b, "clip.mp4", [240])
+    time.sleep(3)
+    assert api.job(job["id"])["status"] == "pending"
+    assert "transcode jobs wait for free space: not enough free space" in g.log_text()
     check_reads(raw, b, stored)
     assert raw.delete(b, "filler.bin").status == 204
     assert not filler.exists()
@@ -226,6 +237,8 @@ def test_min_free_refuses_writes_early_and_deletes_make_room(start_gateway, tmp_
     assert h["status"] == "ok" and h["disk"]["writes_refused"] is False, h
     assert metric(g, "nebula_writes_refused") == 0
     assert raw.put(b, "tiny", b"x").status == 200
+    assert api.wait_job(job["id"], timeout=120)["status"] == "completed"
+    assert "transcode jobs resume" in g.log_text()
 
 
 def test_a_bucket_on_its_own_disk_keeps_that_disks_reserve(start_gateway, tmp_path):

@@ -39,9 +39,27 @@ enum Outcome {
 
 impl Jobs {
     pub(super) async fn worker_loop(self, worker: String) {
+        let mut waiting_for_space = false;
         loop {
             if self.inner.stopping.load(Ordering::SeqCst) {
                 return;
+            }
+            // A rendition is written to the data folder's disk: while the free-space reserve
+            // refuses writes there, jobs stay queued (a gateway with room may take them).
+            match self.room_for_renditions().await {
+                Err(e) => {
+                    if !waiting_for_space {
+                        tracing::warn!("transcode jobs wait for free space: {e}");
+                        waiting_for_space = true;
+                    }
+                    tokio::time::sleep(IDLE_POLL).await;
+                    continue;
+                }
+                Ok(()) if waiting_for_space => {
+                    tracing::info!("transcode jobs resume: the data folder has room again");
+                    waiting_for_space = false;
+                }
+                Ok(()) => {}
             }
             if let Err(e) = queue::expire_leases(self.db(), self.inner.config.max_attempts).await {
                 tracing::warn!(error = %e, "job queue unavailable");
@@ -59,6 +77,15 @@ impl Jobs {
                 }
             }
         }
+    }
+
+    /// Refuses while the data folder's disk is below the free-space reserve (`--min-free`).
+    async fn room_for_renditions(&self) -> Result<(), StoreError> {
+        let store = self.inner.store.clone();
+        if store.space().admit_cached(None, 0).is_some() {
+            return Ok(());
+        }
+        crate::store::read::blocking(move || store.space().admit(None, 0).map(drop)).await
     }
 
     /// Runs one attempt of `job` and records how it ended.

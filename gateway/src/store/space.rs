@@ -132,6 +132,17 @@ pub struct SpaceClaim {
     held: Option<(Arc<Fs>, u64)>,
 }
 
+impl SpaceClaim {
+    /// Holds `bytes` on `fs`; also returns what other writes held there just before.
+    fn take(fs: Arc<Fs>, bytes: u64) -> (Self, u64) {
+        let others = fs.claimed.fetch_add(bytes, Ordering::Relaxed);
+        let claim = SpaceClaim {
+            held: Some((fs, bytes)),
+        };
+        (claim, others)
+    }
+}
+
 impl Drop for SpaceClaim {
     fn drop(&mut self) {
         if let Some((fs, bytes)) = self.held.take() {
@@ -252,20 +263,18 @@ impl Space {
             Some(b) => self.cached_bucket_fs(b, now)?,
             None => root.clone(),
         };
-        let fits = |fs: &Fs, bytes: u64| {
+        let fits = |fs: &Fs, claimed: u64, bytes: u64| {
             fs.fresh(now).is_some_and(|s| {
                 let reserve = self.min_free.bytes_of(s.total);
-                let claimed = fs.claimed.load(Ordering::Relaxed);
                 decide(s.available, claimed, bytes, reserve) == Verdict::Fits
             })
         };
-        if !fits(&dest, bytes) || (!Arc::ptr_eq(&dest, &root) && !fits(&root, 0)) {
+        if !Arc::ptr_eq(&dest, &root) && !fits(&root, root.claimed.load(Ordering::Relaxed), 0) {
             return None;
         }
-        dest.claimed.fetch_add(bytes, Ordering::Relaxed);
-        Some(SpaceClaim {
-            held: Some((dest, bytes)),
-        })
+        // Claimed before deciding, so two writes deciding at once each count the other.
+        let (claim, others) = SpaceClaim::take(dest.clone(), bytes);
+        fits(&dest, others, bytes).then_some(claim)
     }
 
     /// Admits a write of `bytes` into `bucket` (`None`: into the reserved folder, as
@@ -283,20 +292,18 @@ impl Space {
         // The data folder's filesystem takes the catalog's and the metadata's writes even
         // when the bytes go to a bucket on another disk.
         if !Arc::ptr_eq(&dest, &root) {
-            self.check(&root, 0, None)?;
+            self.check(&root, root.claimed.load(Ordering::Relaxed), 0, None)?;
         }
-        self.check(&dest, bytes, bucket)?;
-        dest.claimed.fetch_add(bytes, Ordering::Relaxed);
-        Ok(SpaceClaim {
-            held: Some((dest, bytes)),
-        })
+        let (claim, others) = SpaceClaim::take(dest.clone(), bytes);
+        self.check(&dest, others, bytes, bucket)?;
+        Ok(claim)
     }
 
-    /// Refuses unless `bytes` more leave the reserve free on `fs`, by its current figures.
-    fn check(&self, fs: &Fs, bytes: u64, bucket: Option<&str>) -> StoreResult<()> {
+    /// Refuses unless `bytes` more leave the reserve free on `fs`, by its current figures,
+    /// where other writes hold `claimed`.
+    fn check(&self, fs: &Fs, claimed: u64, bytes: u64, bucket: Option<&str>) -> StoreResult<()> {
         let space = fs.read()?;
         let reserve = self.min_free.bytes_of(space.total);
-        let claimed = fs.claimed.load(Ordering::Relaxed);
         if decide(space.available, claimed, bytes, reserve) != Verdict::Refused {
             return Ok(());
         }
@@ -414,6 +421,17 @@ mod tests {
             "{text}"
         );
         drop(claim);
+        // Admitted writes hold their bytes until they end: two that fit only one at a time
+        // are not both admitted; the second fits once the first is dropped.
+        let free = fsutil::disk_space(dir.path()).unwrap().available;
+        let half = (free / 2).min(1 << 40);
+        let space = Space::new(MinFree::Bytes(free - half - (64 << 20)), dir.path(), dev);
+        let first = space
+            .admit(None, half / 2 + (48 << 20))
+            .expect("the first fits");
+        assert!(space.admit(None, half / 2 + (48 << 20)).is_err());
+        drop(first);
+        assert!(space.admit(None, half / 2 + (48 << 20)).is_ok());
         let off = Space::new(MinFree::Off, dir.path(), dev);
         assert!(off.admit(None, u64::MAX).is_ok());
         let report = space.report(&[]);
