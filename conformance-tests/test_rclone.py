@@ -149,3 +149,17 @@ def test_rclone_200mib_multipart(rclone, rbucket, gw, tmp_path):
     out = tmp_path / "down"
     rclone("copy", f"nebula:{rbucket}/big", out)
     assert sha256_file(out / "big.bin") == want
+
+
+def test_rclone_key_and_folder_of_the_same_name(rclone, rbucket, tmp_path):
+    """rclone uploads `a` and then `a/b` (a file and a folder of one name, as S3 allows) and reads both back."""
+    for name, data in (("a", b"file a"), ("a/b", b"below a")):
+        src = tmp_path / "src.bin"
+        src.write_bytes(data)
+        rclone("copyto", src, f"nebula:{rbucket}/same/{name}")
+    assert rclone("cat", f"nebula:{rbucket}/same/a").stdout == b"file a"
+    assert rclone("cat", f"nebula:{rbucket}/same/a/b").stdout == b"below a"
+    files = lsjson(rclone, f"nebula:{rbucket}/same", "-R", "--files-only", "--hash")
+    assert sorted((e["Path"], e["Size"]) for e in files) == [("a", 6), ("a/b", 7)]
+    rclone("deletefile", f"nebula:{rbucket}/same/a")
+    assert rclone("cat", f"nebula:{rbucket}/same/a/b").stdout == b"below a"

@@ -11,9 +11,11 @@ import concurrent.futures as cf
 import datetime as dt
 import email.utils
 import hashlib
+import json
 import os
 import random
 import re
+import sqlite3
 import stat
 import subprocess
 import threading
@@ -23,7 +25,7 @@ import xml.etree.ElementTree as ET
 
 import pytest
 
-from conftest import ACCESS_KEY, SECRET_KEY, new_bucket_name
+from conftest import ACCESS_KEY, AWS_BIN, SECRET_KEY, gateway_bin, new_bucket_name, run, sanitized_environ
 from nebula_helpers import (
     EMPTY_SHA256,
     MIB,
@@ -1081,35 +1083,130 @@ def test_key_length_limits(raw, bucket):
 
 
 # =============================================================================================
-# file/folder collisions and folder markers
+# a key and a folder of the same name, and folder markers
 
 
-def test_key_under_existing_object(raw, bucket):
+def test_key_under_existing_object(gw, raw, bucket):
+    """`a` then `a/b`: the file `a` becomes a folder holding it, and both are objects."""
     assert raw.put(bucket, "col1/c", b"file c").status == 200
+    assert (gw.data_dir / bucket / "col1/c").is_file(), "the common case is the plain file"
     r = raw.put(bucket, "col1/c/d", b"under a file")
-    assert_client_error(r, "PUT col1/c/d when col1/c is an object")
+    assert r.status == 200, r
     assert raw.get(bucket, "col1/c").body == b"file c"
+    assert raw.get(bucket, "col1/c/d").body == b"under a file"
     r = raw.put(bucket, "col1/c/d/e/f", b"deeper")
-    assert_client_error(r, "PUT col1/c/d/e/f when col1/c is an object")
+    assert r.status == 200, r
+    assert raw.get(bucket, "col1/c/d").body == b"under a file"
+    assert raw.get(bucket, "col1/c/d/e/f").body == b"deeper"
+    h = raw.head(bucket, "col1/c")
+    assert h.status == 200 and h.header("etag") == etag_of(b"file c"), h
+    # on disk: each object that shares its name with a folder is a hidden file inside it
+    root = gw.data_dir / bucket / "col1"
+    assert (root / "c/.nebula-object").read_bytes() == b"file c"
+    assert (root / "c/d/.nebula-object").read_bytes() == b"under a file"
+    assert (root / "c/d/e/f").read_bytes() == b"deeper"
+    keys = parse_list(raw.list_v2(bucket, prefix="col1/").body)["keys"]
+    assert keys == ["col1/c", "col1/c/d", "col1/c/d/e/f"]
 
 
-def test_object_over_existing_prefix(raw, bucket):
+def test_object_over_existing_prefix(gw, raw, bucket):
+    """`a/b` then `a`: PUT, copy and multipart complete onto a folder's name all make the object."""
     assert raw.put(bucket, "col2/a/b", b"file b").status == 200
-    r = raw.put(bucket, "col2/a", b"over a folder")
-    assert_client_error(r, "PUT col2/a when col2/a/b exists")
-    assert raw.get(bucket, "col2/a/b").body == b"file b"
     assert_error(raw.get(bucket, "col2/a"), 404, "NoSuchKey")
     r = raw.head(bucket, "col2/a")
-    assert r.status == 404, f"HEAD on a directory must be 404: {r}"
-    # copy and multipart complete onto a directory are refused the same way
+    assert r.status == 404, f"HEAD of a folder that holds no object of its name must be 404: {r}"
+    r = raw.put(bucket, "col2/a", b"over a folder")
+    assert r.status == 200, r
+    assert raw.get(bucket, "col2/a/b").body == b"file b"
+    assert raw.get(bucket, "col2/a").body == b"over a folder"
+    assert (gw.data_dir / bucket / "col2/a/.nebula-object").read_bytes() == b"over a folder"
+    # copy onto it, then multipart complete onto it
     r = raw.put(bucket, "col2/a", b"", headers={"x-amz-copy-source": f"/{bucket}/col2/a/b"})
-    assert_client_error(r, "CopyObject onto a directory")
+    assert r.status == 200 and r.code is None, r
+    assert raw.get(bucket, "col2/a").body == b"file b"
     uid = _create_mpu(raw, bucket, "col2/a")
     e = _upload_part(raw, bucket, "col2/a", uid, 1, b"tiny").header("etag")
     r = _complete(raw, bucket, "col2/a", uid, [(1, e)])
-    # CompleteMultipartUpload may report an error inside a 200 (the response is streamed)
-    assert r.code and (r.status == 200 or 400 <= r.status < 500), f"CompleteMultipartUpload onto a directory: {r}"
+    assert r.status == 200 and r.code is None, f"CompleteMultipartUpload onto a folder's name: {r}"
+    assert raw.get(bucket, "col2/a").body == b"tiny"
     assert raw.get(bucket, "col2/a/b").body == b"file b"
+    # If-None-Match: * sees the object in its folder
+    assert_error(raw.put(bucket, "col2/a", b"x", headers={"If-None-Match": "*"}), 412, "PreconditionFailed")
+    # S3's byte order: `a` < `a!x` < `a/b`, with and without a delimiter, in both list versions
+    assert raw.put(bucket, "col2/a!x", b"bang").status == 200
+    for ls in (raw.list_v1, raw.list_v2):
+        page = parse_list(ls(bucket, prefix="col2/").body)
+        assert page["keys"] == ["col2/a", "col2/a!x", "col2/a/b"], page
+        sizes = {c["Key"]: c["Size"] for c in page["contents"]}
+        assert sizes == {"col2/a": 4, "col2/a!x": 4, "col2/a/b": 6}
+        page = parse_list(ls(bucket, prefix="col2/", delimiter="/").body)
+        assert (page["keys"], page["prefixes"]) == (["col2/a", "col2/a!x"], ["col2/a/"]), page
+        page = parse_list(ls(bucket, prefix="col2/a/", delimiter="/").body)
+        assert (page["keys"], page["prefixes"]) == (["col2/a/b"], []), page
+    # pages of one key each walk the same order
+    seen, token = [], None
+    while True:
+        params = {"prefix": "col2/", "max-keys": "1"}
+        if token:
+            params["continuation-token"] = token
+        page = parse_list(raw.list_v2(bucket, **params).body)
+        seen += page["keys"]
+        if page["IsTruncated"] != "true":
+            break
+        token = page["NextContinuationToken"]
+    assert seen == ["col2/a", "col2/a!x", "col2/a/b"]
+    page = parse_list(raw.list_v2(bucket, prefix="col2/", **{"start-after": "col2/a"}).body)
+    assert page["keys"] == ["col2/a!x", "col2/a/b"]
+    # deleting one leaves the other, in either order
+    assert raw.delete(bucket, "col2/a/b").status == 204
+    assert raw.get(bucket, "col2/a").body == b"tiny"
+    assert parse_list(raw.list_v2(bucket, prefix="col2/").body)["keys"] == ["col2/a", "col2/a!x"]
+    assert raw.put(bucket, "col2/a/b", b"file b").status == 200
+    assert raw.delete(bucket, "col2/a").status == 204
+    assert_error(raw.get(bucket, "col2/a"), 404, "NoSuchKey")
+    assert raw.get(bucket, "col2/a/b").body == b"file b"
+    assert parse_list(raw.list_v2(bucket, prefix="col2/").body)["keys"] == ["col2/a!x", "col2/a/b"]
+
+
+def test_reserved_names_are_not_keys(gw, raw, bucket):
+    for key in ("x/.nebula-object", ".nebula-object", "x/.nebula-folder/y", ".nebula-tmp/z"):
+        assert_error(raw.put(bucket, key, b"x"), 400, "InvalidArgument")
+    # a hidden file dropped by hand under the reserved name is the object of its folder's name
+    (gw.data_dir / bucket / "byhand").mkdir()
+    (gw.data_dir / bucket / "byhand" / ".nebula-object").write_bytes(b"by hand")
+    (gw.data_dir / bucket / "byhand" / "inner").write_bytes(b"inner")
+    assert raw.get(bucket, "byhand").body == b"by hand"
+    assert parse_list(raw.list_v2(bucket).body)["keys"] == ["byhand", "byhand/inner"]
+
+
+def test_folder_marker_with_bytes(gw, raw, bucket):
+    r = raw.put(bucket, "fm/", b"marker bytes", headers={"content-type": "text/plain"})
+    assert r.status == 200 and r.header("etag") == etag_of(b"marker bytes"), r
+    assert (gw.data_dir / bucket / "fm/.nebula-folder").read_bytes() == b"marker bytes"
+    assert raw.put(bucket, "fm/in", b"inside").status == 200
+    g = raw.get(bucket, "fm/")
+    assert g.body == b"marker bytes" and g.header("content-type") == "text/plain", g
+    h = raw.head(bucket, "fm/")
+    assert int(h.header("content-length")) == 12, h
+    page = parse_list(raw.list_v2(bucket, prefix="fm").body)
+    assert [(c["Key"], c["Size"]) for c in page["contents"]] == [("fm/", 12), ("fm/in", 6)]
+    # a marker over a file: the file becomes the object inside the folder
+    assert raw.put(bucket, "fm2", b"file").status == 200
+    assert raw.put(bucket, "fm2/", b"marker").status == 200
+    assert raw.get(bucket, "fm2").body == b"file" and raw.get(bucket, "fm2/").body == b"marker"
+    assert parse_list(raw.list_v2(bucket, prefix="fm2").body)["keys"] == ["fm2", "fm2/"]
+    # copies between markers and keys carry the bytes
+    r = raw.put(bucket, "fm3/", b"", headers={"x-amz-copy-source": f"/{bucket}/fm2"})
+    assert r.status == 200, r
+    assert raw.get(bucket, "fm3/").body == b"file"
+    # emptied again, it is the plain folder; deleted, its contents stay
+    assert raw.put(bucket, "fm/", b"").status == 200
+    assert not (gw.data_dir / bucket / "fm/.nebula-folder").exists()
+    assert raw.get(bucket, "fm/").body == b""
+    assert raw.put(bucket, "fm/", b"again").status == 200
+    assert raw.delete(bucket, "fm/").status == 204
+    assert_error(raw.get(bucket, "fm/"), 404, "NoSuchKey")
+    assert raw.get(bucket, "fm/in").body == b"inside"
 
 
 def test_keys_ending_in_slash(raw, bucket):
@@ -1131,6 +1228,126 @@ def test_keys_ending_in_slash(raw, bucket):
     assert raw.put(bucket, "folder/sub/", b"").status == 200
     keys = parse_list(raw.list_v2(bucket, prefix="folder").body)["keys"]
     assert keys == ["folder/", "folder/inner.txt", "folder/sub/"]
+
+
+def test_key_and_folder_coexist_with_real_clients(start_gateway, tmp_path):
+    """boto3 and the aws CLI write `a` and `a/b` in both orders and a folder marker with bytes;
+    all of it is on disk as the layout says, lists in S3's order, survives a lost catalog
+    (`reindex`) and a restart, and deleting one object leaves the other."""
+    g = start_gateway()
+    s3 = g.boto3_client()
+    b = new_bucket_name("coexist")
+    s3.create_bucket(Bucket=b)
+    env = g.client_env()
+
+    def aws(*args):
+        return run([AWS_BIN, "--endpoint-url", g.endpoint, "--no-cli-pager", *map(str, args)], env=env)
+
+    # boto3: the file first, then a key below it
+    s3.put_object(Bucket=b, Key="a", Body=b"file a", ContentType="text/x-a", Metadata={"who": "boto3"})
+    s3.put_object(Bucket=b, Key="a/b", Body=b"below a")
+    s3.put_object(Bucket=b, Key="a!x", Body=b"bang")
+    # the aws CLI: the folder first, then the file of its name, and a folder marker with bytes
+    body = tmp_path / "body"
+    for key, data in (("d/e", b"below d"), ("d", b"file d"), ("dir/", b"marker bytes"), ("dir/f", b"in dir")):
+        body.write_bytes(data)
+        aws("s3api", "put-object", "--bucket", b, "--key", key, "--body", body)
+    expected = {
+        "a": b"file a",
+        "a!x": b"bang",
+        "a/b": b"below a",
+        "d": b"file d",
+        "d/e": b"below d",
+        "dir/": b"marker bytes",
+        "dir/f": b"in dir",
+    }
+    data = g.data_dir / b
+    assert (data / "a/.nebula-object").read_bytes() == b"file a"
+    assert (data / "a/b").read_bytes() == b"below a"
+    assert (data / "a!x").read_bytes() == b"bang", "an object that shares no name stays a plain file"
+    assert (data / "d/.nebula-object").read_bytes() == b"file d"
+    assert (data / "dir/.nebula-folder").read_bytes() == b"marker bytes"
+    assert (data / "dir/f").read_bytes() == b"in dir"
+
+    def check():
+        for key, want in expected.items():
+            assert s3.get_object(Bucket=b, Key=key)["Body"].read() == want, key
+        h = s3.head_object(Bucket=b, Key="a")
+        assert (h["ContentType"], h["Metadata"]) == ("text/x-a", {"who": "boto3"}), "metadata moved with the file"
+        for ls in (s3.list_objects_v2, s3.list_objects):
+            got = ls(Bucket=b)["Contents"]
+            assert [(o["Key"], o["Size"]) for o in got] == [(k, len(v)) for k, v in sorted(expected.items())]
+            page = ls(Bucket=b, Delimiter="/")
+            assert [o["Key"] for o in page["Contents"]] == ["a", "a!x", "d"]
+            assert [p["Prefix"] for p in page["CommonPrefixes"]] == ["a/", "d/", "dir/"]
+            page = ls(Bucket=b, Prefix="dir/", Delimiter="/")
+            assert [o["Key"] for o in page["Contents"]] == ["dir/", "dir/f"]
+        listed = json.loads(aws("s3api", "list-objects-v2", "--bucket", b, "--output", "json").stdout_text)
+        assert [o["Key"] for o in listed["Contents"]] == sorted(expected)
+        out = tmp_path / "out"
+        aws("s3", "cp", f"s3://{b}/d", out)
+        assert out.read_bytes() == b"file d"
+
+    check()
+    # tagging reaches the object in its folder
+    s3.put_object_tagging(Bucket=b, Key="a", Tagging={"TagSet": [{"Key": "k", "Value": "v"}]})
+    assert s3.get_object_tagging(Bucket=b, Key="a")["TagSet"] == [{"Key": "k", "Value": "v"}]
+
+    # the catalog is lost and rebuilt from the folder, then the gateway starts again
+    g.stop()
+    for suffix in ("", "-wal", "-shm"):
+        (g.data_dir / ".nebula" / f"catalog.sqlite{suffix}").unlink(missing_ok=True)
+    cmd = [str(gateway_bin()), "reindex", "--data-dir", str(g.data_dir)]
+    p = subprocess.run(cmd, capture_output=True, timeout=120, env=sanitized_environ())
+    assert p.returncode == 0, p.stderr.decode(errors="replace")
+    con = sqlite3.connect(g.data_dir / ".nebula" / "catalog.sqlite")
+    try:
+        rows = dict(con.execute("SELECT key, size FROM objects WHERE bucket = ?", (b,)).fetchall())
+    finally:
+        con.close()
+    assert rows == {k: len(v) for k, v in expected.items()}
+    g.start()
+    check()
+    assert s3.get_object_tagging(Bucket=b, Key="a")["TagSet"] == [{"Key": "k", "Value": "v"}]
+
+    # deleting one leaves the other
+    s3.delete_object(Bucket=b, Key="a/b")
+    s3.delete_object(Bucket=b, Key="d")
+    s3.delete_object(Bucket=b, Key="dir/")
+    assert s3.get_object(Bucket=b, Key="a")["Body"].read() == b"file a"
+    assert s3.get_object(Bucket=b, Key="d/e")["Body"].read() == b"below d"
+    assert s3.get_object(Bucket=b, Key="dir/f")["Body"].read() == b"in dir"
+    keys = [o["Key"] for o in s3.list_objects_v2(Bucket=b)["Contents"]]
+    assert keys == ["a", "a!x", "d/e", "dir/f"]
+    assert not (data / "d/.nebula-object").exists() and not (data / "dir/.nebula-folder").exists()
+
+
+def test_versions_of_a_key_that_is_also_a_folder(start_gateway):
+    g = start_gateway()
+    s3 = g.boto3_client()
+    b = new_bucket_name("coexistv")
+    s3.create_bucket(Bucket=b)
+    s3.put_bucket_versioning(Bucket=b, VersioningConfiguration={"Status": "Enabled"})
+    v1 = s3.put_object(Bucket=b, Key="v", Body=b"one")["VersionId"]
+    s3.put_object(Bucket=b, Key="v/w", Body=b"below")
+    v2 = s3.put_object(Bucket=b, Key="v", Body=b"two")["VersionId"]
+    assert (g.data_dir / b / "v/.nebula-object").read_bytes() == b"two"
+    vs = s3.list_object_versions(Bucket=b)["Versions"]
+    assert [(v["Key"], v["VersionId"], v["IsLatest"]) for v in vs if v["Key"] == "v"] == [("v", v2, True), ("v", v1, False)]
+    assert [v["Key"] for v in vs] == ["v", "v", "v/w"]
+    assert s3.get_object(Bucket=b, Key="v", VersionId=v1)["Body"].read() == b"one"
+    marker = s3.delete_object(Bucket=b, Key="v")
+    assert marker["DeleteMarker"] is True
+    with pytest.raises(s3.exceptions.NoSuchKey):
+        s3.get_object(Bucket=b, Key="v")
+    assert s3.get_object(Bucket=b, Key="v/w")["Body"].read() == b"below"
+    s3.delete_object(Bucket=b, Key="v", VersionId=marker["VersionId"])
+    assert s3.get_object(Bucket=b, Key="v")["Body"].read() == b"two"
+    assert (g.data_dir / b / "v/.nebula-object").read_bytes() == b"two"
+    # a copy of an old version onto the key makes a new current version in the folder
+    s3.copy_object(Bucket=b, Key="v", CopySource={"Bucket": b, "Key": "v", "VersionId": v1})
+    assert s3.get_object(Bucket=b, Key="v")["Body"].read() == b"one"
+    assert len([v for v in s3.list_object_versions(Bucket=b, Prefix="v")["Versions"] if v["Key"] == "v"]) == 3
 
 
 # =============================================================================================

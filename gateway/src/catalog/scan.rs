@@ -73,7 +73,8 @@ impl std::fmt::Display for ScanReport {
 struct Found {
     key: String,
     size: i64,
-    /// `None` for folder markers: a folder's mtime moves with its children, not with the marker.
+    /// `None` for empty folder markers: a folder's mtime moves with its children, not with the
+    /// marker.
     mtime_ns: Option<i64>,
 }
 

@@ -105,15 +105,10 @@ pub(crate) async fn copy_object(
         let src = open_source(&store, &src_bucket, &src_path, src_version.as_deref())?;
         let src_version = store.version_header(&src_bucket, &src.meta)?;
         conds.borrow().check_copy_source(&src.meta, src.modified)?;
-        if src_path.is_folder_marker != dst_path.is_folder_marker {
-            return Err(RequestError::InvalidRequest(
-                "a folder marker (key ending in '/') can only be copied to another folder marker"
-                    .into(),
-            ));
-        }
         let _space = store.space().admit(Some(&dst_bucket), src.size)?;
         let tmp = store.create_temp(&dst_bucket)?;
-        if !src_path.is_folder_marker {
+        // An empty folder marker's handle is its folder, which has no bytes to copy.
+        if src.size > 0 {
             fsutil::copy_range(&src.file, 0, &tmp.file, src.size)?;
         }
         let meta = match new_meta {

@@ -239,9 +239,8 @@ impl RequestError {
                 StoreError::NoSuchKey => C::NoSuchKey,
                 StoreError::NoSuchUpload => C::NoSuchUpload,
                 StoreError::NoSuchPart(_) => C::InvalidPart,
-                StoreError::InvalidKey(_) | StoreError::FolderMarkerNotEmpty => C::InvalidArgument,
+                StoreError::InvalidKey(_) => C::InvalidArgument,
                 StoreError::KeyTooLong => C::KeyTooLongError,
-                StoreError::KeyConflict(_) => return custom("KeyConflict", StatusCode::CONFLICT),
                 StoreError::NoSuchVersion => C::NoSuchVersion,
                 StoreError::InvalidVersionId => C::InvalidArgument,
                 StoreError::IsDeleteMarker => C::MethodNotAllowed,
@@ -468,11 +467,6 @@ mod tests {
     #[test]
     fn codes_s3s_does_not_know_carry_their_status() {
         let cases = [
-            (
-                sent(StoreError::KeyConflict("folder")),
-                "KeyConflict",
-                StatusCode::CONFLICT,
-            ),
             (
                 sent(RequestError::InvalidPartNumber),
                 "InvalidPartNumber",

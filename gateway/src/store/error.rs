@@ -43,14 +43,6 @@ pub enum StoreError {
     /// The key is longer than S3 allows.
     #[error("your key is too long (the maximum is 1024 bytes)")]
     KeyTooLong,
-    /// The key names a file where a folder is needed, or the reverse (`a` against `a/b`).
-    #[error(
-        "the key conflicts with an existing {0}: on this gateway a key cannot be both an object and a folder prefix"
-    )]
-    KeyConflict(&'static str),
-    /// A folder marker (key ending in `/`) was given bytes: it is a folder here.
-    #[error("keys ending in '/' are folder markers on this gateway and must be empty")]
-    FolderMarkerNotEmpty,
     /// A create-only commit found the key already taken.
     #[error("the key already exists")]
     Exists,

@@ -185,6 +185,24 @@ pub fn rename_at(
     Ok(rustix::fs::renameat(from_dir, from, to_dir, to)?)
 }
 
+/// Atomically swaps the entries `a` in `a_dir` and `b` in `b_dir` (`renameat2` with
+/// `RENAME_EXCHANGE`): both names exist before and after, so a file can become a folder with
+/// no moment where neither is there.
+pub fn exchange_at(
+    a_dir: BorrowedFd<'_>,
+    a: &Path,
+    b_dir: BorrowedFd<'_>,
+    b: &Path,
+) -> io::Result<()> {
+    Ok(rustix::fs::renameat_with(
+        a_dir,
+        a,
+        b_dir,
+        b,
+        rustix::fs::RenameFlags::EXCHANGE,
+    )?)
+}
+
 /// Atomically creates `to` as a new name of `from`; fails with `AlreadyExists` if `to` exists.
 /// Used for conditional creates (`If-None-Match: *`) without a check-then-act race.
 pub fn link_at(
@@ -314,6 +332,14 @@ pub fn set_xattr(file: &File, name: &CStr, value: &[u8]) -> io::Result<()> {
 /// Removes the xattr `name` of an open file.
 pub fn remove_xattr(file: &File, name: &CStr) -> io::Result<()> {
     Ok(rustix::fs::fremovexattr(file, name)?)
+}
+
+/// Takes an exclusive `flock` on the folder `dir` (any descriptor of it, `O_PATH` included),
+/// waiting for it; the lock is held until the returned file is dropped.
+pub fn lock_dir(dir: BorrowedFd<'_>) -> io::Result<File> {
+    let f = File::from(reopen_dir(dir)?);
+    lock(&f, true)?;
+    Ok(f)
 }
 
 /// Takes an exclusive or shared `flock` on an open file, waiting for it.

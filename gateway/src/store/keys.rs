@@ -11,6 +11,20 @@ pub const MAX_KEY_LEN: usize = 1024;
 /// filesystem than the data folder. Keys may never name them and listings never show them.
 pub const BUCKET_TMP_PREFIX: &str = ".nebula-tmp";
 
+/// The name, inside the folder `a/`, of the object `a` while `a` is also a folder (keys `a`
+/// and `a/b` both exist). See `store::layout`.
+pub const OBJECT_IN_FOLDER: &str = ".nebula-object";
+
+/// The name, inside the folder `a/`, of the bytes of the folder marker `a/` when it has any.
+/// See `store::layout`.
+pub const MARKER_BYTES: &str = ".nebula-folder";
+
+/// True for a name no key segment may have: the gateway's temp folders and the reserved names
+/// of objects that share their name with a folder. Listings never show them as keys.
+pub fn is_reserved_segment(name: &str) -> bool {
+    name.starts_with(BUCKET_TMP_PREFIX) || name == OBJECT_IN_FOLDER || name == MARKER_BYTES
+}
+
 /// A validated object key and where it lives below its bucket folder.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ObjectPath {
@@ -25,8 +39,8 @@ pub struct ObjectPath {
 /// Checks a key against the rules that keep it inside its bucket and maps it to a path.
 ///
 /// Rejected: empty keys, keys over 1024 bytes, NUL, a leading `/`, `.` or `..` segments, empty
-/// segments (`a//b`) and the gateway's reserved temp folder name. A single trailing `/` is a
-/// folder marker.
+/// segments (`a//b`) and the gateway's reserved names ([`is_reserved_segment`]). A single
+/// trailing `/` is a folder marker.
 pub fn parse_key(key: &str) -> Result<ObjectPath, StoreError> {
     if key.is_empty() {
         return Err(StoreError::InvalidKey("the key is empty".into()));
@@ -64,9 +78,9 @@ pub fn parse_key(key: &str) -> Result<ObjectPath, StoreError> {
                     "the key has a '{segment}' path segment, which could leave the bucket"
                 )));
             }
-            s if s.starts_with(BUCKET_TMP_PREFIX) => {
+            s if is_reserved_segment(s) => {
                 return Err(StoreError::InvalidKey(format!(
-                    "'{BUCKET_TMP_PREFIX}' is reserved by the gateway"
+                    "the path segment '{s}' is reserved by the gateway"
                 )));
             }
             s if s.len() > 255 => {
@@ -132,6 +146,11 @@ mod tests {
             "a/..",
             ".nebula-tmp/x",
             "a/.nebula-tmp-1",
+            ".nebula-object",
+            "a/.nebula-object",
+            "a/.nebula-object/b",
+            ".nebula-folder",
+            "a/.nebula-folder/",
         ] {
             assert!(parse_key(bad).is_err(), "{bad:?} must be rejected");
         }
@@ -157,5 +176,8 @@ mod tests {
     #[test]
     fn dots_inside_names_are_fine() {
         assert!(parse_key("a..b/.hidden/..c").is_ok());
+        // Only the exact reserved names are refused.
+        assert!(parse_key("a/.nebula-objects").is_ok());
+        assert!(parse_key("x.nebula-folder").is_ok());
     }
 }

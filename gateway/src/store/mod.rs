@@ -5,7 +5,7 @@
 //! the S3 layer runs them on tokio's blocking pool.
 //!
 //! The rest of the gateway reaches files only through this module: [`keys`] maps keys to
-//! paths, [`walk`] is the one folder walker (listings, the catalog scan, DeleteBucket),
+//! paths, [`layout`] finds an object's file when its name is also a folder's, [`walk`] is the one folder walker (listings, the catalog scan, DeleteBucket),
 //! [`read`] runs store calls off the async runtime and streams file bodies, [`error`] says
 //! what the store refused or failed at, [`settings`] keeps each bucket's settings documents
 //! (CORS, policy, versioning, ...), [`versions`] keeps the versions of versioned buckets
@@ -18,6 +18,7 @@ pub mod error;
 pub mod fsutil;
 pub mod keyfile;
 pub mod keys;
+pub mod layout;
 pub mod meta;
 pub mod multipart;
 pub mod read;
@@ -262,18 +263,20 @@ impl Store {
 
     /// Recorded metadata of a regular file as it is now (`md` from the open file), from the
     /// cache or the metadata store; `None` if none is recorded or it no longer matches.
+    /// `rel` and `folder` are the key's ([`ObjectPath`]), wherever its file is.
     pub fn recorded_meta(
         &self,
         file: &File,
         md: &std::fs::Metadata,
         bucket: &str,
         rel: &Path,
+        folder: bool,
     ) -> Option<ObjectMeta> {
         let stamp = FileStamp::of(md);
         if let Some(m) = self.meta_cache.get(&stamp) {
             return Some((*m).clone());
         }
-        let meta = self.meta.read(file, bucket, rel, false)?;
+        let meta = self.meta.read(file, bucket, rel, folder)?;
         if !meta.matches(md) {
             return None;
         }
@@ -383,35 +386,43 @@ impl Store {
     }
 
     /// Opens an object and returns it with its metadata (recorded, or derived for files that
-    /// arrived out of band or changed since).
+    /// arrived out of band or changed since). Where the object lives is [`layout`]'s rule:
+    /// the plain file, or a reserved file inside the folder of the key's name.
     pub fn open_object(&self, bucket: &str, path: &ObjectPath) -> StoreResult<ObjectHandle> {
         let bfd = self.bucket_fd(bucket)?;
-        let mut file =
+        let named =
             fsutil::open_beneath(bfd.as_fd(), &path.rel).map_err(StoreError::from_lookup)?;
-        let md = file.metadata()?;
-        if path.is_folder_marker {
-            if !md.is_dir() {
-                return Err(StoreError::NoSuchKey);
-            }
-            let meta = self
-                .meta
-                .read(&file, bucket, &path.rel, true)
-                .ok_or(StoreError::NoSuchKey)?;
-            let modified = md.modified().unwrap_or(SystemTime::UNIX_EPOCH);
-            return Ok(ObjectHandle {
-                file,
-                meta,
-                size: 0,
-                modified,
-            });
+        let md = named.metadata()?;
+        if path.is_folder_marker && !md.is_dir() {
+            return Err(StoreError::NoSuchKey);
         }
+        let (mut file, md) = if md.is_dir() {
+            let inner = if path.is_folder_marker {
+                keys::MARKER_BYTES
+            } else {
+                keys::OBJECT_IN_FOLDER
+            };
+            match fsutil::open_file_nofollow(named.as_fd(), inner) {
+                Ok(f) => {
+                    let md = f.metadata()?;
+                    (f, md)
+                }
+                Err(e) if path.is_folder_marker && e.kind() == io::ErrorKind::NotFound => {
+                    return self.open_empty_marker(named, &md, bucket, path);
+                }
+                Err(e) => return Err(StoreError::from_lookup(e)),
+            }
+        } else {
+            (named, md)
+        };
         if !md.is_file() {
             return Err(StoreError::NoSuchKey);
         }
-        let meta = match self.recorded_meta(&file, &md, bucket, &path.rel) {
+        let folder = path.is_folder_marker;
+        let meta = match self.recorded_meta(&file, &md, bucket, &path.rel, folder) {
             Some(m) => m,
             None => {
-                let stale = self.meta.read(&file, bucket, &path.rel, false);
+                let stale = self.meta.read(&file, bucket, &path.rel, folder);
                 let mut fresh = ObjectMeta::for_out_of_band(&mut file, &md, &path.key)?;
                 if let Some(old) = stale {
                     // The bytes changed out of band: keep what the uploader said about them,
@@ -432,7 +443,7 @@ impl Store {
                 // the next read caches the record instead).
                 if self
                     .meta
-                    .write(&file, bucket, &path.rel, false, &fresh)
+                    .write(&file, bucket, &path.rel, folder, &fresh)
                     .is_err()
                 {
                     self.meta_cache.put(FileStamp::of(&md), &fresh);
@@ -449,44 +460,71 @@ impl Store {
         })
     }
 
+    /// An empty folder marker: the folder itself, its record in the folder's metadata.
+    fn open_empty_marker(
+        &self,
+        dir: File,
+        md: &std::fs::Metadata,
+        bucket: &str,
+        path: &ObjectPath,
+    ) -> StoreResult<ObjectHandle> {
+        let meta = self
+            .meta
+            .read(&dir, bucket, &path.rel, true)
+            .ok_or(StoreError::NoSuchKey)?;
+        Ok(ObjectHandle {
+            file: dir,
+            meta,
+            size: 0,
+            modified: md.modified().unwrap_or(SystemTime::UNIX_EPOCH),
+        })
+    }
+
     /// Opens the file of object `path` for reading, through the same checked lookup as
     /// [`Store::open_object`] (nothing outside the bucket folder can be reached), without
     /// reading or deriving its metadata: for readers that need only the bytes (the prober).
+    /// Folder markers have none worth probing.
     pub fn open_file(&self, bucket: &str, path: &ObjectPath) -> StoreResult<File> {
+        if path.is_folder_marker {
+            return Err(StoreError::NoSuchKey);
+        }
         let bfd = self.bucket_fd(bucket)?;
-        let file = fsutil::open_beneath(bfd.as_fd(), &path.rel).map_err(StoreError::from_lookup)?;
-        if path.is_folder_marker || !file.metadata()?.is_file() {
+        let mut file =
+            fsutil::open_beneath(bfd.as_fd(), &path.rel).map_err(StoreError::from_lookup)?;
+        if file.metadata()?.is_dir() {
+            file = fsutil::open_file_nofollow(file.as_fd(), keys::OBJECT_IN_FOLDER)
+                .map_err(StoreError::from_lookup)?;
+        }
+        if !file.metadata()?.is_file() {
             return Err(StoreError::NoSuchKey);
         }
         Ok(file)
     }
 
-    /// True when object `path` is on disk: a regular file, or a folder for a folder marker.
-    /// Looked up as a listing walks, following no symlink, so it agrees with what a
-    /// [`walk::Walker`] finds; anything that keeps the lookup from finding it counts as absent.
+    /// True when object `path` is on disk: its file (see [`layout`]), or its folder for a
+    /// folder marker. Looked up as a listing walks, following no symlink, so it agrees with
+    /// what a [`walk::Walker`] finds; anything that keeps the lookup from finding it counts as
+    /// absent.
     pub fn object_exists(&self, bucket: &str, path: &ObjectPath) -> bool {
         let Ok(bfd) = self.bucket_fd(bucket) else {
             return false;
         };
-        let Ok(parent) = fsutil::open_parent_nofollow(bfd.as_fd(), &path.rel, false) else {
+        let Ok(slot) = self.locate(bucket, &bfd, path, false) else {
             return false;
         };
-        let Some(name) = path.rel.file_name().and_then(|n| n.to_str()) else {
-            return false;
-        };
-        let want = if path.is_folder_marker {
-            fsutil::FileType::Directory
-        } else {
-            fsutil::FileType::RegularFile
-        };
-        fsutil::statx_at(parent.as_fd(), name).is_ok_and(|st| fsutil::statx_type(&st) == want)
+        // A marker's folder was opened by the lookup.
+        path.is_folder_marker
+            || slot.name.to_str().is_some_and(|name| {
+                fsutil::statx_at(slot.dir.as_fd(), name)
+                    .is_ok_and(|st| fsutil::statx_type(&st) == fsutil::FileType::RegularFile)
+            })
     }
 
     /// Drops what the memory caches hold of `bucket/key` and of its folder's listing: another
     /// gateway sharing the data folder changed it. The caches check every entry against the
     /// file's stamp anyway; this covers what a stamp cannot show (an inode number reused within
     /// one tick of a coarse filesystem clock, attributes a network filesystem client cached).
-    /// Blocking (two `statx`).
+    /// Blocking (a lookup and two `statx`).
     pub fn forget_object(&self, bucket: &str, key: &str) {
         let Ok(path) = keys::parse_key(key) else {
             return;
@@ -494,15 +532,15 @@ impl Store {
         let Ok(bfd) = self.bucket_fd(bucket) else {
             return;
         };
-        let Ok(parent) = fsutil::open_parent_nofollow(bfd.as_fd(), &path.rel, false) else {
+        let Ok(slot) = self.locate(bucket, &bfd, &path, false) else {
             return;
         };
-        if let Some(name) = path.rel.file_name().and_then(|n| n.to_str())
-            && let Ok(st) = fsutil::statx_at(parent.as_fd(), name)
+        if let Some(name) = slot.name.to_str()
+            && let Ok(st) = fsutil::statx_at(slot.dir.as_fd(), name)
         {
             self.meta_cache.forget(FileStamp::of_statx(&st).id());
         }
-        if let Ok(st) = fsutil::statx_at(parent.as_fd(), ".") {
+        if let Ok(st) = fsutil::statx_at(slot.dir.as_fd(), ".") {
             self.dir_cache.forget(FileStamp::of_statx(&st).id());
         }
     }
@@ -537,16 +575,29 @@ impl Store {
         // is a symlink, or a symlink inside the bucket, takes the blocking path, which follows
         // them the way `open_object` allows.
         self.bucket_path(bucket)?;
-        let Some(file) =
+        let Some(mut file) =
             fsutil::open_cached_nofollow(self.root_fd.as_fd(), &Path::new(bucket).join(&path.rel))
         else {
             return Ok(None);
         };
-        let md = file.metadata()?;
+        let mut md = file.metadata()?;
+        if md.is_dir() {
+            // The key's name is also a folder's: its file is the reserved one inside.
+            let Some(inner) = fsutil::open_cached_nofollow(
+                self.root_fd.as_fd(),
+                &Path::new(bucket)
+                    .join(&path.rel)
+                    .join(keys::OBJECT_IN_FOLDER),
+            ) else {
+                return Ok(None);
+            };
+            file = inner;
+            md = file.metadata()?;
+        }
         if !md.is_file() {
             return Ok(None);
         }
-        let Some(meta) = self.recorded_meta(&file, &md, bucket, &path.rel) else {
+        let Some(meta) = self.recorded_meta(&file, &md, bucket, &path.rel, false) else {
             // Out of band or changed: the ETag must be derived, which reads the file.
             return Ok(None);
         };
@@ -566,22 +617,34 @@ impl Store {
 
     /// [`Store::create_temp`] for a bucket folder already open.
     fn create_temp_for(&self, bfd: &OwnedFd) -> StoreResult<TempFile> {
-        let dir = if file_dev(bfd)? == self.root_dev {
+        if file_dev(bfd)? == self.root_dev {
             return self.internal_temp();
-        } else {
-            // The bucket is another filesystem (a mounted media disk): a rename from the data
-            // folder would not be atomic there, so stage beside the objects, in a folder of
-            // this process's own (named like its folder in the reserved temp folder).
-            let own = Path::new(BUCKET_TMP_PREFIX).join(self.tmp_owner());
-            fsutil::mkdir_at(bfd.as_fd(), Path::new(BUCKET_TMP_PREFIX))?;
-            fsutil::mkdir_at(bfd.as_fd(), &own)?;
-            Arc::new(fsutil::open_parent_nofollow(
-                bfd.as_fd(),
-                &own.join("x"),
-                false,
-            )?)
-        };
-        temp_in(dir)
+        }
+        temp_in(self.temp_dir_for(bfd)?)
+    }
+
+    /// This process's temp folder on the filesystem of a bucket folder already open: what is
+    /// staged there can be renamed into the bucket, and is removed at the next start if this
+    /// process dies first.
+    fn temp_dir_for(&self, bfd: &OwnedFd) -> StoreResult<Arc<OwnedFd>> {
+        if file_dev(bfd)? == self.root_dev {
+            return Ok(self
+                .tmp_fd
+                .read()
+                .unwrap_or_else(|e| e.into_inner())
+                .clone());
+        }
+        // The bucket is another filesystem (a mounted media disk): a rename from the data
+        // folder would not be atomic there, so stage beside the objects, in a folder of this
+        // process's own (named like its folder in the reserved temp folder).
+        let own = Path::new(BUCKET_TMP_PREFIX).join(self.tmp_owner());
+        fsutil::mkdir_at(bfd.as_fd(), Path::new(BUCKET_TMP_PREFIX))?;
+        fsutil::mkdir_at(bfd.as_fd(), &own)?;
+        Ok(Arc::new(fsutil::open_parent_nofollow(
+            bfd.as_fd(),
+            &own.join("x"),
+            false,
+        )?))
     }
 
     /// A temp file in the reserved temp folder (same filesystem as the staging area).
@@ -650,10 +713,7 @@ impl Store {
         mode: Commit,
     ) -> StoreResult<ObjectMeta> {
         if path.is_folder_marker {
-            if tmp.file.metadata()?.len() != 0 {
-                return Err(StoreError::FolderMarkerNotEmpty);
-            }
-            return self.commit_folder_marker(bfd, bucket, path, meta, mode);
+            return self.commit_folder_marker(bfd, tmp, bucket, path, meta, mode);
         }
         let state = self.versioning(bucket)?;
         meta.version_id = (state == versions::Versioning::Enabled).then(versions::new_version_id);
@@ -667,35 +727,30 @@ impl Store {
             self.commit_versioned(bfd, tmp, bucket, path, mode, state)?;
             return Ok(meta);
         }
-        self.place(bfd, &mut tmp, path, mode)?;
+        self.place(bfd, &mut tmp, bucket, path, mode)?;
         Ok(meta)
     }
 
     /// Renames (or, for create-only, links) a written temp file into place as the file of
-    /// `path`, and makes that durable.
+    /// `path` (see [`layout`] for where that is), and makes that durable.
     fn place(
         &self,
         bfd: &OwnedFd,
         tmp: &mut TempFile,
+        bucket: &str,
         path: &ObjectPath,
         mode: Commit,
     ) -> StoreResult<()> {
-        let name = Path::new(
-            path.rel
-                .file_name()
-                .expect("validated keys have a file name"),
-        );
         let mut attempts = 0;
         loop {
             attempts += 1;
-            let parent = fsutil::open_parent_nofollow(bfd.as_fd(), &path.rel, true)
-                .map_err(conflict_as_object)?;
+            let slot = self.locate(bucket, bfd, path, true)?;
             let res = match mode {
                 Commit::Replace => {
-                    fsutil::rename_at(tmp.dir.as_fd(), &tmp.name, parent.as_fd(), name)
+                    fsutil::rename_at(tmp.dir.as_fd(), &tmp.name, slot.dir.as_fd(), &slot.name)
                 }
                 Commit::CreateOnly => {
-                    fsutil::link_at(tmp.dir.as_fd(), &tmp.name, parent.as_fd(), name)
+                    fsutil::link_at(tmp.dir.as_fd(), &tmp.name, slot.dir.as_fd(), &slot.name)
                 }
             };
             match res {
@@ -704,59 +759,95 @@ impl Store {
                         let _ = fsutil::unlink_at(tmp.dir.as_fd(), &tmp.name);
                     }
                     tmp.done = true;
-                    fsutil::fsync_dir(parent.as_fd())?;
+                    fsutil::fsync_dir(slot.dir.as_fd())?;
                     return Ok(());
                 }
-                // A concurrent delete pruned the folder between mkdir and rename: make it again.
-                Err(e) if e.kind() == io::ErrorKind::NotFound && attempts < 5 => continue,
-                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
-                    return Err(if is_dir_at(&parent, name) {
-                        StoreError::KeyConflict("folder")
-                    } else {
-                        StoreError::Exists
-                    });
-                }
+                // Between the lookup and the rename, a concurrent delete pruned the folder, or
+                // a write below the key made its name a folder: look again.
                 Err(e)
-                    if matches!(
-                        e.raw_os_error(),
-                        Some(libc::EISDIR) | Some(libc::ENOTEMPTY) | Some(libc::EEXIST)
-                    ) =>
+                    if attempts < 5
+                        && (e.kind() == io::ErrorKind::NotFound
+                            || e.raw_os_error() == Some(libc::EISDIR)
+                            || is_dir_at(&slot.dir, &slot.name)) =>
                 {
-                    return Err(StoreError::KeyConflict("folder"));
+                    continue;
+                }
+                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
+                    return Err(StoreError::Exists);
                 }
                 Err(e) => return Err(e.into()),
             }
         }
     }
 
+    /// Commits a folder marker (a key ending in `/`): an empty one is its folder, with the
+    /// record on the folder; one with bytes is the reserved file inside it (see [`layout`]).
+    /// Either way the other form goes once the new one is in place, so a crash in between
+    /// leaves the old value (the bytes file wins while both are there).
     fn commit_folder_marker(
         &self,
         bfd: &OwnedFd,
+        mut tmp: TempFile,
         bucket: &str,
         path: &ObjectPath,
         mut meta: ObjectMeta,
         mode: Commit,
     ) -> StoreResult<ObjectMeta> {
-        let parent = fsutil::open_parent_nofollow(bfd.as_fd(), &path.rel, true)
-            .map_err(conflict_as_object)?;
-        let name = Path::new(
-            path.rel
-                .file_name()
-                .expect("validated keys have a file name"),
-        );
-        fsutil::mkdir_at(parent.as_fd(), name)?;
-        let dir = fsutil::open_beneath(bfd.as_fd(), &path.rel).map_err(StoreError::from_lookup)?;
-        let md = dir.metadata()?;
-        if !md.is_dir() {
-            return Err(StoreError::KeyConflict("object"));
-        }
-        if mode == Commit::CreateOnly && self.meta.read(&dir, bucket, &path.rel, true).is_some() {
+        let slot = self.locate(bucket, bfd, path, true)?;
+        let dir = File::from(slot.dir);
+        let has_bytes = is_file_at(&dir, keys::MARKER_BYTES);
+        if mode == Commit::CreateOnly
+            && (has_bytes || self.meta.read(&dir, bucket, &path.rel, true).is_some())
+        {
             return Err(StoreError::Exists);
         }
-        meta.size = 0;
-        meta.etag = EMPTY_MD5.to_owned();
-        meta.mtime_ns = meta::mtime_ns(&md);
-        self.meta.write(&dir, bucket, &path.rel, true, &meta)?;
+        let md = tmp.file.metadata()?;
+        if md.len() == 0 {
+            let md = dir.metadata()?;
+            meta.size = 0;
+            meta.etag = EMPTY_MD5.to_owned();
+            meta.mtime_ns = meta::mtime_ns(&md);
+            self.meta.write(&dir, bucket, &path.rel, true, &meta)?;
+            if has_bytes {
+                match fsutil::unlink_at(dir.as_fd(), Path::new(keys::MARKER_BYTES)) {
+                    Ok(()) => {}
+                    Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                    Err(e) => return Err(e.into()),
+                }
+            }
+            fsutil::fsync_dir(dir.as_fd())?;
+        } else {
+            tmp.file.sync_all()?;
+            let md = tmp.file.metadata()?;
+            meta.size = md.len();
+            meta.mtime_ns = meta::mtime_ns(&md);
+            self.meta.write(&tmp.file, bucket, &path.rel, true, &meta)?;
+            let name = Path::new(keys::MARKER_BYTES);
+            let placed = match mode {
+                Commit::Replace => fsutil::rename_at(tmp.dir.as_fd(), &tmp.name, dir.as_fd(), name),
+                Commit::CreateOnly => {
+                    fsutil::link_at(tmp.dir.as_fd(), &tmp.name, dir.as_fd(), name)
+                }
+            };
+            match placed {
+                Ok(()) => {}
+                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
+                    return Err(StoreError::Exists);
+                }
+                Err(e) => return Err(e.into()),
+            }
+            if mode == Commit::CreateOnly {
+                let _ = fsutil::unlink_at(tmp.dir.as_fd(), &tmp.name);
+            }
+            tmp.done = true;
+            fsutil::fsync_dir(dir.as_fd())?;
+            // One record per marker: the bytes file's. (Sidecar records are per key, shared
+            // by both forms, and were just written.)
+            if matches!(self.meta, MetaStore::Xattr) {
+                self.meta.remove(Some(&dir), bucket, &path.rel, true);
+            }
+        }
+        let parent = fsutil::open_parent_nofollow(bfd.as_fd(), &path.rel, false)?;
         fsutil::fsync_dir(parent.as_fd())?;
         Ok(meta)
     }
@@ -765,53 +856,47 @@ impl Store {
     /// Folders left empty by the delete are removed, as S3 has no empty folders.
     pub fn delete_object(&self, bucket: &str, path: &ObjectPath) -> StoreResult<()> {
         let bfd = self.bucket_fd(bucket)?;
-        let parent = match fsutil::open_parent_nofollow(bfd.as_fd(), &path.rel, false) {
-            Ok(p) => p,
+        let slot = match self.locate(bucket, &bfd, path, false) {
+            Ok(slot) => slot,
+            Err(StoreError::NoSuchKey) => return Ok(()),
+            Err(e) => return Err(e),
+        };
+        if path.is_folder_marker {
+            // The record first: while the bytes file is there it still answers, so a crash
+            // between the two leaves the marker as it was, not an older one.
+            let dir = File::from(slot.dir);
+            self.meta.remove(Some(&dir), bucket, &path.rel, true);
+            match fsutil::unlink_at(dir.as_fd(), &slot.name) {
+                Ok(()) => fsutil::fsync_dir(dir.as_fd())?,
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                Err(e) => return Err(e.into()),
+            }
+            let parent = fsutil::open_parent_nofollow(bfd.as_fd(), &path.rel, false)?;
+            let _ = fsutil::rmdir_at(parent.as_fd(), Path::new(layout::last_segment(path)));
+            fsutil::fsync_dir(parent.as_fd())?;
+            self.prune_empty_parents(bucket, &bfd, &path.rel);
+            return Ok(());
+        }
+        match fsutil::unlink_at(slot.dir.as_fd(), &slot.name) {
+            Ok(()) => self.meta.remove(None, bucket, &path.rel, false),
             Err(e)
                 if matches!(
                     e.kind(),
-                    io::ErrorKind::NotFound | io::ErrorKind::NotADirectory
+                    io::ErrorKind::NotFound | io::ErrorKind::IsADirectory
                 ) =>
             {
                 return Ok(());
             }
+            Err(e)
+                if e.raw_os_error() == Some(libc::EISDIR)
+                    || e.raw_os_error() == Some(libc::EPERM) =>
+            {
+                return Ok(());
+            }
             Err(e) => return Err(e.into()),
-        };
-        let name = Path::new(
-            path.rel
-                .file_name()
-                .expect("validated keys have a file name"),
-        );
-        if path.is_folder_marker {
-            match fsutil::open_beneath(bfd.as_fd(), &path.rel) {
-                Ok(dir) if dir.metadata()?.is_dir() => {
-                    self.meta.remove(Some(&dir), bucket, &path.rel, true);
-                    let _ = fsutil::rmdir_at(parent.as_fd(), name);
-                }
-                _ => return Ok(()),
-            }
-        } else {
-            match fsutil::unlink_at(parent.as_fd(), name) {
-                Ok(()) => self.meta.remove(None, bucket, &path.rel, false),
-                Err(e)
-                    if matches!(
-                        e.kind(),
-                        io::ErrorKind::NotFound | io::ErrorKind::IsADirectory
-                    ) =>
-                {
-                    return Ok(());
-                }
-                Err(e)
-                    if e.raw_os_error() == Some(libc::EISDIR)
-                        || e.raw_os_error() == Some(libc::EPERM) =>
-                {
-                    return Ok(());
-                }
-                Err(e) => return Err(e.into()),
-            }
         }
-        fsutil::fsync_dir(parent.as_fd())?;
-        self.prune_empty_parents(bucket, &bfd, &path.rel);
+        fsutil::fsync_dir(slot.dir.as_fd())?;
+        self.prune_empty_parents(bucket, &bfd, &slot.rel);
         Ok(())
     }
 
@@ -922,16 +1007,9 @@ fn is_dir_at(dir: &OwnedFd, name: &Path) -> bool {
     })
 }
 
-/// A parent component of the key is a file: the key would need it to be a folder.
-fn conflict_as_object(e: io::Error) -> StoreError {
-    if e.kind() == io::ErrorKind::NotADirectory
-        || e.raw_os_error() == Some(libc::ENOTDIR)
-        || e.raw_os_error() == Some(libc::EEXIST)
-    {
-        StoreError::KeyConflict("object")
-    } else {
-        StoreError::from(e)
-    }
+fn is_file_at(dir: &File, name: &str) -> bool {
+    fsutil::statx_at(dir.as_fd(), name)
+        .is_ok_and(|st| fsutil::statx_type(&st) == fsutil::FileType::RegularFile)
 }
 
 #[cfg(test)]

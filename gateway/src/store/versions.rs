@@ -161,7 +161,7 @@ struct Kept {
 }
 
 /// A key's version folder, locked for the caller.
-struct VersionDir {
+pub(super) struct VersionDir {
     dir: File,
 }
 
@@ -208,21 +208,26 @@ impl Store {
         self.internal_dir().join(VERSIONS_DIR).join(bucket)
     }
 
-    fn version_dir_path(&self, bucket: &str, rel: &Path) -> PathBuf {
-        let mut p = self.versions_root(bucket).join(rel).into_os_string();
+    /// The key's version folder: `<key>@v`, so the object `a` (`a@v`), the folder marker `a/`
+    /// (`a/@v`) and the object `a/b` (`a/b@v`) never share one, whatever form [`super::layout`]
+    /// gives their files.
+    fn version_dir_path(&self, bucket: &str, path: &ObjectPath) -> PathBuf {
+        let mut p = self.versions_root(bucket).into_os_string();
+        p.push("/");
+        p.push(&path.key);
         p.push(VERSION_DIR_SUFFIX);
         PathBuf::from(p)
     }
 
     /// Opens (with `create`, makes) the key's version folder and locks it; `None` if it does not
     /// exist and `create` is false.
-    fn lock_versions(
+    pub(super) fn lock_versions(
         &self,
         bucket: &str,
-        rel: &Path,
+        key: &ObjectPath,
         create: bool,
     ) -> StoreResult<Option<VersionDir>> {
-        let path = self.version_dir_path(bucket, rel);
+        let path = self.version_dir_path(bucket, key);
         if create {
             std::fs::create_dir_all(&path)?;
         }
@@ -283,20 +288,21 @@ impl Store {
     /// Puts a hard link to the current file into the version folder under `id`.
     fn keep_current(
         &self,
+        bucket: &str,
         path: &ObjectPath,
         bfd: &std::os::fd::OwnedFd,
         vdir: &VersionDir,
         id: &str,
     ) -> StoreResult<()> {
-        let parent = fsutil::open_parent_nofollow(bfd.as_fd(), &path.rel, false)?;
-        let name = file_name(path);
-        match fsutil::link_at(parent.as_fd(), name, vdir.fd(), Path::new(id)) {
+        let slot = self.locate(bucket, bfd, path, false)?;
+        let (dir, name) = (slot.dir.as_fd(), slot.name.as_path());
+        match fsutil::link_at(dir, name, vdir.fd(), Path::new(id)) {
             Ok(()) => {}
             Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
                 // A link left by a crash before the rename that would have replaced the current
                 // file: make it this file again.
                 fsutil::unlink_at(vdir.fd(), Path::new(id))?;
-                fsutil::link_at(parent.as_fd(), name, vdir.fd(), Path::new(id))?;
+                fsutil::link_at(dir, name, vdir.fd(), Path::new(id))?;
             }
             Err(e) => return Err(e.into()),
         }
@@ -311,10 +317,10 @@ impl Store {
         path: &ObjectPath,
         bfd: &std::os::fd::OwnedFd,
     ) -> StoreResult<()> {
-        let parent = fsutil::open_parent_nofollow(bfd.as_fd(), &path.rel, false)?;
-        fsutil::unlink_at(parent.as_fd(), file_name(path))?;
-        fsutil::fsync_dir(parent.as_fd())?;
-        self.prune_empty_parents(bucket, bfd, &path.rel);
+        let slot = self.locate(bucket, bfd, path, false)?;
+        fsutil::unlink_at(slot.dir.as_fd(), &slot.name)?;
+        fsutil::fsync_dir(slot.dir.as_fd())?;
+        self.prune_empty_parents(bucket, bfd, &slot.rel);
         Ok(())
     }
 
@@ -329,9 +335,7 @@ impl Store {
         mode: super::Commit,
         state: Versioning,
     ) -> StoreResult<()> {
-        let vdir = self
-            .lock_versions(bucket, &path.rel, true)?
-            .expect("created");
+        let vdir = self.lock_versions(bucket, path, true)?.expect("created");
         if let Some(cur) = self.current(bucket, path)? {
             if mode == super::Commit::CreateOnly {
                 return Err(StoreError::Exists);
@@ -341,10 +345,10 @@ impl Store {
             if replaced {
                 check_unlocked(&cur.meta)?;
             } else {
-                self.keep_current(path, bfd, &vdir, &id)?;
+                self.keep_current(bucket, path, bfd, &vdir, &id)?;
             }
         }
-        self.place(bfd, &mut tmp, path, mode)?;
+        self.place(bfd, &mut tmp, bucket, path, mode)?;
         if state == Versioning::Suspended {
             // The new null version replaces a kept one.
             match fsutil::unlink_at(vdir.fd(), Path::new(NULL_VERSION)) {
@@ -384,16 +388,14 @@ impl Store {
         state: Versioning,
     ) -> StoreResult<Deleted> {
         let bfd = self.bucket_fd(bucket)?;
-        let vdir = self
-            .lock_versions(bucket, &path.rel, true)?
-            .expect("created");
+        let vdir = self.lock_versions(bucket, path, true)?.expect("created");
         let mut current_gone = false;
         if let Some(cur) = self.current(bucket, path)? {
             let id = version_of(&cur.meta).to_owned();
             if state == Versioning::Suspended && id == NULL_VERSION {
                 check_unlocked(&cur.meta)?;
             } else {
-                self.keep_current(path, &bfd, &vdir, &id)?;
+                self.keep_current(bucket, path, &bfd, &vdir, &id)?;
             }
             self.unlink_current(bucket, path, &bfd)?;
             current_gone = true;
@@ -439,7 +441,22 @@ impl Store {
         }
         let bfd = self.bucket_fd(bucket)?;
         let versioned = self.versioning(bucket)? != Versioning::Off;
-        let vdir = self.lock_versions(bucket, &path.rel, versioned)?;
+        if path.is_folder_marker {
+            // Folder markers are not versioned: their one version is the null version.
+            let mut deleted = Deleted {
+                version_id: versioned.then(|| id.to_owned()),
+                ..Default::default()
+            };
+            if id == NULL_VERSION
+                && let Some(cur) = self.current(bucket, path)?
+            {
+                check_deletable(&cur.meta, bypass_governance)?;
+                self.delete_object(bucket, path)?;
+                deleted.current_gone = true;
+            }
+            return Ok(deleted);
+        }
+        let vdir = self.lock_versions(bucket, path, versioned)?;
         let current = self.current(bucket, path)?;
         // An unversioned bucket answers no version id, even for `null`.
         let mut deleted = Deleted {
@@ -453,7 +470,7 @@ impl Store {
             self.unlink_current(bucket, path, &bfd)?;
             deleted.current_gone = true;
             if let Some(vdir) = &vdir {
-                deleted.promoted = self.promote_latest(&bfd, path, vdir)?;
+                deleted.promoted = self.promote_latest(bucket, &bfd, path, vdir)?;
             }
             return Ok(deleted);
         }
@@ -472,7 +489,7 @@ impl Store {
         fsutil::unlink_at(vdir.fd(), Path::new(id))?;
         fsutil::fsync_dir(vdir.fd())?;
         if current.is_none() {
-            deleted.promoted = self.promote_latest(&bfd, path, &vdir)?;
+            deleted.promoted = self.promote_latest(bucket, &bfd, path, &vdir)?;
         }
         Ok(deleted)
     }
@@ -480,6 +497,7 @@ impl Store {
     /// Moves the newest kept version back into place when it is an object (not a marker).
     fn promote_latest(
         &self,
+        bucket: &str,
         bfd: &std::os::fd::OwnedFd,
         path: &ObjectPath,
         vdir: &VersionDir,
@@ -491,14 +509,14 @@ impl Store {
         if newest.meta.delete_marker {
             return Ok(None);
         }
-        let parent = fsutil::open_parent_nofollow(bfd.as_fd(), &path.rel, true)?;
+        let slot = self.locate(bucket, bfd, path, true)?;
         fsutil::rename_at(
             vdir.fd(),
             Path::new(&newest.id),
-            parent.as_fd(),
-            file_name(path),
+            slot.dir.as_fd(),
+            &slot.name,
         )?;
-        fsutil::fsync_dir(parent.as_fd())?;
+        fsutil::fsync_dir(slot.dir.as_fd())?;
         fsutil::fsync_dir(vdir.fd())?;
         Ok(Some(newest.meta))
     }
@@ -531,7 +549,7 @@ impl Store {
         {
             return Ok(Found::Object(cur));
         }
-        let vpath = self.version_dir_path(bucket, &path.rel).join(id);
+        let vpath = self.version_dir_path(bucket, path).join(id);
         let file = match File::open(&vpath) {
             Ok(f) => f,
             Err(e) if e.kind() == io::ErrorKind::NotFound => {
@@ -570,7 +588,7 @@ impl Store {
     /// The id of the key's newest kept version when it is a delete marker and there is no
     /// current file.
     fn latest_marker(&self, bucket: &str, path: &ObjectPath) -> StoreResult<Option<String>> {
-        let Ok(dir) = File::open(self.version_dir_path(bucket, &path.rel)) else {
+        let Ok(dir) = File::open(self.version_dir_path(bucket, path)) else {
             return Ok(None);
         };
         Ok(self
@@ -593,7 +611,7 @@ impl Store {
         change: impl FnOnce(&mut ObjectMeta) -> StoreResult<()>,
     ) -> StoreResult<ObjectMeta> {
         let versioned = !path.is_folder_marker && self.versioning(bucket)? != Versioning::Off;
-        let _vdir = self.lock_versions(bucket, &path.rel, versioned)?;
+        let _vdir = self.lock_versions(bucket, path, versioned)?;
         let (file, mut meta) = match self.open_version(bucket, path, version)? {
             Found::Object(h) => (h.file, h.meta),
             Found::DeleteMarker { .. } => return Err(StoreError::IsDeleteMarker),
@@ -625,8 +643,10 @@ impl Store {
             pending: VecDeque::new(),
         };
         // The walkers start strictly after `from`; `from` itself is looked up directly.
-        if let Some(key) = from.filter(|k| k.starts_with(prefix)) {
-            let vdir = self.version_dir_path(bucket, Path::new(key));
+        if let Some(key) = from.filter(|k| k.starts_with(prefix))
+            && let Ok(path) = parse_key(key)
+        {
+            let vdir = self.version_dir_path(bucket, &path);
             walk.load_key(key, vdir.is_dir().then_some(vdir))?;
         }
         Ok(walk)
@@ -721,7 +741,7 @@ impl Store {
         bfd: &std::os::fd::OwnedFd,
         path: &ObjectPath,
     ) -> StoreResult<bool> {
-        let Some(vdir) = self.lock_versions(bucket, &path.rel, false)? else {
+        let Some(vdir) = self.lock_versions(bucket, path, false)? else {
             return Ok(false);
         };
         let current = self.current(bucket, path)?;
@@ -738,7 +758,7 @@ impl Store {
             if repaired {
                 fsutil::fsync_dir(vdir.fd())?;
             }
-        } else if self.promote_latest(bfd, path, &vdir)?.is_some() {
+        } else if self.promote_latest(bucket, bfd, path, &vdir)?.is_some() {
             repaired = true;
         }
         Ok(repaired)
@@ -1001,14 +1021,6 @@ fn time_of(mtime_ns: i128) -> SystemTime {
     SystemTime::UNIX_EPOCH + std::time::Duration::from_nanos(mtime_ns.max(0) as u64)
 }
 
-fn file_name(path: &ObjectPath) -> &Path {
-    Path::new(
-        path.rel
-            .file_name()
-            .expect("validated keys have a file name"),
-    )
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1042,7 +1054,7 @@ mod tests {
         let v1 = put(&s, "a/k", b"one").version_id.unwrap();
         let v2 = put(&s, "a/k", b"two").version_id.unwrap();
         let path = parse_key("a/k").unwrap();
-        let vdir = s.version_dir_path("bkt", &path.rel);
+        let vdir = s.version_dir_path("bkt", &path);
         let current = dir.path().join("bkt/a/k");
 
         // A crash after the link and before the rename: the current file is also kept.

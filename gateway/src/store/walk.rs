@@ -6,6 +6,11 @@
 //! that), which makes the depth-first order the byte order of the keys: `a-c` < `a.txt` < `a/`
 //! < `a/b`.
 //!
+//! A folder `a` may also hold the object `a` (see `store::layout`): its key sorts as `a`, before
+//! `a!x` and `a/`, so each subfolder is also entered in its folder's names as `a` followed by a
+//! NUL ([`IN_FOLDER`]; no key has one), which sorts right there, and is looked up when the walk
+//! reaches it. A folder marker's bytes are returned where its marker is (`a/`).
+//!
 //! Folders are read through descriptors opened without following symlinks, so a symlink inside a
 //! bucket never leads a listing outside it; symlinks and other special files are not listed.
 
@@ -19,7 +24,9 @@ use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
 
 use super::fsutil::{self, FileType};
-use super::keys::{BUCKET_TMP_PREFIX, MAX_KEY_LEN, parse_key};
+use super::keys::{
+    BUCKET_TMP_PREFIX, MARKER_BYTES, MAX_KEY_LEN, OBJECT_IN_FOLDER, is_reserved_segment, parse_key,
+};
 use super::meta::{FileId, FileStamp};
 use super::{EMPTY_MD5, Store};
 use crate::store::{StoreError, StoreResult};
@@ -47,9 +54,20 @@ pub struct Entry {
 }
 
 impl Entry {
-    /// True for a folder marker (a key ending in `/`, kept as a folder).
+    /// True for an empty folder marker (a key ending in `/`, kept as the folder itself: no
+    /// file, no bytes). A marker with bytes is a file entry.
     pub fn is_folder_marker(&self) -> bool {
         matches!(self.kind, EntryKind::Marker { .. })
+    }
+
+    /// The name of a file entry's file in its folder.
+    fn file_name(&self) -> &str {
+        match &self.kind {
+            EntryKind::File {
+                stored: Some(name), ..
+            } => name,
+            _ => self.key.rsplit('/').next().unwrap_or(&self.key),
+        }
     }
 }
 
@@ -64,8 +82,12 @@ pub struct FileStat {
 
 #[derive(Debug)]
 enum EntryKind {
-    /// A regular file in the folder `parent`.
-    File { parent: Rc<File> },
+    /// A regular file in the folder `parent`: named as the key's last segment, or a reserved
+    /// name (`stored`) inside the folder of the key's name.
+    File {
+        parent: Rc<File>,
+        stored: Option<&'static str>,
+    },
     /// A folder with folder-marker metadata; its details were read when the walk entered it.
     Marker { modified: SystemTime, etag: String },
 }
@@ -101,6 +123,15 @@ enum Names {
         /// Names must sort after this, or be a folder holding it.
         after: Option<String>,
     },
+}
+
+/// Appended to a subfolder's name for the key of the same name, which the folder may hold
+/// (see the module doc).
+const IN_FOLDER: char = '\0';
+
+/// A name as its key segment: without [`IN_FOLDER`].
+fn bare(name: &str) -> &str {
+    name.strip_suffix(IN_FOLDER).unwrap_or(name)
 }
 
 /// Names put in order at a time at first; later rounds double.
@@ -145,7 +176,7 @@ impl Names {
                 *pos += 1;
                 let is_dir = name.ends_with('/');
                 if let Some(p) = prefix.as_deref()
-                    && !(name.starts_with(p) || (is_dir && p.starts_with(name.as_str())))
+                    && !(bare(name).starts_with(p) || (is_dir && p.starts_with(name.as_str())))
                 {
                     if name.as_str() > p {
                         // Sorted: nothing later starts with the prefix either.
@@ -155,7 +186,7 @@ impl Names {
                     continue;
                 }
                 if let Some(a) = after.as_deref()
-                    && !(name.as_str() > a || (is_dir && a.starts_with(name.as_str())))
+                    && !(bare(name) > a || (is_dir && a.starts_with(name.as_str())))
                 {
                     continue;
                 }
@@ -283,7 +314,7 @@ impl<'a> Walker<'a> {
             }
         }
         if !start.is_empty() {
-            walker.pending = walker.marker_entry(&dir, start);
+            walker.pending = walker.marker_entry(&dir, start)?;
         }
         walker.push_frame(dir, start.to_owned())?;
         Ok(walker)
@@ -302,15 +333,32 @@ impl<'a> Walker<'a> {
                 self.stack.pop();
                 continue;
             };
-            let key = format!("{}{}", top.key, name);
+            let key = format!("{}{}", top.key, bare(&name));
             let parent = Rc::clone(&top.dir);
             if self.skip.as_deref().is_some_and(|s| key.starts_with(s)) {
                 continue;
             }
+            if name.ends_with(IN_FOLDER) {
+                match object_in_folder(&parent, bare(&name))? {
+                    Some(folder) => {
+                        return Ok(Some(Entry {
+                            key,
+                            kind: EntryKind::File {
+                                parent: Rc::new(folder),
+                                stored: Some(OBJECT_IN_FOLDER),
+                            },
+                        }));
+                    }
+                    None => continue,
+                }
+            }
             let Some(dir_name) = name.strip_suffix('/') else {
                 return Ok(Some(Entry {
                     key,
-                    kind: EntryKind::File { parent },
+                    kind: EntryKind::File {
+                        parent,
+                        stored: None,
+                    },
                 }));
             };
             let sub = match fsutil::open_subdir_nofollow(parent.as_fd(), dir_name) {
@@ -319,7 +367,7 @@ impl<'a> Walker<'a> {
                 Err(e) if is_skippable(&e) => continue,
                 Err(e) => return Err(e.into()),
             };
-            let marker = self.marker_entry(&sub, &key);
+            let marker = self.marker_entry(&sub, &key)?;
             match self.push_frame(sub, key) {
                 Ok(()) => {}
                 Err(e) if is_skippable(&e) => continue,
@@ -347,10 +395,10 @@ impl<'a> Walker<'a> {
     /// compares them with its rows); `None` for folder markers and for files that vanished or
     /// are no longer regular files.
     pub fn stat(&self, entry: &Entry) -> StoreResult<Option<FileStat>> {
-        let EntryKind::File { parent } = &entry.kind else {
+        let EntryKind::File { parent, .. } = &entry.kind else {
             return Ok(None);
         };
-        let name = entry.key.rsplit('/').next().unwrap_or(&entry.key);
+        let name = entry.file_name();
         match fsutil::statx_at(parent.as_fd(), name) {
             Ok(st) if fsutil::statx_type(&st) == FileType::RegularFile => Ok(Some(FileStat {
                 size: st.stx_size,
@@ -377,9 +425,9 @@ impl<'a> Walker<'a> {
                     etag: etag.clone(),
                 }));
             }
-            EntryKind::File { parent } => parent,
+            EntryKind::File { parent, .. } => parent,
         };
-        let name = entry.key.rsplit('/').next().unwrap_or(&entry.key);
+        let name = entry.file_name();
         // Usually one `statx` per key: a file whose version was seen before (a repeated
         // listing, a GET) has its ETag in the store's cache, with no open and no xattr read.
         if let Ok(st) = fsutil::statx_at(parent.as_fd(), name)
@@ -407,9 +455,11 @@ impl<'a> Walker<'a> {
         if !md.is_file() {
             return Ok(None);
         }
-        if let Some(meta) =
-            self.store
-                .recorded_meta(&file, &md, &self.bucket, Path::new(&entry.key))
+        let rel = Path::new(entry.key.trim_end_matches('/'));
+        let folder = entry.key.ends_with('/');
+        if let Some(meta) = self
+            .store
+            .recorded_meta(&file, &md, &self.bucket, rel, folder)
         {
             let modified = md.modified().unwrap_or(SystemTime::UNIX_EPOCH);
             return Ok(Some(ObjectInfo {
@@ -435,31 +485,46 @@ impl<'a> Walker<'a> {
     }
 
     /// The folder-marker entry for the folder `dir` with key `key` (`a/b/`), if it is one and in
-    /// range.
-    fn marker_entry(&self, dir: &File, key: &str) -> Option<Entry> {
+    /// range: its bytes file, or (for an empty marker) the folder itself.
+    fn marker_entry(&self, dir: &Rc<File>, key: &str) -> StoreResult<Option<Entry>> {
         if !key.starts_with(&self.prefix)
             || key.len() > MAX_KEY_LEN
             || self.after.as_deref().is_some_and(|a| key <= a)
             || self.skip.as_deref().is_some_and(|s| key.starts_with(s))
         {
-            return None;
+            return Ok(None);
+        }
+        match fsutil::statx_at(dir.as_fd(), MARKER_BYTES) {
+            Ok(st) if fsutil::statx_type(&st) == FileType::RegularFile => {
+                return Ok(Some(Entry {
+                    key: key.to_owned(),
+                    kind: EntryKind::File {
+                        parent: Rc::clone(dir),
+                        stored: Some(MARKER_BYTES),
+                    },
+                }));
+            }
+            Ok(_) => {}
+            Err(e) if is_skippable(&e) => {}
+            Err(e) => return Err(e.into()),
         }
         let rel = Path::new(key.trim_end_matches('/'));
-        let meta = self.store.meta_store().read(dir, &self.bucket, rel, true)?;
-        let modified = dir
-            .metadata()
-            .ok()?
-            .modified()
-            .unwrap_or(SystemTime::UNIX_EPOCH);
+        let Some(meta) = self.store.meta_store().read(dir, &self.bucket, rel, true) else {
+            return Ok(None);
+        };
+        let Ok(md) = dir.metadata() else {
+            return Ok(None);
+        };
+        let modified = md.modified().unwrap_or(SystemTime::UNIX_EPOCH);
         let etag = if meta.etag.is_empty() {
             EMPTY_MD5.to_owned()
         } else {
             meta.etag
         };
-        Some(Entry {
+        Ok(Some(Entry {
             key: key.to_owned(),
             kind: EntryKind::Marker { modified, etag },
-        })
+        }))
     }
 
     /// Reads the folder `dir` (key prefix `key`), keeping only names that can hold keys in range.
@@ -476,10 +541,11 @@ impl<'a> Walker<'a> {
             .and_then(|a| a.strip_prefix(key.as_str()));
         let in_range = |name: &str| {
             let is_dir = name.ends_with('/');
-            let in_prefix =
-                prefix_rest.is_none_or(|p| name.starts_with(p) || (is_dir && p.starts_with(name)));
+            let in_prefix = prefix_rest
+                .is_none_or(|p| bare(name).starts_with(p) || (is_dir && p.starts_with(name)));
             // A folder before the start position may still hold keys after it (`a/` < `a/b`).
-            let in_range = after_rest.is_none_or(|a| name > a || (is_dir && a.starts_with(name)));
+            let in_range =
+                after_rest.is_none_or(|a| bare(name) > a || (is_dir && a.starts_with(name)));
             in_prefix && in_range
         };
         let before = dir.metadata()?;
@@ -495,6 +561,9 @@ impl<'a> Walker<'a> {
                 let mut names = Vec::new();
                 fsutil::read_dir(dir.as_fd(), |raw, kind| {
                     if let Some(name) = entry_name(&key, raw, kind) {
+                        if kind == FileType::Directory {
+                            names.push(format!("{}{IN_FOLDER}", bare_dir(&name)));
+                        }
                         names.push(name);
                     }
                 })?;
@@ -569,6 +638,28 @@ fn entry_name(key: &str, raw: &[u8], kind: FileType) -> Option<String> {
     (key.len() + name.len() <= MAX_KEY_LEN).then_some(name)
 }
 
+/// A folder's walk name without its trailing `/`.
+fn bare_dir(name: &str) -> &str {
+    name.strip_suffix('/').unwrap_or(name)
+}
+
+/// The folder `name` in `parent` when it holds the object of its own name (see
+/// `store::layout`), opened for reading that file; one `statx` when it does not.
+fn object_in_folder(parent: &File, name: &str) -> StoreResult<Option<File>> {
+    match fsutil::statx_at(parent.as_fd(), &format!("{name}/{OBJECT_IN_FOLDER}")) {
+        Ok(st) if fsutil::statx_type(&st) == FileType::RegularFile => {}
+        Ok(_) => return Ok(None),
+        Err(e) if is_skippable(&e) => return Ok(None),
+        Err(e) => return Err(e.into()),
+    }
+    // Opened without following a symlink: what is listed is what a GET reads.
+    match fsutil::open_subdir_nofollow(parent.as_fd(), name) {
+        Ok(dir) => Ok(Some(dir)),
+        Err(e) if is_skippable(&e) => Ok(None),
+        Err(e) => Err(e.into()),
+    }
+}
+
 /// True when a folder last changed well before `read_at` (see [`DIR_CACHE_SETTLE`]).
 fn settled(md: &std::fs::Metadata, read_at: SystemTime) -> bool {
     use std::os::unix::fs::MetadataExt;
@@ -640,7 +731,7 @@ fn may_hold_keys_after(dir_key: &str, after: &str) -> bool {
 
 /// A name that can be one segment of a key (see `keys::parse_key`).
 fn is_key_segment(name: &str) -> bool {
-    !name.is_empty() && name != "." && name != ".." && !name.starts_with(BUCKET_TMP_PREFIX)
+    !name.is_empty() && name != "." && name != ".." && !is_reserved_segment(name)
 }
 
 /// Errors that mean "nothing to list here" rather than a failing listing: the entry vanished, was
@@ -795,6 +886,60 @@ pub(crate) mod tests {
                 );
             }
         }
+    }
+
+    #[test]
+    fn keys_that_are_also_folders_sort_as_keys() {
+        let t = TempData::new();
+        let put = |key: &str, body: &[u8]| {
+            t.store
+                .commit_bytes(
+                    body,
+                    "bkt",
+                    &parse_key(key).unwrap(),
+                    ObjectMeta::default(),
+                    Commit::Replace,
+                )
+                .unwrap();
+        };
+        // Written so that each of `a`, `a/b` and `m/` ends up inside a folder of its name.
+        let keys = [
+            "a", "a/b", "a/b/c", "a!x", "a0", "a.txt", "m/", "m/x", "m!", "n/o", "n",
+        ];
+        for k in keys {
+            put(k, k.as_bytes());
+        }
+        assert!(t.root.join("bkt/a/.nebula-object").is_file());
+        assert!(t.root.join("bkt/a/b/.nebula-object").is_file());
+        assert!(t.root.join("bkt/m/.nebula-folder").is_file());
+        assert!(t.root.join("bkt/n/.nebula-object").is_file());
+        let all = sorted(&keys);
+        assert_eq!(t.walk("", None), all);
+        let probes = [
+            "", "a", "a!", "a/", "a/b", "a/b/", "a0", "m", "m/", "m/x", "n", "n/", "z", "a\0",
+        ];
+        for prefix in probes {
+            for after in probes.iter().map(|a| Some(*a)).chain([None]) {
+                let want: Vec<String> = all
+                    .iter()
+                    .filter(|k| k.starts_with(prefix) && after.is_none_or(|a| k.as_str() > a))
+                    .cloned()
+                    .collect();
+                assert_eq!(
+                    t.walk(prefix, after),
+                    want,
+                    "prefix {prefix:?} after {after:?}"
+                );
+            }
+        }
+        // Sizes come from the reserved files.
+        let mut w = Walker::new(&t.store, "bkt", "m/", None).unwrap();
+        let e = w.next_entry().unwrap().unwrap();
+        assert_eq!(
+            (e.key.as_str(), w.info(&e).unwrap().unwrap().size),
+            ("m/", 2)
+        );
+        assert_eq!(w.stat(&e).unwrap().unwrap().size, 2);
     }
 
     #[test]

@@ -6,7 +6,6 @@
 use std::collections::BTreeMap;
 use std::fs::File;
 use std::io;
-use std::os::fd::AsFd;
 use std::os::unix::fs::MetadataExt;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -156,14 +155,9 @@ impl Store {
         let bucket = assembly.record.bucket.as_str();
         // Fail `If-None-Match: *` before the copy rather than after it; the commit still
         // decides atomically should the key appear meanwhile.
-        if mode == Commit::CreateOnly && !path.is_folder_marker {
-            let bfd = self.bucket_fd(bucket)?;
-            if fsutil::open_beneath(bfd.as_fd(), &path.rel)
-                .and_then(|f| f.metadata())
-                .is_ok_and(|m| m.is_file())
-            {
-                return Err(StoreError::Exists);
-            }
+        if mode == Commit::CreateOnly && !path.is_folder_marker && self.object_exists(bucket, path)
+        {
+            return Err(StoreError::Exists);
         }
         let meta = if let Some(file) = self.assembly_in_place(&assembly)? {
             let dir = Arc::new(fsutil::open_dir(&assembly.dir)?);
