@@ -10,9 +10,13 @@ import os
 import time
 import urllib.parse
 import urllib.request
+import zlib
 
 import pytest
+from boto3.exceptions import S3UploadFailedError
+from boto3.s3.transfer import TransferConfig
 from botocore.exceptions import ClientError
+from botocore.httpchecksum import StreamingChecksumBody
 
 from conftest import AWS_BIN, new_bucket_name, run
 from nebula_helpers import object_path, parse_list, xml_error_code
@@ -148,6 +152,25 @@ def test_repeated_complete_multipart_answers_the_same_result(s3, cbucket):
     ) == (404, "NoSuchUpload")
 
 
+def test_repeated_complete_multipart_answers_the_same_version_id(s3):
+    """Before: the retry in a versioning-Suspended bucket lost the first answer's `null`."""
+    bucket = new_bucket_name("mpver")
+    s3.create_bucket(Bucket=bucket)
+    for state in ("Enabled", "Suspended"):
+        s3.put_bucket_versioning(Bucket=bucket, VersioningConfiguration={"Status": state})
+        key = f"{state}.bin"
+        up = s3.create_multipart_upload(Bucket=bucket, Key=key)["UploadId"]
+        etag = s3.upload_part(Bucket=bucket, Key=key, UploadId=up, PartNumber=1, Body=b"v" * 10)["ETag"]
+        parts = {"Parts": [{"PartNumber": 1, "ETag": etag}]}
+        done = s3.complete_multipart_upload(Bucket=bucket, Key=key, UploadId=up, MultipartUpload=parts)
+        again = s3.complete_multipart_upload(Bucket=bucket, Key=key, UploadId=up, MultipartUpload=parts)
+        assert again.get("VersionId") == done.get("VersionId") == s3.head_object(Bucket=bucket, Key=key)["VersionId"]
+        if state == "Suspended":
+            assert done["VersionId"] == "null"
+        else:
+            assert done["VersionId"] not in (None, "null")
+
+
 def test_reuploaded_part_number_takes_the_last_upload(s3, cbucket):
     """UploadPart of a part number already uploaded replaces it (already right before)."""
     key = "retry/reupload.bin"
@@ -274,6 +297,9 @@ def test_get_and_head_object_part_number(raw, s3, cbucket):
         assert got["ContentRange"] == f"bytes {offset}-{offset + len(body) - 1}/{total}"
         head = s3.head_object(Bucket=cbucket, Key="parts/obj.bin", PartNumber=n)
         assert head["ContentLength"] == len(body) and head["PartsCount"] == 3
+        # Before: HEAD answered 200 (s3s dropped the status).
+        assert head["ResponseMetadata"]["HTTPStatusCode"] == 206
+        assert head["ContentRange"] == got["ContentRange"]
         offset += len(body)
     assert error_of(lambda: s3.get_object(Bucket=cbucket, Key="parts/obj.bin", PartNumber=4)) == (
         416,
@@ -281,6 +307,11 @@ def test_get_and_head_object_part_number(raw, s3, cbucket):
     )
     r = raw.get(cbucket, "parts/obj.bin", query=[("partNumber", "1")], headers={"range": "bytes=0-1"})
     assert r.status == 400 and r.code == "InvalidRequest", r
+    ranged = s3.head_object(Bucket=cbucket, Key="parts/obj.bin", Range="bytes=10-19")
+    assert ranged["ResponseMetadata"]["HTTPStatusCode"] == 206
+    assert ranged["ContentRange"] == f"bytes 10-19/{total}" and ranged["ContentLength"] == 10
+    whole = s3.head_object(Bucket=cbucket, Key="parts/obj.bin")
+    assert whole["ResponseMetadata"]["HTTPStatusCode"] == 200 and "ContentRange" not in whole
     # An object not made of parts is its own part 1.
     s3.put_object(Bucket=cbucket, Key="parts/plain.txt", Body=b"plain")
     whole = s3.get_object(Bucket=cbucket, Key="parts/plain.txt", PartNumber=1)
@@ -323,3 +354,179 @@ def test_get_object_attributes(gw, s3, cbucket):
     assert error_of(
         lambda: s3.get_object_attributes(Bucket=cbucket, Key="attrs/none", ObjectAttributes=["ETag"])
     ) == (404, "NoSuchKey")
+
+
+def _reflected_crc(poly: int, bits: int):
+    """A table-driven reflected CRC (init and final XOR all ones), as CRC32C and CRC64NVME are:
+    botocore computes those only with awscrt, which the suite does not install."""
+    mask = (1 << bits) - 1
+    table = []
+    for i in range(256):
+        c = i
+        for _ in range(8):
+            c = (c >> 1) ^ poly if c & 1 else c >> 1
+        table.append(c)
+
+    def crc(data: bytes) -> int:
+        c = mask
+        for b in data:
+            c = table[(c ^ b) & 0xFF] ^ (c >> 8)
+        return c ^ mask
+
+    return crc
+
+
+CRCS = {
+    "CRC32": (zlib.crc32, 4),
+    "CRC32C": (_reflected_crc(0x82F63B78, 32), 4),
+    "CRC64NVME": (_reflected_crc(0x9A6C9329AC4BC9B5, 64), 8),
+}
+
+
+def crc_b64(algo: str, data: bytes) -> str:
+    crc, width = CRCS[algo]
+    return base64.b64encode(crc(data).to_bytes(width, "big")).decode()
+
+
+def test_crc_helpers_match_the_catalogue():
+    assert [CRCS[a][0](b"123456789") for a in CRCS] == [0xCBF43926, 0xE3069283, 0xAE8B14860A799888]
+
+
+@pytest.fixture(scope="module")
+def mp_data():
+    return [os.urandom(5 << 20), os.urandom(1000)]
+
+
+@pytest.fixture(scope="module")
+def bare_s3(gw):
+    """A client sending only the checksums a test gives: the gateway computes the parts'."""
+    return gw.boto3_client(signature_version="s3v4", request_checksum_calculation="when_required")
+
+
+def _upload_parts(s3, bucket, key, data, **create):
+    out = s3.create_multipart_upload(Bucket=bucket, Key=key, **create)
+    up = out["UploadId"]
+    parts = []
+    for n, body in enumerate(data, 1):
+        r = s3.upload_part(Bucket=bucket, Key=key, UploadId=up, PartNumber=n, Body=body)
+        part = {"PartNumber": n, "ETag": r["ETag"]}
+        part.update({k: v for k, v in r.items() if k.startswith("Checksum")})
+        parts.append(part)
+    return out, up, parts
+
+
+@pytest.mark.parametrize("algo", ["CRC32", "CRC32C"])
+def test_composite_multipart_checksum(bare_s3, cbucket, mp_data, algo):
+    s3, key = bare_s3, f"composite/{algo}.bin"
+    created, up, parts = _upload_parts(s3, cbucket, key, mp_data, ChecksumAlgorithm=algo, ChecksumType="COMPOSITE")
+    assert created["ChecksumType"] == "COMPOSITE" and created["ChecksumAlgorithm"] == algo
+    field = f"Checksum{algo}"
+    assert [p[field] for p in parts] == [crc_b64(algo, b) for b in mp_data]
+    listed = s3.list_parts(Bucket=cbucket, Key=key, UploadId=up)
+    assert listed["ChecksumType"] == "COMPOSITE" and listed["ChecksumAlgorithm"] == algo
+    done = s3.complete_multipart_upload(Bucket=cbucket, Key=key, UploadId=up, MultipartUpload={"Parts": parts})
+    of_parts = b"".join(base64.b64decode(p[field]) for p in parts)
+    expected = f"{crc_b64(algo, of_parts)}-2"
+    assert done[field] == expected and done["ChecksumType"] == "COMPOSITE"
+    head = s3.head_object(Bucket=cbucket, Key=key, ChecksumMode="ENABLED")
+    assert head[field] == expected and head["ChecksumType"] == "COMPOSITE"
+    attrs = s3.get_object_attributes(Bucket=cbucket, Key=key, ObjectAttributes=["Checksum"])
+    assert attrs["Checksum"] == {field: expected, "ChecksumType": "COMPOSITE"}
+
+
+@pytest.mark.parametrize("algo", ["CRC32", "CRC32C", "CRC64NVME"])
+def test_full_object_multipart_checksum(bare_s3, cbucket, mp_data, algo):
+    """Before: FULL_OBJECT uploads got no checksum at all, and a whole-object value sent to
+    CompleteMultipartUpload was not checked."""
+    s3, key = bare_s3, f"full/{algo}.bin"
+    created, up, parts = _upload_parts(s3, cbucket, key, mp_data, ChecksumAlgorithm=algo, ChecksumType="FULL_OBJECT")
+    assert created["ChecksumType"] == "FULL_OBJECT"
+    assert s3.list_parts(Bucket=cbucket, Key=key, UploadId=up)["ChecksumType"] == "FULL_OBJECT"
+    field = f"Checksum{algo}"
+    whole = b"".join(mp_data)
+    expected = crc_b64(algo, whole)
+    wrong = crc_b64(algo, whole + b"x")
+
+    def complete(value, **kw):
+        return s3.complete_multipart_upload(
+            Bucket=cbucket, Key=key, UploadId=up, MultipartUpload={"Parts": parts}, **{field: value}, **kw
+        )
+
+    assert error_of(lambda: complete(wrong, ChecksumType="FULL_OBJECT")) == (400, "BadDigest")
+    assert error_of(lambda: complete(expected, ChecksumType="COMPOSITE")) == (400, "InvalidRequest")
+    # The refused completions left the upload as it was.
+    done = complete(expected, ChecksumType="FULL_OBJECT")
+    assert done[field] == expected and done["ChecksumType"] == "FULL_OBJECT"
+    head = s3.head_object(Bucket=cbucket, Key=key, ChecksumMode="ENABLED")
+    assert head[field] == expected and head["ChecksumType"] == "FULL_OBJECT"
+    got = s3.get_object(Bucket=cbucket, Key=key, ChecksumMode="ENABLED")
+    assert got[field] == expected and got["ChecksumType"] == "FULL_OBJECT"
+    assert got["Body"].read() == whole
+    attrs = s3.get_object_attributes(Bucket=cbucket, Key=key, ObjectAttributes=["Checksum"])
+    assert attrs["Checksum"] == {field: expected, "ChecksumType": "FULL_OBJECT"}
+
+
+def test_full_object_checksum_by_boto3_upload_with_a_precomputed_crc(s3, cbucket, mp_data, tmp_path):
+    """s3transfer sends a given ChecksumCRC32 as the FULL_OBJECT checksum of a multipart upload;
+    botocore checks the GET body against the CRC32 answered."""
+    whole = b"".join(mp_data)
+    f = tmp_path / "big.bin"
+    f.write_bytes(whole)
+    config = TransferConfig(multipart_threshold=5 << 20, multipart_chunksize=5 << 20)
+    value = crc_b64("CRC32", whole)
+    s3.upload_file(str(f), cbucket, "full/boto3.bin", ExtraArgs={"ChecksumCRC32": value}, Config=config)
+    head = s3.head_object(Bucket=cbucket, Key="full/boto3.bin", ChecksumMode="ENABLED")
+    assert head["ChecksumCRC32"] == value and head["ChecksumType"] == "FULL_OBJECT"
+    assert head["ETag"].endswith('-2"')
+    got = s3.get_object(Bucket=cbucket, Key="full/boto3.bin", ChecksumMode="ENABLED")
+    # botocore checks the body against the CRC32 as it is read (and raises on a mismatch).
+    assert isinstance(got["Body"], StreamingChecksumBody)
+    assert got["Body"].read() == whole
+    bad = crc_b64("CRC32", b"other")
+    with pytest.raises(S3UploadFailedError) as e:
+        s3.upload_file(str(f), cbucket, "full/boto3-bad.bin", ExtraArgs={"ChecksumCRC32": bad}, Config=config)
+    assert "BadDigest" in str(e.value)
+    assert error_of(lambda: s3.head_object(Bucket=cbucket, Key="full/boto3-bad.bin"))[0] == 404
+
+
+def test_checksum_types_s3_refuses_at_create(s3, cbucket):
+    for algo, kind in (("SHA256", "FULL_OBJECT"), ("SHA1", "FULL_OBJECT"), ("CRC64NVME", "COMPOSITE")):
+        assert error_of(
+            lambda: s3.create_multipart_upload(Bucket=cbucket, Key="refused", ChecksumAlgorithm=algo, ChecksumType=kind)
+        ) == (400, "InvalidRequest"), (algo, kind)
+    assert error_of(lambda: s3.create_multipart_upload(Bucket=cbucket, Key="refused", ChecksumType="FULL_OBJECT")) == (
+        400,
+        "InvalidRequest",
+    )
+    # CRC64NVME is FULL_OBJECT by default, the others COMPOSITE.
+    assert s3.create_multipart_upload(Bucket=cbucket, Key="d", ChecksumAlgorithm="CRC64NVME")["ChecksumType"] == (
+        "FULL_OBJECT"
+    )
+    assert s3.create_multipart_upload(Bucket=cbucket, Key="d", ChecksumAlgorithm="SHA256")["ChecksumType"] == "COMPOSITE"
+
+
+def test_composite_crc32c_multipart_with_the_aws_cli(gw, cbucket, mp_data, tmp_path):
+    """The aws CLI computes CRC32C itself (with its bundled awscrt); its version predates
+    `--checksum-type`, so only COMPOSITE is shown with it."""
+    env = gw.client_env()
+    aws = [AWS_BIN, "--endpoint-url", gw.endpoint, "s3api"]
+    key = "composite/cli.bin"
+
+    def call(*args):
+        return json.loads(run([*aws, *args], env=env).stdout_text or "{}")
+
+    up = call("create-multipart-upload", "--bucket", cbucket, "--key", key, "--checksum-algorithm", "CRC32C")["UploadId"]
+    parts = []
+    for n, body in enumerate(mp_data, 1):
+        f = tmp_path / f"part{n}"
+        f.write_bytes(body)
+        r = call("upload-part", "--bucket", cbucket, "--key", key, "--upload-id", up, "--part-number", str(n),
+                 "--body", str(f), "--checksum-algorithm", "CRC32C")
+        assert r["ChecksumCRC32C"] == crc_b64("CRC32C", body)
+        parts.append({"PartNumber": n, "ETag": r["ETag"], "ChecksumCRC32C": r["ChecksumCRC32C"]})
+    done = call("complete-multipart-upload", "--bucket", cbucket, "--key", key, "--upload-id", up,
+                "--multipart-upload", json.dumps({"Parts": parts}))
+    of_parts = b"".join(base64.b64decode(p["ChecksumCRC32C"]) for p in parts)
+    assert done["ChecksumCRC32C"] == f"{crc_b64('CRC32C', of_parts)}-2"
+    head = call("head-object", "--bucket", cbucket, "--key", key, "--checksum-mode", "ENABLED")
+    assert head["ChecksumCRC32C"] == done["ChecksumCRC32C"]

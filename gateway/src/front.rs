@@ -423,6 +423,14 @@ impl Front {
                 r
             };
         }
+        // A HEAD of part of an object (`partNumber`, `Range`) is 206 as its GET; s3s 0.14.1
+        // builds HeadObject's answer with 200 and drops the status the handler set.
+        if method == http::Method::HEAD
+            && resp.status() == StatusCode::OK
+            && resp.headers().contains_key(http::header::CONTENT_RANGE)
+        {
+            *resp.status_mut() = StatusCode::PARTIAL_CONTENT;
+        }
         // Server-side failures stand out in `nebula logs --level warn`.
         macro_rules! request_line {
             ($level:expr) => {

@@ -145,7 +145,7 @@ pub(crate) async fn copy_object(
         checksum_crc64nvme: c.checksum_crc64nvme,
         checksum_sha1: c.checksum_sha1,
         checksum_sha256: c.checksum_sha256,
-        checksum_type: None,
+        checksum_type: c.checksum_type,
     };
     Ok(S3Response::new(CopyObjectOutput {
         copy_object_result: Some(result),

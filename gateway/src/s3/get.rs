@@ -190,6 +190,7 @@ macro_rules! object_output {
             checksum_crc64nvme: c.checksum_crc64nvme,
             checksum_sha1: c.checksum_sha1,
             checksum_sha256: c.checksum_sha256,
+            checksum_type: c.checksum_type,
             version_id: $p.version_id.clone(),
             expiration: $p.expiration.clone(),
             parts_count: $p.parts_count,
@@ -426,26 +427,7 @@ pub(crate) async fn get_object_attributes(
     let meta = &obj.meta;
     let checksum = {
         let c = checksum_fields(&meta.checksums);
-        let any = c.checksum_crc32.is_some()
-            || c.checksum_crc32c.is_some()
-            || c.checksum_crc64nvme.is_some()
-            || c.checksum_sha1.is_some()
-            || c.checksum_sha256.is_some();
-        // A multipart object's checksum is of its parts' checksums (CRC64NVME is always of
-        // the whole object).
-        let kind = if meta.parts.is_some() && c.checksum_crc64nvme.is_none() {
-            ChecksumType::COMPOSITE
-        } else {
-            ChecksumType::FULL_OBJECT
-        };
-        (any && wants(ObjectAttributes::CHECKSUM)).then(|| Checksum {
-            checksum_crc32: c.checksum_crc32,
-            checksum_crc32c: c.checksum_crc32c,
-            checksum_crc64nvme: c.checksum_crc64nvme,
-            checksum_sha1: c.checksum_sha1,
-            checksum_sha256: c.checksum_sha256,
-            checksum_type: Some(ChecksumType::from_static(kind)),
-        })
+        (c.checksum_type.is_some() && wants(ObjectAttributes::CHECKSUM)).then_some(c)
     };
     let object_parts = match meta.parts {
         Some(count) if wants(ObjectAttributes::OBJECT_PARTS) => Some(attribute_parts(

@@ -14,7 +14,7 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use s3s::dto::*;
 use s3s::{S3Request, S3Response};
 
-use super::checksum::checksum_fields;
+use super::checksum::{checksum_fields, record_checksum_type};
 use super::multipart::{algorithm_of, part_etag};
 use super::{Gateway, RequestError, RequestResult, blocking, owner, timestamp, url_encode};
 use crate::store::Store;
@@ -468,7 +468,7 @@ pub(crate) async fn list_parts(
         owner: Some(owner()),
         storage_class: Some(StorageClass::from_static(StorageClass::STANDARD)),
         checksum_algorithm: algorithm_of(&record),
-        checksum_type: record.checksum_type.clone().map(ChecksumType::from),
+        checksum_type: record_checksum_type(&record),
         ..Default::default()
     }))
 }
@@ -561,7 +561,7 @@ pub(crate) async fn list_multipart_uploads(
         .into_iter()
         .map(|u| MultipartUpload {
             checksum_algorithm: algorithm_of(&u.record),
-            checksum_type: u.record.checksum_type.clone().map(ChecksumType::from),
+            checksum_type: record_checksum_type(&u.record),
             initiated: Some(timestamp(u.record.initiated())),
             initiator: Some(initiator(&u.record)),
             owner: Some(owner()),

@@ -16,7 +16,8 @@ use s3s::{S3Request, S3Response};
 
 use super::acl::{acl_headers, write_acl};
 use super::checksum::{
-    Expect, checksum_fields, checksums_agree, composite_checksums, stored_from_request,
+    Expect, check_complete, checksum_fields, checksums_agree, multipart_checksums,
+    stored_from_request, upload_checksum_type,
 };
 use super::lock::{WriteLock, apply_on_write};
 use super::put::{WriteHeaders, admit, declared_len, write_precondition};
@@ -118,6 +119,10 @@ pub(crate) async fn create_multipart_upload(
         // Rejects algorithms the parts could not be checked with.
         Expect::from_request(None, &HeaderMap::new(), Some(alg))?;
     }
+    let checksum_type = upload_checksum_type(
+        input.checksum_algorithm.as_ref(),
+        input.checksum_type.as_ref(),
+    )?;
     let headers = WriteHeaders {
         key: &input.key,
         content_type: input.content_type.as_deref(),
@@ -150,10 +155,7 @@ pub(crate) async fn create_multipart_upload(
             .checksum_algorithm
             .as_ref()
             .map(|a| a.as_str().to_ascii_uppercase()),
-        checksum_type: input
-            .checksum_type
-            .as_ref()
-            .map(|t| t.as_str().to_ascii_uppercase()),
+        checksum_type: checksum_type.as_ref().map(|t| t.as_str().to_owned()),
         initiated_ns,
         initiator: req.credentials.map(|c| c.access_key),
     };
@@ -170,7 +172,7 @@ pub(crate) async fn create_multipart_upload(
         key: Some(input.key),
         upload_id: Some(id),
         checksum_algorithm: input.checksum_algorithm,
-        checksum_type: input.checksum_type,
+        checksum_type,
         ..Default::default()
     }))
 }
@@ -200,15 +202,14 @@ pub(crate) async fn upload_part(
     };
     let (record, slot) =
         blocking(move || store.begin_part(&bucket, &key, &id, number, declared)).await?;
-    let algorithm = input
-        .checksum_algorithm
-        .clone()
-        .or_else(|| algorithm_of(&record));
+    // The upload's algorithm is computed whatever the part was sent with: the object's
+    // checksum is made of it.
     let expect = Expect::from_request(
         input.content_md5.as_deref(),
         &req.headers,
-        algorithm.as_ref(),
-    )?;
+        input.checksum_algorithm.as_ref(),
+    )?
+    .also(algorithm_of(&record).as_ref())?;
     let dest = match slot {
         Some(slot) => Dest::Slot(slot),
         None => Dest::Temp {
@@ -309,6 +310,20 @@ pub(crate) async fn complete_multipart_upload(
     let _space = admit(gw, Some(&input.bucket), 0).await?;
     let numbers = check_parts(&requested, &staged)?;
     let assembly = staged.assemble(&numbers)?;
+    let checksums = multipart_checksums(&assembly.record, &assembly.parts);
+    let sent = StoredChecksums {
+        crc32: input.checksum_crc32,
+        crc32c: input.checksum_crc32c,
+        crc64nvme: input.checksum_crc64nvme,
+        sha1: input.checksum_sha1,
+        sha256: input.checksum_sha256,
+    };
+    check_complete(
+        &assembly.record,
+        input.checksum_type.as_ref(),
+        &sent,
+        &checksums,
+    )?;
     if let Some(want) = input.mpu_object_size
         && u64::try_from(want).ok() != Some(assembly.size)
     {
@@ -330,7 +345,7 @@ pub(crate) async fn complete_multipart_upload(
     meta.etag = assembly.etag();
     meta.parts = Some(assembly.parts.len() as u32);
     meta.part_sizes = PartSizes::of(assembly.parts.iter().map(|p| p.size));
-    meta.checksums = composite_checksums(&assembly.record, &assembly.parts);
+    meta.checksums = checksums;
     let large = assembly.size > KEEPALIVE_ABOVE;
     let (gw, bucket, key) = (gw.clone(), input.bucket, input.key);
     let finish = async move {
@@ -372,10 +387,6 @@ fn complete_output(
     version_id: Option<String>,
 ) -> CompleteMultipartUploadOutput {
     let c = checksum_fields(checksums);
-    let composite = c.checksum_crc32.is_some()
-        || c.checksum_crc32c.is_some()
-        || c.checksum_sha1.is_some()
-        || c.checksum_sha256.is_some();
     CompleteMultipartUploadOutput {
         location: Some(location(&bucket, &key)),
         e_tag: Some(ETag::Strong(etag)),
@@ -386,7 +397,7 @@ fn complete_output(
         checksum_crc64nvme: c.checksum_crc64nvme,
         checksum_sha1: c.checksum_sha1,
         checksum_sha256: c.checksum_sha256,
-        checksum_type: composite.then(|| ChecksumType::from_static(ChecksumType::COMPOSITE)),
+        checksum_type: c.checksum_type,
         version_id,
         ..Default::default()
     }

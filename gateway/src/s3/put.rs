@@ -220,6 +220,7 @@ pub(crate) async fn put_object(
         checksum_crc64nvme: c.checksum_crc64nvme,
         checksum_sha1: c.checksum_sha1,
         checksum_sha256: c.checksum_sha256,
+        checksum_type: c.checksum_type,
         version_id,
         ..Default::default()
     };

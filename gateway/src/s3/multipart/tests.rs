@@ -782,6 +782,83 @@ async fn checksum_algorithm_gives_part_and_composite_checksums() {
 }
 
 #[tokio::test]
+async fn full_object_crc_is_combined_checked_and_kept() {
+    let (_d, gw) = gateway();
+    let create_input = |kind: &str, algorithm: &str| CreateMultipartUploadInput {
+        bucket: "bkt".into(),
+        key: "k".into(),
+        checksum_algorithm: Some(ChecksumAlgorithm::from(algorithm.to_owned())),
+        checksum_type: Some(ChecksumType::from(kind.to_owned())),
+        ..Default::default()
+    };
+    // A hash cannot be combined from its parts: S3 refuses FULL_OBJECT for it.
+    assert_eq!(
+        code(create_multipart_upload(&gw, req(create_input("FULL_OBJECT", "SHA256"))).await),
+        S3ErrorCode::InvalidRequest
+    );
+    let out = create_multipart_upload(&gw, req(create_input("FULL_OBJECT", "CRC32C")))
+        .await
+        .unwrap()
+        .output;
+    assert_eq!(
+        out.checksum_type.as_ref().map(|t| t.as_str()),
+        Some("FULL_OBJECT")
+    );
+    let id = out.upload_id.unwrap();
+    let (a, b) = (pattern(5 * MIB + 7, 1), pattern(1234, 2));
+    let e1 = upload(&gw, "k", &id, 1, a.clone()).await.unwrap();
+    let e2 = upload(&gw, "k", &id, 2, b.clone()).await.unwrap();
+    let listed = parts_of(&gw, "k", &id, None, None).await.unwrap();
+    assert_eq!(
+        listed.checksum_type.as_ref().map(|t| t.as_str()),
+        Some("FULL_OBJECT")
+    );
+    let whole = [a, b].concat();
+    let crc = B64
+        .encode(&crc_fast::checksum(crc_fast::CrcAlgorithm::Crc32Iscsi, &whole).to_be_bytes()[4..]);
+    let input = |sum: &str| CompleteMultipartUploadInput {
+        bucket: "bkt".into(),
+        key: "k".into(),
+        upload_id: id.clone(),
+        multipart_upload: Some(CompletedMultipartUpload {
+            parts: Some(vec![
+                CompletedPart {
+                    part_number: Some(1),
+                    e_tag: Some(ETag::Strong(e1.clone())),
+                    ..Default::default()
+                },
+                CompletedPart {
+                    part_number: Some(2),
+                    e_tag: Some(ETag::Strong(e2.clone())),
+                    ..Default::default()
+                },
+            ]),
+        }),
+        checksum_crc32c: Some(sum.to_owned()),
+        checksum_type: Some(ChecksumType::from_static(ChecksumType::FULL_OBJECT)),
+        ..Default::default()
+    };
+    let wrong = B64.encode(7u32.to_be_bytes());
+    assert_eq!(
+        code(complete_multipart_upload(&gw, req(input(&wrong))).await),
+        S3ErrorCode::BadDigest
+    );
+    // The refused completion left the upload as it was.
+    let out = complete_multipart_upload(&gw, req(input(&crc)))
+        .await
+        .unwrap()
+        .output;
+    assert_eq!(out.checksum_crc32c.as_deref(), Some(crc.as_str()));
+    assert_eq!(
+        out.checksum_type.as_ref().map(|t| t.as_str()),
+        Some("FULL_OBJECT")
+    );
+    let (bytes, meta) = read_object(&gw, "k");
+    assert_eq!(bytes, whole);
+    assert_eq!(meta.checksums.crc32c.as_deref(), Some(crc.as_str()));
+}
+
+#[tokio::test]
 async fn list_multipart_uploads_groups_and_pages() {
     let (_d, gw) = gateway();
     for key in ["a/1", "a/2", "c"] {

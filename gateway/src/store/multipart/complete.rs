@@ -175,7 +175,10 @@ impl Store {
                 bucket: bucket.to_owned(),
                 key: path.key.clone(),
                 etag: meta.etag.clone(),
-                version_id: meta.version_id.clone(),
+                // As the first answer's `x-amz-version-id`: `null` in a suspended bucket too.
+                version_id: self
+                    .version_header(bucket, &meta)
+                    .unwrap_or_else(|_| meta.version_id.clone()),
                 checksums: meta.checksums.clone(),
             };
             self.remember_completed(id, &done);

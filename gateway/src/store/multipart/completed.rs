@@ -26,7 +26,8 @@ pub struct CompletedUpload {
     pub key: String,
     /// The object's ETag, unquoted.
     pub etag: String,
-    /// Its version id (`None`: the null version).
+    /// The `x-amz-version-id` answered: the version id, `null` for the null version of a
+    /// bucket with versioning enabled or suspended, none in an unversioned bucket.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub version_id: Option<String>,
     /// Its checksums as answered.
