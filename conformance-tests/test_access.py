@@ -631,6 +631,48 @@ def test_delete_objects_and_form_uploads_are_checked_against_policies_per_key(gw
     assert admin.head(bucket, "secret/a.jpg").status == 404
 
 
+def test_delete_objects_allowed_by_a_policy_on_some_keys(gw):
+    # A key that may only read, allowed s3:DeleteObject on some keys by the bucket's policy:
+    # DeleteObjects deletes those and answers AccessDenied for the rest, key by key as S3
+    # decides (before: the bucket-level check, which sees no key, refused the whole request).
+    from botocore.exceptions import ClientError
+
+    bucket = new_bucket_name("perkeyallow")
+    admin = gw.raw()
+    assert admin.put_bucket(bucket).status == 200
+    names = ("tmp/a", "keep/c", "tmp/b", "tmp/secret")
+    for k in names:
+        assert admin.put(bucket, k, b"data").status == 200
+    reader = new_key(gw, "--name", "perkey-reader", "--read", bucket)
+    other = new_key(gw, "--name", "perkey-other", "--read", bucket)
+    policy = {
+        "Statement": [
+            {
+                "Effect": "Allow",
+                "Principal": {"AWS": [reader["access_key_id"]]},
+                "Action": "s3:DeleteObject",
+                "Resource": f"arn:aws:s3:::{bucket}/tmp/*",
+            },
+            {"Effect": "Deny", "Principal": "*", "Action": "s3:DeleteObject", "Resource": f"arn:aws:s3:::{bucket}/tmp/secret"},
+        ]
+    }
+    r = admin.request("PUT", object_path(bucket), query=[("policy", "")], body=json.dumps(policy).encode())
+    assert r.status == 204, r
+    out = boto3_as(gw, reader).delete_objects(Bucket=bucket, Delete={"Objects": [{"Key": k} for k in names]})
+    assert sorted(d["Key"] for d in out.get("Deleted", [])) == ["tmp/a", "tmp/b"], out
+    # The Deny wins over the Allow.
+    assert sorted((e["Key"], e["Code"]) for e in out["Errors"]) == [
+        ("keep/c", "AccessDenied"),
+        ("tmp/secret", "AccessDenied"),
+    ], out
+    assert [admin.head(bucket, k).status for k in names] == [404, 200, 404, 200]
+    # A key no policy names is still refused the whole request.
+    with pytest.raises(ClientError) as e:
+        boto3_as(gw, other).delete_objects(Bucket=bucket, Delete={"Objects": [{"Key": "keep/c"}]})
+    assert e.value.response["Error"]["Code"] == "AccessDenied"
+    assert admin.head(bucket, "keep/c").status == 200
+
+
 def test_the_api_honours_bucket_policies(gw):
     # The JSON API decides as the S3 side does: a policy Deny takes a key's own read away
     # from `files`, an Allow (with `s3:prefix`) lends another key a listing, an ACL grant too.

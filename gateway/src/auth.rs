@@ -12,7 +12,7 @@ use s3s::path::S3Path;
 use s3s::{S3Request, S3Result};
 
 use crate::access::{
-    Access, Caller, DeniedKeys, KeyRefusal, Need, Principal, Verdict, ops, policy,
+    Access, Caller, DeleteKeyByKey, DeniedKeys, KeyRefusal, Need, Principal, Verdict, ops, policy,
 };
 use crate::peer::PeerInfo;
 use crate::s3::RequestError;
@@ -263,7 +263,8 @@ impl S3Access for AccessCheck {
         let bucket = bucket.as_deref();
         let action = policy::iam_action(op);
         let version = query_param(cx.uri().query().unwrap_or(""), "versionId");
-        let ok = match allowed(bucket, key.as_deref(), need, &action) {
+        let verdict = allowed(bucket, key.as_deref(), need, &action);
+        let ok = match verdict {
             Verdict::Allow => true,
             Verdict::Deny => false,
             Verdict::NotGranted => {
@@ -272,8 +273,24 @@ impl S3Access for AccessCheck {
                     .await
             }
         };
-        if !ok {
+        // DeleteObjects is `s3:DeleteObject` on each key it names, which this check (seeing
+        // only the bucket) cannot decide when a policy may allow it on some keys: those go,
+        // the others are answered AccessDenied one by one (`delete_objects` below).
+        let key_by_key = !ok
+            && op == "DeleteObjects"
+            && verdict == Verdict::NotGranted
+            && bucket.is_some_and(|b| {
+                let request = facts.request(&action, "");
+                self.access
+                    .policies(store, b)
+                    .iter()
+                    .any(|p| p.may_allow(&request))
+            });
+        if !ok && !key_by_key {
             return Err(Self::refuse(&who, op, need, bucket));
+        }
+        if key_by_key {
+            cx.extensions_mut().insert(DeleteKeyByKey);
         }
         if let Some((b, k)) = &source {
             let ok = match allowed(Some(b), Some(k), Need::Read, "s3:GetObject") {
@@ -347,8 +364,10 @@ impl S3Access for AccessCheck {
     }
 
     /// DeleteObjects names its keys in the body: each must be within a prefix-narrowed grant
-    /// (or the request is refused), and a key a bucket policy denies `s3:DeleteObject` on is
-    /// left out of the batch and answered with its own AccessDenied ([`DeniedKeys`]).
+    /// (or the request is refused), and a key a bucket policy denies `s3:DeleteObject` on (or,
+    /// for a caller the bucket-level check let through only for a policy that may allow some
+    /// keys, [`DeleteKeyByKey`], a key nothing allows) is left out of the batch and answered
+    /// with its own AccessDenied ([`DeniedKeys`]).
     async fn delete_objects(&self, req: &mut S3Request<DeleteObjectsInput>) -> S3Result<()> {
         let Some(caller) = req.extensions.get::<Caller>().cloned() else {
             return Ok(());
@@ -365,9 +384,33 @@ impl S3Access for AccessCheck {
             }
         }
         let facts = RequestFacts::of_request(req);
+        let key_by_key = req.extensions.get::<DeleteKeyByKey>().is_some();
+        let policies = if key_by_key {
+            self.access.policies(&self.store, &bucket)
+        } else {
+            Vec::new()
+        };
         let mut denied = Vec::new();
         req.input.delete.objects.retain(|o| {
-            let deny = self.denied_key(&caller.who, &facts, &bucket, &o.key, "s3:DeleteObject");
+            let deny = if key_by_key {
+                let resource = format!("arn:aws:s3:::{bucket}/{}", o.key);
+                let request = facts.request("s3:DeleteObject", &resource);
+                let exists = |b: &str| self.store.bucket_fd(b).is_ok();
+                !self
+                    .access
+                    .decide(
+                        &caller.who,
+                        Need::Write,
+                        Some(&bucket),
+                        Some(&o.key),
+                        exists,
+                        &policies,
+                        &request,
+                    )
+                    .allowed()
+            } else {
+                self.denied_key(&caller.who, &facts, &bucket, &o.key, "s3:DeleteObject")
+            };
             if deny {
                 denied.push((o.key.clone(), o.version_id.clone()));
             }

@@ -71,6 +71,12 @@ pub struct Caller {
     pub access: Arc<Access>,
 }
 
+/// Left in a DeleteObjects request's extensions when the caller may not delete from the bucket
+/// as a whole but a bucket policy may allow `s3:DeleteObject` on some keys: each key is then
+/// decided on its own, as S3 does (the others are answered AccessDenied one by one).
+#[derive(Debug, Clone, Copy)]
+pub struct DeleteKeyByKey;
+
 /// The keys of a DeleteObjects batch a bucket policy denies deleting, left in its extensions by
 /// the access check (key, version id): each is answered with its own AccessDenied.
 #[derive(Debug, Clone)]

@@ -248,6 +248,13 @@ impl Policy {
         }
     }
 
+    /// True when an Allow statement names the request's principal and action: on some
+    /// resource, under some conditions, it may allow them. A request naming its keys in the
+    /// body (DeleteObjects) is then decided key by key rather than refused for the bucket.
+    pub fn may_allow(&self, req: &PolicyRequest<'_>) -> bool {
+        self.statements.iter().any(|s| s.allow && s.names(req))
+    }
+
     /// True when the policy grants something to everyone without a condition (what
     /// GetBucketPolicyStatus reports as public).
     pub fn is_public(&self) -> bool {
@@ -412,6 +419,15 @@ impl Statement {
     }
 
     fn matches(&self, req: &PolicyRequest<'_>) -> bool {
+        let resource = self.resources.iter().any(|r| glob(r, req.resource));
+        self.names(req)
+            && resource != self.not_resource
+            && self.conditions.iter().all(|c| c.holds(req))
+    }
+
+    /// True when the statement is about the request's principal and action (whatever its
+    /// resources and conditions say).
+    fn names(&self, req: &PolicyRequest<'_>) -> bool {
         let principal = match &self.principals {
             None => true,
             Some(ids) => req.principal.is_some_and(|p| {
@@ -424,11 +440,7 @@ impl Statement {
             .actions
             .iter()
             .any(|a| glob(&a.to_ascii_lowercase(), &req.action.to_ascii_lowercase()));
-        let resource = self.resources.iter().any(|r| glob(r, req.resource));
-        principal != self.not_principal
-            && action != self.not_action
-            && resource != self.not_resource
-            && self.conditions.iter().all(|c| c.holds(req))
+        principal != self.not_principal && action != self.not_action
     }
 }
 
@@ -668,6 +680,25 @@ mod tests {
             Decision::NotApplicable
         );
         assert!(p.is_public());
+    }
+
+    #[test]
+    fn may_allow_looks_at_principal_and_action_only() {
+        let p = Policy::parse(
+            br#"{"Statement":[
+                {"Effect":"Allow","Principal":{"AWS":["NEBTMP"]},"Action":"s3:DeleteObject",
+                 "Resource":"arn:aws:s3:::b/tmp/*"},
+                {"Effect":"Deny","Principal":"*","Action":"s3:DeleteObject",
+                 "Resource":"arn:aws:s3:::b/keep/*"}]}"#,
+            "b",
+        )
+        .unwrap();
+        // The bucket itself is no resource the Allow names, yet some key may be.
+        let bucket = req(Some("NEBTMP"), "s3:DeleteObject", "arn:aws:s3:::b");
+        assert_eq!(p.evaluate(&bucket), Decision::NotApplicable);
+        assert!(p.may_allow(&bucket));
+        assert!(!p.may_allow(&req(Some("NEBOTHER"), "s3:DeleteObject", "")));
+        assert!(!p.may_allow(&req(Some("NEBTMP"), "s3:PutObject", "")));
     }
 
     #[test]
