@@ -298,28 +298,53 @@ def _media_playlist_at(g, key: str, at: float) -> tuple[str, list[str]]:
     return text, _uris(g, text)
 
 
-def test_vlc_plays_the_presigned_master_url(hls_gw, sources):
-    """VLC's adaptive demuxer opens the master, picks the highest variant and streams it to the
-    end; what it played is written out (remuxed, not re-encoded) and checked. VLC refuses to run
-    as root, so as root it runs as `nobody`, in a folder of its own that `nobody` can write."""
-    key = _upload(hls_gw, sources["av"], "vlc.mp4")
+def _vlc_remux(g, url: str, *options: str) -> dict:
+    """Plays `url` with VLC (`cvlc`) to the end and returns ffprobe's view of what it played,
+    written out remuxed (not re-encoded) to MPEG-TS (VLC's TS muxer starts its timestamps
+    near 0 whatever the start). VLC refuses to run as root, so as root it runs as `nobody`,
+    in a folder of its own that `nobody` can write."""
     out_dir = Path(tempfile.mkdtemp(prefix="nebula-vlc-"))
     try:
         out_dir.chmod(0o777)
         out = out_dir / "played.ts"
         as_user = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", "--"] if os.geteuid() == 0 else []
         p = run(
-            [*as_user, "cvlc", "-I", "dummy", "--play-and-exit", "--adaptive-logic=highest",
-             _master(hls_gw, key), f"--sout=#std{{access=file,mux=ts,dst={out}}}"],
-            env=hls_gw.client_env(HOME=str(out_dir)), timeout=180, check=False,
+            [*as_user, "cvlc", "-I", "dummy", "--play-and-exit", *options, url,
+             f"--sout=#std{{access=file,mux=ts,dst={out}}}"],
+            env=g.client_env(HOME=str(out_dir)), timeout=180, check=False,
         )
-        assert p.returncode == 0 and out.exists(), (p.stdout_text + p.stderr_text)[-3000:]
-        info = _ffprobe(str(out), "stream=codec_name,height:format=duration")
+        log = (p.stdout_text + p.stderr_text)[-3000:]
+        assert p.returncode == 0 and out.exists() and out.stat().st_size > 0, log
+        return _ffprobe(str(out), "stream=codec_type,codec_name,height,start_time:format=duration")
     finally:
         shutil.rmtree(out_dir, ignore_errors=True)
+
+
+def test_vlc_plays_the_presigned_master_url(hls_gw, sources):
+    """VLC's adaptive demuxer opens the master, picks the highest variant and streams it to the
+    end; what it played is checked."""
+    key = _upload(hls_gw, sources["av"], "vlc.mp4")
+    info = _vlc_remux(hls_gw, _master(hls_gw, key), "--adaptive-logic=highest")
     codecs = {s["codec_name"]: s.get("height") for s in info["streams"]}
     assert codecs.get("h264") == 360 and "aac" in codecs, info
     assert abs(float(info["format"]["duration"]) - DURATION) <= SEGMENT, info
+
+
+def test_vlc_starts_at_an_offset(hls_gw, sources):
+    """`cvlc --start-time=13` on a cold master URL: VLC reads segment 0, then seeks to the
+    segment holding 13 s (4, from 12.8 s) and plays from there to the end, video and audio
+    together. VLC 3.0 reads a fragment's `tfdt` only at a break in the `moof` sequence
+    numbers, so this needs every track of a segment in one `moof` (`hls/run.rs`): with a
+    `moof` per track it wrote nothing."""
+    key = _upload(hls_gw, sources["av"], "vlc-start.mp4")
+    info = _vlc_remux(hls_gw, _master(hls_gw, key), "--adaptive-logic=highest", "--start-time=13")
+    streams = {s["codec_type"]: s for s in info["streams"]}
+    assert streams["video"]["codec_name"] == "h264" and streams["video"]["height"] == 360, info
+    assert streams["audio"]["codec_name"] == "aac", info
+    # It played from 12.8 s (segment 4) or 13 s (VLC drops what comes before) to the end.
+    assert DURATION - 13 - 0.1 <= float(info["format"]["duration"]) <= DURATION - 4 * SEGMENT + 0.1, info
+    starts = [float(streams[t]["start_time"]) for t in ("video", "audio")]
+    assert abs(starts[0] - starts[1]) <= FRAME, info
 
 
 def test_tampered_urls_are_refused(hls_gw, sources):
@@ -639,6 +664,19 @@ def test_stream_copy_cuts_the_source_at_its_keyframes_without_encoding(hls_gw, c
             env=env, timeout=180, check=False)
     assert p.returncode == 0, (p.stdout_text + p.stderr_text)[-3000:]
     assert _encoders_started(hls_gw) == encoders, "a stream copy started an encoder"
+
+
+def test_vlc_starts_the_stream_copy_at_an_offset(hls_gw, copy_sources):
+    """`cvlc --start-time=6` on the presigned `original` playlist: VLC plays from the segment
+    holding 6 s (the one from the keyframe at 5 s) to the end, video and audio together."""
+    key = _upload(hls_gw, copy_sources["uneven"], "vlc-copied.mp4")
+    info = _vlc_remux(hls_gw, _master(hls_gw, key, quality="original"), "--start-time=6")
+    streams = {s["codec_type"]: s for s in info["streams"]}
+    assert streams["video"]["codec_name"] == "h264" and streams["video"]["height"] == 360, info
+    assert streams["audio"]["codec_name"] == "aac", info
+    assert COPY_DURATION - 6 - 0.1 <= float(info["format"]["duration"]) <= COPY_DURATION - COPY_STARTS[2] + 0.1, info
+    starts = [float(streams[t]["start_time"]) for t in ("video", "audio")]
+    assert abs(starts[0] - starts[1]) <= 0.05, info
 
 
 def test_stream_copy_falls_back_to_transcodes_for_vp8(hls_gw, copy_sources):

@@ -515,6 +515,70 @@ def test_folders_multi_delete_status_and_phone(gw, browser, shots, tmp_path):
         phone.quit()
 
 
+def test_hlsjs_plays_the_stream_copied_original_entry(gw, browser, tmp_path):
+    """hls.js (the page's own copy, Media Source Extensions) plays the presigned `original`
+    HLS entry of a 4:2:0 H.264 + AAC source: segments cut from the stored file without
+    re-encoding (`quality=original`), from the start and after a seek into the last one."""
+    from nebula_helpers import object_path
+
+    src = tmp_path / "copy.mp4"
+    # format=I420: x264enc would otherwise take videotestsrc's 4:4:4, which is not copied.
+    subprocess.run(
+        [
+            "gst-launch-1.0", "-q", "-e",
+            "videotestsrc", "pattern=ball", "num-buffers=240", "!",
+            "video/x-raw,format=I420,width=640,height=360,framerate=30/1", "!",
+            "x264enc", "speed-preset=ultrafast", "key-int-max=60", "!",
+            "h264parse", "!", "queue", "!", "mp4mux", "name=m", "!", "filesink", f"location={src}",
+            "audiotestsrc", "num-buffers=375", "samplesperbuffer=1024", "!",
+            "audio/x-raw,rate=48000,channels=2", "!", "audioconvert", "!", "avenc_aac", "!",
+            "aacparse", "!", "queue", "!", "m.",
+        ],
+        check=True, timeout=180, capture_output=True,
+    )
+    bucket = new_bucket_name("copy")
+    raw = gw.raw()
+    assert raw.put_bucket(bucket).status == 200
+    assert raw.put(bucket, "copy.mp4", src.read_bytes(), headers={"Content-Type": "video/mp4"}).status == 200
+    path = object_path(bucket, "copy.mp4")
+    master = raw.request("GET", path, query=[("stream", "hls")])
+    assert master.status == 200 and b"quality=original" in master.body, master.body.decode()
+    url = raw.presigned_url("GET", path, extra_query=[("stream", "hls"), ("quality", "original")])
+
+    d = browser
+    d.get(f"{gw.endpoint}/_nebula/ui/")
+    loaded = d.execute_async_script(
+        """
+        const [url, done] = arguments;
+        import('/_nebula/ui/vendor/hls.min.mjs').then(({ default: Hls }) => {
+          const v = document.createElement('video');
+          v.id = 'copy-player';
+          v.muted = true;
+          document.body.appendChild(v);
+          window.copyErrors = [];
+          const hls = new Hls({ workerPath: '/_nebula/ui/vendor/hls.worker.js' });
+          hls.on(Hls.Events.ERROR, (_e, data) => window.copyErrors.push([data.details, data.fatal]));
+          hls.loadSource(url);
+          hls.attachMedia(v);
+          hls.once(Hls.Events.MANIFEST_PARSED, () => v.play().catch(() => {}));
+          done(Hls.isSupported());
+        }).catch((e) => done(String(e)));
+        """,
+        url,
+    )
+    assert loaded is True, loaded
+    player = "document.getElementById('copy-player')"
+    wait_for(lambda: js(d, f"const v={player}; return v.videoHeight===360 && v.currentTime > 1.0"),
+             timeout=30, what="hls.js to play the original entry")
+    assert js(d, f"return {player}.src").startswith("blob:"), "not on Media Source Extensions"
+    js(d, f"const v={player}; v.currentTime = 5.0; v.play();")
+    wait_for(lambda: js(d, f"return {player}.currentTime") > 5.5, timeout=30, what="playback after the seek to 5 s")
+    fatal = [e for e in js(d, "return window.copyErrors") if e[1]]
+    assert not fatal, fatal
+    fetched = js(d, "return performance.getEntriesByType('resource').map(e => e.name).filter(u => u.includes('segment='))")
+    assert any("quality=original" in u and "segment=1" in u for u in fetched), fetched
+
+
 def test_audio_plays(gw, browser, tmp_path):
     """An audio file opens in an <audio> player, original bytes, and plays."""
     d = browser

@@ -29,7 +29,7 @@ use crate::{Encoder, Quality};
 /// Changes whenever the pipeline's output changes, so old renditions are never served.
 pub const PIPELINE_VERSION: &str = "fmp4-v1";
 /// The same for HLS segments (`crate::hls`).
-pub const HLS_VERSION: &str = "hls-v1";
+pub const HLS_VERSION: &str = "hls-v2";
 /// The same for stream-copied HLS segments (`crate::hls`, `copy.rs`).
 pub const HLS_COPY_VERSION: &str = "hls-copy-v1";
 

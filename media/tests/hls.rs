@@ -14,6 +14,7 @@ use nebula_media::{EncoderChoice, MediaEngine, Quality};
 
 use common::assert_same_tracks;
 use common::ffmpeg_source;
+use common::mp4_boxes;
 
 const WAIT: Duration = Duration::from_secs(60);
 
@@ -254,6 +255,19 @@ fn all_segments_cover_the_source_across_restarts() {
         let t = n as f64 * seg_secs();
         let k = video.iter().find(|p| p.pts >= t - 1e-3).unwrap();
         assert!(k.key, "no keyframe at segment {n} ({t} s)");
+    }
+    // Each segment is one moof with a traf per track, numbered n + 1, and one mdat, from
+    // either run: VLC 3.0 reads every track's tfdt only so (`hls/run.rs`).
+    for n in 0..4u32 {
+        let seg = std::fs::read(s.get(SegmentId::Media(u64::from(n)), WAIT).unwrap()).unwrap();
+        assert_eq!(mp4_boxes(&seg), ["moof", "mdat"], "segment {n}");
+        let moof_len = u32::from_be_bytes(seg[0..4].try_into().unwrap()) as usize;
+        assert_eq!(
+            mp4_boxes(&seg[8..moof_len]),
+            ["mfhd", "traf", "traf"],
+            "segment {n}"
+        );
+        assert_eq!(u32::from_be_bytes(seg[20..24].try_into().unwrap()), n + 1);
     }
 }
 

@@ -1,6 +1,8 @@
-//! Just enough ISO-BMFF to cut mp4mux's fragmented output into HLS segments: top-level
-//! box framing, the track list of the `moov`, and the `mfhd`/`tfdt`/`trun` fields of a `moof`.
+//! Just enough ISO-BMFF to read mp4mux's fragmented output back: top-level box framing,
+//! the track list of the `moov`, and the samples of each `moof` (`run.rs` regroups them
+//! into one `moof` per HLS segment, written by `mux.rs`).
 
+use super::mux::FragSample;
 use crate::MediaError;
 
 /// A track of the init segment.
@@ -9,6 +11,8 @@ pub(crate) struct Track {
     pub id: u32,
     pub timescale: u32,
     pub video: bool,
+    /// From the track's `trex`.
+    pub defaults: SampleDefaults,
 }
 
 /// A whole box: its type and all its bytes (header included).
@@ -142,134 +146,179 @@ pub(crate) fn tracks(moov: &[u8]) -> Result<Vec<Track>, MediaError> {
             id,
             timescale,
             video,
+            defaults: SampleDefaults::default(),
         });
+    }
+    if let Some((mvex, mvex_size)) = child(moov, 8, moov.len(), b"mvex")? {
+        for (kind, trex, _) in children(moov, mvex + 8, mvex + mvex_size)? {
+            if &kind != b"trex" {
+                continue;
+            }
+            // trex: version/flags, track_ID, sample description index, then the defaults.
+            let id = be32(moov, trex + 12)?;
+            if let Some(track) = out.iter_mut().find(|t| t.id == id) {
+                track.defaults = SampleDefaults {
+                    duration: be32(moov, trex + 20)?,
+                    size: be32(moov, trex + 24)?,
+                    flags: be32(moov, trex + 28)?,
+                };
+            }
+        }
     }
     Ok(out)
 }
 
-/// Where the per-track fields of one `traf` sit in a `moof`.
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct TrafFields {
-    pub track_id: u32,
-    /// Offset of the `tfdt` box in the moof.
-    tfdt_at: usize,
-    pub decode_time: u64,
-    /// Sum of the fragment's sample durations (track timescale), when every sample's
-    /// duration is written in the `trun` or as the `tfhd` default.
-    pub duration: Option<u64>,
+/// Sample defaults of a track (its `trex`, or a `tfhd` overriding them).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct SampleDefaults {
+    pub duration: u32,
+    pub size: u32,
+    pub flags: u32,
 }
 
-/// The `traf`s of a `moof` (whole box).
-pub(crate) fn trafs(moof: &[u8]) -> Result<Vec<TrafFields>, MediaError> {
+/// `sample_is_non_sync_sample` in ISO-BMFF sample flags.
+const NON_SYNC: u32 = 0x0001_0000;
+
+/// The samples one `traf` of a fragment holds, their bytes copied out of its `mdat`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct TrafSamples {
+    pub track_id: u32,
+    /// `tfdt` as written.
+    pub decode_time: u64,
+    pub samples: Vec<FragSample>,
+    /// The samples' bytes, one after the other.
+    pub data: Vec<u8>,
+}
+
+/// Every `traf` of a `moof` with its samples. `moof_pos` and `mdat_pos` are the stream
+/// offsets of the two boxes (a `tfhd` base data offset counts from the stream start);
+/// `tracks` gives the `trex` defaults.
+pub(crate) fn read_fragment(
+    moof: &[u8],
+    moof_pos: u64,
+    mdat: &[u8],
+    mdat_pos: u64,
+    tracks: &[Track],
+) -> Result<Vec<TrafSamples>, MediaError> {
     let mut out = Vec::new();
+    // End of the previous traf's data: the base of a traf that names none (ISO 14496-12).
+    let mut prev_end = moof_pos;
     for (kind, off, size) in children(moof, 8, moof.len())? {
         if &kind != b"traf" {
             continue;
         }
         let (tfhd, _) =
             child(moof, off + 8, off + size, b"tfhd")?.ok_or_else(|| bad("traf without tfhd"))?;
+        let tf_flags = be32(moof, tfhd + 8)? & 0x00FF_FFFF;
         let track_id = be32(moof, tfhd + 12)?;
+        let track = tracks
+            .iter()
+            .find(|t| t.id == track_id)
+            .ok_or_else(|| bad("fragment of an unknown track"))?;
+        let mut defaults = track.defaults;
+        let mut at = tfhd + 16;
+        let mut base = if tf_flags & 0x02_0000 != 0 {
+            moof_pos
+        } else {
+            prev_end
+        };
+        if tf_flags & 0x01 != 0 {
+            base = (u64::from(be32(moof, at)?) << 32) | u64::from(be32(moof, at + 4)?);
+            at += 8;
+        }
+        if tf_flags & 0x02 != 0 {
+            at += 4; // sample description index: one per track here
+        }
+        for (flag, field) in [
+            (0x08, &mut defaults.duration),
+            (0x10, &mut defaults.size),
+            (0x20, &mut defaults.flags),
+        ] {
+            if tf_flags & flag != 0 {
+                *field = be32(moof, at)?;
+                at += 4;
+            }
+        }
         let (tfdt, _) =
             child(moof, off + 8, off + size, b"tfdt")?.ok_or_else(|| bad("traf without tfdt"))?;
         let decode_time = if moof[tfdt + 8] == 1 {
-            let hi = be32(moof, tfdt + 12)?;
-            let lo = be32(moof, tfdt + 16)?;
-            (u64::from(hi) << 32) | u64::from(lo)
+            (u64::from(be32(moof, tfdt + 12)?) << 32) | u64::from(be32(moof, tfdt + 16)?)
         } else {
             u64::from(be32(moof, tfdt + 12)?)
         };
-        let duration = traf_duration(moof, off + 8, off + size, tfhd)?;
-        out.push(TrafFields {
+        let mut traf = TrafSamples {
             track_id,
-            tfdt_at: tfdt,
             decode_time,
-            duration,
-        });
+            samples: Vec::new(),
+            data: Vec::new(),
+        };
+        let mut next = base;
+        for (kind, trun, _) in children(moof, off + 8, off + size)? {
+            if &kind != b"trun" {
+                continue;
+            }
+            let version = moof[trun + 8];
+            let tr_flags = be32(moof, trun + 8)? & 0x00FF_FFFF;
+            let count = be32(moof, trun + 12)?;
+            let mut at = trun + 16;
+            if tr_flags & 0x001 != 0 {
+                let data_offset = be32(moof, at)? as i32;
+                next = base
+                    .checked_add_signed(i64::from(data_offset))
+                    .ok_or_else(|| bad("trun data offset before the stream"))?;
+                at += 4;
+            }
+            let mut first_flags = None;
+            if tr_flags & 0x004 != 0 {
+                first_flags = Some(be32(moof, at)?);
+                at += 4;
+            }
+            for i in 0..count {
+                let mut field = |flag: u32, default: u32| -> Result<u32, MediaError> {
+                    if tr_flags & flag == 0 {
+                        return Ok(default);
+                    }
+                    let v = be32(moof, at)?;
+                    at += 4;
+                    Ok(v)
+                };
+                let duration = field(0x100, defaults.duration)?;
+                let size = field(0x200, defaults.size)?;
+                let flags = field(0x400, defaults.flags)?;
+                let flags = match (i, first_flags) {
+                    (0, Some(f)) if tr_flags & 0x400 == 0 => f,
+                    _ => flags,
+                };
+                let raw_cto = field(0x800, 0)?;
+                let cto = if version == 0 {
+                    i32::try_from(raw_cto).map_err(|_| bad("composition offset too large"))?
+                } else {
+                    raw_cto as i32
+                };
+                // Past the mdat's 8-byte header, within the mdat.
+                let bytes = next
+                    .checked_sub(mdat_pos)
+                    .filter(|&from| from >= 8)
+                    .and_then(|from| usize::try_from(from).ok())
+                    .and_then(|from| mdat.get(from..from + size as usize))
+                    .ok_or_else(|| bad("sample data outside its mdat"))?;
+                traf.data.extend_from_slice(bytes);
+                traf.samples.push(FragSample {
+                    duration,
+                    size,
+                    keyframe: flags & NON_SYNC == 0,
+                    cto,
+                });
+                next += u64::from(size);
+            }
+        }
+        prev_end = next;
+        out.push(traf);
     }
     if out.is_empty() {
         return Err(bad("moof without traf"));
     }
     Ok(out)
-}
-
-/// The summed sample durations of the `trun`s of a `traf` (body `start..end`, its `tfhd` at
-/// `tfhd`); `None` when a sample's duration is only in the `trex` defaults.
-fn traf_duration(
-    b: &[u8],
-    start: usize,
-    end: usize,
-    tfhd: usize,
-) -> Result<Option<u64>, MediaError> {
-    // tfhd flags: base-data-offset (8 bytes), sample-description-index (4), then
-    // default-sample-duration (4).
-    let tfhd_flags = be32(b, tfhd + 8)? & 0x00ff_ffff;
-    let mut at = tfhd + 16;
-    if tfhd_flags & 0x01 != 0 {
-        at += 8;
-    }
-    if tfhd_flags & 0x02 != 0 {
-        at += 4;
-    }
-    let default = if tfhd_flags & 0x08 != 0 {
-        Some(u64::from(be32(b, at)?))
-    } else {
-        None
-    };
-    let mut total = 0u64;
-    for (kind, off, _) in children(b, start, end)? {
-        if &kind != b"trun" {
-            continue;
-        }
-        let flags = be32(b, off + 8)? & 0x00ff_ffff;
-        let count = be32(b, off + 12)? as usize;
-        if flags & 0x100 == 0 {
-            match default {
-                Some(d) => total += d * count as u64,
-                None => return Ok(None),
-            }
-            continue;
-        }
-        let mut at = off + 16;
-        if flags & 0x01 != 0 {
-            at += 4;
-        }
-        if flags & 0x04 != 0 {
-            at += 4;
-        }
-        // Per sample: duration, then size, flags and composition offset when present.
-        let stride = 4 * [0x100, 0x200, 0x400, 0x800]
-            .iter()
-            .filter(|&&f| flags & f != 0)
-            .count();
-        for i in 0..count {
-            total += u64::from(be32(b, at + i * stride)?);
-        }
-    }
-    Ok(Some(total))
-}
-
-/// Writes a new decode time into the `tfdt` of `traf` (a 32-bit field must fit).
-pub(crate) fn set_decode_time(
-    moof: &mut [u8],
-    traf: &TrafFields,
-    decode_time: u64,
-) -> Result<(), MediaError> {
-    let at = traf.tfdt_at;
-    if moof[at + 8] == 1 {
-        moof[at + 12..at + 20].copy_from_slice(&decode_time.to_be_bytes());
-    } else {
-        let v = u32::try_from(decode_time)
-            .map_err(|_| bad("decode time overflows a version-0 tfdt"))?;
-        moof[at + 12..at + 16].copy_from_slice(&v.to_be_bytes());
-    }
-    Ok(())
-}
-
-/// Writes the `mfhd` sequence number of a `moof`.
-pub(crate) fn set_sequence(moof: &mut [u8], sequence: u32) -> Result<(), MediaError> {
-    let (mfhd, _) = child(moof, 8, moof.len(), b"mfhd")?.ok_or_else(|| bad("moof without mfhd"))?;
-    moof[mfhd + 12..mfhd + 16].copy_from_slice(&sequence.to_be_bytes());
-    Ok(())
 }
 
 #[cfg(test)]
@@ -283,71 +332,123 @@ mod tests {
         b
     }
 
-    fn moof(track: u32, tfdt_v1: bool, time: u64) -> Vec<u8> {
-        let mfhd = boxed(b"mfhd", &[0, 0, 0, 0, 0, 0, 0, 7]);
-        let mut tfhd_body = vec![0, 0, 0, 0];
-        tfhd_body.extend_from_slice(&track.to_be_bytes());
-        let tfdt = if tfdt_v1 {
-            let mut b = vec![1, 0, 0, 0];
-            b.extend_from_slice(&time.to_be_bytes());
-            boxed(b"tfdt", &b)
-        } else {
-            let mut b = vec![0, 0, 0, 0];
-            b.extend_from_slice(&(time as u32).to_be_bytes());
-            boxed(b"tfdt", &b)
-        };
-        let traf = boxed(b"traf", &[boxed(b"tfhd", &tfhd_body), tfdt].concat());
-        boxed(b"moof", &[mfhd, traf].concat())
+    fn track(id: u32, video: bool) -> Track {
+        Track {
+            id,
+            timescale: 90_000,
+            video,
+            defaults: SampleDefaults::default(),
+        }
     }
 
     #[test]
-    fn reads_and_rewrites_moof() {
-        for v1 in [false, true] {
-            let mut m = moof(2, v1, 153_600);
-            let t = trafs(&m).unwrap();
-            assert_eq!(t.len(), 1);
-            assert_eq!((t[0].track_id, t[0].decode_time), (2, 153_600));
-            set_decode_time(&mut m, &t[0], 9_999_999).unwrap();
-            set_sequence(&mut m, 42).unwrap();
-            assert_eq!(trafs(&m).unwrap()[0].decode_time, 9_999_999);
-            assert_eq!(&m[20..24], &42u32.to_be_bytes());
-        }
-        let mut m = moof(1, false, 0);
-        let t = trafs(&m).unwrap();
-        assert!(set_decode_time(&mut m, &t[0], u64::from(u32::MAX) + 1).is_err());
+    fn reads_back_what_mux_writes() {
+        let v = [
+            FragSample {
+                duration: 3000,
+                size: 3,
+                keyframe: true,
+                cto: -3000,
+            },
+            FragSample {
+                duration: 3000,
+                size: 1,
+                keyframe: false,
+                cto: 6000,
+            },
+        ];
+        let a = [FragSample {
+            duration: 1024,
+            size: 2,
+            keyframe: true,
+            cto: 0,
+        }];
+        let f = super::super::mux::fragment(
+            3,
+            &[
+                super::super::mux::FragTrack {
+                    track_id: 1,
+                    decode_time: 1 << 33,
+                    samples: &v,
+                    data: &[1, 2, 3, 4],
+                },
+                super::super::mux::FragTrack {
+                    track_id: 2,
+                    decode_time: 48_000,
+                    samples: &a,
+                    data: &[5, 6],
+                },
+            ],
+        );
+        let moof_len = u32::from_be_bytes(f[0..4].try_into().unwrap()) as usize;
+        let tracks = [track(1, true), track(2, false)];
+        let at = 5000;
+        let trafs = read_fragment(
+            &f[..moof_len],
+            at,
+            &f[moof_len..],
+            at + moof_len as u64,
+            &tracks,
+        )
+        .unwrap();
+        assert_eq!(trafs.len(), 2);
+        assert_eq!((trafs[0].track_id, trafs[0].decode_time), (1, 1 << 33));
+        assert_eq!(
+            (trafs[0].samples.as_slice(), trafs[0].data.as_slice()),
+            (&v[..], &[1, 2, 3, 4][..])
+        );
+        assert_eq!((trafs[1].track_id, trafs[1].decode_time), (2, 48_000));
+        assert_eq!(
+            (trafs[1].samples.as_slice(), trafs[1].data.as_slice()),
+            (&a[..], &[5, 6][..])
+        );
     }
 
-    /// A traf of `track` whose trun carries `durations` (with sizes), or none when the
-    /// durations are left to a tfhd default of `default`.
-    fn moof_with_samples(track: u32, durations: &[u32], default: Option<u32>) -> Vec<u8> {
-        let mfhd = boxed(b"mfhd", &[0, 0, 0, 0, 0, 0, 0, 1]);
-        let mut tfhd_body = vec![0, 0, 0, if default.is_some() { 0x08 } else { 0 }];
-        tfhd_body.extend_from_slice(&track.to_be_bytes());
-        if let Some(d) = default {
-            tfhd_body.extend_from_slice(&d.to_be_bytes());
-        }
-        let tfdt = boxed(b"tfdt", &[0, 0, 0, 0, 0, 0, 0, 0]);
-        let mut trun = vec![0, 0, if default.is_some() { 0x02 } else { 0x03 }, 0x01];
-        trun.extend_from_slice(&(durations.len() as u32).to_be_bytes());
-        trun.extend_from_slice(&100u32.to_be_bytes()); // data offset
-        for d in durations {
-            if default.is_none() {
-                trun.extend_from_slice(&d.to_be_bytes());
+    #[test]
+    fn reads_mp4mux_style_defaults_and_offsets() {
+        // tfhd: default duration and flags, no base (the moof's start); trun version 0 with
+        // a data offset, first-sample flags and per-sample sizes; tfdt version 0.
+        let mut tfhd = vec![0, 0, 0, 0x28];
+        tfhd.extend_from_slice(&2u32.to_be_bytes());
+        tfhd.extend_from_slice(&1024u32.to_be_bytes());
+        tfhd.extend_from_slice(&0x0101_0000u32.to_be_bytes());
+        let tfdt = boxed(b"tfdt", &[0, 0, 0, 0, 0, 0, 0x10, 0]);
+        let trun = |data_offset: u32| {
+            let mut b = vec![0, 0, 0x02, 0x05];
+            b.extend_from_slice(&3u32.to_be_bytes());
+            b.extend_from_slice(&data_offset.to_be_bytes());
+            b.extend_from_slice(&0x0200_0000u32.to_be_bytes());
+            for size in [2u32, 1, 3] {
+                b.extend_from_slice(&size.to_be_bytes());
             }
-            trun.extend_from_slice(&500u32.to_be_bytes()); // size
-        }
-        let traf = [boxed(b"tfhd", &tfhd_body), tfdt, boxed(b"trun", &trun)].concat();
-        boxed(b"moof", &[mfhd, boxed(b"traf", &traf)].concat())
-    }
-
-    #[test]
-    fn sums_fragment_durations() {
-        let m = moof_with_samples(1, &[3000, 3000, 3003], None);
-        assert_eq!(trafs(&m).unwrap()[0].duration, Some(9003));
-        let m = moof_with_samples(2, &[1024; 150], Some(1024));
-        assert_eq!(trafs(&m).unwrap()[0].duration, Some(153_600));
-        // No trun, no default: nothing to sum.
-        assert_eq!(trafs(&moof(1, false, 0)).unwrap()[0].duration, Some(0));
+            boxed(b"trun", &b)
+        };
+        let moof = |data_offset| {
+            let traf = boxed(
+                b"traf",
+                &[boxed(b"tfhd", &tfhd), tfdt.clone(), trun(data_offset)].concat(),
+            );
+            boxed(b"moof", &[boxed(b"mfhd", &[0; 8]), traf].concat())
+        };
+        let len = moof(0).len() as u32;
+        let moof = moof(len + 8 + 1);
+        let mdat = boxed(b"mdat", &[0xEE, 1, 2, 3, 4, 5, 6]);
+        let mut audio = track(2, false);
+        audio.defaults.duration = 7;
+        let trafs = read_fragment(&moof, 100, &mdat, 100 + u64::from(len), &[audio]).unwrap();
+        assert_eq!(trafs.len(), 1);
+        let t = &trafs[0];
+        assert_eq!((t.track_id, t.decode_time), (2, 0x1000));
+        assert_eq!(t.data, [1, 2, 3, 4, 5, 6]);
+        let got: Vec<(u32, u32, bool)> = t
+            .samples
+            .iter()
+            .map(|s| (s.duration, s.size, s.keyframe))
+            .collect();
+        assert_eq!(got, [(1024, 2, true), (1024, 1, false), (1024, 3, false)]);
+        // Data past the mdat is an error, not a panic.
+        let short = boxed(b"mdat", &[0xEE, 1, 2]);
+        assert!(read_fragment(&moof, 100, &short, 100 + u64::from(len), &[audio]).is_err());
     }
 
     #[test]

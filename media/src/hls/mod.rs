@@ -9,8 +9,10 @@
 //! Timeline rules that keep segments from different runs interchangeable:
 //! - a keyframe is forced at the first frame at or after every `N × SEGMENT` of the source
 //!   timeline (force-key-unit events, whatever the encoder or frame rate);
-//! - every fragment's decode time (`tfdt`) is rewritten to its position on the source
-//!   timeline, anchored on the first buffer each mux pad received (`fmp4.rs`);
+//! - every fragment's decode time (`tfdt`) is moved to its position on the source
+//!   timeline, anchored on the first buffer each mux pad received, and each segment is
+//!   written as one `moof` with a `traf` per track, numbered segment + 1 (`run.rs` reads
+//!   mp4mux's fragments back with `fmp4.rs` and writes them with `mux.rs`);
 //! - profile, level, track order, audio rate and channel count are pinned (`cmaf.rs`), so
 //!   the init segment of any run describes every run's segments.
 //!

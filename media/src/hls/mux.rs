@@ -1,11 +1,16 @@
-//! Writes the fragmented MP4 of stream-copied segments (`copy.rs`): an init segment from
-//! the source's codec configuration, and one `moof` + `mdat` per segment holding the
-//! source's samples byte for byte.
+//! Writes fragmented MP4 for HLS: the init segment of stream-copied segments (`copy.rs`)
+//! from the source's codec configuration, and for every segment, copied or transcoded
+//! (`run.rs`), one `moof` with a `traf` per track and one `mdat` holding their samples,
+//! video first.
 //!
-//! Written here rather than by mp4mux: mp4mux cuts fragments by its own clock and
-//! restamps from the first buffer it sees, while a copied segment must hold exactly the
-//! samples the playlist promised, stamped with their place on the source timeline (both
-//! known from the index), so segments from separate runs join without a gap or a double.
+//! Copied segments are written here rather than by mp4mux: mp4mux cuts fragments by its
+//! own clock and restamps from the first buffer it sees, while a copied segment must hold
+//! exactly the samples the playlist promised, stamped with their place on the source
+//! timeline (both known from the index), so segments from separate runs join without a gap
+//! or a double. Transcoded segments come out of mp4mux as one `moof` per track; `run.rs`
+//! regroups them here, because VLC 3.0's MP4 demuxer only reads a `tfdt` at a break in
+//! the `mfhd` sequence numbers: with one `moof` per track, the second track of a segment
+//! reached by a seek kept its old time and nothing played (`--start-time`).
 
 /// Video timescale: 90 kHz, fine enough for any frame rate and MPEG-TS timestamps.
 pub(crate) const VIDEO_TIMESCALE: u32 = 90_000;
@@ -339,45 +344,5 @@ mod tests {
             (tracks[1].id, tracks[1].timescale, tracks[1].video),
             (2, 48_000, false)
         );
-    }
-
-    #[test]
-    fn fragment_points_at_its_data() {
-        let v = [FragSample {
-            duration: 3000,
-            size: 3,
-            keyframe: true,
-            cto: -3000,
-        }];
-        let a = [FragSample {
-            duration: 1024,
-            size: 2,
-            keyframe: true,
-            cto: 0,
-        }];
-        let f = fragment(
-            7,
-            &[
-                FragTrack {
-                    track_id: 1,
-                    decode_time: 1 << 33,
-                    samples: &v,
-                    data: &[1, 2, 3],
-                },
-                FragTrack {
-                    track_id: 2,
-                    decode_time: 48_000,
-                    samples: &a,
-                    data: &[4, 5],
-                },
-            ],
-        );
-        let moof_len = u32::from_be_bytes(f[0..4].try_into().unwrap()) as usize;
-        let moof = &f[..moof_len];
-        let trafs = fmp4::trafs(moof).unwrap();
-        assert_eq!(trafs[0].decode_time, 1 << 33);
-        assert_eq!(trafs[1].decode_time, 48_000);
-        assert_eq!(&f[moof_len + 4..moof_len + 8], b"mdat");
-        assert_eq!(&f[moof_len + 8..], &[1, 2, 3, 4, 5]);
     }
 }

@@ -12,7 +12,8 @@ use std::time::{Duration, Instant};
 use gst::prelude::*;
 
 use super::SEGMENT_DURATION;
-use super::fmp4::{self, BoxReader, Track};
+use super::fmp4::{self, BoxReader, Track, TrafSamples};
+use super::mux::{self, FragSample, FragTrack};
 use crate::MediaError;
 use crate::pipeline::{self, BranchState, HlsOutput, Output, Running, Settings};
 
@@ -174,10 +175,6 @@ fn bus_error(
     }
 }
 
-/// A track id and where its fragment ends on the source timeline (ns), if the fragment
-/// says.
-type TrackEnd = (u32, Option<u64>);
-
 /// What the cutter hands out.
 #[derive(Debug)]
 pub(crate) enum Cut {
@@ -186,24 +183,39 @@ pub(crate) enum Cut {
 }
 
 /// Cuts mp4mux's fragmented output into an init segment and media segments, moving every
-/// fragment's decode time onto the source timeline.
+/// fragment's decode time onto the source timeline. mp4mux writes one `moof` per track
+/// (several for a track when its fragment fills up); each segment is written again as one
+/// `moof` with a `traf` per track (`mux.rs`), numbered `segment + 1` like copied segments,
+/// so a player reaching a segment by a seek sees a sequence break and reads every track's
+/// `tfdt` (VLC 3.0 reads none otherwise).
 struct Cutter {
     reader: BoxReader,
     start: u64,
     count: u64,
     segment_ns: u64,
+    /// Stream offset of the next box (a `tfhd` base data offset counts from the start).
+    pos: u64,
     ftyp: Option<Vec<u8>>,
     tracks: Vec<Track>,
     /// Per track: added to mp4mux's decode times (track timescale).
     offsets: HashMap<u32, i128>,
-    /// A moof waiting for its mdat, with its segment and its tracks' fragment ends.
-    moof: Option<(Vec<u8>, u64, Vec<TrackEnd>)>,
-    pending: BTreeMap<u64, Vec<u8>>,
+    /// A moof waiting for its mdat, with its stream offset.
+    moof: Option<(Vec<u8>, u64)>,
+    /// Segments being gathered: each track's samples so far.
+    pending: BTreeMap<u64, Vec<TrackRun>>,
     /// Newest segment each track has reached.
     reached: HashMap<u32, u64>,
-    /// Where each track's newest fragment ends on the source timeline (ns), if known.
+    /// Where each track's newest fragment ends on the source timeline (ns).
     ends: HashMap<u32, u64>,
-    fragments_in: HashMap<u64, u32>,
+}
+
+/// One track's samples in a segment being gathered.
+struct TrackRun {
+    track_id: u32,
+    /// Of the first sample, on the source timeline (track timescale).
+    decode_time: u64,
+    samples: Vec<FragSample>,
+    data: Vec<u8>,
 }
 
 impl Cutter {
@@ -213,6 +225,7 @@ impl Cutter {
             start,
             count,
             segment_ns,
+            pos: 0,
             ftyp: None,
             tracks: Vec::new(),
             offsets: HashMap::new(),
@@ -220,7 +233,6 @@ impl Cutter {
             pending: BTreeMap::new(),
             reached: HashMap::new(),
             ends: HashMap::new(),
-            fragments_in: HashMap::new(),
         }
     }
 
@@ -228,6 +240,8 @@ impl Cutter {
         self.reader.push(data);
         let mut out = Vec::new();
         while let Some((kind, bytes)) = self.reader.next_box()? {
+            let at = self.pos;
+            self.pos += bytes.len() as u64;
             match &kind {
                 b"ftyp" => self.ftyp = Some(bytes),
                 b"moov" if self.tracks.is_empty() => {
@@ -236,24 +250,13 @@ impl Cutter {
                     init.extend_from_slice(&bytes);
                     out.push(Cut::Init(init));
                 }
-                b"moof" => {
-                    let (moof, seg, ids) = self.place(bytes, state)?;
-                    self.moof = Some((moof, seg, ids));
-                }
+                b"moof" => self.moof = Some((bytes, at)),
                 b"mdat" => {
-                    let Some((moof, seg, ends)) = self.moof.take() else {
+                    let Some((moof, moof_at)) = self.moof.take() else {
                         continue;
                     };
-                    let entry = self.pending.entry(seg).or_default();
-                    entry.extend_from_slice(&moof);
-                    entry.extend_from_slice(&bytes);
-                    for (id, end) in ends {
-                        let r = self.reached.entry(id).or_insert(seg);
-                        *r = (*r).max(seg);
-                        match end {
-                            Some(end) => self.ends.insert(id, end),
-                            None => self.ends.remove(&id),
-                        };
+                    for traf in fmp4::read_fragment(&moof, moof_at, &bytes, at, &self.tracks)? {
+                        self.add(traf, state)?;
                     }
                     self.emit_complete(&mut out);
                 }
@@ -264,55 +267,88 @@ impl Cutter {
         Ok(out)
     }
 
-    /// Rewrites a moof's decode times and sequence number; returns it with its segment and
-    /// where each of its tracks' fragments ends.
-    fn place(
-        &mut self,
-        mut moof: Vec<u8>,
-        state: &Mutex<BranchState>,
-    ) -> Result<(Vec<u8>, u64, Vec<TrackEnd>), MediaError> {
-        let trafs = fmp4::trafs(&moof)?;
-        let mut seg = None;
-        let mut ids = Vec::new();
-        for traf in &trafs {
-            let track = self
-                .tracks
-                .iter()
-                .find(|t| t.id == traf.track_id)
-                .copied()
-                .ok_or_else(|| MediaError::Pipeline("fragment of an unknown track".into()))?;
-            let scale = i128::from(track.timescale);
-            let offset = match self.offsets.get(&track.id) {
-                Some(o) => *o,
-                None => {
-                    let st = state.lock().unwrap();
-                    let first = if track.video {
-                        st.first_video_ns
-                    } else {
-                        st.first_audio_ns
-                    };
-                    let first_ns = i128::from(first.unwrap_or(self.start * self.segment_ns));
-                    let anchored = (first_ns * scale + 500_000_000) / 1_000_000_000;
-                    let o = anchored - i128::from(traf.decode_time);
-                    self.offsets.insert(track.id, o);
-                    o
-                }
-            };
-            let time = (i128::from(traf.decode_time) + offset).max(0) as u64;
-            fmp4::set_decode_time(&mut moof, traf, time)?;
-            let to_ns =
-                |t: u64| (u128::from(t) * 1_000_000_000 / u128::from(track.timescale)) as u64;
-            if seg.is_none() {
-                let n = (to_ns(time) + SLACK_NS) / self.segment_ns;
-                seg = Some(n.clamp(self.start, self.count - 1));
+    /// Moves a traf's samples onto the source timeline and adds them to their segment.
+    fn add(&mut self, traf: TrafSamples, state: &Mutex<BranchState>) -> Result<(), MediaError> {
+        let track = self
+            .tracks
+            .iter()
+            .find(|t| t.id == traf.track_id)
+            .copied()
+            .ok_or_else(|| MediaError::Pipeline("fragment of an unknown track".into()))?;
+        let scale = i128::from(track.timescale);
+        let offset = match self.offsets.get(&track.id) {
+            Some(o) => *o,
+            None => {
+                let st = state.lock().unwrap();
+                let first = if track.video {
+                    st.first_video_ns
+                } else {
+                    st.first_audio_ns
+                };
+                let first_ns = i128::from(first.unwrap_or(self.start * self.segment_ns));
+                let anchored = (first_ns * scale + 500_000_000) / 1_000_000_000;
+                let o = anchored - i128::from(traf.decode_time);
+                self.offsets.insert(track.id, o);
+                o
             }
-            ids.push((track.id, traf.duration.map(|d| to_ns(time + d))));
+        };
+        let time = (i128::from(traf.decode_time) + offset).max(0) as u64;
+        let to_ns = |t: u64| (u128::from(t) * 1_000_000_000 / u128::from(track.timescale)) as u64;
+        let seg = ((to_ns(time) + SLACK_NS) / self.segment_ns).clamp(self.start, self.count - 1);
+        let r = self.reached.entry(track.id).or_insert(seg);
+        *r = (*r).max(seg);
+        let duration: u64 = traf.samples.iter().map(|s| u64::from(s.duration)).sum();
+        self.ends.insert(track.id, to_ns(time + duration));
+
+        let runs = self.pending.entry(seg).or_default();
+        let Some(run) = runs.iter_mut().find(|r| r.track_id == track.id) else {
+            runs.push(TrackRun {
+                track_id: track.id,
+                decode_time: time,
+                samples: traf.samples,
+                data: traf.data,
+            });
+            return Ok(());
+        };
+        // One traf per track holds one contiguous run. mp4mux's fragments of a track follow
+        // each other exactly; should one not, the sample before the join absorbs the gap.
+        let end: u64 = run.decode_time
+            + run
+                .samples
+                .iter()
+                .map(|s| u64::from(s.duration))
+                .sum::<u64>();
+        match run.samples.last_mut() {
+            None => run.decode_time = time,
+            Some(last) if time != end => {
+                let duration = i128::from(last.duration) + i128::from(time) - i128::from(end);
+                last.duration = u32::try_from(duration)
+                    .ok()
+                    .filter(|d| *d > 0)
+                    .ok_or_else(|| MediaError::Pipeline("mp4mux fragments overlap".into()))?;
+            }
+            Some(_) => {}
         }
-        let seg = seg.expect("trafs() is never empty");
-        let k = self.fragments_in.entry(seg).or_insert(0);
-        *k += 1;
-        fmp4::set_sequence(&mut moof, (seg as u32).wrapping_mul(256) + (*k).min(255))?;
-        Ok((moof, seg, ids))
+        run.samples.extend(traf.samples);
+        run.data.extend(traf.data);
+        Ok(())
+    }
+
+    /// One segment's `moof` + `mdat`, tracks in init-segment order.
+    fn segment(&self, n: u64, runs: Vec<TrackRun>) -> Cut {
+        let tracks: Vec<FragTrack<'_>> = self
+            .tracks
+            .iter()
+            .filter_map(|t| runs.iter().find(|r| r.track_id == t.id))
+            .filter(|r| !r.samples.is_empty())
+            .map(|r| FragTrack {
+                track_id: r.track_id,
+                decode_time: r.decode_time,
+                samples: &r.samples,
+                data: &r.data,
+            })
+            .collect();
+        Cut::Segment(n, mux::fragment(n as u32 + 1, &tracks))
     }
 
     /// Hands out the oldest pending segments once every track is done with them (its
@@ -343,9 +379,8 @@ impl Cutter {
             if !(all_past || one_far) {
                 break;
             }
-            let bytes = self.pending.remove(&s).expect("key just seen");
-            self.fragments_in.remove(&s);
-            out.push(Cut::Segment(s, bytes));
+            let runs = self.pending.remove(&s).expect("key just seen");
+            out.push(self.segment(s, runs));
         }
     }
 
@@ -353,7 +388,7 @@ impl Cutter {
     fn finish(&mut self) -> Vec<Cut> {
         std::mem::take(&mut self.pending)
             .into_iter()
-            .map(|(s, b)| Cut::Segment(s, b))
+            .map(|(s, runs)| self.segment(s, runs))
             .collect()
     }
 }
