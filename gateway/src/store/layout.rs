@@ -40,8 +40,12 @@ pub(crate) struct Slot {
 
 /// The last segment of a validated key's path.
 pub(crate) fn last_segment(path: &ObjectPath) -> &str {
-    path.rel
-        .file_name()
+    rel_name(&path.rel)
+}
+
+/// The last component of a validated key's relative path.
+fn rel_name(rel: &Path) -> &str {
+    rel.file_name()
         .and_then(|n| n.to_str())
         .expect("validated keys have a UTF-8 file name")
 }
@@ -126,10 +130,7 @@ impl Store {
         parent: &OwnedFd,
         rel: &Path,
     ) -> StoreResult<()> {
-        let name = rel
-            .file_name()
-            .and_then(|n| n.to_str())
-            .expect("validated keys have a UTF-8 file name");
+        let name = rel_name(rel);
         fsutil::mkdir_at(parent.as_fd(), Path::new(name))?;
         match fsutil::statx_type(&fsutil::statx_at(parent.as_fd(), name)?) {
             FileType::Directory => Ok(()),
@@ -158,10 +159,7 @@ impl Store {
         parent: &OwnedFd,
         rel: &Path,
     ) -> StoreResult<()> {
-        let name = rel
-            .file_name()
-            .and_then(|n| n.to_str())
-            .expect("validated keys have a UTF-8 file name");
+        let name = rel_name(rel);
         // A versioned write of this key moves its current file under the key's version lock:
         // take it, so the file is not moved aside or back meanwhile. Then take turns with other
         // conversions in this folder.

@@ -819,6 +819,25 @@ pub(crate) mod tests {
         "a/b/c-/d",
     ];
 
+    /// Every prefix and start-after among `probes` walks exactly the keys of `all` (sorted)
+    /// that a plain filter picks.
+    fn assert_walks_like_a_filter(t: &TempData, all: &[String], probes: &[&str]) {
+        for &prefix in probes {
+            for after in probes.iter().map(|a| Some(*a)).chain([None]) {
+                let want: Vec<String> = all
+                    .iter()
+                    .filter(|k| k.starts_with(prefix) && after.is_none_or(|a| k.as_str() > a))
+                    .cloned()
+                    .collect();
+                assert_eq!(
+                    t.walk(prefix, after),
+                    want,
+                    "prefix {prefix:?} after {after:?}"
+                );
+            }
+        }
+    }
+
     fn sorted(keys: &[&str]) -> Vec<String> {
         let mut v: Vec<String> = keys.iter().map(|k| k.to_string()).collect();
         v.sort();
@@ -872,20 +891,7 @@ pub(crate) mod tests {
             "../",
             ".nebula-tmp/",
         ];
-        for prefix in probes {
-            for after in probes.iter().map(|a| Some(*a)).chain([None]) {
-                let want: Vec<String> = all
-                    .iter()
-                    .filter(|k| k.starts_with(prefix) && after.is_none_or(|a| k.as_str() > a))
-                    .cloned()
-                    .collect();
-                assert_eq!(
-                    t.walk(prefix, after),
-                    want,
-                    "prefix {prefix:?} after {after:?}"
-                );
-            }
-        }
+        assert_walks_like_a_filter(&t, &all, &probes);
     }
 
     #[test]
@@ -918,20 +924,7 @@ pub(crate) mod tests {
         let probes = [
             "", "a", "a!", "a/", "a/b", "a/b/", "a0", "m", "m/", "m/x", "n", "n/", "z", "a\0",
         ];
-        for prefix in probes {
-            for after in probes.iter().map(|a| Some(*a)).chain([None]) {
-                let want: Vec<String> = all
-                    .iter()
-                    .filter(|k| k.starts_with(prefix) && after.is_none_or(|a| k.as_str() > a))
-                    .cloned()
-                    .collect();
-                assert_eq!(
-                    t.walk(prefix, after),
-                    want,
-                    "prefix {prefix:?} after {after:?}"
-                );
-            }
-        }
+        assert_walks_like_a_filter(&t, &all, &probes);
         // Sizes come from the reserved files.
         let mut w = Walker::new(&t.store, "bkt", "m/", None).unwrap();
         let e = w.next_entry().unwrap().unwrap();
