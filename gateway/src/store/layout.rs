@@ -185,27 +185,23 @@ impl Store {
         let folder =
             fsutil::open_subdir_nofollow(stage.as_fd(), temp.to_str().unwrap_or_default())?;
         let inner = Path::new(OBJECT_IN_FOLDER);
-        let undo = || {
+        // Undoes the staging; the file deleted meanwhile is no error: there is nothing to
+        // keep, and the caller makes a plain folder.
+        let undo = |e: io::Error| -> StoreResult<()> {
             let _ = fsutil::unlink_at(folder.as_fd(), inner);
             let _ = fsutil::rmdir_at(stage.as_fd(), &temp);
-        };
-        if let Err(e) = fsutil::link_at(parent.as_fd(), Path::new(name), folder.as_fd(), inner) {
-            undo();
-            // Deleted meanwhile: there is nothing to keep, the caller makes a plain folder.
-            return if e.kind() == io::ErrorKind::NotFound {
+            if e.kind() == io::ErrorKind::NotFound {
                 Ok(())
             } else {
                 Err(e.into())
-            };
+            }
+        };
+        if let Err(e) = fsutil::link_at(parent.as_fd(), Path::new(name), folder.as_fd(), inner) {
+            return undo(e);
         }
         fsutil::fsync_dir(folder.as_fd())?;
         if let Err(e) = fsutil::exchange_at(stage.as_fd(), &temp, parent.as_fd(), Path::new(name)) {
-            undo();
-            return if e.kind() == io::ErrorKind::NotFound {
-                Ok(())
-            } else {
-                Err(e.into())
-            };
+            return undo(e);
         }
         fsutil::fsync_dir(parent.as_fd())?;
         let Some(temp_name) = temp.to_str() else {

@@ -824,18 +824,24 @@ pub(crate) mod tests {
     fn assert_walks_like_a_filter(t: &TempData, all: &[String], probes: &[&str]) {
         for &prefix in probes {
             for after in probes.iter().map(|a| Some(*a)).chain([None]) {
-                let want: Vec<String> = all
-                    .iter()
-                    .filter(|k| k.starts_with(prefix) && after.is_none_or(|a| k.as_str() > a))
-                    .cloned()
-                    .collect();
-                assert_eq!(
-                    t.walk(prefix, after),
-                    want,
-                    "prefix {prefix:?} after {after:?}"
-                );
+                assert_walk_like_a_filter(t, all, prefix, after);
             }
         }
+    }
+
+    /// A walk from `prefix` and `after` gives exactly the keys of `all` (sorted) a plain
+    /// filter picks.
+    fn assert_walk_like_a_filter(t: &TempData, all: &[String], prefix: &str, after: Option<&str>) {
+        let want: Vec<String> = all
+            .iter()
+            .filter(|k| k.starts_with(prefix) && after.is_none_or(|a| k.as_str() > a))
+            .cloned()
+            .collect();
+        assert_eq!(
+            t.walk(prefix, after),
+            want,
+            "prefix {prefix:?} after {after:?}"
+        );
     }
 
     fn sorted(keys: &[&str]) -> Vec<String> {
@@ -1033,16 +1039,7 @@ pub(crate) mod tests {
             ("", Some("k00599")),
             ("zz", None),
         ] {
-            let want: Vec<String> = all
-                .iter()
-                .filter(|k| k.starts_with(prefix) && after.is_none_or(|a| k.as_str() > a))
-                .cloned()
-                .collect();
-            assert_eq!(
-                t.walk(prefix, after),
-                want,
-                "prefix {prefix:?} after {after:?}"
-            );
+            assert_walk_like_a_filter(&t, &all, prefix, after);
         }
         // A new entry changes the folder's stamp: the cache is not used for it.
         t.put("k00000a", b"x");
